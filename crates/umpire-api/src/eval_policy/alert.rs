@@ -1,0 +1,153 @@
+//! Alert rules on judge scores and span latency.
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Duration, NAME_PATTERN};
+
+/// A windowed alert rule, evaluated per group.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.condition.regression) || duration(self.condition.regression.baseline) > duration(self.window)").message("a regression baseline must be longer than the rule's window").field_path(".condition.regression.baseline"))]
+#[x_kube(validation = Rule::new("!has(self.metric.judge) || self.metric.aggregate == 'count' || ((!has(self.condition.above) || (self.condition.above >= 0.0 && self.condition.above <= 1.0)) && (!has(self.condition.below) || (self.condition.below >= 0.0 && self.condition.below <= 1.0)))").message("judge scores, pass rates and error rates are between 0 and 1: write 0.85, not 85").field_path(".condition"))]
+pub struct AlertRule {
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    /// What is measured.
+    pub metric: AlertMetric,
+    /// Sliding window the metric is computed over, e.g. `10m`.
+    pub window: Duration,
+    /// Fewest samples in the window before the rule may fire. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_samples: Option<i64>,
+    /// Span attributes to evaluate the rule per value of (e.g. `gen_ai.request.model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4))]
+    pub group_by: Option<Vec<String>>,
+    /// Most groups tracked; further groups are folded into `__other__`. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_groups: Option<i32>,
+    /// When the rule is true.
+    pub condition: AlertCondition,
+    /// How long the condition must hold before firing. Default 0 (fire at once).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "for")]
+    pub for_: Option<Duration>,
+    /// How long the condition must stay false before resolving. Default 1m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_for: Option<Duration>,
+    /// What an empty window means: `keepState` (default), `resolve`, or `alert` (page on
+    /// missing traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<NoDataPolicy>,
+    pub severity: Severity,
+    /// Name of an entry in `spec.routes`.
+    #[schemars(length(min = 1, max = 63))]
+    pub route: String,
+    /// Re-send a still-firing alert this often. Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_interval: Option<Duration>,
+}
+
+/// Either a judge's scores with an aggregate, or selected spans' latency.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.judge) != has(self.latency)").message("a metric needs exactly one of judge or latency"))]
+#[x_kube(validation = Rule::new("has(self.judge) == has(self.aggregate)").message("a judge metric needs an aggregate; a latency metric takes none").field_path(".aggregate"))]
+pub struct AlertMetric {
+    /// Name of a judge in `spec.judges`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub judge: Option<String>,
+    /// How the judge's scores are aggregated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
+    /// A latency statistic of the selected spans, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyStatistic>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Aggregate {
+    /// Mean score.
+    Mean,
+    /// Share of verdicts that passed.
+    PassRate,
+    /// Share of evaluations that ended in a judge error.
+    ErrorRate,
+    /// Number of evaluations.
+    Count,
+    P50,
+    P95,
+    P99,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum LatencyStatistic {
+    Mean,
+    P50,
+    P95,
+    P99,
+}
+
+/// Exactly one of a static threshold or a baseline regression.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.above), has(self.below), has(self.regression)].filter(x, x).size() == 1").message("a condition needs exactly one of above, below or regression"))]
+pub struct AlertCondition {
+    /// True when the metric is above this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    /// True when the metric is below this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+    /// True when the window is significantly worse than a trailing baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression: Option<Regression>,
+}
+
+/// Compares the window to the trailing baseline (which excludes the window). Fires only
+/// when the relative change exceeds the limit *and* a significance test at `confidence`
+/// rejects "no change", so small samples do not page.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.maxRelativeDrop) != has(self.maxRelativeRise)").message("set exactly one of maxRelativeDrop (higher is better) or maxRelativeRise (lower is better)"))]
+pub struct Regression {
+    /// Trailing baseline period, e.g. `24h`. Must exceed the rule's window.
+    pub baseline: Duration,
+    /// Largest tolerated drop relative to the baseline, e.g. 0.10 for 10%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_relative_drop: Option<f64>,
+    /// Largest tolerated rise relative to the baseline, e.g. 0.5 for +50% (latency, cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_relative_rise: Option<f64>,
+    /// Confidence of the significance test (two-proportion z-test for pass/error rates,
+    /// Welch's t-test for means and quantiles). Default 0.99.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.5, max = 0.9999))]
+    pub confidence: Option<f64>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum NoDataPolicy {
+    KeepState,
+    Resolve,
+    Alert,
+}
+
+/// PagerDuty severities (webhooks receive the same value).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Severity {
+    Critical,
+    Error,
+    Warning,
+    Info,
+}

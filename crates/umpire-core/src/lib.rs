@@ -1,0 +1,9 @@
+//! Umpire's domain core.
+//!
+//! Everything here is plain Rust over plain data: the workers (`ingest`, `evaluator`), the
+//! offline tools (`umpire check`, `umpire eval`) and the tests all use it alike. Kubernetes,
+//! NATS and HTTP live in adapter crates that depend on this one, never the reverse.
+
+pub mod field;
+pub mod json_schema;
+pub mod template;

@@ -1,0 +1,146 @@
+//! A private `nats-server` with JetStream, on a free loopback port, in a temporary folder.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsServerError {
+    #[error(
+        "nats-server not found (set NATS_SERVER or install it: apt-get install -y nats-server): {0}"
+    )]
+    NotFound(std::io::Error),
+    #[error("preparing the server's folder: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("nats-server did not become ready within {timeout:?}; its log:\n{log}")]
+    NotReady { timeout: Duration, log: String },
+}
+
+/// How long a fresh server may take to report readiness (a loaded CI machine can be slow).
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `nats-server -js`, stopped (and its storage removed) on drop.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+    extra_args: Vec<String>,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream enabled.
+    pub fn start() -> Result<Self, NatsServerError> {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra command-line arguments, e.g. `["-c", "server.conf"]` for
+    /// settings that have no flag (such as `max_payload`).
+    pub fn start_with_args(extra_args: &[&str]) -> Result<Self, NatsServerError> {
+        let dir = tempfile::Builder::new().prefix("umpire-nats-").tempdir()?;
+        let mut server = Self {
+            child: None,
+            port: free_port()?,
+            dir,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's folder (JetStream storage under `js/`, log in `nats.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the server abruptly (SIGKILL), keeping its storage, to simulate a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same storage.
+    pub fn restart(&mut self) -> Result<(), NatsServerError> {
+        self.kill();
+        self.spawn()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
+    fn spawn(&mut self) -> Result<(), NatsServerError> {
+        let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
+        let log = self.log_path();
+        // Readiness is read from a fresh log: the marker line must come from this start.
+        let _ = std::fs::remove_file(&log);
+        let store = self.dir.path().join("js");
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-sd")
+            .arg(&store)
+            .arg("-l")
+            .arg(&log)
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(NatsServerError::NotFound)?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), NatsServerError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            if log.contains("Server is ready") {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+                .unwrap_or(true);
+            if exited || Instant::now() >= deadline {
+                self.kill();
+                return Err(NatsServerError::NotReady {
+                    timeout: READY_TIMEOUT,
+                    log,
+                });
+            }
+            // Polling a log file: there is no readiness event to await from another process.
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

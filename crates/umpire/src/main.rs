@@ -1,0 +1,43 @@
+//! `umpire`: one binary, every role. Long-running roles (`controller`, `ingest`,
+//! `evaluator`) and offline tools (`crdgen`, `check`, …) are subcommands.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "umpire",
+    version,
+    about = "Online evaluation and alerting for LLM apps on Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print or write the CustomResourceDefinitions generated from the Rust types.
+    Crdgen(commands::crdgen::Args),
+    /// Validate TraceProject and EvalPolicy manifests offline, exactly as the API server and
+    /// the controller would.
+    Check(commands::check::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Crdgen(args) => commands::crdgen::run(&args),
+        Command::Check(args) => commands::check::run(&args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
