@@ -164,14 +164,10 @@ fn rows(out: &mut String, path: &str, node: &Value, required: bool) {
         "| `{path}` | {} | {description}{extra} |",
         type_name(node)
     );
-    let object = node
-        .get("items")
-        .filter(|_| node.get("type").and_then(Value::as_str) == Some("array"))
-        .unwrap_or(node);
-    let child_prefix = if object as *const Value == node as *const Value {
-        path.to_owned()
-    } else {
-        format!("{path}[]")
+    let is_list = node.get("type").and_then(Value::as_str) == Some("array");
+    let (object, child_prefix) = match node.get("items") {
+        Some(items) if is_list => (items, format!("{path}[]")),
+        _ => (node, path.to_owned()),
     };
     let required_children = schema_required(object);
     if let Some(properties) = object.get("properties").and_then(Value::as_object) {
