@@ -2,6 +2,7 @@
 //! generated CRDs, and the validation `umpire check`, `umpire eval` and the controller share.
 
 pub mod common;
+pub mod compile;
 pub mod crd;
 pub mod eval_policy;
 pub mod manifest;

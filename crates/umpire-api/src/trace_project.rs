@@ -120,7 +120,7 @@ pub struct StreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 5))]
     pub replicas: Option<i32>,
-    /// Window in which a re-sent span (same span id) is dropped as a duplicate. Default 2m.
+    /// Window in which a re-sent span (same span id) is dropped as a duplicate. Default 5m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_window: Option<Duration>,
 }

@@ -5,5 +5,11 @@
 //! NATS and HTTP live in adapter crates that depend on this one, never the reverse.
 
 pub mod field;
+pub mod hashing;
+pub mod ids;
 pub mod json_schema;
+pub mod normalise;
+pub mod redaction;
+pub mod sampling;
+pub mod span;
 pub mod template;

@@ -13,40 +13,8 @@ use crate::eval_policy::{BuiltinTemplateName, EvalPolicySpec, JsonJudge, Judge, 
 use crate::trace_project::TraceProjectSpec;
 
 pub(crate) fn trace_project(spec: &TraceProjectSpec, findings: &mut Findings) {
-    let spec_path = FieldPath::root().field("spec");
-    if let Some(sampling) = &spec.sampling {
-        let policies_path = spec_path.field("sampling").field("policies");
-        for (index, policy) in sampling.policies.iter().flatten().enumerate() {
-            let policy_path = policies_path.index(index);
-            let nested = [("and", &policy.and), ("or", &policy.or)];
-            let mut conditions = vec![(policy_path.clone(), &policy.condition)];
-            for (name, list) in nested {
-                for (i, condition) in list.iter().flatten().enumerate() {
-                    conditions.push((policy_path.field(name).index(i), condition));
-                }
-            }
-            for (path, condition) in conditions {
-                if let Some(matcher) = &condition.string_attribute
-                    && matcher.regex == Some(true)
-                {
-                    for (i, pattern) in matcher.values.iter().enumerate() {
-                        check_regex(
-                            pattern,
-                            &path.field("stringAttribute").field("values").index(i),
-                            findings,
-                        );
-                    }
-                }
-            }
-        }
-    }
-    if let Some(redaction) = &spec.redaction {
-        let rules_path = spec_path.field("redaction").field("rules");
-        for (index, rule) in redaction.rules.iter().flatten().enumerate() {
-            if let Some(pattern) = &rule.pattern {
-                check_regex(pattern, &rules_path.index(index).field("pattern"), findings);
-            }
-        }
+    if let Err(errors) = crate::compile::compile_trace_project(spec) {
+        findings.errors.extend(errors);
     }
 }
 
