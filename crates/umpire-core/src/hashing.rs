@@ -72,8 +72,14 @@ mod tests {
     fn is_stable_across_releases() {
         let id: TraceId = "0748feb976cd256641cc0ff1847e6c60".parse().unwrap();
         // Pinned: a change here silently changes every deployed sampling decision.
-        assert_eq!(trace_hash(&id, HashPurpose::TailSampling), PINNED_TAIL_SAMPLING_HASH);
-        assert_ne!(trace_hash(&id, HashPurpose::TailSampling), trace_hash(&id, HashPurpose::EvaluationSampling));
+        assert_eq!(
+            trace_hash(&id, HashPurpose::TailSampling),
+            PINNED_TAIL_SAMPLING_HASH
+        );
+        assert_ne!(
+            trace_hash(&id, HashPurpose::TailSampling),
+            trace_hash(&id, HashPurpose::EvaluationSampling)
+        );
     }
 
     #[test]
@@ -92,8 +98,14 @@ mod tests {
             .count();
         let share = evaluated as f64 / kept.len() as f64;
         assert!((0.45..0.55).contains(&share), "{share}");
-        assert!(ids.iter().all(|id| trace_in_percentage(id, HashPurpose::TailSampling, 100.0)));
-        assert!(!ids.iter().any(|id| trace_in_percentage(id, HashPurpose::TailSampling, 0.0)));
+        assert!(
+            ids.iter()
+                .all(|id| trace_in_percentage(id, HashPurpose::TailSampling, 100.0))
+        );
+        assert!(
+            !ids.iter()
+                .any(|id| trace_in_percentage(id, HashPurpose::TailSampling, 0.0))
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ macro_rules! hex_id {
             type Err = InvalidId;
 
             fn from_str(text: &str) -> Result<Self, Self::Err> {
-                let invalid = || InvalidId { text: text.to_owned(), bytes: $len };
+                let invalid = || InvalidId {
+                    text: text.to_owned(),
+                    bytes: $len,
+                };
                 if text.len() != $len * 2 {
                     return Err(invalid());
                 }
@@ -103,7 +106,10 @@ mod tests {
     fn round_trips_hex() {
         let id: TraceId = "0748feb976cd256641cc0ff1847e6c60".parse().unwrap();
         assert_eq!(id.to_string(), "0748feb976cd256641cc0ff1847e6c60");
-        assert_eq!(serde_json::to_string(&id).unwrap(), "\"0748feb976cd256641cc0ff1847e6c60\"");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"0748feb976cd256641cc0ff1847e6c60\""
+        );
         let back: TraceId = serde_json::from_str("\"0748FEB976CD256641CC0FF1847E6C60\"").unwrap();
         assert_eq!(back, id);
     }

@@ -16,25 +16,37 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::span::{
-    AiSpanKind, AiView, Attributes, Message, RetrievedDocument, SpanEvent, StatusCode, TokenUsage, ToolCall,
-    ToolDefinition, ToolExecution, value_text,
+    AiSpanKind, AiView, Attributes, Message, RetrievedDocument, SpanEvent, StatusCode, TokenUsage,
+    ToolCall, ToolDefinition, ToolExecution, value_text,
 };
 
 /// Everything a span says about GenAI.
 pub fn read_ai_view(attributes: &Attributes, events: &[SpanEvent], status: StatusCode) -> AiView {
     let get = |key: &str| attributes.get(key);
-    let text = |keys: &[&str]| keys.iter().find_map(|key| get(key).and_then(non_empty_text));
+    let text = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|key| get(key).and_then(non_empty_text))
+    };
 
     let operation = text(&["gen_ai.operation.name"]);
     let kind = text(&["openinference.span.kind"])
         .and_then(|k| AiSpanKind::from_name(&k))
-        .or_else(|| operation.as_deref().and_then(AiSpanKind::from_genai_operation))
+        .or_else(|| {
+            operation
+                .as_deref()
+                .and_then(AiSpanKind::from_genai_operation)
+        })
         .or_else(|| text(&["traceloop.span.kind"]).and_then(|k| traceloop_kind(&k)))
         .or_else(|| {
-            let llm_request = text(&["llm.request.type"]).is_some_and(|t| t == "chat" || t == "completion");
-            let genai = ["gen_ai.system", "gen_ai.provider.name", "gen_ai.request.model"]
-                .iter()
-                .any(|key| attributes.contains_key(*key));
+            let llm_request =
+                text(&["llm.request.type"]).is_some_and(|t| t == "chat" || t == "completion");
+            let genai = [
+                "gen_ai.system",
+                "gen_ai.provider.name",
+                "gen_ai.request.model",
+            ]
+            .iter()
+            .any(|key| attributes.contains_key(*key));
             (llm_request || genai).then_some(AiSpanKind::Llm)
         });
 
@@ -73,7 +85,11 @@ pub fn read_ai_view(attributes: &Attributes, events: &[SpanEvent], status: Statu
     let tool = is_tool.then(|| ToolExecution {
         name: text(&["gen_ai.tool.name", "tool.name"]).unwrap_or_default(),
         call_id: text(&["gen_ai.tool.call.id", "tool_call.id"]),
-        arguments: text(&["gen_ai.tool.call.arguments", "tool.parameters", "input.value"]),
+        arguments: text(&[
+            "gen_ai.tool.call.arguments",
+            "tool.parameters",
+            "input.value",
+        ]),
         result: text(&["gen_ai.tool.call.result", "output.value"]),
     });
 
@@ -99,7 +115,10 @@ pub fn read_ai_view(attributes: &Attributes, events: &[SpanEvent], status: Statu
         None => text(&["output.value", "gen_ai.completion"]),
     };
 
-    let tool_calls: Vec<ToolCall> = output_messages.iter().flat_map(|m| m.tool_calls.clone()).collect();
+    let tool_calls: Vec<ToolCall> = output_messages
+        .iter()
+        .flat_map(|m| m.tool_calls.clone())
+        .collect();
 
     let mut finish_reasons = string_list(get("gen_ai.response.finish_reasons"));
     if finish_reasons.is_empty() {
@@ -126,7 +145,12 @@ pub fn read_ai_view(attributes: &Attributes, events: &[SpanEvent], status: Statu
     AiView {
         kind,
         operation,
-        provider: text(&["gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"]),
+        provider: text(&[
+            "gen_ai.provider.name",
+            "gen_ai.system",
+            "llm.provider",
+            "llm.system",
+        ]),
         request_model: text(&["gen_ai.request.model"]).or_else(|| {
             get("llm.invocation_parameters")
                 .and_then(parse_json_text)
@@ -135,9 +159,32 @@ pub fn read_ai_view(attributes: &Attributes, events: &[SpanEvent], status: Statu
         response_model: text(&["gen_ai.response.model", "llm.model_name"]),
         response_id: text(&["gen_ai.response.id"]),
         usage: TokenUsage {
-            input: number(attributes, &["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt", "llm.usage.prompt_tokens"]),
-            output: number(attributes, &["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion", "llm.usage.completion_tokens"]),
-            total: number(attributes, &["gen_ai.usage.total_tokens", "llm.token_count.total", "llm.usage.total_tokens"]),
+            input: number(
+                attributes,
+                &[
+                    "gen_ai.usage.input_tokens",
+                    "gen_ai.usage.prompt_tokens",
+                    "llm.token_count.prompt",
+                    "llm.usage.prompt_tokens",
+                ],
+            ),
+            output: number(
+                attributes,
+                &[
+                    "gen_ai.usage.output_tokens",
+                    "gen_ai.usage.completion_tokens",
+                    "llm.token_count.completion",
+                    "llm.usage.completion_tokens",
+                ],
+            ),
+            total: number(
+                attributes,
+                &[
+                    "gen_ai.usage.total_tokens",
+                    "llm.token_count.total",
+                    "llm.usage.total_tokens",
+                ],
+            ),
         },
         system_instructions,
         input,
@@ -185,7 +232,9 @@ fn parse_json_text(value: &Value) -> Option<Value> {
 
 fn number(attributes: &Attributes, keys: &[&str]) -> Option<u64> {
     keys.iter().find_map(|key| match attributes.get(*key)? {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
         Value::String(text) => text.trim().parse().ok(),
         _ => None,
     })
@@ -195,7 +244,10 @@ fn string_list(value: Option<&Value>) -> Vec<String> {
     match value {
         Some(Value::Array(items)) => items.iter().filter_map(non_empty_text).collect(),
         Some(other) => parse_json_text(other)
-            .and_then(|v| v.as_array().map(|items| items.iter().filter_map(non_empty_text).collect()))
+            .and_then(|v| {
+                v.as_array()
+                    .map(|items| items.iter().filter_map(non_empty_text).collect())
+            })
             .or_else(|| non_empty_text(other).map(|t| vec![t]))
             .unwrap_or_default(),
         None => Vec::new(),
@@ -220,7 +272,11 @@ fn parts_text(value: &Value) -> String {
 
 fn part_text(part: &Value) -> Option<String> {
     let kind = part.get("type").and_then(Value::as_str).unwrap_or("text");
-    (kind == "text").then(|| part.get("content").or_else(|| part.get("text")).and_then(non_empty_text))?
+    (kind == "text").then(|| {
+        part.get("content")
+            .or_else(|| part.get("text"))
+            .and_then(non_empty_text)
+    })?
 }
 
 /// `gen_ai.input.messages` / `gen_ai.output.messages`: `[{role, parts: [...], finish_reason}]`.
@@ -231,8 +287,16 @@ fn genai_messages(value: Option<&Value>) -> Vec<Message> {
     messages
         .iter()
         .map(|message| {
-            let role = message.get("role").and_then(Value::as_str).unwrap_or("user").to_owned();
-            let parts = message.get("parts").and_then(Value::as_array).cloned().unwrap_or_default();
+            let role = message
+                .get("role")
+                .and_then(Value::as_str)
+                .unwrap_or("user")
+                .to_owned();
+            let parts = message
+                .get("parts")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let texts: Vec<String> = parts.iter().filter_map(part_text).collect();
             let tool_calls = parts
                 .iter()
@@ -247,7 +311,9 @@ fn genai_messages(value: Option<&Value>) -> Vec<Message> {
                 .iter()
                 .find(|p| p.get("type").and_then(Value::as_str) == Some("tool_call_response"));
             let content = if texts.is_empty() {
-                response.and_then(|r| r.get("response").or_else(|| r.get("result"))).and_then(non_empty_text)
+                response
+                    .and_then(|r| r.get("response").or_else(|| r.get("result")))
+                    .and_then(non_empty_text)
             } else {
                 Some(texts.join("\n"))
             };
@@ -271,9 +337,15 @@ fn arguments_text(value: &Value) -> Option<String> {
 }
 
 /// Attributes `<prefix><N>.<rest>` grouped by N, in index order.
-fn indexed_groups<'a>(attributes: &'a Attributes, prefix: &str) -> BTreeMap<usize, BTreeMap<&'a str, &'a Value>> {
+fn indexed_groups<'a>(
+    attributes: &'a Attributes,
+    prefix: &str,
+) -> BTreeMap<usize, BTreeMap<&'a str, &'a Value>> {
     let mut groups: BTreeMap<usize, BTreeMap<&str, &Value>> = BTreeMap::new();
-    for (key, value) in attributes.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded)) {
+    for (key, value) in attributes.range::<str, _>((
+        std::ops::Bound::Included(prefix),
+        std::ops::Bound::Unbounded,
+    )) {
         let Some(rest) = key.strip_prefix(prefix) else {
             break;
         };
@@ -293,7 +365,11 @@ fn indexed_messages(attributes: &Attributes, prefix: &str, field_prefix: &str) -
     indexed_groups(attributes, prefix)
         .into_values()
         .map(|fields| {
-            let field = |name: &str| fields.get(format!("{field_prefix}{name}").as_str()).copied();
+            let field = |name: &str| {
+                fields
+                    .get(format!("{field_prefix}{name}").as_str())
+                    .copied()
+            };
             let calls_prefix = format!("{field_prefix}tool_calls.");
             let mut calls: BTreeMap<usize, ToolCall> = BTreeMap::new();
             let mut contents: BTreeMap<usize, String> = BTreeMap::new();
@@ -306,7 +382,9 @@ fn indexed_messages(attributes: &Attributes, prefix: &str, field_prefix: &str) -
                     let call = calls.entry(index).or_default();
                     match name.trim_start_matches("tool_call.") {
                         "function.name" | "name" => call.name = value_text(value),
-                        "function.arguments" | "arguments" => call.arguments = arguments_text(value),
+                        "function.arguments" | "arguments" => {
+                            call.arguments = arguments_text(value)
+                        }
                         "id" => call.id = non_empty_text(value),
                         _ => {}
                     }
@@ -318,11 +396,14 @@ fn indexed_messages(attributes: &Attributes, prefix: &str, field_prefix: &str) -
                     contents.insert(index, value_text(value));
                 }
             }
-            let content = field("content")
-                .and_then(non_empty_text)
-                .or_else(|| (!contents.is_empty()).then(|| contents.into_values().collect::<Vec<_>>().join("\n")));
+            let content = field("content").and_then(non_empty_text).or_else(|| {
+                (!contents.is_empty())
+                    .then(|| contents.into_values().collect::<Vec<_>>().join("\n"))
+            });
             Message {
-                role: field("role").map(value_text).unwrap_or_else(|| "user".into()),
+                role: field("role")
+                    .map(value_text)
+                    .unwrap_or_else(|| "user".into()),
                 content,
                 tool_calls: calls.into_values().filter(|c| !c.name.is_empty()).collect(),
                 tool_call_id: field("tool_call_id").and_then(non_empty_text),
@@ -336,11 +417,22 @@ fn event_messages(events: &[SpanEvent]) -> Vec<Message> {
     events
         .iter()
         .filter_map(|event| {
-            let role = event.name.strip_prefix("gen_ai.")?.strip_suffix(".message")?;
+            let role = event
+                .name
+                .strip_prefix("gen_ai.")?
+                .strip_suffix(".message")?;
             Some(Message {
-                role: event.attributes.get("role").and_then(non_empty_text).unwrap_or_else(|| role.to_owned()),
+                role: event
+                    .attributes
+                    .get("role")
+                    .and_then(non_empty_text)
+                    .unwrap_or_else(|| role.to_owned()),
                 content: event.attributes.get("content").and_then(non_empty_text),
-                tool_calls: event.attributes.get("tool_calls").map(tool_calls_json).unwrap_or_default(),
+                tool_calls: event
+                    .attributes
+                    .get("tool_calls")
+                    .map(tool_calls_json)
+                    .unwrap_or_default(),
                 tool_call_id: event.attributes.get("id").and_then(non_empty_text),
             })
         })
@@ -362,9 +454,15 @@ fn choice_event_messages(events: &[SpanEvent]) -> Vec<Message> {
                     .or_else(|| event.attributes.get(name).cloned())
             };
             Message {
-                role: field("role").as_ref().and_then(non_empty_text).unwrap_or_else(|| "assistant".into()),
+                role: field("role")
+                    .as_ref()
+                    .and_then(non_empty_text)
+                    .unwrap_or_else(|| "assistant".into()),
                 content: field("content").as_ref().and_then(non_empty_text),
-                tool_calls: field("tool_calls").as_ref().map(tool_calls_json).unwrap_or_default(),
+                tool_calls: field("tool_calls")
+                    .as_ref()
+                    .map(tool_calls_json)
+                    .unwrap_or_default(),
                 tool_call_id: None,
             }
         })
@@ -398,12 +496,19 @@ fn tool_definitions(attributes: &Attributes) -> Vec<ToolDefinition> {
             parameters: function.get("parameters").cloned(),
         })
     };
-    if let Some(Value::Array(tools)) = attributes.get("gen_ai.tool.definitions").and_then(parse_json_text) {
+    if let Some(Value::Array(tools)) = attributes
+        .get("gen_ai.tool.definitions")
+        .and_then(parse_json_text)
+    {
         return tools.iter().filter_map(from_json).collect();
     }
     let openinference: Vec<ToolDefinition> = indexed_groups(attributes, "llm.tools.")
         .into_values()
-        .filter_map(|fields| fields.get("tool.json_schema").and_then(|v| parse_json_text(v)))
+        .filter_map(|fields| {
+            fields
+                .get("tool.json_schema")
+                .and_then(|v| parse_json_text(v))
+        })
         .filter_map(|schema| from_json(&schema))
         .collect();
     if !openinference.is_empty() {
@@ -426,7 +531,9 @@ fn documents(attributes: &Attributes) -> Vec<RetrievedDocument> {
         .into_values()
         .map(|fields| RetrievedDocument {
             id: fields.get("document.id").and_then(|v| non_empty_text(v)),
-            content: fields.get("document.content").and_then(|v| non_empty_text(v)),
+            content: fields
+                .get("document.content")
+                .and_then(|v| non_empty_text(v)),
             score: fields.get("document.score").and_then(|v| match v {
                 Value::Number(n) => n.as_f64(),
                 Value::String(s) => s.parse().ok(),
@@ -442,7 +549,10 @@ mod tests {
     use serde_json::json;
 
     fn attrs(pairs: &[(&str, Value)]) -> Attributes {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
     }
 
     #[test]
@@ -457,13 +567,22 @@ mod tests {
                 ("gen_ai.prompt.1.content", json!("Weather in Oslo?")),
                 ("gen_ai.completion.0.role", json!("assistant")),
                 ("gen_ai.completion.0.finish_reason", json!("tool_calls")),
-                ("gen_ai.completion.0.tool_calls.0.name", json!("get_weather")),
-                ("gen_ai.completion.0.tool_calls.0.arguments", json!("{\"city\":\"Oslo\"}")),
+                (
+                    "gen_ai.completion.0.tool_calls.0.name",
+                    json!("get_weather"),
+                ),
+                (
+                    "gen_ai.completion.0.tool_calls.0.arguments",
+                    json!("{\"city\":\"Oslo\"}"),
+                ),
                 ("gen_ai.completion.0.tool_calls.0.id", json!("call_1")),
                 ("gen_ai.usage.prompt_tokens", json!(12)),
                 ("gen_ai.usage.completion_tokens", json!("5")),
                 ("llm.request.functions.0.name", json!("get_weather")),
-                ("llm.request.functions.0.parameters", json!("{\"type\":\"object\"}")),
+                (
+                    "llm.request.functions.0.parameters",
+                    json!("{\"type\":\"object\"}"),
+                ),
             ]),
             &[],
             StatusCode::Unset,
@@ -475,26 +594,61 @@ mod tests {
         assert_eq!(view.output, None);
         assert_eq!(
             view.tool_calls,
-            [ToolCall { id: Some("call_1".into()), name: "get_weather".into(), arguments: Some("{\"city\":\"Oslo\"}".into()) }]
+            [ToolCall {
+                id: Some("call_1".into()),
+                name: "get_weather".into(),
+                arguments: Some("{\"city\":\"Oslo\"}".into())
+            }]
         );
         assert_eq!(view.finish_reasons, ["tool_calls"]);
-        assert_eq!(view.usage, TokenUsage { input: Some(12), output: Some(5), total: None });
+        assert_eq!(
+            view.usage,
+            TokenUsage {
+                input: Some(12),
+                output: Some(5),
+                total: None
+            }
+        );
         assert_eq!(view.tool_definitions[0].name, "get_weather");
-        assert_eq!(view.tool_definitions[0].parameters, Some(json!({"type": "object"})));
+        assert_eq!(
+            view.tool_definitions[0].parameters,
+            Some(json!({"type": "object"}))
+        );
     }
 
     #[test]
     fn reads_older_genai_message_events() {
-        let event = |name: &str, attributes: Attributes| SpanEvent { name: name.into(), time_unix_nano: 0, attributes };
+        let event = |name: &str, attributes: Attributes| SpanEvent {
+            name: name.into(),
+            time_unix_nano: 0,
+            attributes,
+        };
         let events = [
-            event("gen_ai.system.message", attrs(&[("content", json!("Be brief."))])),
-            event("gen_ai.user.message", attrs(&[("content", json!("Hi there"))])),
+            event(
+                "gen_ai.system.message",
+                attrs(&[("content", json!("Be brief."))]),
+            ),
+            event(
+                "gen_ai.user.message",
+                attrs(&[("content", json!("Hi there"))]),
+            ),
             event(
                 "gen_ai.choice",
-                attrs(&[("index", json!(0)), ("message", json!("{\"role\":\"assistant\",\"content\":\"Hello!\"}")), ("finish_reason", json!("stop"))]),
+                attrs(&[
+                    ("index", json!(0)),
+                    (
+                        "message",
+                        json!("{\"role\":\"assistant\",\"content\":\"Hello!\"}"),
+                    ),
+                    ("finish_reason", json!("stop")),
+                ]),
             ),
         ];
-        let view = read_ai_view(&attrs(&[("gen_ai.operation.name", json!("chat"))]), &events, StatusCode::Ok);
+        let view = read_ai_view(
+            &attrs(&[("gen_ai.operation.name", json!("chat"))]),
+            &events,
+            StatusCode::Ok,
+        );
         assert_eq!(view.kind, Some(AiSpanKind::Llm));
         assert_eq!(view.input.as_deref(), Some("Hi there"));
         assert_eq!(view.output.as_deref(), Some("Hello!"));
@@ -520,14 +674,21 @@ mod tests {
         );
         assert_eq!(view.kind, Some(AiSpanKind::Tool));
         let tool = view.tool.unwrap();
-        assert_eq!((tool.name.as_str(), tool.result.as_deref()), ("search", Some("3 results")));
+        assert_eq!(
+            (tool.name.as_str(), tool.result.as_deref()),
+            ("search", Some("3 results"))
+        );
         assert_eq!(view.input.as_deref(), Some("{\"q\":\"refunds\"}"));
         assert_eq!(view.error_type.as_deref(), Some("TimeoutError"));
     }
 
     #[test]
     fn non_ai_spans_have_an_empty_view() {
-        let view = read_ai_view(&attrs(&[("http.method", json!("GET"))]), &[], StatusCode::Unset);
+        let view = read_ai_view(
+            &attrs(&[("http.method", json!("GET"))]),
+            &[],
+            StatusCode::Unset,
+        );
         assert_eq!(view, AiView::default());
     }
 }

@@ -29,7 +29,8 @@ impl KeyMatcher {
     }
 
     pub fn matches(&self, key: &str) -> bool {
-        self.exact.iter().any(|k| k == key) || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+        self.exact.iter().any(|k| k == key)
+            || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
     }
 }
 
@@ -44,7 +45,12 @@ pub enum RedactionAction {
 #[derive(Debug, Clone)]
 pub enum RedactionRule {
     /// Rewrite what `pattern` matches, in the attributes `scope` names (all when `None`).
-    Rewrite { name: String, pattern: Regex, scope: Option<KeyMatcher>, action: RedactionAction },
+    Rewrite {
+        name: String,
+        pattern: Regex,
+        scope: Option<KeyMatcher>,
+        action: RedactionAction,
+    },
     /// Remove attributes with these keys.
     Drop { name: String, keys: KeyMatcher },
 }
@@ -72,7 +78,12 @@ impl Redactor {
         let mut drops = KeyMatcher::default();
         for rule in rules {
             match rule {
-                RedactionRule::Rewrite { pattern, scope, action, .. } => rewrites.push((pattern, scope, action)),
+                RedactionRule::Rewrite {
+                    pattern,
+                    scope,
+                    action,
+                    ..
+                } => rewrites.push((pattern, scope, action)),
                 RedactionRule::Drop { keys, .. } => {
                     drops.exact.extend(keys.exact);
                     drops.prefixes.extend(keys.prefixes);
@@ -80,13 +91,22 @@ impl Redactor {
             }
         }
         // The patterns already compiled individually, so the set compiles too.
-        let prefilter = RegexSet::new(rewrites.iter().map(|(re, _, _)| re.as_str())).unwrap_or_else(|_| RegexSet::empty());
-        Self { capture_content, rewrites, prefilter, drops }
+        let prefilter = RegexSet::new(rewrites.iter().map(|(re, _, _)| re.as_str()))
+            .unwrap_or_else(|_| RegexSet::empty());
+        Self {
+            capture_content,
+            rewrites,
+            prefilter,
+            drops,
+        }
     }
 
     /// Whether the redactor can change anything at all (lets callers skip work).
     pub fn is_noop(&self) -> bool {
-        self.capture_content && self.rewrites.is_empty() && self.drops.exact.is_empty() && self.drops.prefixes.is_empty()
+        self.capture_content
+            && self.rewrites.is_empty()
+            && self.drops.exact.is_empty()
+            && self.drops.prefixes.is_empty()
     }
 
     /// Whether an attribute must be removed: a drop rule names it, or it is content and
@@ -99,7 +119,9 @@ impl Redactor {
     /// content in `content` / `message` / `tool_calls`).
     pub fn drops_event_attribute(&self, event: &str, key: &str) -> bool {
         self.drops_attribute(key)
-            || (!self.capture_content && is_content_event(event) && matches!(key, "content" | "message" | "tool_calls" | "body"))
+            || (!self.capture_content
+                && is_content_event(event)
+                && matches!(key, "content" | "message" | "tool_calls" | "body"))
     }
 
     /// The value with every applicable rule applied; borrowed when nothing matched.
@@ -118,8 +140,12 @@ impl Redactor {
                 continue;
             }
             let replaced = match action {
-                RedactionAction::Replace(with) => pattern.replace_all(&current, with.as_str()).into_owned(),
-                RedactionAction::Hash => pattern.replace_all(&current, |caps: &regex::Captures<'_>| hash_text(&caps[0])).into_owned(),
+                RedactionAction::Replace(with) => {
+                    pattern.replace_all(&current, with.as_str()).into_owned()
+                }
+                RedactionAction::Hash => pattern
+                    .replace_all(&current, |caps: &regex::Captures<'_>| hash_text(&caps[0]))
+                    .into_owned(),
             };
             current = Cow::Owned(replaced);
         }
@@ -194,8 +220,14 @@ mod tests {
     #[test]
     fn replaces_matches_and_borrows_when_clean() {
         let redactor = Redactor::new(true, vec![email_rule()]);
-        assert_eq!(redactor.redact_value("input.value", "mail me at a.b@example.com now"), "mail me at <email> now");
-        assert!(matches!(redactor.redact_value("input.value", "nothing here"), Cow::Borrowed(_)));
+        assert_eq!(
+            redactor.redact_value("input.value", "mail me at a.b@example.com now"),
+            "mail me at <email> now"
+        );
+        assert!(matches!(
+            redactor.redact_value("input.value", "nothing here"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
@@ -221,7 +253,10 @@ mod tests {
             true,
             vec![RedactionRule::Drop {
                 name: "headers".into(),
-                keys: KeyMatcher::new(["http.request.header.authorization", "http.request.header.x-api-*"]),
+                keys: KeyMatcher::new([
+                    "http.request.header.authorization",
+                    "http.request.header.x-api-*",
+                ]),
             }],
         );
         assert!(redactor.drops_attribute("http.request.header.authorization"));

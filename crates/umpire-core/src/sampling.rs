@@ -58,9 +58,18 @@ pub enum Condition {
     /// The trace id hashes into this percentage.
     Probabilistic { percentage: f64 },
     /// Any span's string attribute matches (or, inverted, none does).
-    StringAttribute { key: String, matcher: StringMatch, invert: bool },
+    StringAttribute {
+        key: String,
+        matcher: StringMatch,
+        invert: bool,
+    },
     /// Any span's numeric attribute is in `[min, max]` (or, inverted, none is).
-    NumericAttribute { key: String, min: Option<f64>, max: Option<f64>, invert: bool },
+    NumericAttribute {
+        key: String,
+        min: Option<f64>,
+        max: Option<f64>,
+        invert: bool,
+    },
     /// Keep while this condition's kept-span rate stays under the budget.
     RateLimit(TokenBucket),
 }
@@ -74,22 +83,39 @@ impl Condition {
         match self {
             Self::StatusCode(codes) => spans.iter().any(|s| codes.contains(&s.status())),
             Self::Latency { min_ms, max_ms } => {
-                let start = spans.iter().map(SampledSpan::start_unix_nano).min().unwrap_or(0);
-                let end = spans.iter().map(SampledSpan::end_unix_nano).max().unwrap_or(0);
+                let start = spans
+                    .iter()
+                    .map(SampledSpan::start_unix_nano)
+                    .min()
+                    .unwrap_or(0);
+                let end = spans
+                    .iter()
+                    .map(SampledSpan::end_unix_nano)
+                    .max()
+                    .unwrap_or(0);
                 let millis = end.saturating_sub(start) / 1_000_000;
                 millis >= *min_ms && max_ms.is_none_or(|max| millis < max)
             }
             Self::Probabilistic { percentage } => {
                 trace_in_percentage(trace_id, HashPurpose::TailSampling, *percentage)
             }
-            Self::StringAttribute { key, matcher, invert } => {
+            Self::StringAttribute {
+                key,
+                matcher,
+                invert,
+            } => {
                 let any = spans.iter().any(|s| match s.attribute(key) {
                     Some(AttrRef::Str(value)) => matcher.matches(value),
                     _ => false,
                 });
                 any != *invert
             }
-            Self::NumericAttribute { key, min, max, invert } => {
+            Self::NumericAttribute {
+                key,
+                min,
+                max,
+                invert,
+            } => {
                 let any = spans.iter().any(|s| {
                     let value = match s.attribute(key) {
                         Some(AttrRef::Int(i)) => i as f64,
@@ -187,11 +213,17 @@ impl SamplingPolicy {
             Rule::One(condition) => take(condition),
             Rule::All(conditions) => {
                 // Stateless conditions first: a budget is spent only on traces that pass them.
-                conditions.iter().filter(|c| !c.is_stateful()).all(|c| c.holds(trace_id, spans))
+                conditions
+                    .iter()
+                    .filter(|c| !c.is_stateful())
+                    .all(|c| c.holds(trace_id, spans))
                     && conditions.iter_mut().filter(|c| c.is_stateful()).all(take)
             }
             Rule::Any(conditions) => {
-                conditions.iter().filter(|c| !c.is_stateful()).any(|c| c.holds(trace_id, spans))
+                conditions
+                    .iter()
+                    .filter(|c| !c.is_stateful())
+                    .any(|c| c.holds(trace_id, spans))
                     || conditions.iter_mut().filter(|c| c.is_stateful()).any(take)
             }
         }
@@ -243,11 +275,17 @@ impl TailSampler {
         }
     }
 
-    pub fn decide<S: SampledSpan>(&mut self, trace_id: &TraceId, spans: &[S], now: Instant) -> Decision {
+    pub fn decide<S: SampledSpan>(
+        &mut self,
+        trace_id: &TraceId,
+        spans: &[S],
+        now: Instant,
+    ) -> Decision {
         if self.policies.is_empty() {
             return Decision::Keep(None);
         }
-        let (stateless, stateful): (Vec<_>, Vec<_>) = self.policies.iter_mut().partition(|p| !p.is_stateful());
+        let (stateless, stateful): (Vec<_>, Vec<_>) =
+            self.policies.iter_mut().partition(|p| !p.is_stateful());
         for policy in stateless.into_iter().chain(stateful) {
             if policy.keeps(trace_id, spans, now) {
                 return Decision::Keep(Some(policy.name.clone()));
@@ -286,7 +324,12 @@ mod tests {
         }
     }
 
-    fn span(status: StatusCode, start_ms: u64, end_ms: u64, attributes: &[(&'static str, AttrRef<'static>)]) -> TestSpan {
+    fn span(
+        status: StatusCode,
+        start_ms: u64,
+        end_ms: u64,
+        attributes: &[(&'static str, AttrRef<'static>)],
+    ) -> TestSpan {
         TestSpan {
             status,
             start: start_ms * 1_000_000,
@@ -300,21 +343,45 @@ mod tests {
     }
 
     fn policy(name: &str, rule: Rule) -> SamplingPolicy {
-        SamplingPolicy { name: name.into(), rule }
+        SamplingPolicy {
+            name: name.into(),
+            rule,
+        }
     }
 
     #[test]
     fn keeps_errors_and_slow_traces_and_names_the_policy() {
         let mut sampler = TailSampler::new(vec![
-            policy("errors", Rule::One(Condition::StatusCode(vec![StatusCode::Error]))),
-            policy("slow", Rule::One(Condition::Latency { min_ms: 5000, max_ms: None })),
+            policy(
+                "errors",
+                Rule::One(Condition::StatusCode(vec![StatusCode::Error])),
+            ),
+            policy(
+                "slow",
+                Rule::One(Condition::Latency {
+                    min_ms: 5000,
+                    max_ms: None,
+                }),
+            ),
         ]);
         let now = Instant::now();
-        let error = [span(StatusCode::Ok, 0, 10, &[]), span(StatusCode::Error, 5, 8, &[])];
-        assert_eq!(sampler.decide(&trace(1), &error, now), Decision::Keep(Some("errors".into())));
+        let error = [
+            span(StatusCode::Ok, 0, 10, &[]),
+            span(StatusCode::Error, 5, 8, &[]),
+        ];
+        assert_eq!(
+            sampler.decide(&trace(1), &error, now),
+            Decision::Keep(Some("errors".into()))
+        );
         // Duration spans the whole trace: 0 → 6000 ms across two spans.
-        let slow = [span(StatusCode::Ok, 0, 100, &[]), span(StatusCode::Ok, 5900, 6000, &[])];
-        assert_eq!(sampler.decide(&trace(2), &slow, now), Decision::Keep(Some("slow".into())));
+        let slow = [
+            span(StatusCode::Ok, 0, 100, &[]),
+            span(StatusCode::Ok, 5900, 6000, &[]),
+        ];
+        assert_eq!(
+            sampler.decide(&trace(2), &slow, now),
+            Decision::Keep(Some("slow".into()))
+        );
         let fast = [span(StatusCode::Unset, 0, 100, &[])];
         assert_eq!(sampler.decide(&trace(3), &fast, now), Decision::Drop);
     }
@@ -322,18 +389,48 @@ mod tests {
     #[test]
     fn attribute_conditions_match_any_span_and_invert() {
         let models = StringMatch::Regex(RegexSet::new(["^gpt-4o$", "^claude-"]).unwrap());
-        let condition = Condition::StringAttribute { key: "gen_ai.request.model".into(), matcher: models, invert: false };
+        let condition = Condition::StringAttribute {
+            key: "gen_ai.request.model".into(),
+            matcher: models,
+            invert: false,
+        };
         let spans = [
             span(StatusCode::Ok, 0, 1, &[]),
-            span(StatusCode::Ok, 0, 1, &[("gen_ai.request.model", AttrRef::Str("claude-3"))]),
+            span(
+                StatusCode::Ok,
+                0,
+                1,
+                &[("gen_ai.request.model", AttrRef::Str("claude-3"))],
+            ),
         ];
         assert!(condition.holds(&trace(1), &spans));
-        let other = [span(StatusCode::Ok, 0, 1, &[("gen_ai.request.model", AttrRef::Str("gpt-4o-mini"))])];
+        let other = [span(
+            StatusCode::Ok,
+            0,
+            1,
+            &[("gen_ai.request.model", AttrRef::Str("gpt-4o-mini"))],
+        )];
         assert!(!condition.holds(&trace(1), &other));
 
-        let tokens = Condition::NumericAttribute { key: "tokens".into(), min: Some(100.0), max: None, invert: true };
-        assert!(tokens.holds(&trace(1), &[span(StatusCode::Ok, 0, 1, &[("tokens", AttrRef::Int(5))])]));
-        assert!(!tokens.holds(&trace(1), &[span(StatusCode::Ok, 0, 1, &[("tokens", AttrRef::Str("500"))])]));
+        let tokens = Condition::NumericAttribute {
+            key: "tokens".into(),
+            min: Some(100.0),
+            max: None,
+            invert: true,
+        };
+        assert!(tokens.holds(
+            &trace(1),
+            &[span(StatusCode::Ok, 0, 1, &[("tokens", AttrRef::Int(5))])]
+        ));
+        assert!(!tokens.holds(
+            &trace(1),
+            &[span(
+                StatusCode::Ok,
+                0,
+                1,
+                &[("tokens", AttrRef::Str("500"))]
+            )]
+        ));
     }
 
     #[test]
@@ -351,38 +448,69 @@ mod tests {
         }
         assert!(sampler.decide(&trace(2), &err, now).is_keep());
         assert!(sampler.decide(&trace(3), &err, now).is_keep());
-        assert_eq!(sampler.decide(&trace(4), &err, now), Decision::Drop, "budget of 2 spans spent");
+        assert_eq!(
+            sampler.decide(&trace(4), &err, now),
+            Decision::Drop,
+            "budget of 2 spans spent"
+        );
         let later = now + Duration::from_millis(500);
-        assert!(sampler.decide(&trace(5), &err, later).is_keep(), "one span refilled in 0.5 s");
+        assert!(
+            sampler.decide(&trace(5), &err, later).is_keep(),
+            "one span refilled in 0.5 s"
+        );
     }
 
     #[test]
     fn rate_limits_are_consulted_after_stateless_policies_and_scale_with_share() {
         let mut sampler = TailSampler::new(vec![
-            policy("cap", Rule::One(Condition::RateLimit(TokenBucket::new(10.0)))),
-            policy("errors", Rule::One(Condition::StatusCode(vec![StatusCode::Error]))),
+            policy(
+                "cap",
+                Rule::One(Condition::RateLimit(TokenBucket::new(10.0))),
+            ),
+            policy(
+                "errors",
+                Rule::One(Condition::StatusCode(vec![StatusCode::Error])),
+            ),
         ]);
         sampler.set_share(0.5);
         let now = Instant::now();
         let err = [span(StatusCode::Error, 0, 1, &[])];
-        assert_eq!(sampler.decide(&trace(1), &err, now), Decision::Keep(Some("errors".into())));
-        let three = [span(StatusCode::Ok, 0, 1, &[]), span(StatusCode::Ok, 0, 1, &[]), span(StatusCode::Ok, 0, 1, &[])];
+        assert_eq!(
+            sampler.decide(&trace(1), &err, now),
+            Decision::Keep(Some("errors".into()))
+        );
+        let three = [
+            span(StatusCode::Ok, 0, 1, &[]),
+            span(StatusCode::Ok, 0, 1, &[]),
+            span(StatusCode::Ok, 0, 1, &[]),
+        ];
         assert!(sampler.decide(&trace(2), &three, now).is_keep());
-        assert_eq!(sampler.decide(&trace(3), &three, now), Decision::Drop, "half of 10 spans/s is 5");
+        assert_eq!(
+            sampler.decide(&trace(3), &three, now),
+            Decision::Drop,
+            "half of 10 spans/s is 5"
+        );
     }
 
     #[test]
     fn no_policies_keep_everything() {
         let mut sampler = TailSampler::default();
-        assert_eq!(sampler.decide::<TestSpan>(&trace(1), &[], Instant::now()), Decision::Keep(None));
+        assert_eq!(
+            sampler.decide::<TestSpan>(&trace(1), &[], Instant::now()),
+            Decision::Keep(None)
+        );
     }
 
     #[test]
     fn probabilistic_is_deterministic_per_trace() {
         let condition = Condition::Probabilistic { percentage: 30.0 };
         let spans = [span(StatusCode::Ok, 0, 1, &[])];
-        let kept: Vec<bool> = (0..=255).map(|n| condition.holds(&trace(n), &spans)).collect();
-        let again: Vec<bool> = (0..=255).map(|n| condition.holds(&trace(n), &spans)).collect();
+        let kept: Vec<bool> = (0..=255)
+            .map(|n| condition.holds(&trace(n), &spans))
+            .collect();
+        let again: Vec<bool> = (0..=255)
+            .map(|n| condition.holds(&trace(n), &spans))
+            .collect();
         assert_eq!(kept, again);
         let share = kept.iter().filter(|k| **k).count() as f64 / 256.0;
         assert!((0.2..0.4).contains(&share), "{share}");

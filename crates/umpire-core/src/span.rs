@@ -46,7 +46,9 @@ pub struct Span {
 
 impl Span {
     pub fn duration_ms(&self) -> f64 {
-        self.end_time_unix_nano.saturating_sub(self.start_time_unix_nano) as f64 / 1e6
+        self.end_time_unix_nano
+            .saturating_sub(self.start_time_unix_nano) as f64
+            / 1e6
     }
 
     /// A span or resource attribute (span attributes win).
@@ -188,7 +190,9 @@ impl AiSpanKind {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.name().eq_ignore_ascii_case(name))
     }
 
     /// The kind a GenAI `gen_ai.operation.name` implies.

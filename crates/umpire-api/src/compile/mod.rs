@@ -16,6 +16,12 @@ pub(crate) fn regex_at(pattern: &str, path: &FieldPath) -> Result<regex::Regex, 
 pub(crate) fn regex_message(error: &regex::Error) -> String {
     // The regex crate's errors are multi-line ASCII art; the last line holds the reason.
     let text = error.to_string();
-    let reason = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(&text).trim().to_owned();
+    let reason = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(&text)
+        .trim()
+        .to_owned();
     format!("not a valid regular expression: {reason}")
 }

@@ -4,14 +4,18 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use regex::RegexSet;
-use umpire_core::redaction::{KeyMatcher, RedactionAction as Action, RedactionRule as Rule, Redactor};
-use umpire_core::sampling::{Condition, Rule as PolicyRule, SamplingPolicy, StringMatch, TailSampler, TokenBucket};
+use umpire_core::redaction::{
+    KeyMatcher, RedactionAction as Action, RedactionRule as Rule, Redactor,
+};
+use umpire_core::sampling::{
+    Condition, Rule as PolicyRule, SamplingPolicy, StringMatch, TailSampler, TokenBucket,
+};
 use umpire_core::span::StatusCode;
 
 use super::{regex_at, regex_message};
 use crate::trace_project::{
-    RedactionAction, RedactionSpec, SamplingCondition, SamplingSpec, StatusCode as SpecStatusCode, StreamSpec,
-    TraceProjectSpec,
+    RedactionAction, RedactionSpec, SamplingCondition, SamplingSpec, StatusCode as SpecStatusCode,
+    StreamSpec, TraceProjectSpec,
 };
 use crate::validate::{FieldError, FieldPath};
 
@@ -48,14 +52,21 @@ pub fn compile_trace_project(spec: &TraceProjectSpec) -> Result<ProjectPlan, Vec
     let root = FieldPath::root().field("spec");
     let mut errors = Vec::new();
     let sampler = tail_sampler(spec.sampling.as_ref(), &root.field("sampling"), &mut errors);
-    let redactor = redactor(spec.redaction.as_ref(), &root.field("redaction"), &mut errors);
+    let redactor = redactor(
+        spec.redaction.as_ref(),
+        &root.field("redaction"),
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(errors);
     }
     let sampling = spec.sampling.clone().unwrap_or_default();
     Ok(ProjectPlan {
         sampler,
-        decision_wait: sampling.decision_wait.map(|d| d.as_std()).unwrap_or(DEFAULT_DECISION_WAIT),
+        decision_wait: sampling
+            .decision_wait
+            .map(|d| d.as_std())
+            .unwrap_or(DEFAULT_DECISION_WAIT),
         max_buffered_spans: sampling
             .max_buffered_spans
             .and_then(|n| u64::try_from(n).ok())
@@ -74,20 +85,44 @@ pub fn compile_trace_project(spec: &TraceProjectSpec) -> Result<ProjectPlan, Vec
 fn stream_limits(spec: Option<&StreamSpec>) -> StreamLimits {
     let spec = spec.cloned().unwrap_or_default();
     StreamLimits {
-        max_age: spec.max_age.map(|d| d.as_std()).unwrap_or(DEFAULT_STREAM_MAX_AGE),
-        max_bytes: spec.max_bytes.map(|b| b.bytes()).unwrap_or(DEFAULT_STREAM_MAX_BYTES),
+        max_age: spec
+            .max_age
+            .map(|d| d.as_std())
+            .unwrap_or(DEFAULT_STREAM_MAX_AGE),
+        max_bytes: spec
+            .max_bytes
+            .map(|b| b.bytes())
+            .unwrap_or(DEFAULT_STREAM_MAX_BYTES),
         max_messages: spec.max_messages.and_then(|n| u64::try_from(n).ok()),
-        replicas: spec.replicas.and_then(|n| usize::try_from(n).ok()).unwrap_or(1),
-        duplicate_window: spec.duplicate_window.map(|d| d.as_std()).unwrap_or(DEFAULT_DUPLICATE_WINDOW),
+        replicas: spec
+            .replicas
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(1),
+        duplicate_window: spec
+            .duplicate_window
+            .map(|d| d.as_std())
+            .unwrap_or(DEFAULT_DUPLICATE_WINDOW),
     }
 }
 
-fn tail_sampler(spec: Option<&SamplingSpec>, path: &FieldPath, errors: &mut Vec<FieldError>) -> TailSampler {
+fn tail_sampler(
+    spec: Option<&SamplingSpec>,
+    path: &FieldPath,
+    errors: &mut Vec<FieldError>,
+) -> TailSampler {
     let mut policies = Vec::new();
     let policies_path = path.field("policies");
-    for (index, policy) in spec.and_then(|s| s.policies.as_ref()).into_iter().flatten().enumerate() {
+    for (index, policy) in spec
+        .and_then(|s| s.policies.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let policy_path = policies_path.index(index);
-        let list = |items: &[SamplingCondition], name: &str, errors: &mut Vec<FieldError>| -> Vec<Condition> {
+        let list = |items: &[SamplingCondition],
+                    name: &str,
+                    errors: &mut Vec<FieldError>|
+         -> Vec<Condition> {
             items
                 .iter()
                 .enumerate()
@@ -104,14 +139,21 @@ fn tail_sampler(spec: Option<&SamplingSpec>, path: &FieldPath, errors: &mut Vec<
                 None => continue,
             }
         };
-        policies.push(SamplingPolicy { name: policy.name.clone(), rule });
+        policies.push(SamplingPolicy {
+            name: policy.name.clone(),
+            rule,
+        });
     }
     TailSampler::new(policies)
 }
 
 /// One condition; `None` (with an error recorded) when it does not compile. The CRD's CEL
 /// rules guarantee exactly one field is set.
-fn condition(spec: &SamplingCondition, path: &FieldPath, errors: &mut Vec<FieldError>) -> Option<Condition> {
+fn condition(
+    spec: &SamplingCondition,
+    path: &FieldPath,
+    errors: &mut Vec<FieldError>,
+) -> Option<Condition> {
     if let Some(codes) = &spec.status_code {
         let codes = codes
             .iter()
@@ -126,11 +168,15 @@ fn condition(spec: &SamplingCondition, path: &FieldPath, errors: &mut Vec<FieldE
     if let Some(latency) = &spec.latency {
         return Some(Condition::Latency {
             min_ms: u64::try_from(latency.threshold_ms).unwrap_or(0),
-            max_ms: latency.upper_threshold_ms.and_then(|m| u64::try_from(m).ok()),
+            max_ms: latency
+                .upper_threshold_ms
+                .and_then(|m| u64::try_from(m).ok()),
         });
     }
     if let Some(probabilistic) = &spec.probabilistic {
-        return Some(Condition::Probabilistic { percentage: probabilistic.percentage });
+        return Some(Condition::Probabilistic {
+            percentage: probabilistic.percentage,
+        });
     }
     if let Some(attribute) = &spec.string_attribute {
         let matcher = if attribute.regex == Some(true) {
@@ -174,12 +220,18 @@ fn condition(spec: &SamplingCondition, path: &FieldPath, errors: &mut Vec<FieldE
         });
     }
     if let Some(rate) = &spec.rate_limit {
-        return Some(Condition::RateLimit(TokenBucket::new(rate.spans_per_second as f64)));
+        return Some(Condition::RateLimit(TokenBucket::new(
+            rate.spans_per_second as f64,
+        )));
     }
     None
 }
 
-fn redactor(spec: Option<&RedactionSpec>, path: &FieldPath, errors: &mut Vec<FieldError>) -> Redactor {
+fn redactor(
+    spec: Option<&RedactionSpec>,
+    path: &FieldPath,
+    errors: &mut Vec<FieldError>,
+) -> Redactor {
     let Some(spec) = spec else {
         return Redactor::default();
     };
@@ -188,9 +240,14 @@ fn redactor(spec: Option<&RedactionSpec>, path: &FieldPath, errors: &mut Vec<Fie
         let rule_path = path.field("rules").index(index);
         let scope = rule.attributes.as_ref().map(KeyMatcher::new);
         match rule.action.unwrap_or(RedactionAction::Replace) {
-            RedactionAction::Drop => rules.push(Rule::Drop { name: rule.name.clone(), keys: scope.unwrap_or_default() }),
+            RedactionAction::Drop => rules.push(Rule::Drop {
+                name: rule.name.clone(),
+                keys: scope.unwrap_or_default(),
+            }),
             action => {
-                let Some(pattern) = &rule.pattern else { continue };
+                let Some(pattern) = &rule.pattern else {
+                    continue;
+                };
                 match regex_at(pattern, &rule_path.field("pattern")) {
                     Ok(pattern) => rules.push(Rule::Rewrite {
                         name: rule.name.clone(),
@@ -198,7 +255,9 @@ fn redactor(spec: Option<&RedactionSpec>, path: &FieldPath, errors: &mut Vec<Fie
                         scope,
                         action: match action {
                             RedactionAction::Hash => Action::Hash,
-                            _ => Action::Replace(rule.replace.clone().unwrap_or_else(|| "<redacted>".into())),
+                            _ => Action::Replace(
+                                rule.replace.clone().unwrap_or_else(|| "<redacted>".into()),
+                            ),
                         },
                     }),
                     Err(error) => errors.push(error),

@@ -1,0 +1,140 @@
+//! OTLP spans → domain spans.
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
+use serde_json::Value;
+use umpire_core::ids::{SpanId, TraceId};
+use umpire_core::normalise::read_ai_view;
+use umpire_core::span::{Attributes, OtelSpanKind, Scope, Span, SpanEvent, Status, StatusCode};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSpan {
+    #[error("trace_id must be 16 bytes and not all zero (got {0} bytes)")]
+    TraceId(usize),
+    #[error("span_id must be 8 bytes and not all zero (got {0} bytes)")]
+    SpanId(usize),
+}
+
+/// The span's ids, validated as OTLP requires.
+pub fn span_ids(span: &OtlpSpan) -> Result<(TraceId, SpanId), InvalidSpan> {
+    let trace_id =
+        TraceId::from_bytes(&span.trace_id).ok_or(InvalidSpan::TraceId(span.trace_id.len()))?;
+    let span_id =
+        SpanId::from_bytes(&span.span_id).ok_or(InvalidSpan::SpanId(span.span_id.len()))?;
+    Ok((trace_id, span_id))
+}
+
+/// An OTLP value as JSON: strings, numbers, booleans, arrays and maps keep their shape;
+/// bytes become lowercase hex.
+pub fn value_to_json(value: &AnyValue) -> Value {
+    match &value.value {
+        // String-table references are only used by the profiles signal, never in traces.
+        None | Some(any_value::Value::StringValueStrindex(_)) => Value::Null,
+        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => Value::from(*i),
+        Some(any_value::Value::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+        }
+        Some(any_value::Value::ArrayValue(array)) => {
+            Value::Array(array.values.iter().map(value_to_json).collect())
+        }
+        Some(any_value::Value::KvlistValue(list)) => Value::Object(
+            list.values
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value.as_ref().map(value_to_json).unwrap_or(Value::Null),
+                    )
+                })
+                .collect(),
+        ),
+        Some(any_value::Value::BytesValue(bytes)) => {
+            Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        }
+    }
+}
+
+pub fn attributes(pairs: &[KeyValue]) -> Attributes {
+    pairs
+        .iter()
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value.as_ref().map(value_to_json).unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+/// Normalises one OTLP span with its resource and scope.
+pub fn domain_span(
+    span: &OtlpSpan,
+    resource: &[KeyValue],
+    scope: Option<&InstrumentationScope>,
+) -> Result<Span, InvalidSpan> {
+    let (trace_id, span_id) = span_ids(span)?;
+    let attributes = attributes(&span.attributes);
+    let events: Vec<SpanEvent> = span
+        .events
+        .iter()
+        .map(|event| SpanEvent {
+            name: event.name.clone(),
+            time_unix_nano: event.time_unix_nano,
+            attributes: self::attributes(&event.attributes),
+        })
+        .collect();
+    let status = span
+        .status
+        .as_ref()
+        .map(|s| Status {
+            code: StatusCode::from_otlp(s.code),
+            message: s.message.clone(),
+        })
+        .unwrap_or_default();
+    let ai = read_ai_view(&attributes, &events, status.code);
+    Ok(Span {
+        trace_id,
+        span_id,
+        parent_span_id: SpanId::from_bytes(&span.parent_span_id),
+        name: span.name.clone(),
+        kind: OtelSpanKind::from_otlp(span.kind),
+        start_time_unix_nano: span.start_time_unix_nano,
+        end_time_unix_nano: span.end_time_unix_nano,
+        status,
+        attributes,
+        events,
+        resource: self::attributes(resource),
+        scope: scope
+            .map(|s| Scope {
+                name: s.name.clone(),
+                version: s.version.clone(),
+            })
+            .unwrap_or_default(),
+        ai,
+        truncated: Vec::new(),
+    })
+}
+
+/// Every valid span of an export, normalised; invalid spans are counted, not returned.
+pub fn domain_spans(request: &crate::ExportTraceServiceRequest) -> (Vec<Span>, usize) {
+    let mut spans = Vec::new();
+    let mut invalid = 0;
+    for resource_spans in &request.resource_spans {
+        let resource = resource_spans
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        for scope_spans in &resource_spans.scope_spans {
+            for span in &scope_spans.spans {
+                match domain_span(span, resource, scope_spans.scope.as_ref()) {
+                    Ok(span) => spans.push(span),
+                    Err(_) => invalid += 1,
+                }
+            }
+        }
+    }
+    (spans, invalid)
+}
