@@ -1,0 +1,103 @@
+//! Connecting to NATS: reconnect forever, report connection state to readiness and logs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event};
+use serde::{Deserialize, Serialize};
+use umpire_runtime::readiness::Readiness;
+
+/// The readiness check name for the NATS connection.
+pub const READINESS_CHECK: &str = "nats";
+
+/// Where and how to connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsSettings {
+    /// Server URL(s), comma-separated: `nats://nats.nats:4222`.
+    pub url: String,
+    /// A `.creds` file (JWT + NKey) for accounts-based auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("reading NATS credentials {path}: {source}")]
+    Credentials {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("connecting to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+}
+
+/// Connects (retrying in the background until the server is reachable, so a worker can start
+/// before NATS and report not-ready meanwhile) and keeps `readiness` in step with the
+/// connection.
+pub async fn connect(
+    settings: &NatsSettings,
+    client_name: &str,
+    readiness: &Readiness,
+) -> Result<Client, ConnectError> {
+    readiness.register(READINESS_CHECK, "not connected to NATS yet");
+    let mut options = match &settings.credentials_file {
+        Some(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|source| ConnectError::Credentials {
+                path: path.clone(),
+                source,
+            })?,
+        None => ConnectOptions::new(),
+    };
+    let events = readiness.clone();
+    options = options
+        .name(client_name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(|attempts| {
+            // 0, 100 ms, 200 ms … capped at 2 s: fast recovery from a NATS restart.
+            Duration::from_millis((attempts as u64 * 100).min(2_000))
+        })
+        .event_callback(move |event| {
+            let readiness = events.clone();
+            async move {
+                match &event {
+                    Event::Connected => {
+                        readiness.set_ok(READINESS_CHECK);
+                        tracing::info!(event = "nats_connected", "connected to NATS");
+                    }
+                    Event::Disconnected | Event::Closed => {
+                        readiness.set_failing(READINESS_CHECK, "disconnected from NATS");
+                        tracing::warn!(
+                            event = "nats_disconnected",
+                            "lost the NATS connection; reconnecting"
+                        );
+                    }
+                    other => {
+                        tracing::warn!(event = "nats_event", detail = %other, "NATS client event")
+                    }
+                }
+            }
+        });
+    let client = options
+        .connect(settings.url.as_str())
+        .await
+        .map_err(|source| ConnectError::Connect {
+            url: settings.url.clone(),
+            source,
+        })?;
+    if client.connection_state() == async_nats::connection::State::Connected {
+        readiness.set_ok(READINESS_CHECK);
+    }
+    Ok(client)
+}
+
+/// Whether the client is connected right now.
+pub fn is_connected(client: &Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}

@@ -1,0 +1,7 @@
+//! The one way Umpire talks to NATS.
+
+pub mod connect;
+pub mod names;
+pub mod streams;
+
+pub use async_nats;

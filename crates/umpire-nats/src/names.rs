@@ -1,0 +1,92 @@
+//! Stream, subject, consumer and bucket names. They carry namespace and project so tenants
+//! never share a subject, and a credential scoped to `umpire.*.<ns>.<project>.>` covers
+//! exactly one project.
+
+/// Names for one TraceProject (namespace and name are DNS labels, valid in every NATS name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectNames {
+    namespace: String,
+    project: String,
+}
+
+impl ProjectNames {
+    pub fn new(namespace: &str, project: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            project: project.to_owned(),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// Kept, normalised spans.
+    pub fn spans_stream(&self) -> String {
+        format!("UMPIRE_SPANS_{}_{}", self.namespace, self.project)
+    }
+
+    /// `umpire.spans.<ns>.<project>.<kind>.<operation>`: evaluators filter by kind (and GenAI
+    /// operation) without decoding. `kind` is the lowercased OpenInference kind or `none`;
+    /// `operation` the GenAI operation or `_`.
+    pub fn spans_subject(&self, kind: &str, operation: &str) -> String {
+        format!(
+            "umpire.spans.{}.{}.{kind}.{operation}",
+            self.namespace, self.project
+        )
+    }
+
+    pub fn spans_wildcard(&self) -> String {
+        format!("umpire.spans.{}.{}.>", self.namespace, self.project)
+    }
+
+    /// Every span as received (redacted), awaiting its trace's sampling decision.
+    pub fn intake_stream(&self) -> String {
+        format!("UMPIRE_INTAKE_{}_{}", self.namespace, self.project)
+    }
+
+    pub fn intake_subject(&self, partition: u32) -> String {
+        format!(
+            "umpire.intake.{}.{}.{partition}",
+            self.namespace, self.project
+        )
+    }
+
+    pub fn intake_wildcard(&self) -> String {
+        format!("umpire.intake.{}.{}.*", self.namespace, self.project)
+    }
+
+    /// The durable consumer of one intake partition.
+    pub fn intake_consumer(&self, partition: u32) -> String {
+        format!("intake-{partition}")
+    }
+
+    /// Ingest replicas' membership and partition leases.
+    pub fn ingest_bucket(&self) -> String {
+        format!("umpire-ingest-{}-{}", self.namespace, self.project)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_namespace_and_project() {
+        let names = ProjectNames::new("ml-apps", "support-bot");
+        assert_eq!(names.spans_stream(), "UMPIRE_SPANS_ml-apps_support-bot");
+        assert_eq!(
+            names.spans_subject("llm", "chat"),
+            "umpire.spans.ml-apps.support-bot.llm.chat"
+        );
+        assert_eq!(
+            names.intake_subject(7),
+            "umpire.intake.ml-apps.support-bot.7"
+        );
+        assert_eq!(names.ingest_bucket(), "umpire-ingest-ml-apps-support-bot");
+    }
+}

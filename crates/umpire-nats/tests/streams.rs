@@ -1,0 +1,92 @@
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use umpire_nats::connect::{NatsSettings, connect, is_connected};
+use umpire_nats::streams::ensure_stream;
+use umpire_runtime::readiness::Readiness;
+use umpire_testkit::nats::NatsServer;
+
+#[tokio::test]
+async fn creates_then_updates_a_stream_without_losing_messages() {
+    let server = NatsServer::start().unwrap();
+    let readiness = Readiness::default();
+    let client = connect(
+        &NatsSettings {
+            url: server.url(),
+            credentials_file: None,
+        },
+        "test",
+        &readiness,
+    )
+    .await
+    .unwrap();
+    wait_until(|| is_connected(&client)).await;
+    assert_eq!(readiness.status(), Ok(()));
+    let js = jetstream::new(client);
+    let config = stream::Config {
+        name: "S".into(),
+        subjects: vec!["s.>".into()],
+        max_age: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let created = ensure_stream(&js, config.clone()).await.unwrap();
+    assert_eq!(created.config.max_age, Duration::from_secs(3600));
+    js.publish("s.a", "one".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let unchanged = ensure_stream(&js, config.clone()).await.unwrap();
+    assert_eq!(unchanged.state.messages, 1);
+
+    let updated = ensure_stream(
+        &js,
+        stream::Config {
+            max_age: Duration::from_secs(7200),
+            ..config
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.config.max_age, Duration::from_secs(7200));
+    assert_eq!(
+        updated.state.messages, 1,
+        "an update keeps the stream's messages"
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_the_connection() {
+    let mut server = NatsServer::start().unwrap();
+    let readiness = Readiness::default();
+    let client = connect(
+        &NatsSettings {
+            url: server.url(),
+            credentials_file: None,
+        },
+        "test",
+        &readiness,
+    )
+    .await
+    .unwrap();
+    wait_until(|| readiness.status().is_ok()).await;
+    server.kill();
+    wait_until(|| readiness.status().is_err()).await;
+    server.restart().unwrap();
+    wait_until(|| readiness.status().is_ok()).await;
+    assert!(is_connected(&client));
+}
+
+async fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

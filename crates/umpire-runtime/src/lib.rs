@@ -1,0 +1,8 @@
+//! What every long-running Umpire role shares.
+
+pub mod admin;
+pub mod readiness;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use prometheus_client;
