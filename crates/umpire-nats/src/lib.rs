@@ -1,6 +1,7 @@
 //! The one way Umpire talks to NATS.
 
 pub mod connect;
+pub mod kv;
 pub mod names;
 pub mod streams;
 

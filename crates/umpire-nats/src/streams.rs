@@ -28,7 +28,7 @@ pub async fn ensure_stream(
                 .map_err(|e| error(e.to_string()))?
                 .clone();
             if differs(&info.config, &config) {
-                tracing::info!(event = "stream_updated", stream = %name, "updating stream limits");
+                tracing::info!(event = "stream_updated", stream = %name, "updating stream settings to match the spec");
                 js.update_stream(config)
                     .await
                     .map_err(|e| error(e.to_string()))
@@ -44,21 +44,28 @@ pub async fn ensure_stream(
             created
                 .info()
                 .await
-                .map(|i| i.clone())
+                .cloned()
                 .map_err(|e| error(e.to_string()))
         }
         Err(e) => Err(error(e.to_string())),
     }
 }
 
+/// Compares the settings Umpire controls. Unset limits (0) mean "unlimited" (-1) to the
+/// server, and an unset duplicate window takes the server's default, so neither counts as a
+/// difference.
 fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
+    let limit = |value: i64| if value <= 0 { -1 } else { value };
+    let size = |value: i32| if value <= 0 { -1 } else { value };
     current.subjects != wanted.subjects
         || current.max_age != wanted.max_age
-        || current.max_bytes != wanted.max_bytes
-        || current.max_messages != wanted.max_messages
-        || current.num_replicas != wanted.num_replicas
-        || current.duplicate_window != wanted.duplicate_window
-        || current.max_message_size != wanted.max_message_size
+        || limit(current.max_bytes) != limit(wanted.max_bytes)
+        || limit(current.max_messages) != limit(wanted.max_messages)
+        || limit(current.max_messages_per_subject) != limit(wanted.max_messages_per_subject)
+        || current.num_replicas.max(1) != wanted.num_replicas.max(1)
+        || (!wanted.duplicate_window.is_zero()
+            && current.duplicate_window != wanted.duplicate_window)
+        || size(current.max_message_size) != size(wanted.max_message_size)
         || current.discard != wanted.discard
 }
 

@@ -90,3 +90,34 @@ async fn wait_until(condition: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn buckets_work_on_the_installed_nats_server() {
+    use umpire_nats::kv::{BucketSettings, ensure_bucket};
+    let server = NatsServer::start().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let settings = BucketSettings {
+        bucket: "leases".into(),
+        description: "test".into(),
+        history: 1,
+        max_age: Duration::from_secs(60),
+        replicas: 1,
+    };
+    let kv = ensure_bucket(&js, &settings).await.unwrap();
+    let revision = kv.create("partitions.0", "a".into()).await.unwrap();
+    assert!(
+        kv.create("partitions.0", "b".into()).await.is_err(),
+        "create is exclusive"
+    );
+    assert!(
+        kv.update("partitions.0", "b".into(), revision + 100)
+            .await
+            .is_err(),
+        "update is compare-and-set"
+    );
+    kv.update("partitions.0", "a".into(), revision)
+        .await
+        .unwrap();
+    let reopened = ensure_bucket(&js, &settings).await.unwrap();
+    assert_eq!(reopened.get("partitions.0").await.unwrap().unwrap(), "a");
+}

@@ -1,5 +1,7 @@
 //! Umpire's test kit: real servers on loopback for tests of the real code paths.
 //!
-//! - [`nats::NatsServer`]: a private `nats-server -js`.
+//! - [`nats::NatsServer`]: a private `nats-server -js`; [`nats::read_stream`] reads a stream back.
+//! - [`wait::eventually`]: await a condition with a deadline.
 
 pub mod nats;
+pub mod wait;

@@ -144,3 +144,55 @@ impl Drop for NatsServer {
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// A message read back from a stream.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub message_id: Option<String>,
+}
+
+/// Every message currently in `stream`, in order, read with an ephemeral consumer.
+pub async fn read_stream(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Result<Vec<StoredMessage>, async_nats::Error> {
+    use async_nats::jetstream::consumer;
+    use futures::StreamExt;
+
+    let mut handle = js.get_stream(stream).await?;
+    let expected = handle.info().await?.state.messages as usize;
+    let consumer: consumer::PullConsumer = handle
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await?;
+    let mut out = Vec::with_capacity(expected);
+    while out.len() < expected {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(expected - out.len())
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await?;
+        let before = out.len();
+        while let Some(message) = batch.next().await {
+            let message = message?;
+            out.push(StoredMessage {
+                subject: message.subject.to_string(),
+                payload: message.payload.to_vec(),
+                message_id: message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map(|v| v.to_string()),
+            });
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -25,6 +25,9 @@ enum Command {
     /// Validate TraceProject and EvalPolicy manifests offline, exactly as the API server and
     /// the controller would.
     Check(commands::check::Args),
+    /// Run the ingest worker for one TraceProject: OTLP in, sampled and redacted spans out
+    /// to JetStream.
+    Ingest(commands::ingest::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Crdgen(args) => commands::crdgen::run(&args),
         Command::Check(args) => commands::check::run(&args),
+        Command::Ingest(args) => commands::ingest::run(&args),
     };
     match outcome {
         Ok(code) => code,

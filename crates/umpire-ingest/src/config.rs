@@ -1,0 +1,206 @@
+//! The ingest worker's configuration: what the controller renders into a ConfigMap, or built
+//! straight from a TraceProject manifest (for `umpire local` and quick trials).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use umpire_api::compile::{ProjectPlan, compile_trace_project};
+use umpire_api::trace_project::TraceProjectSpec;
+use umpire_api::validate::{NoReferences, UmpireKind, Validator};
+use umpire_nats::connect::NatsSettings;
+
+/// Partitions traces are hashed into; each is owned by one ingest replica at a time. It
+/// bounds useful replicas per project and must be the same on every replica.
+pub const DEFAULT_PARTITIONS: u32 = 16;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestConfig {
+    pub namespace: String,
+    pub project: String,
+    /// The TraceProject's spec, as in the resource.
+    pub spec: TraceProjectSpec,
+    pub nats: NatsSettings,
+    #[serde(default)]
+    pub listen: ListenAddresses,
+    /// File holding the bearer token clients must present (a mounted Secret key). Required
+    /// when `spec.ingest.auth` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token_file: Option<PathBuf>,
+    /// This replica's name in the membership (default: `$POD_NAME`, else host + pid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// Most bytes the intake stream holds awaiting sampling decisions; past it ingest answers
+    /// 429 / RESOURCE_EXHAUSTED so clients back off.
+    #[serde(default = "default_intake_max_bytes")]
+    pub intake_max_bytes: u64,
+}
+
+fn default_partitions() -> u32 {
+    DEFAULT_PARTITIONS
+}
+
+fn default_intake_max_bytes() -> u64 {
+    1 << 30
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenAddresses {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Default for ListenAddresses {
+    fn default() -> Self {
+        Self {
+            grpc: SocketAddr::from(([0, 0, 0, 0], 4317)),
+            http: SocketAddr::from(([0, 0, 0, 0], 4318)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 9464)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid ingest config or TraceProject: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("the TraceProject spec is invalid:\n{0}")]
+    Invalid(String),
+    #[error(
+        "spec.ingest.auth requires a bearer token: set authTokenFile (or UMPIRE_INGEST_TOKEN_FILE)"
+    )]
+    MissingToken,
+    #[error("reading the bearer token file {path}: {source}")]
+    Token {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("partitions must be between 1 and 1024, not {0}")]
+    Partitions(u32),
+}
+
+/// Runtime settings a TraceProject manifest does not carry.
+#[derive(Debug, Clone)]
+pub struct RuntimeDefaults {
+    pub nats: NatsSettings,
+    pub listen: ListenAddresses,
+    pub auth_token_file: Option<PathBuf>,
+}
+
+impl IngestConfig {
+    /// Reads an ingest config, or a TraceProject manifest completed with `defaults`.
+    pub fn load(path: &Path, defaults: &RuntimeDefaults) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let value: Value = serde_yaml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+        if value.get("kind").and_then(Value::as_str) == Some("TraceProject") {
+            let namespace = value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| parse_error("metadata.name is missing".into()))?;
+            let spec: TraceProjectSpec =
+                serde_json::from_value(value.get("spec").cloned().unwrap_or(Value::Null))
+                    .map_err(|e| parse_error(e.to_string()))?;
+            return Ok(Self {
+                namespace: namespace.to_owned(),
+                project: name.to_owned(),
+                spec,
+                nats: defaults.nats.clone(),
+                listen: defaults.listen.clone(),
+                auth_token_file: defaults.auth_token_file.clone(),
+                member_id: None,
+                partitions: DEFAULT_PARTITIONS,
+                intake_max_bytes: default_intake_max_bytes(),
+            });
+        }
+        serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))
+    }
+
+    /// Validates the spec exactly as `umpire check` and the API server would, and compiles it.
+    pub fn plan(&self) -> Result<ProjectPlan, ConfigError> {
+        if !(1..=1024).contains(&self.partitions) {
+            return Err(ConfigError::Partitions(self.partitions));
+        }
+        let object = serde_json::json!({
+            "apiVersion": umpire_api::validate::API_VERSION,
+            "kind": "TraceProject",
+            "metadata": {"name": self.project, "namespace": self.namespace},
+            "spec": self.spec,
+        });
+        let validator = Validator::new().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let outcome = validator.validate(UmpireKind::TraceProject, &object, &NoReferences);
+        if !outcome.findings.errors.is_empty() {
+            let lines: Vec<String> = outcome
+                .findings
+                .errors
+                .iter()
+                .map(|e| format!("  {e}"))
+                .collect();
+            return Err(ConfigError::Invalid(lines.join("\n")));
+        }
+        compile_trace_project(&self.spec).map_err(|errors| {
+            ConfigError::Invalid(
+                errors
+                    .iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })
+    }
+
+    /// The bearer token, when the spec requires one. Never logged.
+    pub fn bearer_token(&self) -> Result<Option<String>, ConfigError> {
+        let required = self
+            .spec
+            .ingest
+            .as_ref()
+            .and_then(|i| i.auth.as_ref())
+            .is_some();
+        match (&self.auth_token_file, required) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map(|token| Some(token.trim().to_owned()))
+                .map_err(|source| ConfigError::Token {
+                    path: path.clone(),
+                    source,
+                }),
+            (None, true) => Err(ConfigError::MissingToken),
+            (None, false) => Ok(None),
+        }
+    }
+
+    pub fn member_id(&self) -> String {
+        self.member_id
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ingest".into());
+                format!(
+                    "{host}-{}-{:04x}",
+                    std::process::id(),
+                    rand::random::<u16>()
+                )
+            })
+    }
+}

@@ -1,0 +1,104 @@
+//! Publishing received spans to the intake stream, one subject per trace partition. A
+//! request is acknowledged to the client only after JetStream acknowledged every message.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use futures::future::join_all;
+use prost::Message;
+use umpire_nats::names::ProjectNames;
+use umpire_otlp::batching::{Partitioned, fit_to_size};
+
+/// Room left under the server's max payload for headers and protocol framing.
+pub const PAYLOAD_HEADROOM: usize = 16 * 1024;
+
+/// Why spans could not be handed to JetStream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    /// NATS is unreachable or did not answer: retryable.
+    #[error("the span store is unavailable: {0}")]
+    Unavailable(String),
+    /// The intake stream is full: sampling is behind. Retryable after a pause.
+    #[error("ingest is overloaded: {0}")]
+    Overloaded(String),
+}
+
+pub struct IntakePublisher {
+    js: jetstream::Context,
+    names: ProjectNames,
+}
+
+impl IntakePublisher {
+    pub fn new(js: jetstream::Context, names: ProjectNames) -> Self {
+        Self { js, names }
+    }
+
+    pub fn stream_config(names: &ProjectNames, max_bytes: u64, replicas: usize) -> stream::Config {
+        stream::Config {
+            name: names.intake_stream(),
+            description: Some("Umpire: spans awaiting their trace's sampling decision".into()),
+            subjects: vec![names.intake_wildcard()],
+            // Each partition's consumer removes what it acknowledged.
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
+            max_age: Duration::from_secs(3600),
+            // Full means "sampling is behind": refuse new data (clients retry) rather than
+            // silently dropping what was already acknowledged.
+            discard: stream::DiscardPolicy::New,
+            num_replicas: replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        }
+    }
+
+    /// Publishes every part, chunked to fit the payload limit. Returns the number of spans
+    /// truncated to fit.
+    pub async fn publish(&self, partitioned: Partitioned) -> Result<usize, IntakeError> {
+        let client = self.js.client();
+        if !umpire_nats::connect::is_connected(&client) {
+            return Err(IntakeError::Unavailable("not connected to NATS".into()));
+        }
+        let budget = client
+            .server_info()
+            .max_payload
+            .saturating_sub(PAYLOAD_HEADROOM)
+            .max(64 * 1024);
+        let mut acks = Vec::new();
+        let mut truncated = 0;
+        for (partition, part) in partitioned.parts {
+            let (chunks, cut) = fit_to_size(part, budget);
+            truncated += cut;
+            for chunk in chunks {
+                let subject = self.names.intake_subject(partition);
+                let ack = self
+                    .js
+                    .publish(subject, chunk.encode_to_vec().into())
+                    .await
+                    .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
+                acks.push(ack);
+            }
+        }
+        let started = Instant::now();
+        for result in join_all(acks.into_iter().map(|ack| ack.into_future())).await {
+            result.map_err(|e| classify(&e.to_string()))?;
+        }
+        tracing::trace!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "intake acknowledged"
+        );
+        Ok(truncated)
+    }
+}
+
+/// JetStream's "stream full" answers mean back-pressure; anything else is unavailability.
+fn classify(message: &str) -> IntakeError {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("maximum bytes")
+        || lower.contains("maximum messages")
+        || lower.contains("insufficient resources")
+    {
+        IntakeError::Overloaded(message.to_owned())
+    } else {
+        IntakeError::Unavailable(message.to_owned())
+    }
+}

@@ -1,0 +1,234 @@
+//! The ingest worker for one TraceProject:
+//! OTLP gRPC/HTTP → redact → intake stream (per trace partition) → tail sampling by the
+//! partition's owner → normalised spans in the project's span stream.
+
+pub mod config;
+pub mod intake;
+pub mod metrics;
+pub mod receiver;
+pub mod sampler;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use umpire_api::compile::ProjectPlan;
+use umpire_nats::names::ProjectNames;
+use umpire_nats::streams::ensure_stream;
+use umpire_runtime::admin::AdminServer;
+use umpire_runtime::readiness::Readiness;
+
+use crate::config::{ConfigError, IngestConfig};
+use crate::intake::IntakePublisher;
+use crate::metrics::IngestMetrics;
+use crate::receiver::ExportPipeline;
+use crate::receiver::grpc::GrpcReceiver;
+use crate::receiver::http::HttpReceiver;
+use crate::sampler::{Sampler, SamplerSettings};
+
+const STREAMS_CHECK: &str = "streams";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Nats(#[from] umpire_nats::connect::ConnectError),
+    #[error("binding the {what} listener on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Admin(#[from] umpire_runtime::admin::AdminError),
+}
+
+/// A started ingest worker.
+pub struct RunningIngest {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub readiness: Readiness,
+    task: JoinHandle<()>,
+}
+
+impl RunningIngest {
+    /// Waits until the worker has shut down (after `shutdown` was cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// The span stream: kept spans, deduplicated by span id within the duplicate window.
+pub fn spans_stream_config(names: &ProjectNames, plan: &ProjectPlan) -> stream::Config {
+    let limits = &plan.stream;
+    stream::Config {
+        name: names.spans_stream(),
+        description: Some(format!(
+            "Umpire: kept spans of TraceProject {}/{}",
+            names.namespace(),
+            names.project()
+        )),
+        subjects: vec![names.spans_wildcard()],
+        max_age: limits.max_age,
+        max_bytes: i64::try_from(limits.max_bytes).unwrap_or(i64::MAX),
+        max_messages: limits
+            .max_messages
+            .and_then(|m| i64::try_from(m).ok())
+            .unwrap_or(-1),
+        num_replicas: limits.replicas,
+        duplicate_window: limits.duplicate_window,
+        discard: stream::DiscardPolicy::Old,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// Starts the worker; it runs until `shutdown` is cancelled, then stops accepting requests,
+/// finishes those in flight, flushes buffered decisions and leaves.
+pub async fn start(
+    config: IngestConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningIngest, IngestError> {
+    let plan = config.plan()?;
+    let token = config.bearer_token()?;
+    let member = config.member_id();
+    let names = ProjectNames::new(&config.namespace, &config.project);
+
+    let mut registry = Registry::with_prefix("umpire");
+    let metrics = Arc::new(IngestMetrics::new(&mut registry));
+    let readiness = Readiness::default();
+    readiness.register(STREAMS_CHECK, "streams not set up yet");
+    let client =
+        umpire_nats::connect::connect(&config.nats, &format!("umpire-ingest {member}"), &readiness)
+            .await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build(client.clone());
+
+    let pipeline = Arc::new(ExportPipeline::new(
+        plan.redactor.clone(),
+        config.partitions,
+        IntakePublisher::new(js.clone(), names.clone()),
+        token,
+        usize::try_from(plan.max_request_bytes).unwrap_or(usize::MAX),
+        metrics.clone(),
+    ));
+    let bind_error = |what, addr| move |source| IngestError::Bind { what, addr, source };
+    let grpc = GrpcReceiver::bind(config.listen.grpc, pipeline.clone())
+        .await
+        .map_err(bind_error("gRPC", config.listen.grpc))?;
+    let http = HttpReceiver::bind(config.listen.http, pipeline)
+        .await
+        .map_err(bind_error("HTTP", config.listen.http))?;
+    let admin =
+        AdminServer::bind(config.listen.admin, Arc::new(registry), readiness.clone()).await?;
+    let (grpc_addr, http_addr) = (
+        grpc.local_addr()
+            .map_err(bind_error("gRPC", config.listen.grpc))?,
+        http.local_addr()
+            .map_err(bind_error("HTTP", config.listen.http))?,
+    );
+    let admin_addr = admin.local_addr().unwrap_or(config.listen.admin);
+
+    let sampler = Sampler::new(
+        js.clone(),
+        names.clone(),
+        plan.sampler.clone(),
+        SamplerSettings {
+            member: member.clone(),
+            partitions: config.partitions,
+            decision_wait: plan.decision_wait,
+            max_buffered_spans: usize::try_from(plan.max_buffered_spans).unwrap_or(usize::MAX),
+            kv_replicas: plan.stream.replicas,
+        },
+        metrics,
+    );
+    let streams = vec![
+        IntakePublisher::stream_config(&names, config.intake_max_bytes, plan.stream.replicas),
+        spans_stream_config(&names, &plan),
+    ];
+
+    tracing::info!(
+        event = "ingest_starting",
+        namespace = %config.namespace,
+        project = %config.project,
+        member = %member,
+        grpc = %grpc_addr,
+        http = %http_addr,
+        admin = %admin_addr,
+        partitions = config.partitions,
+        "ingest starting"
+    );
+    let setup_readiness = readiness.clone();
+    let task = tokio::spawn(async move {
+        let admin_stop = CancellationToken::new();
+        let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
+        set_up_streams(&js, streams, &setup_readiness, &shutdown).await;
+        let sampler_stop = CancellationToken::new();
+        let sampler_task = tokio::spawn(sampler.run(sampler_stop.clone()));
+        let (grpc_result, http_result) =
+            tokio::join!(grpc.run(shutdown.clone()), http.run(shutdown.clone()));
+        if let Err(e) = grpc_result {
+            tracing::error!(event = "grpc_server_failed", error = %e, "gRPC receiver stopped with an error");
+        }
+        if let Err(e) = http_result {
+            tracing::error!(event = "http_server_failed", error = %e, "HTTP receiver stopped with an error");
+        }
+        // Receivers are closed: nothing new enters the intake. Drain the sampler.
+        sampler_stop.cancel();
+        let _ = sampler_task.await;
+        let _ = client.flush().await;
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        tracing::info!(event = "ingest_stopped", "ingest stopped");
+    });
+    Ok(RunningIngest {
+        grpc_addr,
+        http_addr,
+        admin_addr,
+        readiness,
+        task,
+    })
+}
+
+/// Creates or updates the project's streams, retrying until NATS accepts (or shutdown).
+async fn set_up_streams(
+    js: &jetstream::Context,
+    configs: Vec<stream::Config>,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) {
+    let mut attempt = 0u32;
+    loop {
+        let mut failure = None;
+        for config in &configs {
+            if let Err(e) = ensure_stream(js, config.clone()).await {
+                failure = Some(e);
+                break;
+            }
+        }
+        match failure {
+            None => {
+                readiness.set_ok(STREAMS_CHECK);
+                return;
+            }
+            Some(e) => {
+                attempt += 1;
+                readiness.set_failing(STREAMS_CHECK, &e.to_string());
+                if attempt % 10 == 1 {
+                    tracing::warn!(event = "stream_setup_failed", error = %e, "retrying");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}

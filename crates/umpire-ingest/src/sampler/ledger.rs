@@ -1,0 +1,80 @@
+//! Intake messages held until every trace they carry is settled (dropped, or kept and its
+//! spans acknowledged by the span stream). Only then is the message acknowledged, so a
+//! crash at any point means redelivery, never loss.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use async_nats::jetstream::message::Acker;
+
+use super::buffer::MessageKey;
+
+struct Held {
+    acker: Acker,
+    partition: u32,
+    references: u32,
+}
+
+#[derive(Default)]
+pub struct MessageLedger {
+    held: HashMap<MessageKey, Held>,
+}
+
+impl MessageLedger {
+    pub fn contains(&self, key: MessageKey) -> bool {
+        self.held.contains_key(&key)
+    }
+
+    /// Starts holding a message (or refreshes the acker of a redelivered one).
+    pub fn hold(&mut self, key: MessageKey, partition: u32, acker: Acker) {
+        match self.held.entry(key) {
+            Entry::Occupied(mut held) => held.get_mut().acker = acker,
+            Entry::Vacant(slot) => {
+                slot.insert(Held {
+                    acker,
+                    partition,
+                    references: 0,
+                });
+            }
+        }
+    }
+
+    pub fn add_reference(&mut self, key: MessageKey) {
+        if let Some(held) = self.held.get_mut(&key) {
+            held.references += 1;
+        }
+    }
+
+    /// Drops one reference; returns the acker when none remain.
+    pub fn release(&mut self, key: MessageKey) -> Option<Acker> {
+        let held = self.held.get_mut(&key)?;
+        held.references = held.references.saturating_sub(1);
+        if held.references == 0 {
+            self.held.remove(&key).map(|h| h.acker)
+        } else {
+            None
+        }
+    }
+
+    /// Returns the acker if nothing references the message (it carried only settled spans).
+    pub fn release_if_unreferenced(&mut self, key: MessageKey) -> Option<Acker> {
+        if self.held.get(&key).is_some_and(|h| h.references == 0) {
+            self.held.remove(&key).map(|h| h.acker)
+        } else {
+            None
+        }
+    }
+
+    /// Forgets a partition's messages without acknowledging them (the lease was lost: the
+    /// new owner receives them again).
+    pub fn forget_partition(&mut self, partition: u32) {
+        self.held.retain(|_, held| held.partition != partition);
+    }
+
+    pub fn held_for(&self, partition: u32) -> usize {
+        self.held
+            .values()
+            .filter(|h| h.partition == partition)
+            .count()
+    }
+}

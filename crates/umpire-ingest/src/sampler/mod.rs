@@ -1,0 +1,601 @@
+//! Tail sampling across ingest replicas.
+//!
+//! Receivers publish every span to the intake stream under its trace's partition
+//! (`hash(trace_id) % partitions`). Each partition is leased to exactly one replica (see
+//! [`leases`]), whose sampler pulls the partition's messages, buffers spans per trace for
+//! `decisionWait`, decides once per trace with the project's policies, publishes kept spans
+//! to the span stream (deduplicated by `Nats-Msg-Id`), and only then acknowledges the intake
+//! messages. So all replicas agree on one decision per trace — only the owner decides — and a
+//! crash anywhere leads to redelivery, not loss.
+
+pub mod buffer;
+pub mod leases;
+pub mod ledger;
+mod publish;
+
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, message::Acker};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use lru::LruCache;
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use umpire_core::ids::TraceId;
+use umpire_core::sampling::{Decision, TailSampler};
+use umpire_nats::names::ProjectNames;
+use umpire_otlp::ExportTraceServiceRequest;
+use umpire_otlp::buffered::{BufferedSpan, SpanOrigin};
+use umpire_otlp::convert::span_ids;
+
+use self::buffer::{MessageKey, PendingTrace, TraceBuffer};
+use self::leases::{LEASE_TTL, PartitionLeases};
+use self::ledger::MessageLedger;
+use self::publish::{PublishJob, PublishOutcome, publish_job};
+use crate::metrics::{IngestMetrics, PolicyLabels, ReasonLabels};
+
+/// Decisions remembered so late spans follow their trace's decision.
+const DECISION_CACHE: usize = 200_000;
+
+/// Longest a graceful shutdown waits for kept spans to be published.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone)]
+pub struct SamplerSettings {
+    pub member: String,
+    pub partitions: u32,
+    pub decision_wait: Duration,
+    pub max_buffered_spans: usize,
+    pub kv_replicas: usize,
+}
+
+impl SamplerSettings {
+    /// An intake message is redelivered if not acknowledged within this: long enough to cover
+    /// the decision wait and publication.
+    pub fn ack_wait(&self) -> Duration {
+        self.decision_wait + Duration::from_secs(60)
+    }
+}
+
+struct Delivery {
+    partition: u32,
+    message: jetstream::Message,
+}
+
+pub struct Sampler {
+    js: jetstream::Context,
+    names: ProjectNames,
+    tail: TailSampler,
+    settings: SamplerSettings,
+    metrics: Arc<IngestMetrics>,
+}
+
+impl Sampler {
+    pub fn new(
+        js: jetstream::Context,
+        names: ProjectNames,
+        tail: TailSampler,
+        settings: SamplerSettings,
+        metrics: Arc<IngestMetrics>,
+    ) -> Self {
+        Self {
+            js,
+            names,
+            tail,
+            settings,
+            metrics,
+        }
+    }
+
+    /// Runs until `shutdown`, then decides everything buffered, publishes what is kept,
+    /// acknowledges, and gives its partitions back.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), leases::LeaseError> {
+        let leases = loop {
+            let opened = PartitionLeases::open(
+                &self.js,
+                &self.names.ingest_bucket(),
+                &self.settings.member,
+                self.settings.partitions,
+                self.settings.kv_replicas,
+            )
+            .await;
+            match opened {
+                Ok(leases) => break leases,
+                Err(e) => {
+                    tracing::warn!(event = "leases_unavailable", error = %e, "retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        let (deliveries_tx, deliveries_rx) = mpsc::channel(4096);
+        let mut state = SamplingLoop {
+            sampler: self,
+            leases,
+            buffer: TraceBuffer::default(),
+            ledger: MessageLedger::default(),
+            decided: LruCache::new(NonZeroUsize::new(DECISION_CACHE).unwrap_or(NonZeroUsize::MIN)),
+            publishing: FuturesUnordered::new(),
+            publishing_spans: 0,
+            publishing_per_partition: HashMap::new(),
+            fetchers: HashMap::new(),
+            draining: BTreeSet::new(),
+            deliveries_tx,
+            acks: JoinSet::new(),
+        };
+        state.run(deliveries_rx, shutdown).await;
+        Ok(())
+    }
+}
+
+struct SamplingLoop {
+    sampler: Sampler,
+    leases: PartitionLeases,
+    buffer: TraceBuffer,
+    ledger: MessageLedger,
+    decided: LruCache<TraceId, bool>,
+    publishing: FuturesUnordered<futures::future::BoxFuture<'static, PublishOutcome>>,
+    publishing_spans: usize,
+    publishing_per_partition: HashMap<u32, usize>,
+    fetchers: HashMap<u32, CancellationToken>,
+    draining: BTreeSet<u32>,
+    deliveries_tx: mpsc::Sender<Delivery>,
+    acks: JoinSet<()>,
+}
+
+impl SamplingLoop {
+    async fn run(&mut self, mut deliveries: mpsc::Receiver<Delivery>, shutdown: CancellationToken) {
+        let mut lease_round = tokio::time::interval(LEASE_TTL / 3);
+        let mut decision_tick = tokio::time::interval(Duration::from_millis(50));
+        decision_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(outcome) = self.publishing.next() => self.on_published(outcome),
+                _ = lease_round.tick() => self.on_lease_round().await,
+                Some(delivery) = deliveries.recv() => self.on_delivery(delivery),
+                _ = decision_tick.tick() => self.decide_due(Instant::now()),
+            }
+            while self.acks.try_join_next().is_some() {}
+            self.release_drained().await;
+            self.update_gauges();
+        }
+        self.shut_down().await;
+    }
+
+    fn metrics(&self) -> &IngestMetrics {
+        &self.sampler.metrics
+    }
+
+    fn usable(&self, partition: u32) -> bool {
+        self.fetchers.contains_key(&partition) && !self.draining.contains(&partition)
+    }
+
+    fn on_delivery(&mut self, delivery: Delivery) {
+        let Delivery { partition, message } = delivery;
+        if !self.usable(partition) {
+            // Arrived after the partition was given up: its next owner receives it again.
+            return;
+        }
+        let Ok(key) = message.info().map(|info| info.stream_sequence) else {
+            return;
+        };
+        let (message, acker) = message.split();
+        let known = self.ledger.contains(key);
+        self.ledger.hold(key, partition, acker);
+        if known {
+            // A redelivery of a message still held: the fresh acker replaced the old one.
+            return;
+        }
+        let request = match ExportTraceServiceRequest::decode(message.payload) {
+            Ok(request) => request,
+            Err(e) => {
+                // Only ingest writes the intake stream, so this cannot heal by redelivery.
+                self.metrics().intake_decode_failures.inc();
+                tracing::error!(event = "intake_undecodable", partition, sequence = key, error = %e, "skipping an undecodable intake message");
+                self.ack_if_settled(key);
+                return;
+            }
+        };
+        let now = Instant::now();
+        let mut late_kept = Vec::new();
+        for resource_spans in request.resource_spans {
+            let resource = resource_spans.resource.unwrap_or_default();
+            for scope_spans in resource_spans.scope_spans {
+                let origin = Arc::new(SpanOrigin {
+                    resource: resource.clone(),
+                    scope: scope_spans.scope,
+                });
+                for span in scope_spans.spans {
+                    let Ok((trace_id, span_id)) = span_ids(&span) else {
+                        continue;
+                    };
+                    let buffered = BufferedSpan {
+                        span,
+                        origin: origin.clone(),
+                    };
+                    match self.decided.get(&trace_id).copied() {
+                        Some(true) => {
+                            self.metrics()
+                                .late_spans
+                                .get_or_create(&ReasonLabels {
+                                    reason: "kept".into(),
+                                })
+                                .inc();
+                            late_kept.push(buffered);
+                        }
+                        Some(false) => {
+                            self.metrics()
+                                .late_spans
+                                .get_or_create(&ReasonLabels {
+                                    reason: "dropped".into(),
+                                })
+                                .inc();
+                            self.metrics().spans_dropped.inc();
+                        }
+                        None => {
+                            let referenced = self.buffer.references(&trace_id, key);
+                            self.buffer
+                                .add(partition, trace_id, span_id, buffered, key, now);
+                            if !referenced {
+                                self.ledger.add_reference(key);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !late_kept.is_empty() {
+            self.ledger.add_reference(key);
+            self.start_publish(PublishJob {
+                partition,
+                messages: vec![key],
+                spans: late_kept,
+                attempt: 0,
+            });
+        }
+        self.ack_if_settled(key);
+        self.shed_if_full(now);
+    }
+
+    /// Decides the oldest traces early while the buffer is over its limit (the documented
+    /// shedding policy: the wait is shortened, no data is dropped unjudged).
+    fn shed_if_full(&mut self, now: Instant) {
+        let limit = self.sampler.settings.max_buffered_spans;
+        while self.buffer.span_count() + self.publishing_spans > limit {
+            let Some((trace_id, trace)) = self.buffer.take_oldest() else {
+                break;
+            };
+            self.settle(trace_id, trace, now, Some("buffer_full"));
+        }
+    }
+
+    fn decide_due(&mut self, now: Instant) {
+        for (trace_id, trace) in self
+            .buffer
+            .take_due(now, self.sampler.settings.decision_wait)
+        {
+            self.settle(trace_id, trace, now, None);
+        }
+    }
+
+    fn settle(
+        &mut self,
+        trace_id: TraceId,
+        trace: PendingTrace,
+        now: Instant,
+        early: Option<&str>,
+    ) {
+        if let Some(reason) = early {
+            self.metrics()
+                .early_decisions
+                .get_or_create(&ReasonLabels {
+                    reason: reason.into(),
+                })
+                .inc();
+        }
+        let decision = self.sampler.tail.decide(&trace_id, &trace.spans, now);
+        self.decided.put(trace_id, decision.is_keep());
+        match decision {
+            Decision::Keep(policy) => {
+                let policy = policy.unwrap_or_else(|| "all".into());
+                self.metrics()
+                    .traces_kept
+                    .get_or_create(&PolicyLabels { policy })
+                    .inc();
+                self.start_publish(PublishJob {
+                    partition: trace.partition,
+                    messages: trace.messages,
+                    spans: trace.spans,
+                    attempt: 0,
+                });
+            }
+            Decision::Drop => {
+                self.metrics().traces_dropped.inc();
+                self.metrics()
+                    .spans_dropped
+                    .inc_by(trace.spans.len() as u64);
+                for key in trace.messages {
+                    self.release(key);
+                }
+            }
+        }
+    }
+
+    fn start_publish(&mut self, job: PublishJob) {
+        self.publishing_spans += job.spans.len();
+        *self
+            .publishing_per_partition
+            .entry(job.partition)
+            .or_default() += 1;
+        let js = self.sampler.js.clone();
+        let names = self.sampler.names.clone();
+        self.publishing.push(Box::pin(publish_job(js, names, job)));
+    }
+
+    fn on_published(&mut self, outcome: PublishOutcome) {
+        let PublishOutcome {
+            mut job,
+            result,
+            elapsed,
+        } = outcome;
+        self.publishing_spans -= job.spans.len();
+        if let Some(count) = self.publishing_per_partition.get_mut(&job.partition) {
+            *count = count.saturating_sub(1);
+        }
+        match result {
+            Ok(()) => {
+                self.metrics().spans_kept.inc_by(job.spans.len() as u64);
+                self.metrics()
+                    .publish_duration
+                    .observe(elapsed.as_secs_f64());
+                for key in job.messages {
+                    self.release(key);
+                }
+            }
+            Err(e) => {
+                self.metrics().publish_failures.inc();
+                if self.leases.usable(Instant::now()).contains(&job.partition) {
+                    if job.attempt % 10 == 0 {
+                        tracing::warn!(event = "publish_retry", attempt = job.attempt, error = %e, "publishing kept spans failed; retrying");
+                    }
+                    job.attempt += 1;
+                    self.start_publish(job);
+                }
+                // Otherwise the partition is gone: its new owner receives the messages again.
+            }
+        }
+    }
+
+    fn release(&mut self, key: MessageKey) {
+        if let Some(acker) = self.ledger.release(key) {
+            self.ack(acker);
+        }
+    }
+
+    fn ack_if_settled(&mut self, key: MessageKey) {
+        if let Some(acker) = self.ledger.release_if_unreferenced(key) {
+            self.ack(acker);
+        }
+    }
+
+    fn ack(&mut self, acker: Acker) {
+        self.acks.spawn(async move {
+            if let Err(e) = acker.ack().await {
+                tracing::debug!(event = "intake_ack_failed", error = %e, "acknowledging an intake message failed; it will be redelivered");
+            }
+        });
+    }
+
+    async fn on_lease_round(&mut self) {
+        let now = Instant::now();
+        let changes = match self.leases.round(now).await {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::warn!(event = "lease_round_failed", error = %e, "partition lease round failed");
+                // Partitions not renewed in time are fenced off by `usable`.
+                let usable = self.leases.usable(now);
+                let stale: Vec<u32> = self
+                    .fetchers
+                    .keys()
+                    .filter(|p| !usable.contains(p))
+                    .copied()
+                    .collect();
+                for partition in stale {
+                    self.lose(partition);
+                }
+                return;
+            }
+        };
+        for partition in changes.lost {
+            tracing::warn!(
+                event = "partition_lost",
+                partition,
+                "lost a partition lease"
+            );
+            self.lose(partition);
+        }
+        for partition in changes.surplus {
+            tracing::info!(
+                event = "partition_release",
+                partition,
+                members = changes.members,
+                "releasing a partition to rebalance"
+            );
+            if let Some(token) = self.fetchers.remove(&partition) {
+                token.cancel();
+            }
+            self.draining.insert(partition);
+            for (trace_id, trace) in self.buffer.take_partition(partition) {
+                self.settle(trace_id, trace, now, Some("rebalance"));
+            }
+        }
+        for partition in changes.acquired {
+            tracing::info!(
+                event = "partition_acquired",
+                partition,
+                members = changes.members,
+                "acquired a partition"
+            );
+            self.start_fetcher(partition);
+        }
+        self.sampler.tail.set_share(self.leases.share());
+    }
+
+    fn lose(&mut self, partition: u32) {
+        if let Some(token) = self.fetchers.remove(&partition) {
+            token.cancel();
+        }
+        self.draining.remove(&partition);
+        self.buffer.take_partition(partition);
+        self.ledger.forget_partition(partition);
+    }
+
+    /// Gives back surplus partitions once nothing of theirs is pending.
+    async fn release_drained(&mut self) {
+        let done: Vec<u32> = self
+            .draining
+            .iter()
+            .filter(|p| {
+                self.ledger.held_for(**p) == 0
+                    && self.publishing_per_partition.get(p).copied().unwrap_or(0) == 0
+            })
+            .copied()
+            .collect();
+        for partition in done {
+            self.draining.remove(&partition);
+            self.leases.release(partition).await;
+            self.sampler.tail.set_share(self.leases.share());
+        }
+    }
+
+    fn start_fetcher(&mut self, partition: u32) {
+        let token = CancellationToken::new();
+        self.fetchers.insert(partition, token.clone());
+        let js = self.sampler.js.clone();
+        let names = self.sampler.names.clone();
+        let ack_wait = self.sampler.settings.ack_wait();
+        let tx = self.deliveries_tx.clone();
+        tokio::spawn(fetch_partition(js, names, partition, ack_wait, tx, token));
+    }
+
+    fn update_gauges(&self) {
+        let metrics = self.metrics();
+        metrics
+            .buffered_spans
+            .set((self.buffer.span_count() + self.publishing_spans) as i64);
+        metrics
+            .buffered_traces
+            .set(self.buffer.trace_count() as i64);
+        metrics.partitions_owned.set(self.fetchers.len() as i64);
+    }
+
+    async fn shut_down(&mut self) {
+        for (_, token) in self.fetchers.drain() {
+            token.cancel();
+        }
+        let now = Instant::now();
+        for (trace_id, trace) in self.buffer.take_all() {
+            self.settle(trace_id, trace, now, Some("shutdown"));
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
+        while !self.publishing.is_empty() {
+            match tokio::time::timeout_at(deadline, self.publishing.next()).await {
+                Ok(Some(outcome)) => self.on_published(outcome),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        event = "shutdown_publish_timeout",
+                        pending = self.publishing.len(),
+                        "gave up publishing at shutdown; the intake keeps those spans for the next owner"
+                    );
+                    break;
+                }
+            }
+        }
+        while self.acks.join_next().await.is_some() {}
+        self.leases.leave().await;
+        self.update_gauges();
+        tracing::info!(event = "sampler_stopped", "sampler drained and left");
+    }
+}
+
+/// Pulls one partition's intake messages until cancelled, re-creating the pull after errors.
+async fn fetch_partition(
+    js: jetstream::Context,
+    names: ProjectNames,
+    partition: u32,
+    ack_wait: Duration,
+    deliveries: mpsc::Sender<Delivery>,
+    cancel: CancellationToken,
+) {
+    let config = consumer::pull::Config {
+        durable_name: Some(names.intake_consumer(partition)),
+        filter_subject: names.intake_subject(partition),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait,
+        max_deliver: -1,
+        max_ack_pending: 20_000,
+        ..Default::default()
+    };
+    let mut failures = 0u32;
+    while !cancel.is_cancelled() {
+        let messages = async {
+            let stream = js
+                .get_stream(names.intake_stream())
+                .await
+                .map_err(|e| e.to_string())?;
+            let consumer: consumer::PullConsumer = stream
+                .get_or_create_consumer(&names.intake_consumer(partition), config.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer
+                .stream()
+                .max_messages_per_batch(512)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let mut messages = match messages.await {
+            Ok(messages) => messages,
+            Err(e) => {
+                failures += 1;
+                if failures % 10 == 1 {
+                    tracing::warn!(event = "intake_pull_failed", partition, error = %e, "cannot pull intake messages; retrying");
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                next = messages.next() => match next {
+                    Some(Ok(message)) => {
+                        failures = 0;
+                        if deliveries.send(Delivery { partition, message }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(event = "intake_pull_error", partition, error = %e, "intake pull interrupted");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+}
