@@ -38,6 +38,44 @@ pub struct IngestConfig {
     /// 429 / RESOURCE_EXHAUSTED so clients back off.
     #[serde(default = "default_intake_max_bytes")]
     pub intake_max_bytes: u64,
+    /// Advanced: how long an intake message may stay unacknowledged before JetStream
+    /// redelivers it. Default: decisionWait + 60s. Must exceed decisionWait.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_duration"
+    )]
+    pub intake_ack_wait: Option<std::time::Duration>,
+    /// Advanced: how long a partition lease lives without renewal (renewed every third of
+    /// it). Default 15s.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_duration"
+    )]
+    pub lease_ttl: Option<std::time::Duration>,
+}
+
+/// Durations in the config file use the same syntax as in resources (`10s`, `1m30s`).
+mod optional_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use umpire_api::common::Duration;
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<std::time::Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => serializer.serialize_str(&format!("{}ms", d.as_millis())),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        Ok(Option::<Duration>::deserialize(deserializer)?.map(|d| d.as_std()))
+    }
 }
 
 fn default_partitions() -> u32 {
@@ -132,6 +170,8 @@ impl IngestConfig {
                 member_id: None,
                 partitions: DEFAULT_PARTITIONS,
                 intake_max_bytes: default_intake_max_bytes(),
+                intake_ack_wait: None,
+                lease_ttl: None,
             });
         }
         serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))

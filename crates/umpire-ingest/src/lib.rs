@@ -146,6 +146,13 @@ pub async fn start(
             decision_wait: plan.decision_wait,
             max_buffered_spans: usize::try_from(plan.max_buffered_spans).unwrap_or(usize::MAX),
             kv_replicas: plan.stream.replicas,
+            ack_wait: config
+                .intake_ack_wait
+                .filter(|wait| *wait > plan.decision_wait)
+                .unwrap_or(plan.decision_wait + Duration::from_secs(60)),
+            lease_ttl: config
+                .lease_ttl
+                .unwrap_or(sampler::leases::DEFAULT_LEASE_TTL),
         },
         metrics,
     );

@@ -45,9 +45,9 @@ impl GrpcReceiver {
         })
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
-        // Applies to the decompressed message; tonic answers RESOURCE_EXHAUSTED beyond it,
-        // which OTLP clients do not retry (no RetryInfo).
-        .max_decoding_message_size(limit);
+        // tonic's own cap (on the decompressed message) is a backstop at twice the limit;
+        // up to it, `export` refuses with a message that names the setting.
+        .max_decoding_message_size(limit.saturating_mul(2));
         let incoming = tokio_stream_listener(self.listener);
         Server::builder()
             .add_service(service)
@@ -84,8 +84,18 @@ impl TraceService for TraceEndpoint {
                 .record_refusal(Protocol::Grpc, &failure, started);
             return Err(status(&failure));
         }
+        let request = request.into_inner();
+        let limit = self.pipeline.max_request_bytes();
+        if prost::Message::encoded_len(&request) > limit {
+            let failure = ExportFailure::TooLarge(format!(
+                "the request exceeds the {limit}-byte limit (spec.ingest.maxRequestSize)"
+            ));
+            self.pipeline
+                .record_refusal(Protocol::Grpc, &failure, started);
+            return Err(status(&failure));
+        }
         self.pipeline
-            .export(Protocol::Grpc, request.into_inner(), started)
+            .export(Protocol::Grpc, request, started)
             .await
             .map(Response::new)
             .map_err(|failure| status(&failure))

@@ -13,12 +13,8 @@ use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt;
 use umpire_nats::kv::{BucketSettings, ensure_bucket};
 
-/// How long a lease lives without renewal. Renewal happens every third of it.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
-
-/// A holder stops using a partition when its last renewal is older than this, so it stops
-/// before the key can expire and be taken by another replica.
-const SELF_FENCE: Duration = Duration::from_secs(12);
+/// How long a lease lives without renewal, by default. Renewal happens every third of it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 #[error("partition leases ({bucket}): {message}")]
@@ -43,6 +39,9 @@ pub struct PartitionLeases {
     bucket: String,
     member: String,
     partitions: u32,
+    /// A holder stops using a partition when its last renewal is older than this (4/5 of
+    /// the TTL), so it stops before the key can expire and be taken by another replica.
+    self_fence: Duration,
     /// Partition → (KV revision, last successful renewal).
     held: BTreeMap<u32, (u64, Instant)>,
     /// Partitions being drained for release: renewed but not counted towards the share.
@@ -56,6 +55,7 @@ impl PartitionLeases {
         member: &str,
         partitions: u32,
         replicas: usize,
+        ttl: Duration,
     ) -> Result<Self, LeaseError> {
         let error = |message: String| LeaseError {
             bucket: bucket.to_owned(),
@@ -65,7 +65,7 @@ impl PartitionLeases {
             bucket: bucket.to_owned(),
             description: "Umpire ingest membership and trace-partition leases".into(),
             history: 1,
-            max_age: LEASE_TTL,
+            max_age: ttl,
             replicas,
         };
         let kv = ensure_bucket(js, &settings)
@@ -76,6 +76,7 @@ impl PartitionLeases {
             bucket: bucket.to_owned(),
             member: member.to_owned(),
             partitions,
+            self_fence: ttl * 4 / 5,
             held: BTreeMap::new(),
             releasing: BTreeSet::new(),
         })
@@ -89,7 +90,7 @@ impl PartitionLeases {
     pub fn usable(&self, now: Instant) -> BTreeSet<u32> {
         self.held
             .iter()
-            .filter(|(_, (_, renewed))| now.duration_since(*renewed) < SELF_FENCE)
+            .filter(|(_, (_, renewed))| now.duration_since(*renewed) < self.self_fence)
             .map(|(p, _)| *p)
             .collect()
     }

@@ -34,7 +34,7 @@ use umpire_otlp::buffered::{BufferedSpan, SpanOrigin};
 use umpire_otlp::convert::span_ids;
 
 use self::buffer::{MessageKey, PendingTrace, TraceBuffer};
-use self::leases::{LEASE_TTL, PartitionLeases};
+use self::leases::PartitionLeases;
 use self::ledger::MessageLedger;
 use self::publish::{PublishJob, PublishOutcome, publish_job};
 use crate::metrics::{IngestMetrics, PolicyLabels, ReasonLabels};
@@ -52,14 +52,10 @@ pub struct SamplerSettings {
     pub decision_wait: Duration,
     pub max_buffered_spans: usize,
     pub kv_replicas: usize,
-}
-
-impl SamplerSettings {
-    /// An intake message is redelivered if not acknowledged within this: long enough to cover
-    /// the decision wait and publication.
-    pub fn ack_wait(&self) -> Duration {
-        self.decision_wait + Duration::from_secs(60)
-    }
+    /// An intake message is redelivered if not acknowledged within this: it must cover the
+    /// decision wait and publication.
+    pub ack_wait: Duration,
+    pub lease_ttl: Duration,
 }
 
 struct Delivery {
@@ -102,6 +98,7 @@ impl Sampler {
                 &self.settings.member,
                 self.settings.partitions,
                 self.settings.kv_replicas,
+                self.settings.lease_ttl,
             )
             .await;
             match opened {
@@ -152,7 +149,7 @@ struct SamplingLoop {
 
 impl SamplingLoop {
     async fn run(&mut self, mut deliveries: mpsc::Receiver<Delivery>, shutdown: CancellationToken) {
-        let mut lease_round = tokio::time::interval(LEASE_TTL / 3);
+        let mut lease_round = tokio::time::interval(self.sampler.settings.lease_ttl / 3);
         let mut decision_tick = tokio::time::interval(Duration::from_millis(50));
         decision_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -482,7 +479,7 @@ impl SamplingLoop {
         self.fetchers.insert(partition, token.clone());
         let js = self.sampler.js.clone();
         let names = self.sampler.names.clone();
-        let ack_wait = self.sampler.settings.ack_wait();
+        let ack_wait = self.sampler.settings.ack_wait;
         let tx = self.deliveries_tx.clone();
         tokio::spawn(fetch_partition(js, names, partition, ack_wait, tx, token));
     }

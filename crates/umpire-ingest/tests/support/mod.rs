@@ -1,0 +1,296 @@
+//! Shared by the ingest tests: an in-process ingest worker on loopback ports, OTLP request
+//! builders, and readers for what reached JetStream.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use umpire_core::span::Span as DomainSpan;
+use umpire_ingest::RunningIngest;
+use umpire_ingest::config::{IngestConfig, ListenAddresses};
+use umpire_nats::connect::NatsSettings;
+use umpire_otlp::ExportTraceServiceRequest;
+use umpire_otlp::proto::{ResourceSpans, ScopeSpans, Span, Status};
+use umpire_testkit::nats::{StoredMessage, read_stream};
+use umpire_testkit::wait::eventually;
+
+pub const NAMESPACE: &str = "test";
+pub const PROJECT: &str = "app";
+
+pub fn spans_stream() -> String {
+    format!("UMPIRE_SPANS_{NAMESPACE}_{PROJECT}")
+}
+
+pub struct TestIngest {
+    pub http: String,
+    pub grpc: String,
+    pub admin: String,
+    shutdown: CancellationToken,
+    running: Option<RunningIngest>,
+}
+
+pub struct Options {
+    pub member: String,
+    pub token_file: Option<PathBuf>,
+    pub lease_ttl: Duration,
+    pub ack_wait: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            member: "replica-0".into(),
+            token_file: None,
+            lease_ttl: Duration::from_secs(3),
+            ack_wait: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl TestIngest {
+    /// Starts ingest for `spec` (TraceProject spec JSON) and waits until it owns partitions
+    /// and is ready.
+    pub async fn start(nats_url: &str, spec: Value) -> Self {
+        Self::start_with(nats_url, spec, Options::default()).await
+    }
+
+    pub async fn start_with(nats_url: &str, spec: Value, options: Options) -> Self {
+        let config = IngestConfig {
+            namespace: NAMESPACE.into(),
+            project: PROJECT.into(),
+            spec: serde_json::from_value(spec).unwrap(),
+            nats: NatsSettings {
+                url: nats_url.into(),
+                credentials_file: None,
+            },
+            listen: ListenAddresses {
+                grpc: "127.0.0.1:0".parse().unwrap(),
+                http: "127.0.0.1:0".parse().unwrap(),
+                admin: "127.0.0.1:0".parse().unwrap(),
+            },
+            auth_token_file: options.token_file,
+            member_id: Some(options.member),
+            partitions: 16,
+            intake_max_bytes: 256 << 20,
+            intake_ack_wait: options.ack_wait,
+            lease_ttl: Some(options.lease_ttl),
+        };
+        let shutdown = CancellationToken::new();
+        let running = umpire_ingest::start(config, shutdown.clone())
+            .await
+            .unwrap();
+        let ingest = Self {
+            http: format!("http://{}/v1/traces", running.http_addr),
+            grpc: format!("http://{}", running.grpc_addr),
+            admin: format!("http://{}", running.admin_addr),
+            shutdown,
+            running: Some(running),
+        };
+        ingest.wait_ready().await;
+        ingest
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = format!("{}/readyz", self.admin);
+        eventually("ingest to be ready", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    /// Waits until this replica owns at least `count` partitions.
+    pub async fn wait_partitions(&self, count: f64) {
+        eventually("partition leases", Duration::from_secs(30), || async move {
+            (self.metric("umpire_ingest_partitions_owned").await >= count).then_some(())
+        })
+        .await;
+    }
+
+    /// Sum of every sample of a metric (all label sets).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_sum(&self.admin, name, None).await
+    }
+
+    pub async fn metric_with(&self, name: &str, label: &str) -> f64 {
+        metric_sum(&self.admin, name, Some(label)).await
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Graceful shutdown, awaited.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.wait().await;
+        }
+    }
+}
+
+impl Drop for TestIngest {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn metric_sum(admin: &str, name: &str, label: Option<&str>) -> f64 {
+    let Ok(response) = reqwest::get(format!("{admin}/metrics")).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.split(['{', ' ']).next() == Some(name))
+        .filter(|line| label.is_none_or(|l| line.contains(l)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn int_kv(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn trace_id(n: u32) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&n.to_be_bytes());
+    id[4..8].copy_from_slice(&0x5eed_u32.to_be_bytes());
+    id[15] = 1;
+    id
+}
+
+pub fn trace_hex(n: u32) -> String {
+    trace_id(n).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A span of trace `trace`, number `index` within it.
+pub fn span(
+    trace: u32,
+    index: u32,
+    error: bool,
+    duration_ms: u64,
+    attributes: Vec<KeyValue>,
+) -> Span {
+    let mut span_id = [0u8; 8];
+    span_id[..4].copy_from_slice(&trace.to_be_bytes());
+    span_id[4..].copy_from_slice(&(index + 1).to_be_bytes());
+    let start = 1_800_000_000_000_000_000u64;
+    Span {
+        trace_id: trace_id(trace).to_vec(),
+        span_id: span_id.to_vec(),
+        name: format!("step-{index}"),
+        kind: 3,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + duration_ms * 1_000_000,
+        attributes,
+        status: Some(Status {
+            code: if error { 2 } else { 0 },
+            message: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![string_kv("service.name", "test-app")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+pub async fn post_protobuf(url: &str, request: &ExportTraceServiceRequest) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/otlp");
+    std::fs::read(dir.join(name)).unwrap()
+}
+
+pub async fn jetstream(nats_url: &str) -> jetstream::Context {
+    jetstream::new(async_nats::connect(nats_url).await.unwrap())
+}
+
+/// Waits until the span stream holds `count` messages, then returns them decoded.
+pub async fn kept_spans(js: &jetstream::Context, count: usize) -> Vec<(StoredMessage, DomainSpan)> {
+    eventually(
+        &format!("{count} spans in the span stream"),
+        Duration::from_secs(60),
+        || async move {
+            let mut stream = js.get_stream(spans_stream()).await.ok()?;
+            let stored = stream.info().await.ok()?.state.messages as usize;
+            (stored >= count).then_some(())
+        },
+    )
+    .await;
+    read_stream(js, &spans_stream())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            let span: DomainSpan = serde_json::from_slice(&m.payload).unwrap();
+            (m, span)
+        })
+        .collect()
+}
+
+/// Kept span ids grouped by trace id (hex).
+pub fn by_trace(spans: &[(StoredMessage, DomainSpan)]) -> BTreeMap<String, Vec<String>> {
+    let mut traces: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, span) in spans {
+        traces
+            .entry(span.trace_id.to_string())
+            .or_default()
+            .push(span.span_id.to_string());
+    }
+    traces
+}
+
+pub fn keep_all(decision_wait: &str) -> Value {
+    json!({"sampling": {"decisionWait": decision_wait}})
+}
