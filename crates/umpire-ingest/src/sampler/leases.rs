@@ -107,10 +107,13 @@ impl PartitionLeases {
             message,
         };
         let mut changes = LeaseChanges::default();
+        // The heartbeat carries how many partitions this member counts as its own, so peers
+        // can tell when someone is starved.
+        let counted = self.held.len() - self.releasing.len();
         self.kv
             .put(
                 format!("members.{}", self.member),
-                self.member.clone().into(),
+                counted.to_string().into(),
             )
             .await
             .map_err(|e| error(e.to_string()))?;
@@ -122,11 +125,19 @@ impl PartitionLeases {
             .try_collect()
             .await
             .map_err(|e| error(e.to_string()))?;
-        changes.members = keys
-            .iter()
-            .filter(|k| k.starts_with("members."))
-            .count()
-            .max(1);
+        let mut others = Vec::new();
+        for key in keys.iter().filter(|k| k.starts_with("members.")) {
+            if key.strip_prefix("members.") == Some(self.member.as_str()) {
+                continue;
+            }
+            let count = self.kv.get(key.as_str()).await.ok().flatten();
+            others.push(
+                count
+                    .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+                    .unwrap_or(0),
+            );
+        }
+        changes.members = others.len() + 1;
 
         let held: Vec<(u32, u64)> = self.held.iter().map(|(p, (rev, _))| (*p, *rev)).collect();
         for (partition, revision) in held {
@@ -152,46 +163,48 @@ impl PartitionLeases {
             }
         }
 
-        let fair = self.partitions.div_ceil(changes.members as u32) as usize;
         let counted = self.held.len() - self.releasing.len();
-        if counted > fair {
-            let extras: Vec<u32> = self
-                .held
-                .keys()
-                .rev()
-                .filter(|p| !self.releasing.contains(p))
-                .take(counted - fair)
-                .copied()
-                .collect();
-            for partition in extras {
-                self.releasing.insert(partition);
-                changes.surplus.push(partition);
-            }
-        } else if counted < fair && self.releasing.is_empty() {
-            // Start from a member-specific offset so replicas do not all race for partition 0.
-            let offset = self
-                .member
-                .bytes()
-                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-            let mut wanted = fair - counted;
-            for step in 0..self.partitions {
-                if wanted == 0 {
-                    break;
-                }
-                let partition = (offset.wrapping_add(step)) % self.partitions;
-                if self.held.contains_key(&partition) {
-                    continue;
-                }
-                if let Ok(revision) = self
-                    .kv
-                    .create(partition_key(partition), self.member.clone().into())
-                    .await
-                {
-                    self.held.insert(partition, (revision, now));
-                    changes.acquired.push(partition);
-                    wanted -= 1;
+        match plan_share(self.partitions, counted, &others) {
+            ShareAction::Release(count) => {
+                let extras: Vec<u32> = self
+                    .held
+                    .keys()
+                    .rev()
+                    .filter(|p| !self.releasing.contains(p))
+                    .take(count)
+                    .copied()
+                    .collect();
+                for partition in extras {
+                    self.releasing.insert(partition);
+                    changes.surplus.push(partition);
                 }
             }
+            ShareAction::Acquire(mut wanted) if self.releasing.is_empty() => {
+                // Start from a member-specific offset so replicas do not all race for partition 0.
+                let offset = self
+                    .member
+                    .bytes()
+                    .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+                for step in 0..self.partitions {
+                    if wanted == 0 {
+                        break;
+                    }
+                    let partition = offset.wrapping_add(step) % self.partitions;
+                    if self.held.contains_key(&partition) {
+                        continue;
+                    }
+                    if let Ok(revision) = self
+                        .kv
+                        .create(partition_key(partition), self.member.clone().into())
+                        .await
+                    {
+                        self.held.insert(partition, (revision, now));
+                        changes.acquired.push(partition);
+                        wanted -= 1;
+                    }
+                }
+            }
+            _ => {}
         }
         Ok(changes)
     }
@@ -214,6 +227,92 @@ impl PartitionLeases {
             self.release(partition).await;
         }
         let _ = self.kv.delete(format!("members.{}", self.member)).await;
+    }
+}
+
+/// What a member should do to move towards an even spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShareAction {
+    Release(usize),
+    Acquire(usize),
+    Hold,
+}
+
+/// With `partitions` over `others.len() + 1` members, every member should hold the floor or
+/// the ceiling of the even share. Above the ceiling, release; above the floor while a peer is
+/// below it, release down to the floor; otherwise take free partitions up to the ceiling —
+/// but a member already at the floor leaves them to starved peers.
+fn plan_share(partitions: u32, counted: usize, others: &[usize]) -> ShareAction {
+    let members = others.len() + 1;
+    let floor = partitions as usize / members;
+    let ceiling = (partitions as usize).div_ceil(members);
+    let someone_starved = others.iter().any(|c| *c < floor);
+    // Free as far as the (possibly slightly stale) heartbeats tell: no point trying to take
+    // partitions when all are held.
+    let free = (partitions as usize).saturating_sub(counted + others.iter().sum::<usize>());
+    if counted > ceiling {
+        ShareAction::Release(counted - ceiling)
+    } else if counted > floor && someone_starved {
+        ShareAction::Release(counted - floor)
+    } else if free > 0 && (counted < floor || (counted < ceiling && !someone_starved)) {
+        ShareAction::Acquire((ceiling - counted).min(free))
+    } else {
+        ShareAction::Hold
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Simulates rounds where releases take effect at once and free partitions go to
+    /// members in order; the spread must settle at floor/ceiling for each member.
+    fn settle(partitions: u32, mut counts: Vec<usize>) -> Vec<usize> {
+        for _ in 0..20 {
+            for member in 0..counts.len() {
+                let others: Vec<usize> = counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != member)
+                    .map(|(_, c)| *c)
+                    .collect();
+                let free = partitions as usize - counts.iter().sum::<usize>();
+                match plan_share(partitions, counts[member], &others) {
+                    ShareAction::Release(n) => counts[member] -= n,
+                    ShareAction::Acquire(n) => counts[member] += n.min(free),
+                    ShareAction::Hold => {}
+                }
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn spreads_evenly_as_members_join() {
+        assert_eq!(settle(16, vec![16, 0, 0]).iter().sum::<usize>(), 16);
+        let mut three = settle(16, vec![16, 0, 0]);
+        three.sort();
+        assert_eq!(three, [5, 5, 6]);
+        let mut two = settle(16, vec![16, 0]);
+        two.sort();
+        assert_eq!(two, [8, 8]);
+        assert_eq!(settle(16, vec![0]), [16]);
+        let mut many = settle(16, vec![0, 0, 0, 0, 0]);
+        many.sort();
+        assert_eq!(many, [3, 3, 3, 3, 4]);
+    }
+
+    #[test]
+    fn holds_when_balanced() {
+        assert_eq!(plan_share(16, 5, &[5, 6]), ShareAction::Hold);
+        assert_eq!(plan_share(16, 6, &[5, 5]), ShareAction::Hold);
+        assert_eq!(plan_share(16, 6, &[6, 4]), ShareAction::Release(1));
+        assert_eq!(
+            plan_share(16, 4, &[6, 6]),
+            ShareAction::Hold,
+            "nothing free: wait for peers to release"
+        );
+        assert_eq!(plan_share(16, 4, &[6, 5]), ShareAction::Acquire(1));
     }
 }
 
