@@ -75,7 +75,16 @@ pub fn domain_span(
     scope: Option<&InstrumentationScope>,
 ) -> Result<Span, InvalidSpan> {
     let (trace_id, span_id) = span_ids(span)?;
-    let attributes = attributes(&span.attributes);
+    let mut attributes = attributes(&span.attributes);
+    // Ingest lists the values it shortened to fit a message; that is metadata, not data.
+    let truncated: Vec<String> = match attributes.remove(crate::batching::TRUNCATED_ATTRIBUTE) {
+        Some(Value::Array(keys)) => keys
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|k| format!("attributes.{k}"))
+            .collect(),
+        _ => Vec::new(),
+    };
     let events: Vec<SpanEvent> = span
         .events
         .iter()
@@ -113,7 +122,7 @@ pub fn domain_span(
             })
             .unwrap_or_default(),
         ai,
-        truncated: Vec::new(),
+        truncated,
     })
 }
 

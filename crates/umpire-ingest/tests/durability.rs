@@ -1,0 +1,103 @@
+//! Nothing acknowledged is lost: clients that retry as OTLP prescribes keep sending while
+//! nats-server is killed and restarted; every span ingest acknowledged ends up stored, once.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+use umpire_testkit::nats::NatsServer;
+use umpire_testkit::wait::eventually;
+
+const CLIENTS: u32 = 4;
+const REQUESTS_PER_CLIENT: u32 = 60;
+const SPANS_PER_REQUEST: u32 = 10;
+
+/// Sends one request until ingest accepts it, backing off on retryable answers.
+async fn send_until_accepted(url: &str, request: &umpire_otlp::ExportTraceServiceRequest) {
+    let client = reqwest::Client::new();
+    let body = prost::Message::encode_to_vec(request);
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..400 {
+        let sent = client
+            .post(url)
+            .header("content-type", "application/x-protobuf")
+            .timeout(Duration::from_secs(10))
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status() == 200 => return,
+            Ok(response) => {
+                let status = response.status().as_u16();
+                assert!(
+                    matches!(status, 429 | 502 | 503 | 504),
+                    "non-retryable answer {status}"
+                );
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+    panic!("a request was never accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_acknowledged_is_lost_across_a_nats_crash() {
+    let mut nats = NatsServer::start().unwrap();
+    let ingest = TestIngest::start(&nats.url(), keep_all("200ms")).await;
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let url = ingest.http.clone();
+        let acknowledged = acknowledged.clone();
+        clients.push(tokio::spawn(async move {
+            for n in 0..REQUESTS_PER_CLIENT {
+                let trace = client * 10_000 + n + 1;
+                let spans: Vec<_> = (0..SPANS_PER_REQUEST)
+                    .map(|i| span(trace, i, false, 1, vec![]))
+                    .collect();
+                let ids: Vec<String> = (0..SPANS_PER_REQUEST)
+                    .map(|i| format!("{}-{:08x}{:08x}", trace_hex(trace), trace, i + 1))
+                    .collect();
+                send_until_accepted(&url, &request(spans)).await;
+                acknowledged.lock().unwrap().extend(ids);
+            }
+        }));
+    }
+
+    // Crash NATS once the load is under way, keep it down for a moment, bring it back.
+    let total = (CLIENTS * REQUESTS_PER_CLIENT * SPANS_PER_REQUEST) as usize;
+    eventually("load under way", Duration::from_secs(30), || {
+        let count = acknowledged.lock().unwrap().len();
+        async move { (count >= total / 4).then_some(()) }
+    })
+    .await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nats.restart().unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert_eq!(acknowledged.len(), total);
+    let stored = kept_spans(&jetstream(&nats.url()).await, total).await;
+    let stored_ids: BTreeSet<String> = stored.iter().map(|(_, s)| s.dedup_id()).collect();
+    assert_eq!(stored.len(), stored_ids.len(), "no span stored twice");
+    let missing: Vec<&String> = acknowledged.difference(&stored_ids).take(5).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert_eq!(stored_ids, acknowledged, "count in = count out");
+    assert!(
+        ingest
+            .metric_with("umpire_ingest_requests_total", "unavailable")
+            .await
+            > 0.0,
+        "the outage was seen"
+    );
+}
