@@ -1,0 +1,89 @@
+//! Shared by the end-to-end tests of the `umpire` binary.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A running `umpire` subcommand whose JSON log lines are collected.
+pub struct UmpireProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl UmpireProcess {
+    pub fn spawn(args: &[&str], workdir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_umpire"))
+            .args(args)
+            .current_dir(workdir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// The first log line whose `event` field equals `event`.
+    pub fn wait_for_event(&mut self, event: &str, timeout: Duration) -> Value {
+        if let Some(found) = self
+            .log
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["event"] == event)
+        {
+            return found;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "no {event:?} event within {timeout:?}; log:\n{}",
+                    self.log.join("\n")
+                )
+            });
+            self.log.push(line.clone());
+            if let Ok(value) = serde_json::from_str::<Value>(&line)
+                && value["event"] == event
+            {
+                return value;
+            }
+        }
+    }
+
+    /// Sends SIGTERM (as Kubernetes does) and returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.log.push(line);
+        }
+        status.code()
+    }
+}
+
+impl Drop for UmpireProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
