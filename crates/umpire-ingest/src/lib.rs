@@ -104,17 +104,48 @@ pub async fn start(
     let metrics = Arc::new(IngestMetrics::new(&mut registry));
     let readiness = Readiness::default();
     readiness.register(STREAMS_CHECK, "streams not set up yet");
-    let client =
-        umpire_nats::connect::connect(&config.nats, &format!("umpire-ingest {member}"), &readiness)
-            .await?;
-    let js = jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(5))
-        .build(client.clone());
+    // Three connections, because one TCP stream is one queue: receivers' publish
+    // acknowledgements must not wait behind the sampler's megabytes of intake deliveries, and
+    // lease renewals must not wait behind either.
+    let client = umpire_nats::connect::connect(
+        &config.nats,
+        &format!("umpire-ingest {member}"),
+        &readiness,
+        "nats",
+    )
+    .await?;
+    let sampler_client = umpire_nats::connect::connect(
+        &config.nats,
+        &format!("umpire-ingest {member} sampler"),
+        &readiness,
+        "nats_sampler",
+    )
+    .await?;
+    let control = umpire_nats::connect::connect(
+        &config.nats,
+        &format!("umpire-ingest {member} control"),
+        &readiness,
+        "nats_control",
+    )
+    .await?;
+    // Each role gets its own JetStream context, hence its own budget of unacknowledged
+    // publishes; none waits for a permit (a full budget is an error the role handles), so no
+    // role can starve another or itself.
+    let context = |client: &async_nats::Client, inflight: usize| {
+        jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .max_ack_inflight(inflight)
+            .backpressure_on_inflight(false)
+            .build(client.clone())
+    };
+    let intake_js = context(&client, 65_536);
+    let publish_js = context(&sampler_client, 16_384);
+    let control_js = context(&control, 1_024);
 
     let pipeline = Arc::new(ExportPipeline::new(
         plan.redactor.clone(),
         config.partitions,
-        IntakePublisher::new(js.clone(), names.clone()),
+        IntakePublisher::new(intake_js, names.clone()),
         token,
         usize::try_from(plan.max_request_bytes).unwrap_or(usize::MAX),
         metrics.clone(),
@@ -137,7 +168,8 @@ pub async fn start(
     let admin_addr = admin.local_addr().unwrap_or(config.listen.admin);
 
     let sampler = Sampler::new(
-        js.clone(),
+        publish_js,
+        control_js.clone(),
         names.clone(),
         plan.sampler.clone(),
         SamplerSettings {
@@ -176,9 +208,9 @@ pub async fn start(
     let task = tokio::spawn(async move {
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
-        set_up_streams(&js, streams, &setup_readiness, &shutdown).await;
+        set_up_streams(&control_js, streams, &setup_readiness, &shutdown).await;
         let sampler_stop = CancellationToken::new();
-        let sampler_task = tokio::spawn(sampler.run(sampler_stop.clone()));
+        let sampler_task = spawn_sampler_thread(sampler, sampler_stop.clone());
         let (grpc_result, http_result) =
             tokio::join!(grpc.run(shutdown.clone()), http.run(shutdown.clone()));
         if let Err(e) = grpc_result {
@@ -190,7 +222,10 @@ pub async fn start(
         // Receivers are closed: nothing new enters the intake. Drain the sampler.
         sampler_stop.cancel();
         let _ = sampler_task.await;
-        let _ = client.flush().await;
+        // Bounded: with NATS unreachable a flush would wait for a reconnection forever.
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), sampler_client.flush()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), control.flush()).await;
         admin_stop.cancel();
         let _ = admin_task.await;
         tracing::info!(event = "ingest_stopped", "ingest stopped");
@@ -202,6 +237,32 @@ pub async fn start(
         readiness,
         task,
     })
+}
+
+/// Runs the sampler on its own thread and single-threaded runtime. Its work comes in bursts
+/// (a wave of decisions, a batch of publications); on the receivers' runtime those bursts
+/// would sit in front of OTLP requests, while as a separate thread the OS interleaves them
+/// finely and request latency stays flat.
+fn spawn_sampler_thread(
+    sampler: Sampler,
+    stop: CancellationToken,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("umpire-sampler".into()).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => {
+                if let Err(e) = runtime.block_on(sampler.run(stop)) {
+                    tracing::error!(event = "sampler_failed", error = %e, "the sampler stopped");
+                }
+            }
+            Err(e) => tracing::error!(event = "sampler_failed", error = %e, "cannot start the sampler's runtime"),
+        }
+        let _ = done.send(());
+    });
+    if let Err(e) = spawned {
+        tracing::error!(event = "sampler_failed", error = %e, "cannot start the sampler thread");
+    }
+    finished
 }
 
 /// Creates or updates the project's streams, retrying until NATS accepts (or shutdown).

@@ -33,9 +33,13 @@ fn policies() -> serde_json::Value {
 fn trace_spans(t: u32) -> Vec<umpire_otlp::proto::Span> {
     (0..3)
         .map(|i| {
-            let error = t % 5 == 0 && i == 2;
-            let duration = if t % 7 == 0 && i == 0 { 1500 } else { 20 };
-            let attributes = if t % 11 == 0 && i == 1 {
+            let error = t.is_multiple_of(5) && i == 2;
+            let duration = if t.is_multiple_of(7) && i == 0 {
+                1500
+            } else {
+                20
+            };
+            let attributes = if t.is_multiple_of(11) && i == 1 {
                 vec![string_kv("gen_ai.request.model", "gpt-4o")]
             } else {
                 vec![]

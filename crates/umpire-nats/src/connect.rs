@@ -7,9 +7,6 @@ use async_nats::{Client, ConnectOptions, Event};
 use serde::{Deserialize, Serialize};
 use umpire_runtime::readiness::Readiness;
 
-/// The readiness check name for the NATS connection.
-pub const READINESS_CHECK: &str = "nats";
-
 /// Where and how to connect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,14 +33,15 @@ pub enum ConnectError {
 }
 
 /// Connects (retrying in the background until the server is reachable, so a worker can start
-/// before NATS and report not-ready meanwhile) and keeps `readiness` in step with the
-/// connection.
+/// before NATS and report not-ready meanwhile) and keeps the readiness check named `check` in
+/// step with the connection.
 pub async fn connect(
     settings: &NatsSettings,
     client_name: &str,
     readiness: &Readiness,
+    check: &'static str,
 ) -> Result<Client, ConnectError> {
-    readiness.register(READINESS_CHECK, "not connected to NATS yet");
+    readiness.register(check, "not connected to NATS yet");
     let mut options = match &settings.credentials_file {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
@@ -68,11 +66,11 @@ pub async fn connect(
             async move {
                 match &event {
                     Event::Connected => {
-                        readiness.set_ok(READINESS_CHECK);
+                        readiness.set_ok(check);
                         tracing::info!(event = "nats_connected", "connected to NATS");
                     }
                     Event::Disconnected | Event::Closed => {
-                        readiness.set_failing(READINESS_CHECK, "disconnected from NATS");
+                        readiness.set_failing(check, "disconnected from NATS");
                         tracing::warn!(
                             event = "nats_disconnected",
                             "lost the NATS connection; reconnecting"
@@ -92,7 +90,7 @@ pub async fn connect(
             source,
         })?;
     if client.connection_state() == async_nats::connection::State::Connected {
-        readiness.set_ok(READINESS_CHECK);
+        readiness.set_ok(check);
     }
     Ok(client)
 }

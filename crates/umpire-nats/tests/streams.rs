@@ -19,6 +19,7 @@ async fn creates_then_updates_a_stream_without_losing_messages() {
         },
         "test",
         &readiness,
+        "nats",
     )
     .await
     .unwrap();
@@ -69,6 +70,7 @@ async fn readiness_follows_the_connection() {
         },
         "test",
         &readiness,
+        "nats",
     )
     .await
     .unwrap();

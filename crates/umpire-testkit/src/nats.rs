@@ -59,6 +59,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server process's id, while it runs (benchmarks read its CPU use).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The server's folder (JetStream storage under `js/`, log in `nats.log`).
     pub fn dir(&self) -> &Path {
         self.dir.path()

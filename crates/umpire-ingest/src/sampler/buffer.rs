@@ -108,10 +108,18 @@ impl TraceBuffer {
             .map(|(seen, _)| *seen + wait)
     }
 
-    /// Takes out every trace whose first span arrived at least `wait` ago.
-    pub fn take_due(&mut self, now: Instant, wait: Duration) -> Vec<(TraceId, PendingTrace)> {
+    /// Takes out up to `limit` traces whose first span arrived at least `wait` ago.
+    pub fn take_due(
+        &mut self,
+        now: Instant,
+        wait: Duration,
+        limit: usize,
+    ) -> Vec<(TraceId, PendingTrace)> {
         let mut due = Vec::new();
         while let Some((seen, _)) = self.arrival.front() {
+            if due.len() >= limit {
+                break;
+            }
             if *seen + wait > now {
                 break;
             }
@@ -223,10 +231,18 @@ mod tests {
 
         assert!(
             buffer
-                .take_due(t0 + Duration::from_secs(9), Duration::from_secs(10))
+                .take_due(
+                    t0 + Duration::from_secs(9),
+                    Duration::from_secs(10),
+                    usize::MAX
+                )
                 .is_empty()
         );
-        let due = buffer.take_due(t0 + Duration::from_secs(10), Duration::from_secs(10));
+        let due = buffer.take_due(
+            t0 + Duration::from_secs(10),
+            Duration::from_secs(10),
+            usize::MAX,
+        );
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].0, a);
         assert_eq!(due[0].1.spans.len(), 2);

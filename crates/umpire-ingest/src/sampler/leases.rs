@@ -7,7 +7,9 @@
 //! so partitions spread evenly as replicas come and go.
 
 use std::collections::{BTreeMap, BTreeSet};
+
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt;
@@ -36,6 +38,7 @@ pub struct LeaseChanges {
 
 pub struct PartitionLeases {
     kv: kv::Store,
+    stream: jetstream::stream::Stream,
     bucket: String,
     member: String,
     partitions: u32,
@@ -71,8 +74,13 @@ impl PartitionLeases {
         let kv = ensure_bucket(js, &settings)
             .await
             .map_err(|e| error(e.to_string()))?;
+        let stream = js
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .map_err(|e| error(e.to_string()))?;
         Ok(Self {
             kv,
+            stream,
             bucket: bucket.to_owned(),
             member: member.to_owned(),
             partitions,
@@ -86,13 +94,20 @@ impl PartitionLeases {
         &self.member
     }
 
-    /// Partitions this replica may process now (held and renewed recently enough).
-    pub fn usable(&self, now: Instant) -> BTreeSet<u32> {
-        self.held
+    /// Drops partitions whose last renewal is too old to be sure nobody else holds them
+    /// (self-fencing); returns them.
+    pub fn fence(&mut self, now: Instant) -> Vec<u32> {
+        let stale: Vec<u32> = self
+            .held
             .iter()
-            .filter(|(_, (_, renewed))| now.duration_since(*renewed) < self.self_fence)
+            .filter(|(_, (_, renewed))| now.duration_since(*renewed) >= self.self_fence)
             .map(|(p, _)| *p)
-            .collect()
+            .collect();
+        for partition in &stale {
+            self.held.remove(partition);
+            self.releasing.remove(partition);
+        }
+        stale
     }
 
     /// This replica's share of the traffic (held partitions / all partitions).
@@ -117,25 +132,35 @@ impl PartitionLeases {
             )
             .await
             .map_err(|e| error(e.to_string()))?;
-        let keys: Vec<String> = self
-            .kv
-            .keys()
+        // Live members are the member subjects still in the bucket's stream (expired
+        // heartbeats are gone); one request, unlike a key-listing consumer.
+        let members: Vec<String> = self
+            .stream
+            .info_with_subjects(format!("$KV.{}.members.>", self.bucket))
             .await
             .map_err(|e| error(e.to_string()))?
+            .map_ok(|(subject, _)| subject)
             .try_collect()
             .await
             .map_err(|e| error(e.to_string()))?;
+        let prefix = format!("$KV.{}.", self.bucket);
         let mut others = Vec::new();
-        for key in keys.iter().filter(|k| k.starts_with("members.")) {
+        for subject in &members {
+            let Some(key) = subject.strip_prefix(&prefix) else {
+                continue;
+            };
             if key.strip_prefix("members.") == Some(self.member.as_str()) {
                 continue;
             }
-            let count = self.kv.get(key.as_str()).await.ok().flatten();
-            others.push(
-                count
-                    .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
-                    .unwrap_or(0),
-            );
+            // A member that left (deleted key) reads as absent.
+            if let Some(count) = self.kv.get(key).await.map_err(|e| error(e.to_string()))? {
+                others.push(
+                    std::str::from_utf8(&count)
+                        .ok()
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0),
+                );
+            }
         }
         changes.members = others.len() + 1;
 
@@ -230,6 +255,72 @@ impl PartitionLeases {
     }
 }
 
+/// What the lease task tells the sampling loop.
+#[derive(Debug)]
+pub struct LeaseUpdate {
+    pub changes: LeaseChanges,
+    /// This replica's share of the traffic after the changes.
+    pub share: f64,
+}
+
+/// What the sampling loop asks of the lease task.
+#[derive(Debug)]
+pub enum LeaseCommand {
+    /// A surplus partition is drained: give it back.
+    Release(u32),
+    /// Release everything and leave; answers when done.
+    Leave(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Runs lease rounds on their own task, so a slow NATS never stalls sampling: every third of
+/// the TTL a round (bounded by that time), and more often a self-fencing check that gives up
+/// partitions whose renewal is overdue even while NATS does not answer.
+pub fn spawn_lease_task(
+    mut leases: PartitionLeases,
+    ttl: Duration,
+    updates: mpsc::UnboundedSender<LeaseUpdate>,
+    mut commands: mpsc::UnboundedReceiver<LeaseCommand>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut rounds = tokio::time::interval(ttl / 3);
+        let mut fencing = tokio::time::interval(ttl / 10);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(LeaseCommand::Release(partition)) => {
+                        let _ = tokio::time::timeout(ttl / 3, leases.release(partition)).await;
+                        let _ = updates.send(LeaseUpdate { changes: LeaseChanges::default(), share: leases.share() });
+                    }
+                    Some(LeaseCommand::Leave(done)) => {
+                        let _ = tokio::time::timeout(ttl / 3, leases.leave()).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                _ = rounds.tick() => match tokio::time::timeout(ttl / 3, leases.round(Instant::now())).await {
+                    Ok(Ok(changes)) => {
+                        if updates.send(LeaseUpdate { changes, share: leases.share() }).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(event = "lease_round_failed", error = %e, "partition lease round failed"),
+                    Err(_) => tracing::warn!(event = "lease_round_slow", "partition lease round timed out"),
+                },
+                _ = fencing.tick() => {
+                    let lost = leases.fence(Instant::now());
+                    if !lost.is_empty() {
+                        let changes = LeaseChanges { lost, ..LeaseChanges::default() };
+                        if updates.send(LeaseUpdate { changes, share: leases.share() }).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// What a member should do to move towards an even spread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ShareAction {
@@ -259,6 +350,10 @@ fn plan_share(partitions: u32, counted: usize, others: &[usize]) -> ShareAction 
     } else {
         ShareAction::Hold
     }
+}
+
+fn partition_key(partition: u32) -> String {
+    format!("partitions.{partition}")
 }
 
 #[cfg(test)]
@@ -314,8 +409,4 @@ mod tests {
         );
         assert_eq!(plan_share(16, 4, &[6, 5]), ShareAction::Acquire(1));
     }
-}
-
-fn partition_key(partition: u32) -> String {
-    format!("partitions.{partition}")
 }

@@ -13,7 +13,7 @@ pub mod leases;
 pub mod ledger;
 mod publish;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,13 +34,20 @@ use umpire_otlp::buffered::{BufferedSpan, SpanOrigin};
 use umpire_otlp::convert::span_ids;
 
 use self::buffer::{MessageKey, PendingTrace, TraceBuffer};
-use self::leases::PartitionLeases;
+use self::leases::{LeaseCommand, LeaseUpdate, PartitionLeases, spawn_lease_task};
 use self::ledger::MessageLedger;
 use self::publish::{PublishJob, PublishOutcome, publish_job};
+use crate::intake::{CODEC_HEADER, decompress};
 use crate::metrics::{IngestMetrics, PolicyLabels, ReasonLabels};
 
 /// Decisions remembered so late spans follow their trace's decision.
 const DECISION_CACHE: usize = 200_000;
+
+/// Traces decided per step of the sampling loop.
+const DECISION_BATCH: usize = 256;
+
+/// Publications of kept traces running at once.
+const MAX_CONCURRENT_PUBLISHES: usize = 32;
 
 /// Longest a graceful shutdown waits for kept spans to be published.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
@@ -64,7 +71,10 @@ struct Delivery {
 }
 
 pub struct Sampler {
+    /// Publishes kept spans and pulls intake messages (the data connection).
     js: jetstream::Context,
+    /// Leases (the control connection).
+    control: jetstream::Context,
     names: ProjectNames,
     tail: TailSampler,
     settings: SamplerSettings,
@@ -74,6 +84,7 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(
         js: jetstream::Context,
+        control: jetstream::Context,
         names: ProjectNames,
         tail: TailSampler,
         settings: SamplerSettings,
@@ -81,6 +92,7 @@ impl Sampler {
     ) -> Self {
         Self {
             js,
+            control,
             names,
             tail,
             settings,
@@ -93,7 +105,7 @@ impl Sampler {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), leases::LeaseError> {
         let leases = loop {
             let opened = PartitionLeases::open(
-                &self.js,
+                &self.control,
                 &self.names.ingest_bucket(),
                 &self.settings.member,
                 self.settings.partitions,
@@ -113,13 +125,18 @@ impl Sampler {
             }
         };
         let (deliveries_tx, deliveries_rx) = mpsc::channel(4096);
+        let (updates_tx, lease_updates) = mpsc::unbounded_channel();
+        let (lease_commands, commands_rx) = mpsc::unbounded_channel();
+        let lease_task = spawn_lease_task(leases, self.settings.lease_ttl, updates_tx, commands_rx);
         let mut state = SamplingLoop {
             sampler: self,
-            leases,
+            lease_commands,
+            lease_updates,
             buffer: TraceBuffer::default(),
             ledger: MessageLedger::default(),
             decided: LruCache::new(NonZeroUsize::new(DECISION_CACHE).unwrap_or(NonZeroUsize::MIN)),
             publishing: FuturesUnordered::new(),
+            queued: VecDeque::new(),
             publishing_spans: 0,
             publishing_per_partition: HashMap::new(),
             fetchers: HashMap::new(),
@@ -128,17 +145,20 @@ impl Sampler {
             acks: JoinSet::new(),
         };
         state.run(deliveries_rx, shutdown).await;
+        let _ = lease_task.await;
         Ok(())
     }
 }
 
 struct SamplingLoop {
     sampler: Sampler,
-    leases: PartitionLeases,
+    lease_commands: mpsc::UnboundedSender<LeaseCommand>,
+    lease_updates: mpsc::UnboundedReceiver<LeaseUpdate>,
     buffer: TraceBuffer,
     ledger: MessageLedger,
     decided: LruCache<TraceId, bool>,
     publishing: FuturesUnordered<futures::future::BoxFuture<'static, PublishOutcome>>,
+    queued: VecDeque<PublishJob>,
     publishing_spans: usize,
     publishing_per_partition: HashMap<u32, usize>,
     fetchers: HashMap<u32, CancellationToken>,
@@ -149,20 +169,21 @@ struct SamplingLoop {
 
 impl SamplingLoop {
     async fn run(&mut self, mut deliveries: mpsc::Receiver<Delivery>, shutdown: CancellationToken) {
-        let mut lease_round = tokio::time::interval(self.sampler.settings.lease_ttl / 3);
         let mut decision_tick = tokio::time::interval(Duration::from_millis(50));
         decision_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut more_due = false;
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(outcome) = self.publishing.next() => self.on_published(outcome),
-                _ = lease_round.tick() => self.on_lease_round().await,
+                Some(update) = self.lease_updates.recv() => self.on_lease_update(update),
                 Some(delivery) = deliveries.recv() => self.on_delivery(delivery),
-                _ = decision_tick.tick() => self.decide_due(Instant::now()),
+                _ = decision_tick.tick() => more_due = self.decide_due(Instant::now()),
+                _ = tokio::task::yield_now(), if more_due => more_due = self.decide_due(Instant::now()),
             }
             while self.acks.try_join_next().is_some() {}
-            self.release_drained().await;
+            self.release_drained();
             self.update_gauges();
         }
         self.shut_down().await;
@@ -192,7 +213,15 @@ impl SamplingLoop {
             // A redelivery of a message still held: the fresh acker replaced the old one.
             return;
         }
-        let request = match ExportTraceServiceRequest::decode(message.payload) {
+        let codec = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(CODEC_HEADER))
+            .map(|v| v.as_str());
+        let decoded = decompress(&message.payload, codec).and_then(|bytes| {
+            ExportTraceServiceRequest::decode(bytes.as_ref()).map_err(|e| e.to_string())
+        });
+        let request = match decoded {
             Ok(request) => request,
             Err(e) => {
                 // Only ingest writes the intake stream, so this cannot heal by redelivery.
@@ -275,13 +304,17 @@ impl SamplingLoop {
         }
     }
 
-    fn decide_due(&mut self, now: Instant) {
-        for (trace_id, trace) in self
+    /// Decides due traces, a bounded batch at a time so one burst of decisions never holds
+    /// a runtime thread long enough to delay the receivers; returns whether more are due.
+    fn decide_due(&mut self, now: Instant) -> bool {
+        let due = self
             .buffer
-            .take_due(now, self.sampler.settings.decision_wait)
-        {
+            .take_due(now, self.sampler.settings.decision_wait, DECISION_BATCH);
+        let more = due.len() == DECISION_BATCH;
+        for (trace_id, trace) in due {
             self.settle(trace_id, trace, now, None);
         }
+        more
     }
 
     fn settle(
@@ -327,15 +360,27 @@ impl SamplingLoop {
         }
     }
 
+    /// Queues a publication; at most `MAX_CONCURRENT_PUBLISHES` run at once, so their
+    /// unacknowledged publishes stay within the context's budget.
     fn start_publish(&mut self, job: PublishJob) {
         self.publishing_spans += job.spans.len();
         *self
             .publishing_per_partition
             .entry(job.partition)
             .or_default() += 1;
-        let js = self.sampler.js.clone();
-        let names = self.sampler.names.clone();
-        self.publishing.push(Box::pin(publish_job(js, names, job)));
+        self.queued.push_back(job);
+        self.run_queued();
+    }
+
+    fn run_queued(&mut self) {
+        while self.publishing.len() < MAX_CONCURRENT_PUBLISHES {
+            let Some(job) = self.queued.pop_front() else {
+                break;
+            };
+            let js = self.sampler.js.clone();
+            let names = self.sampler.names.clone();
+            self.publishing.push(Box::pin(publish_job(js, names, job)));
+        }
     }
 
     fn on_published(&mut self, outcome: PublishOutcome) {
@@ -348,6 +393,8 @@ impl SamplingLoop {
         if let Some(count) = self.publishing_per_partition.get_mut(&job.partition) {
             *count = count.saturating_sub(1);
         }
+        // Whatever happens to this job, a slot is free.
+        self.run_queued();
         match result {
             Ok(()) => {
                 self.metrics().spans_kept.inc_by(job.spans.len() as u64);
@@ -360,7 +407,9 @@ impl SamplingLoop {
             }
             Err(e) => {
                 self.metrics().publish_failures.inc();
-                if self.leases.usable(Instant::now()).contains(&job.partition) {
+                if self.fetchers.contains_key(&job.partition)
+                    || self.draining.contains(&job.partition)
+                {
                     if job.attempt % 10 == 0 {
                         tracing::warn!(event = "publish_retry", attempt = job.attempt, error = %e, "publishing kept spans failed; retrying");
                     }
@@ -392,26 +441,9 @@ impl SamplingLoop {
         });
     }
 
-    async fn on_lease_round(&mut self) {
+    fn on_lease_update(&mut self, update: LeaseUpdate) {
+        let LeaseUpdate { changes, share } = update;
         let now = Instant::now();
-        let changes = match self.leases.round(now).await {
-            Ok(changes) => changes,
-            Err(e) => {
-                tracing::warn!(event = "lease_round_failed", error = %e, "partition lease round failed");
-                // Partitions not renewed in time are fenced off by `usable`.
-                let usable = self.leases.usable(now);
-                let stale: Vec<u32> = self
-                    .fetchers
-                    .keys()
-                    .filter(|p| !usable.contains(p))
-                    .copied()
-                    .collect();
-                for partition in stale {
-                    self.lose(partition);
-                }
-                return;
-            }
-        };
         for partition in changes.lost {
             tracing::warn!(
                 event = "partition_lost",
@@ -444,7 +476,7 @@ impl SamplingLoop {
             );
             self.start_fetcher(partition);
         }
-        self.sampler.tail.set_share(self.leases.share());
+        self.sampler.tail.set_share(share);
     }
 
     fn lose(&mut self, partition: u32) {
@@ -457,7 +489,7 @@ impl SamplingLoop {
     }
 
     /// Gives back surplus partitions once nothing of theirs is pending.
-    async fn release_drained(&mut self) {
+    fn release_drained(&mut self) {
         let done: Vec<u32> = self
             .draining
             .iter()
@@ -469,8 +501,7 @@ impl SamplingLoop {
             .collect();
         for partition in done {
             self.draining.remove(&partition);
-            self.leases.release(partition).await;
-            self.sampler.tail.set_share(self.leases.share());
+            let _ = self.lease_commands.send(LeaseCommand::Release(partition));
         }
     }
 
@@ -504,7 +535,7 @@ impl SamplingLoop {
             self.settle(trace_id, trace, now, Some("shutdown"));
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
-        while !self.publishing.is_empty() {
+        while !self.publishing.is_empty() || !self.queued.is_empty() {
             match tokio::time::timeout_at(deadline, self.publishing.next()).await {
                 Ok(Some(outcome)) => self.on_published(outcome),
                 Ok(None) => break,
@@ -518,8 +549,20 @@ impl SamplingLoop {
                 }
             }
         }
-        while self.acks.join_next().await.is_some() {}
-        self.leases.leave().await;
+        let acks = async { while self.acks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), acks)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                event = "shutdown_ack_timeout",
+                "some intake acknowledgements did not complete; those messages will be redelivered"
+            );
+        }
+        let (done, left) = tokio::sync::oneshot::channel();
+        if self.lease_commands.send(LeaseCommand::Leave(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), left).await;
+        }
         self.update_gauges();
         tracing::info!(event = "sampler_stopped", "sampler drained and left");
     }

@@ -61,6 +61,10 @@ fn subject_token(text: &str) -> String {
     if token.is_empty() { "_".into() } else { token }
 }
 
+/// Spans sent before awaiting their acknowledgements: bounds the publishes a job holds
+/// unacknowledged (32 jobs × 256 stays inside the publish context's budget).
+const ACK_CHUNK: usize = 256;
+
 async fn publish_spans(
     js: &jetstream::Context,
     names: &ProjectNames,
@@ -75,38 +79,40 @@ async fn publish_spans(
         .max_payload
         .saturating_sub(PAYLOAD_HEADROOM)
         .max(64 * 1024);
-    let mut acks = Vec::with_capacity(spans.len());
-    for buffered in spans {
-        let Ok(mut span) = buffered.to_domain() else {
-            continue;
-        };
-        let kind = span
-            .ai
-            .kind
-            .map(|k| k.name().to_ascii_lowercase())
-            .unwrap_or_else(|| "none".into());
-        let operation = span
-            .ai
-            .operation
-            .as_deref()
-            .map(subject_token)
-            .unwrap_or_else(|| "_".into());
-        let subject = names.spans_subject(&kind, &operation);
-        let id = span.dedup_id();
-        let payload = span.to_wire(budget).map_err(|e| e.to_string())?;
-        let ack = js
-            .send_publish(
-                subject,
-                PublishMessage::build()
-                    .payload(payload.into())
-                    .message_id(id),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        acks.push(ack);
-    }
-    for result in join_all(acks.into_iter().map(|a| a.into_future())).await {
-        result.map_err(|e| e.to_string())?;
+    for chunk in spans.chunks(ACK_CHUNK) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for buffered in chunk {
+            let Ok(mut span) = buffered.to_domain() else {
+                continue;
+            };
+            let kind = span
+                .ai
+                .kind
+                .map(|k| k.name().to_ascii_lowercase())
+                .unwrap_or_else(|| "none".into());
+            let operation = span
+                .ai
+                .operation
+                .as_deref()
+                .map(subject_token)
+                .unwrap_or_else(|| "_".into());
+            let subject = names.spans_subject(&kind, &operation);
+            let id = span.dedup_id();
+            let payload = span.to_wire(budget).map_err(|e| e.to_string())?;
+            let ack = js
+                .send_publish(
+                    subject,
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(id),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            acks.push(ack);
+        }
+        for result in join_all(acks.into_iter().map(|a| a.into_future())).await {
+            result.map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }
