@@ -2,9 +2,13 @@
 //! validation: whatever fails to compile is reported at its field path, and the workers run
 //! exactly what `umpire check` accepted.
 
+mod eval_policy;
 mod trace_project;
 
-pub use trace_project::{ProjectPlan, compile_trace_project};
+pub use eval_policy::{
+    JudgeImplementation, LlmEndpoint, PlannedJudge, PolicyPlan, compile_eval_policy,
+};
+pub use trace_project::{ProjectPlan, StreamLimits, compile_trace_project};
 
 use crate::validate::{FieldError, FieldPath};
 

@@ -1,0 +1,79 @@
+//! Judges: what turns a span into a score.
+//!
+//! Code judges ([`CodeJudge`]) are synchronous and cheap; the LLM judge ([`llm::LlmJudge`])
+//! calls a model through a [`llm::ChatBackend`] supplied by an adapter. Every judge returns an
+//! [`Outcome`]: a verdict, a recorded failure (never silently skipped, never a score), or a
+//! counted skip.
+
+pub mod code;
+pub mod llm;
+pub mod outcome;
+pub mod trace;
+
+use std::borrow::Cow;
+
+pub use outcome::{JudgeErrorKind, JudgeFailure, JudgeUsage, Outcome, SkipReason, Verdict};
+pub use trace::TraceContext;
+
+use crate::field::SpanField;
+use crate::span::{Span, value_text};
+
+/// What a judge looks at: the span, and what is known of its trace.
+#[derive(Debug, Clone, Copy)]
+pub struct JudgeInput<'a> {
+    pub span: &'a Span,
+    pub trace: &'a TraceContext,
+}
+
+/// A synchronous judge.
+pub trait CodeJudge: Send + Sync + std::fmt::Debug {
+    fn evaluate(&self, input: &JudgeInput<'_>) -> Outcome;
+}
+
+impl JudgeInput<'_> {
+    /// The text of a span field, if the span has it.
+    pub fn field_text(&self, field: &SpanField) -> Option<Cow<'_, str>> {
+        let ai = &self.span.ai;
+        match field {
+            SpanField::Input => ai.input.as_deref().map(Cow::Borrowed),
+            SpanField::Output => ai.output.as_deref().map(Cow::Borrowed),
+            SpanField::System => ai.system_instructions.as_deref().map(Cow::Borrowed),
+            SpanField::Context => {
+                let documents = if ai.documents.is_empty() {
+                    &self.trace.documents
+                } else {
+                    &ai.documents
+                };
+                let texts: Vec<String> = documents
+                    .iter()
+                    .filter_map(|d| {
+                        let content = d.content.as_deref()?;
+                        Some(match &d.id {
+                            Some(id) => format!("[{id}] {content}"),
+                            None => content.to_owned(),
+                        })
+                    })
+                    .collect();
+                (!texts.is_empty()).then(|| Cow::Owned(texts.join("\n\n")))
+            }
+            SpanField::Attribute(key) => {
+                self.span.attribute(key).map(|v| Cow::Owned(value_text(v)))
+            }
+            SpanField::Resource(key) => self
+                .span
+                .resource
+                .get(key)
+                .map(|v| Cow::Owned(value_text(v))),
+        }
+    }
+
+    /// The field's text, or the failure a judge records when it is missing.
+    pub fn require(&self, field: &SpanField) -> Result<Cow<'_, str>, Outcome> {
+        self.field_text(field).ok_or_else(|| {
+            Outcome::failed(
+                JudgeErrorKind::MissingField,
+                format!("the span has no {field}"),
+            )
+        })
+    }
+}
