@@ -1,0 +1,244 @@
+//! The HTTP client.
+
+use std::time::Duration;
+
+use rand::RngExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use umpire_core::judge::llm::{
+    ChatBackend, ChatError, ChatFuture, ChatRequest, ChatResponse, ResponseFormat,
+};
+
+use crate::secret::ApiKey;
+
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Base URL, e.g. `http://vllm.models:8000/v1`; `/chat/completions` is appended.
+    pub base_url: String,
+    pub api_key: Option<ApiKey>,
+    /// Per attempt.
+    pub timeout: Duration,
+    pub max_retries: u32,
+    /// First backoff step; doubles per retry up to `max_backoff`, with full jitter.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Completion tokens the model may use for a verdict.
+    pub max_completion_tokens: u32,
+}
+
+impl ClientSettings {
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key: None,
+            timeout: Duration::from_secs(30),
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+            max_completion_tokens: 512,
+        }
+    }
+}
+
+pub struct OpenAiClient {
+    http: reqwest::Client,
+    url: String,
+    settings: ClientSettings,
+}
+
+impl OpenAiClient {
+    pub fn new(settings: ClientSettings) -> Result<Self, reqwest::Error> {
+        // One process-wide TLS provider (ring, as kube uses); installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .pool_max_idle_per_host(64)
+            .build()?;
+        let url = format!(
+            "{}/chat/completions",
+            settings.base_url.trim_end_matches('/')
+        );
+        Ok(Self {
+            http,
+            url,
+            settings,
+        })
+    }
+
+    fn body(&self, request: &ChatRequest) -> Value {
+        let mut body = json!({
+            "model": request.model,
+            "messages": request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+            "temperature": request.temperature,
+            "max_tokens": self.settings.max_completion_tokens,
+        });
+        let format = match request.format {
+            ResponseFormat::JsonSchema => Some(json!({
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "verdict",
+                    "strict": true,
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "explanation": {"type": "string"},
+                            "label": {"type": "string", "enum": request.labels},
+                        },
+                        "required": ["explanation", "label"],
+                        "additionalProperties": false,
+                    },
+                },
+            })),
+            ResponseFormat::JsonObject => Some(json!({"type": "json_object"})),
+            ResponseFormat::Text => None,
+        };
+        if let (Some(format), Some(fields)) = (format, body.as_object_mut()) {
+            fields.insert("response_format".into(), format);
+        }
+        body
+    }
+
+    /// Full jitter: a random wait in [0, min(max, initial × 2^attempt)].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .settings
+            .initial_backoff
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.settings.max_backoff);
+        Duration::from_millis(rand::rng().random_range(0..=ceiling.as_millis() as u64))
+    }
+
+    async fn attempt(&self, body: &Value) -> Attempt {
+        let mut request = self.http.post(&self.url).json(body);
+        if let Some(key) = &self.settings.api_key {
+            request = request.bearer_auth(key.expose());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) if e.is_timeout() => {
+                return Attempt::Retry(ChatError::Timeout(self.settings.timeout), None);
+            }
+            Err(e) => return Attempt::Retry(ChatError::Transport(without_url(&e)), None),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(60)));
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) if e.is_timeout() => {
+                return Attempt::Retry(ChatError::Timeout(self.settings.timeout), None);
+            }
+            Err(e) => return Attempt::Retry(ChatError::Transport(without_url(&e)), None),
+        };
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Attempt::Retry(ChatError::RateLimited, retry_after);
+        }
+        if status.is_server_error() {
+            return Attempt::Retry(
+                ChatError::Upstream {
+                    status: status.as_u16(),
+                    message: snippet(&text),
+                },
+                retry_after,
+            );
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Attempt::Done(Err(ChatError::Unauthorized {
+                status: status.as_u16(),
+            }));
+        }
+        if !status.is_success() {
+            let lower = text.to_ascii_lowercase();
+            let format_rejected = lower.contains("response_format")
+                || lower.contains("json_schema")
+                || lower.contains("json_object");
+            return Attempt::Done(Err(ChatError::BadRequest {
+                status: status.as_u16(),
+                message: snippet(&text),
+                response_format_rejected: format_rejected,
+            }));
+        }
+        Attempt::Done(parse_completion(&text))
+    }
+}
+
+enum Attempt {
+    Done(Result<ChatResponse, ChatError>),
+    Retry(ChatError, Option<Duration>),
+}
+
+impl ChatBackend for OpenAiClient {
+    fn complete<'a>(&'a self, request: &'a ChatRequest) -> ChatFuture<'a> {
+        Box::pin(async move {
+            let body = self.body(request);
+            let mut attempt = 0;
+            loop {
+                match self.attempt(&body).await {
+                    Attempt::Done(result) => return result,
+                    Attempt::Retry(error, retry_after) => {
+                        if attempt >= self.settings.max_retries {
+                            return Err(error);
+                        }
+                        let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+                        tracing::debug!(event = "judge_retry", attempt, error = %error, wait_ms = wait.as_millis() as u64, "retrying the judge request");
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn parse_completion(text: &str) -> Result<ChatResponse, ChatError> {
+    let reply: Value =
+        serde_json::from_str(text).map_err(|e| ChatError::InvalidReply(e.to_string()))?;
+    let content = reply
+        .pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ChatError::InvalidReply(format!(
+                "no choices[0].message.content in {}",
+                snippet(text)
+            ))
+        })?;
+    Ok(ChatResponse {
+        content: content.to_owned(),
+        input_tokens: reply
+            .pointer("/usage/prompt_tokens")
+            .and_then(Value::as_u64),
+        output_tokens: reply
+            .pointer("/usage/completion_tokens")
+            .and_then(Value::as_u64),
+    })
+}
+
+/// reqwest errors print the URL, which may embed credentials; keep the kind only.
+fn without_url(error: &reqwest::Error) -> String {
+    let kind = if error.is_connect() {
+        "connection failed"
+    } else if error.is_request() {
+        "request failed"
+    } else {
+        "transport error"
+    };
+    let detail = std::error::Error::source(error)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "no detail".into());
+    format!("{kind}: {detail}")
+}
+
+fn snippet(text: &str) -> String {
+    if text.len() <= 300 {
+        text.to_owned()
+    } else {
+        format!(
+            "{}…",
+            &text[..text.char_indices().nth(300).map_or(text.len(), |(i, _)| i)]
+        )
+    }
+}

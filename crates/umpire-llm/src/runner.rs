@@ -1,0 +1,155 @@
+//! Limits around an LLM judge: concurrency, requests per minute, daily token budget.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Semaphore;
+use umpire_core::judge::llm::{ChatBackend, LlmJudge};
+use umpire_core::judge::{JudgeInput, Outcome, SkipReason};
+
+/// Tokens per UTC day; resets at midnight UTC.
+#[derive(Debug)]
+pub struct TokenBudget {
+    limit: u64,
+    state: Mutex<(u64, u64)>, // (day number, tokens spent)
+}
+
+impl TokenBudget {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            state: Mutex::new((today(), 0)),
+        }
+    }
+
+    fn current(&self) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let day = today();
+        if state.0 != day {
+            *state = (day, 0);
+        }
+        state.1
+    }
+
+    pub fn exhausted(&self) -> bool {
+        self.current() >= self.limit
+    }
+
+    pub fn spend(&self, tokens: u64) {
+        let _ = self.current();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 = state.1.saturating_add(tokens);
+    }
+
+    pub fn spent(&self) -> u64 {
+        self.current()
+    }
+}
+
+fn today() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0)
+}
+
+/// This replica's share of a policy's limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunnerLimits {
+    pub max_concurrency: usize,
+    pub requests_per_minute: Option<u32>,
+    pub daily_tokens: Option<u64>,
+}
+
+impl RunnerLimits {
+    /// Splits policy-wide limits evenly over `replicas` evaluator pods.
+    pub fn share(
+        max_concurrency: usize,
+        requests_per_minute: Option<u32>,
+        daily_tokens: Option<u64>,
+        replicas: u32,
+    ) -> Self {
+        let replicas = replicas.max(1);
+        Self {
+            max_concurrency: max_concurrency.max(1),
+            requests_per_minute: requests_per_minute.map(|r| r.div_ceil(replicas).max(1)),
+            daily_tokens: daily_tokens.map(|t| t.div_ceil(u64::from(replicas)).max(1)),
+        }
+    }
+}
+
+/// Runs one LLM judge against one backend within its limits.
+pub struct LlmRunner<B> {
+    judge: std::sync::Arc<LlmJudge>,
+    backend: B,
+    concurrency: Semaphore,
+    limiter: Option<DefaultDirectRateLimiter>,
+    budget: Option<TokenBudget>,
+}
+
+impl<B: ChatBackend> LlmRunner<B> {
+    pub fn new(judge: std::sync::Arc<LlmJudge>, backend: B, limits: RunnerLimits) -> Self {
+        let limiter = limits
+            .requests_per_minute
+            .and_then(NonZeroU32::new)
+            .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm)));
+        Self {
+            judge,
+            backend,
+            concurrency: Semaphore::new(limits.max_concurrency.max(1)),
+            limiter,
+            budget: limits.daily_tokens.map(TokenBudget::new),
+        }
+    }
+
+    pub fn budget(&self) -> Option<&TokenBudget> {
+        self.budget.as_ref()
+    }
+
+    /// Waits for a concurrency slot and the rate limit, then judges; skipped (and counted by
+    /// the caller) when the day's token budget is spent.
+    pub async fn run(&self, input: &JudgeInput<'_>) -> Outcome {
+        let Ok(_slot) = self.concurrency.acquire().await else {
+            return Outcome::skipped(SkipReason::NotApplicable);
+        };
+        // Checked once a slot is held, so at most `max_concurrency` requests overshoot.
+        if self.budget.as_ref().is_some_and(TokenBudget::exhausted) {
+            return Outcome::skipped(SkipReason::BudgetExhausted);
+        }
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        let outcome = self.judge.evaluate(input, &self.backend).await;
+        let usage = match &outcome {
+            Outcome::Scored(verdict) => verdict.usage,
+            Outcome::Failed(failure) => failure.usage,
+            Outcome::Skipped { .. } => None,
+        };
+        if let (Some(budget), Some(usage)) = (&self.budget, usage) {
+            budget.spend(usage.input_tokens + usage.output_tokens);
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_and_shares() {
+        let budget = TokenBudget::new(100);
+        assert!(!budget.exhausted());
+        budget.spend(60);
+        budget.spend(40);
+        assert!(budget.exhausted());
+        assert_eq!(budget.spent(), 100);
+        let share = RunnerLimits::share(8, Some(600), Some(5_000_000), 3);
+        assert_eq!(
+            (share.requests_per_minute, share.daily_tokens),
+            (Some(200), Some(1_666_667))
+        );
+    }
+}
