@@ -12,6 +12,7 @@ pub mod judge;
 pub mod normalise;
 pub mod redaction;
 pub mod sampling;
+pub mod score;
 pub mod select;
 pub mod span;
 pub mod template;

@@ -65,6 +65,42 @@ impl ProjectNames {
         format!("intake-{partition}")
     }
 
+    /// Judge scores and span observations of every policy on the project.
+    pub fn scores_stream(&self) -> String {
+        format!("UMPIRE_SCORES_{}_{}", self.namespace, self.project)
+    }
+
+    /// `umpire.scores.<ns>.<project>.<policy>.<judge>`, or `.._span` for span observations.
+    pub fn scores_subject(&self, policy: &str, judge: &str) -> String {
+        format!("umpire.scores.{}.{}.{policy}.{judge}", self.namespace, self.project)
+    }
+
+    pub fn scores_wildcard(&self) -> String {
+        format!("umpire.scores.{}.{}.>", self.namespace, self.project)
+    }
+
+    pub fn policy_scores_wildcard(&self, policy: &str) -> String {
+        format!("umpire.scores.{}.{}.{policy}.>", self.namespace, self.project)
+    }
+
+    /// Span messages an evaluator could not decode, after its retries.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("UMPIRE_DLQ_{}_{}", self.namespace, self.project)
+    }
+
+    pub fn dead_letter_subject(&self, policy: &str) -> String {
+        format!("umpire.dlq.{}.{}.{policy}", self.namespace, self.project)
+    }
+
+    pub fn dead_letter_wildcard(&self) -> String {
+        format!("umpire.dlq.{}.{}.>", self.namespace, self.project)
+    }
+
+    /// The durable consumer an EvalPolicy's evaluators share.
+    pub fn policy_consumer(&self, policy: &str) -> String {
+        format!("policy-{policy}")
+    }
+
     /// Ingest replicas' membership and partition leases.
     pub fn ingest_bucket(&self) -> String {
         format!("umpire-ingest-{}-{}", self.namespace, self.project)

@@ -1,0 +1,104 @@
+//! A policy's judges, ready to run: code judges as they are, LLM judges behind clients and
+//! limits. Used alike by the evaluator worker and by `umpire eval`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::join_all;
+use umpire_api::compile::{JudgeImplementation, PolicyPlan};
+use umpire_core::judge::{CodeJudge, JudgeErrorKind, JudgeInput, Outcome, TraceContext};
+use umpire_core::span::Span;
+use umpire_llm::{ApiKey, ClientSettings, LlmRunner, OpenAiClient, RunnerLimits};
+
+use crate::references::MountedReferences;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeSetupError {
+    #[error("judge {judge}: reading the API key from {path}: {source}")]
+    ApiKey { judge: String, path: String, source: std::io::Error },
+    #[error("judge {judge}: {message}")]
+    Client { judge: String, message: String },
+}
+
+enum Runnable {
+    Code(Arc<dyn CodeJudge>),
+    Llm(Box<LlmRunner<OpenAiClient>>),
+}
+
+pub struct PolicyJudge {
+    pub name: String,
+    pub kind: &'static str,
+    runnable: Runnable,
+}
+
+/// One judge's result on one span.
+#[derive(Debug, Clone)]
+pub struct JudgeResult {
+    pub judge: String,
+    pub outcome: Outcome,
+    pub latency_ms: f64,
+}
+
+pub struct PolicyJudges {
+    judges: Vec<PolicyJudge>,
+}
+
+impl PolicyJudges {
+    /// Builds the judges. API keys come from the mounted Secrets (`references`) or, when a
+    /// judge names no Secret, `default_key` (e.g. `UMPIRE_JUDGE_API_KEY` for local runs).
+    pub fn new(plan: &PolicyPlan, references: &MountedReferences, default_key: Option<ApiKey>) -> Result<Self, JudgeSetupError> {
+        let mut judges = Vec::new();
+        for planned in &plan.judges {
+            let runnable = match &planned.implementation {
+                JudgeImplementation::Code(judge) => Runnable::Code(judge.clone()),
+                JudgeImplementation::Llm { judge, endpoint } => {
+                    let api_key = match endpoint.api_key.as_ref().and_then(|r| references.secret_file(r)) {
+                        Some(path) => Some(ApiKey::from_file(&path).map_err(|source| JudgeSetupError::ApiKey {
+                            judge: planned.name.clone(),
+                            path: path.display().to_string(),
+                            source,
+                        })?),
+                        None => default_key.clone(),
+                    };
+                    let mut settings = ClientSettings::new(endpoint.base_url.clone());
+                    settings.api_key = api_key;
+                    settings.timeout = endpoint.timeout;
+                    settings.max_retries = endpoint.max_retries;
+                    let client = OpenAiClient::new(settings)
+                        .map_err(|e| JudgeSetupError::Client { judge: planned.name.clone(), message: e.to_string() })?;
+                    let limits = RunnerLimits::share(endpoint.max_concurrency, endpoint.requests_per_minute, endpoint.daily_token_budget, plan.replicas);
+                    Runnable::Llm(Box::new(LlmRunner::new(judge.clone(), client, limits)))
+                }
+            };
+            judges.push(PolicyJudge { name: planned.name.clone(), kind: planned.kind, runnable });
+        }
+        Ok(Self { judges })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.judges.iter().map(|j| j.name.as_str())
+    }
+
+    pub fn judges(&self) -> &[PolicyJudge] {
+        &self.judges
+    }
+
+    /// Runs every judge on the span: code judges inline, LLM judges concurrently.
+    pub async fn evaluate(&self, span: &Span, trace: &TraceContext) -> Vec<JudgeResult> {
+        let input = JudgeInput { span, trace };
+        let runs = self.judges.iter().map(|judge| async move {
+            let started = Instant::now();
+            let outcome = match &judge.runnable {
+                Runnable::Code(code) => {
+                    // A panicking judge is a bug, but it must not take the span (or the worker) down.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| code.evaluate(&input))).unwrap_or_else(|_| {
+                        Outcome::failed(JudgeErrorKind::Misconfigured, "the judge panicked")
+                    })
+                }
+                Runnable::Llm(runner) => runner.run(&input).await,
+            };
+            JudgeResult { judge: judge.name.clone(), outcome, latency_ms: started.elapsed().as_secs_f64() * 1e3 }
+        });
+        join_all(runs).await
+    }
+}

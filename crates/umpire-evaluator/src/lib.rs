@@ -1,0 +1,190 @@
+//! The evaluator worker for one EvalPolicy: a durable pull consumer on its project's span
+//! stream, shared by all replicas of the policy; judges; scores published to the project's
+//! score stream with idempotent ids.
+
+pub mod config;
+pub mod judging;
+pub mod metrics;
+pub mod references;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use umpire_nats::names::ProjectNames;
+use umpire_nats::streams::ensure_stream;
+use umpire_runtime::admin::AdminServer;
+use umpire_runtime::readiness::Readiness;
+
+use crate::config::{ConfigError, DEFAULT_ACK_WAIT, DEFAULT_TRACE_SETTLE, EvaluatorConfig};
+use crate::judging::{JudgeSetupError, PolicyJudges};
+use crate::metrics::EvaluatorMetrics;
+use crate::worker::{Worker, WorkerSettings};
+
+const SETUP_CHECK: &str = "consumer";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluatorError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Judges(#[from] JudgeSetupError),
+    #[error(transparent)]
+    Nats(#[from] umpire_nats::connect::ConnectError),
+    #[error(transparent)]
+    Admin(#[from] umpire_runtime::admin::AdminError),
+    #[error("the EvalPolicy names no TraceProject")]
+    NoProject,
+}
+
+pub struct RunningEvaluator {
+    pub admin_addr: SocketAddr,
+    pub readiness: Readiness,
+    task: JoinHandle<()>,
+}
+
+impl RunningEvaluator {
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// The score stream: every policy's scores and span observations for one project.
+pub fn scores_stream_config(names: &ProjectNames) -> stream::Config {
+    stream::Config {
+        name: names.scores_stream(),
+        description: Some(format!("Umpire: scores of TraceProject {}/{}", names.namespace(), names.project())),
+        subjects: vec![names.scores_wildcard()],
+        max_age: Duration::from_secs(8 * 24 * 3600),
+        max_bytes: 4 << 30,
+        duplicate_window: Duration::from_secs(15 * 60),
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    }
+}
+
+pub fn dead_letter_stream_config(names: &ProjectNames) -> stream::Config {
+    stream::Config {
+        name: names.dead_letter_stream(),
+        description: Some("Umpire: span messages evaluators could not decode".into()),
+        subjects: vec![names.dead_letter_wildcard()],
+        max_age: Duration::from_secs(14 * 24 * 3600),
+        max_bytes: 1 << 30,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+pub async fn start(config: EvaluatorConfig, shutdown: CancellationToken) -> Result<RunningEvaluator, EvaluatorError> {
+    let plan = config.plan()?;
+    let judges = PolicyJudges::new(&plan, &config.references(), std::env::var("UMPIRE_JUDGE_API_KEY").ok().map(umpire_llm::ApiKey::new))?;
+    let project = config.spec.project_ref.name.clone();
+    if project.is_empty() {
+        return Err(EvaluatorError::NoProject);
+    }
+    let names = ProjectNames::new(&config.namespace, &project);
+
+    let mut registry = Registry::with_prefix("umpire");
+    let metrics = Arc::new(EvaluatorMetrics::new(&mut registry));
+    let readiness = Readiness::default();
+    readiness.register(SETUP_CHECK, "the policy's consumer is not set up yet");
+    let client = umpire_nats::connect::connect(&config.nats, &format!("umpire-evaluator {}", config.policy), &readiness, "nats").await?;
+    let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).max_ack_inflight(16_384).build(client.clone());
+    let admin = AdminServer::bind(config.admin_listen, Arc::new(registry), readiness.clone()).await?;
+    let admin_addr = admin.local_addr().unwrap_or(config.admin_listen);
+
+    let settings = WorkerSettings {
+        policy: config.policy.clone(),
+        concurrency: plan.concurrency,
+        needs_trace: plan.needs_trace(),
+        trace_settle: config.trace_settle.unwrap_or(DEFAULT_TRACE_SETTLE),
+        ack_wait: config.ack_wait.unwrap_or(DEFAULT_ACK_WAIT),
+        group_keys: config.group_keys().into_iter().collect(),
+    };
+    let consumer_config = Worker::consumer_config(&names, &settings, &plan.selector);
+    tracing::info!(
+        event = "evaluator_starting",
+        namespace = %config.namespace,
+        policy = %config.policy,
+        project = %project,
+        judges = ?judges.names().collect::<Vec<_>>(),
+        filter = %consumer_config.filter_subject,
+        admin = %admin_addr,
+        "evaluator starting"
+    );
+    let worker = Worker::new(js.clone(), names.clone(), plan.selector.clone(), judges, settings, metrics);
+    let setup_readiness = readiness.clone();
+    let task = tokio::spawn(async move {
+        let admin_stop = CancellationToken::new();
+        let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
+        if let Some(consumer) = set_up(&js, &names, consumer_config, &setup_readiness, &shutdown).await {
+            worker.run(consumer, shutdown).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        tracing::info!(event = "evaluator_stopped", "evaluator stopped");
+    });
+    Ok(RunningEvaluator { admin_addr, readiness, task })
+}
+
+/// Score and dead-letter streams, and the policy's durable consumer on the span stream
+/// (which ingest or the controller creates), retried until NATS accepts or shutdown.
+async fn set_up(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+    config: consumer::pull::Config,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Option<consumer::PullConsumer> {
+    let mut attempt = 0u32;
+    loop {
+        let result: Result<consumer::PullConsumer, String> = async {
+            ensure_stream(js, scores_stream_config(names)).await.map_err(|e| e.to_string())?;
+            ensure_stream(js, dead_letter_stream_config(names)).await.map_err(|e| e.to_string())?;
+            let stream = js
+                .get_stream(names.spans_stream())
+                .await
+                .map_err(|e| format!("span stream {} is not available yet: {e}", names.spans_stream()))?;
+            let name = config.durable_name.clone().unwrap_or_default();
+            match stream.get_consumer::<consumer::pull::Config>(&name).await {
+                Ok(mut existing) => {
+                    let current = existing.info().await.map_err(|e| e.to_string())?.config.filter_subject.clone();
+                    if current != config.filter_subject {
+                        // Filter changes are updates on nats-server 2.10+; on 2.9 the old
+                        // (broader or different) filter stays and selection happens here.
+                        if let Err(e) = stream.update_consumer(config.clone()).await {
+                            tracing::warn!(event = "consumer_update_failed", error = %e, "keeping the existing consumer filter");
+                        }
+                    }
+                    Ok(existing)
+                }
+                Err(_) => stream.create_consumer(config.clone()).await.map_err(|e| e.to_string()),
+            }
+        }
+        .await;
+        match result {
+            Ok(consumer) => {
+                readiness.set_ok(SETUP_CHECK);
+                return Some(consumer);
+            }
+            Err(e) => {
+                attempt += 1;
+                readiness.set_failing(SETUP_CHECK, &e);
+                if attempt % 10 == 1 {
+                    tracing::warn!(event = "evaluator_setup_failed", error = %e, "retrying");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}

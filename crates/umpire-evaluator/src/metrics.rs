@@ -1,0 +1,118 @@
+//! Evaluator metrics (prefix `umpire_evaluator_`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use umpire_core::judge::Outcome;
+
+use crate::judging::JudgeResult;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JudgeLabels {
+    pub judge: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub judge: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub judge: String,
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub judge: String,
+    pub direction: &'static str,
+}
+
+pub struct EvaluatorMetrics {
+    pub spans_consumed: Counter,
+    pub spans_selected: Counter,
+    pub judgements: Family<OutcomeLabels, Counter>,
+    pub judge_errors: Family<KindLabels, Counter>,
+    pub judge_skips: Family<KindLabels, Counter>,
+    pub judge_latency: Family<JudgeLabels, Histogram>,
+    pub llm_tokens: Family<TokenLabels, Counter>,
+    pub llm_cost_usd: Family<JudgeLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub records_published: Counter,
+    pub publish_failures: Counter,
+    pub dead_letters: Counter,
+    pub consumer_pending: Gauge,
+    pub in_flight: Gauge,
+    pub traces_waiting: Gauge,
+}
+
+impl EvaluatorMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            spans_consumed: Counter::default(),
+            spans_selected: Counter::default(),
+            judgements: Family::default(),
+            judge_errors: Family::default(),
+            judge_skips: Family::default(),
+            judge_latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 20))),
+            llm_tokens: Family::default(),
+            llm_cost_usd: Family::default(),
+            records_published: Counter::default(),
+            publish_failures: Counter::default(),
+            dead_letters: Counter::default(),
+            consumer_pending: Gauge::default(),
+            in_flight: Gauge::default(),
+            traces_waiting: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("evaluator");
+        r.register("spans_consumed", "Span messages received", metrics.spans_consumed.clone());
+        r.register("spans_selected", "Spans the policy selected for judging", metrics.spans_selected.clone());
+        r.register("judgements", "Judge outcomes: pass, fail, error, skipped", metrics.judgements.clone());
+        r.register("judge_errors", "Judge failures by kind (never scores)", metrics.judge_errors.clone());
+        r.register("judge_skips", "Judges not run, by reason", metrics.judge_skips.clone());
+        r.register("judge_latency_seconds", "Time a judge took per span", metrics.judge_latency.clone());
+        r.register("llm_tokens", "Tokens LLM judges spent, by direction", metrics.llm_tokens.clone());
+        r.register("llm_cost_usd", "US dollars LLM judges spent (judge pricing)", metrics.llm_cost_usd.clone());
+        r.register("records_published", "Scores and span observations published", metrics.records_published.clone());
+        r.register("publish_failures", "Failed attempts to publish scores (retried)", metrics.publish_failures.clone());
+        r.register("dead_letters", "Undecodable span messages moved to the dead-letter stream", metrics.dead_letters.clone());
+        r.register("consumer_pending", "Span messages not yet delivered to the policy's consumer (lag)", metrics.consumer_pending.clone());
+        r.register("in_flight", "Spans being judged or published", metrics.in_flight.clone());
+        r.register("traces_waiting", "Traces gathering spans before trace-level judges run", metrics.traces_waiting.clone());
+        metrics
+    }
+
+    pub fn record(&self, result: &JudgeResult) {
+        let judge = result.judge.clone();
+        let outcome = match &result.outcome {
+            Outcome::Scored(v) if v.passed => "pass",
+            Outcome::Scored(_) => "fail",
+            Outcome::Failed(_) => "error",
+            Outcome::Skipped { .. } => "skipped",
+        };
+        self.judgements.get_or_create(&OutcomeLabels { judge: judge.clone(), outcome }).inc();
+        self.judge_latency.get_or_create(&JudgeLabels { judge: judge.clone() }).observe(result.latency_ms / 1e3);
+        let usage = match &result.outcome {
+            Outcome::Failed(failure) => {
+                self.judge_errors.get_or_create(&KindLabels { judge: judge.clone(), kind: failure.kind.as_str() }).inc();
+                failure.usage
+            }
+            Outcome::Skipped { reason } => {
+                self.judge_skips.get_or_create(&KindLabels { judge: judge.clone(), kind: reason.as_str() }).inc();
+                None
+            }
+            Outcome::Scored(verdict) => verdict.usage,
+        };
+        if let Some(usage) = usage {
+            self.llm_tokens.get_or_create(&TokenLabels { judge: judge.clone(), direction: "input" }).inc_by(usage.input_tokens);
+            self.llm_tokens.get_or_create(&TokenLabels { judge: judge.clone(), direction: "output" }).inc_by(usage.output_tokens);
+            if let Some(cost) = usage.cost_usd {
+                self.llm_cost_usd.get_or_create(&JudgeLabels { judge }).inc_by(cost);
+            }
+        }
+    }
+}

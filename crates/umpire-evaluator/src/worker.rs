@@ -1,0 +1,398 @@
+//! The evaluator loop: pull the policy's spans, gather traces when judges need them, judge,
+//! publish scores (idempotent ids), and acknowledge a span only once its records are stored.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, AckKind, consumer};
+use futures::StreamExt;
+use futures::future::join_all;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use umpire_core::ids::TraceId;
+use umpire_core::judge::TraceContext;
+use umpire_core::score::{EvaluationRecord, ScoreRecord, SpanObservation, observation_id, score_id};
+use umpire_core::select::SpanSelector;
+use umpire_core::span::Span;
+use umpire_nats::names::ProjectNames;
+
+use crate::judging::PolicyJudges;
+use crate::metrics::EvaluatorMetrics;
+
+/// Deliveries of an undecodable span message before it goes to the dead-letter stream.
+pub const MAX_DELIVERIES: i64 = 5;
+/// Traces gathered at once; beyond it the oldest is judged early.
+const MAX_WAITING_TRACES: usize = 50_000;
+/// Subject token of span observations (judge names are DNS labels, so they cannot clash).
+pub const SPAN_OBSERVATION: &str = "_span";
+
+pub struct WorkerSettings {
+    pub policy: String,
+    pub concurrency: usize,
+    pub needs_trace: bool,
+    pub trace_settle: Duration,
+    pub ack_wait: Duration,
+    pub group_keys: Vec<String>,
+}
+
+/// Everything a judging task needs, shared.
+struct Shared {
+    js: jetstream::Context,
+    names: ProjectNames,
+    judges: PolicyJudges,
+    settings: WorkerSettings,
+    metrics: Arc<EvaluatorMetrics>,
+    slots: Semaphore,
+}
+
+struct WaitingTrace {
+    first_seen: Instant,
+    context: TraceContext,
+    selected: Vec<(Span, jetstream::Message)>,
+    context_only: Vec<jetstream::Message>,
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    selector: SpanSelector,
+    waiting: HashMap<TraceId, WaitingTrace>,
+    arrival: VecDeque<(Instant, TraceId)>,
+    tasks: JoinSet<()>,
+}
+
+impl Worker {
+    pub fn new(
+        js: jetstream::Context,
+        names: ProjectNames,
+        selector: SpanSelector,
+        judges: PolicyJudges,
+        settings: WorkerSettings,
+        metrics: Arc<EvaluatorMetrics>,
+    ) -> Self {
+        let slots = Semaphore::new(settings.concurrency.max(1));
+        Self {
+            shared: Arc::new(Shared { js, names, judges, settings, metrics, slots }),
+            selector,
+            waiting: HashMap::new(),
+            arrival: VecDeque::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// The durable consumer's settings: one per policy, shared by its replicas.
+    pub fn consumer_config(names: &ProjectNames, settings: &WorkerSettings, selector: &SpanSelector) -> consumer::pull::Config {
+        // With a single kind filter (and no trace-level judges, which need every span) the
+        // server filters; otherwise the selector filters here. nats-server 2.9 has one filter
+        // subject per consumer.
+        let filter = match selector.subject_filters() {
+            Some(filters) if filters.len() == 1 && !settings.needs_trace => {
+                format!("umpire.spans.{}.{}.{}", names.namespace(), names.project(), filters[0])
+            }
+            _ => names.spans_wildcard(),
+        };
+        let max_ack_pending = if settings.needs_trace { 20_000 } else { (settings.concurrency * 4).max(256) };
+        consumer::pull::Config {
+            durable_name: Some(names.policy_consumer(&settings.policy)),
+            description: Some(format!("Umpire EvalPolicy {}", settings.policy)),
+            filter_subject: filter,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait,
+            max_deliver: -1,
+            max_ack_pending: i64::try_from(max_ack_pending).unwrap_or(i64::MAX),
+            // A policy judges live traffic from the moment its consumer exists (the controller
+            // creates it with the policy, before evaluator pods start).
+            deliver_policy: consumer::DeliverPolicy::New,
+            ..Default::default()
+        }
+    }
+
+    pub async fn run(mut self, consumer: consumer::PullConsumer, shutdown: CancellationToken) {
+        let (tx, mut rx) = mpsc::channel(self.shared.settings.concurrency.max(16) * 2);
+        let fetch_stop = CancellationToken::new();
+        let fetcher = tokio::spawn(fetch(consumer.clone(), tx, fetch_stop.clone()));
+        let mut settle = tokio::time::interval(Duration::from_millis(100));
+        let mut lag = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(message) = rx.recv() => self.on_message(message),
+                _ = settle.tick() => self.dispatch_due(Instant::now()),
+                _ = lag.tick() => {
+                    let mut consumer = consumer.clone();
+                    if let Ok(info) = consumer.info().await {
+                        self.shared.metrics.consumer_pending.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+                    }
+                }
+            }
+            while self.tasks.try_join_next().is_some() {}
+            self.shared.metrics.traces_waiting.set(self.waiting.len() as i64);
+        }
+        // Drain: stop pulling, judge what is gathered now, finish judging and publishing.
+        fetch_stop.cancel();
+        let _ = fetcher.await;
+        while let Ok(message) = rx.try_recv() {
+            self.on_message(message);
+        }
+        let all: Vec<TraceId> = self.waiting.keys().copied().collect();
+        for trace_id in all {
+            self.dispatch(trace_id);
+        }
+        let drained = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(30), drained).await.is_err() {
+            tracing::warn!(event = "drain_timeout", "gave up waiting for judges at shutdown; their spans will be redelivered");
+        }
+        tracing::info!(event = "evaluator_drained", "evaluator drained");
+    }
+
+    fn on_message(&mut self, message: jetstream::Message) {
+        let metrics = &self.shared.metrics;
+        metrics.spans_consumed.inc();
+        let span: Span = match serde_json::from_slice(&message.payload) {
+            Ok(span) => span,
+            Err(e) => {
+                let shared = self.shared.clone();
+                self.tasks.spawn(async move { poison(&shared, message, e.to_string()).await });
+                return;
+            }
+        };
+        let selected = self.selector.selects(&span, true);
+        if selected {
+            metrics.spans_selected.inc();
+        }
+        if !self.shared.settings.needs_trace {
+            if selected {
+                let shared = self.shared.clone();
+                self.tasks.spawn(async move {
+                    let context = TraceContext::from_spans([&span]);
+                    judge_and_publish(&shared, span, message, &context).await;
+                });
+            } else {
+                self.tasks.spawn(async move { ack(message).await });
+            }
+            return;
+        }
+        let trace_id = span.trace_id;
+        let now = Instant::now();
+        let arrival = &mut self.arrival;
+        let entry = self.waiting.entry(trace_id).or_insert_with(|| {
+            arrival.push_back((now, trace_id));
+            WaitingTrace { first_seen: now, context: TraceContext::default(), selected: Vec::new(), context_only: Vec::new() }
+        });
+        entry.context.add(&span);
+        if selected {
+            entry.selected.push((span, message));
+        } else {
+            entry.context_only.push(message);
+        }
+        while self.waiting.len() > MAX_WAITING_TRACES {
+            let Some((_, oldest)) = self.arrival.pop_front() else { break };
+            self.dispatch(oldest);
+        }
+    }
+
+    fn dispatch_due(&mut self, now: Instant) {
+        while let Some((seen, trace_id)) = self.arrival.front().copied() {
+            if seen + self.shared.settings.trace_settle > now {
+                break;
+            }
+            self.arrival.pop_front();
+            if self.waiting.get(&trace_id).is_some_and(|t| t.first_seen == seen) {
+                self.dispatch(trace_id);
+            }
+        }
+    }
+
+    /// Judges a gathered trace's selected spans; its context-only messages are acknowledged
+    /// after them (so a crash re-gathers the whole trace), or released on failure.
+    fn dispatch(&mut self, trace_id: TraceId) {
+        let Some(trace) = self.waiting.remove(&trace_id) else { return };
+        let shared = self.shared.clone();
+        self.tasks.spawn(async move {
+            let context = trace.context;
+            let judged = join_all(trace.selected.into_iter().map(|(span, message)| judge_and_publish(&shared, span, message, &context))).await;
+            let all_stored = judged.iter().all(|stored| *stored);
+            for message in trace.context_only {
+                if all_stored {
+                    ack(message).await;
+                } else {
+                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                }
+            }
+        });
+    }
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Judges one span, publishes its records, and acknowledges it; returns whether stored.
+async fn judge_and_publish(shared: &Shared, span: Span, message: jetstream::Message, context: &TraceContext) -> bool {
+    let Ok(_slot) = shared.slots.acquire().await else { return false };
+    shared.metrics.in_flight.inc();
+    let results = shared.judges.evaluate(&span, context).await;
+    for result in &results {
+        shared.metrics.record(result);
+    }
+    let policy = &shared.settings.policy;
+    let groups: BTreeMap<String, String> = shared
+        .settings
+        .group_keys
+        .iter()
+        .map(|key| (key.clone(), span.attribute_text(key).unwrap_or_default()))
+        .collect();
+    let model = span.ai.response_model.clone().or_else(|| span.ai.request_model.clone());
+    let scored_at = now_nanos();
+    let mut records: Vec<(String, EvaluationRecord)> = results
+        .into_iter()
+        .map(|result| {
+            let record = ScoreRecord {
+                id: score_id(policy, &result.judge, &span.trace_id, &span.span_id),
+                policy: policy.clone(),
+                judge: result.judge.clone(),
+                trace_id: span.trace_id,
+                span_id: span.span_id,
+                observed_at_unix_nano: span.end_time_unix_nano,
+                scored_at_unix_nano: scored_at,
+                outcome: result.outcome,
+                judge_latency_ms: result.latency_ms,
+                groups: groups.clone(),
+                model: model.clone(),
+            };
+            (result.judge, EvaluationRecord::Score(record))
+        })
+        .collect();
+    records.push((
+        SPAN_OBSERVATION.to_owned(),
+        EvaluationRecord::Span(SpanObservation {
+            id: observation_id(policy, &span.trace_id, &span.span_id),
+            policy: policy.clone(),
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+            observed_at_unix_nano: span.end_time_unix_nano,
+            latency_ms: span.duration_ms(),
+            groups,
+        }),
+    ));
+    let stored = publish_records(shared, &records).await;
+    if stored {
+        ack(message).await;
+    } else {
+        // Not stored: let JetStream redeliver it; the same ids make a second run idempotent.
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+    }
+    shared.metrics.in_flight.dec();
+    stored
+}
+
+async fn publish_records(shared: &Shared, records: &[(String, EvaluationRecord)]) -> bool {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0..6 {
+        let mut acks = Vec::with_capacity(records.len());
+        let mut failed = false;
+        for (judge, record) in records {
+            let Ok(payload) = serde_json::to_vec(record) else { continue };
+            let subject = shared.names.scores_subject(&shared.settings.policy, judge);
+            match shared.js.send_publish(subject, PublishMessage::build().payload(payload.into()).message_id(record.id())).await {
+                Ok(ack) => acks.push(ack),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            let results = join_all(acks.into_iter().map(|a| a.into_future())).await;
+            if results.iter().all(Result::is_ok) {
+                shared.metrics.records_published.inc_by(records.len() as u64);
+                return true;
+            }
+        }
+        shared.metrics.publish_failures.inc();
+        if attempt == 0 {
+            tracing::warn!(event = "score_publish_failed", "publishing scores failed; retrying");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+    false
+}
+
+async fn ack(message: jetstream::Message) {
+    if let Err(e) = message.ack().await {
+        tracing::debug!(event = "ack_failed", error = %e, "acknowledging a span failed; it will be redelivered");
+    }
+}
+
+/// An undecodable span: retried a few times (a transient corruption), then moved to the
+/// dead-letter stream with the reason, and acknowledged.
+async fn poison(shared: &Shared, message: jetstream::Message, reason: String) {
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(MAX_DELIVERIES);
+    if delivered < MAX_DELIVERIES {
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        return;
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Umpire-Reason", reason.as_str());
+    headers.insert("Umpire-Subject", message.subject.as_str());
+    let subject = shared.names.dead_letter_subject(&shared.settings.policy);
+    let stored = match shared.js.publish_with_headers(subject, headers, message.payload.clone()).await {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if stored {
+        shared.metrics.dead_letters.inc();
+        tracing::error!(event = "dead_letter", reason = %reason, delivered, "moved an undecodable span to the dead-letter stream");
+        let _ = message.ack_with(AckKind::Term).await;
+    } else {
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+    }
+}
+
+async fn fetch(consumer: consumer::PullConsumer, tx: mpsc::Sender<jetstream::Message>, stop: CancellationToken) {
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        let stream = consumer
+            .stream()
+            .max_messages_per_batch(256)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await;
+        let mut messages = match stream {
+            Ok(messages) => messages,
+            Err(e) => {
+                failures += 1;
+                if failures % 10 == 1 {
+                    tracing::warn!(event = "pull_failed", error = %e, "cannot pull spans; retrying");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                next = messages.next() => match next {
+                    Some(Ok(message)) => {
+                        failures = 0;
+                        if tx.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(event = "pull_interrupted", error = %e, "span pull interrupted");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+}
