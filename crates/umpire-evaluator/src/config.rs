@@ -36,10 +36,18 @@ pub struct EvaluatorConfig {
     pub config_map_dir: Option<PathBuf>,
     /// How long a trace's spans are gathered before judges that need the whole trace
     /// (agent loops, context on sibling retriever spans) run. Default 2s.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_duration"
+    )]
     pub trace_settle: Option<Duration>,
     /// Redelivery timeout of a span message. Default 5m (LLM judges retry for a while).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_duration"
+    )]
     pub ack_wait: Option<Duration>,
 }
 
@@ -51,14 +59,19 @@ mod optional_duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use umpire_api::common::Duration;
 
-    pub fn serialize<S: Serializer>(value: &Option<std::time::Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        value: &Option<std::time::Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(d) => serializer.serialize_str(&format!("{}ms", d.as_millis())),
             None => serializer.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<std::time::Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
         Ok(Option::<Duration>::deserialize(deserializer)?.map(|d| d.as_std()))
     }
 }
@@ -66,7 +79,10 @@ mod optional_duration {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not an evaluator config or EvalPolicy: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("the EvalPolicy spec is invalid:\n{0}")]
@@ -84,8 +100,14 @@ pub struct RuntimeDefaults {
 
 impl EvaluatorConfig {
     pub fn load(path: &Path, defaults: &RuntimeDefaults) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let parse_error = |message: String| ConfigError::Parse { path: path.to_owned(), message };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
         let value: Value = serde_yaml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
         if value.get("kind").and_then(Value::as_str) == Some("EvalPolicy") {
             let (namespace, name, spec) = manifest_parts(&value).map_err(parse_error)?;
@@ -105,12 +127,20 @@ impl EvaluatorConfig {
     }
 
     pub fn references(&self) -> MountedReferences {
-        MountedReferences { config_maps: self.config_map_dir.clone(), secrets: self.secret_dir.clone() }
+        MountedReferences {
+            config_maps: self.config_map_dir.clone(),
+            secrets: self.secret_dir.clone(),
+        }
     }
 
     /// Validates the spec as `umpire check` and the API server would, and compiles it.
     pub fn plan(&self) -> Result<PolicyPlan, ConfigError> {
-        plan_policy(&self.namespace, &self.policy, &self.spec, &self.references())
+        plan_policy(
+            &self.namespace,
+            &self.policy,
+            &self.spec,
+            &self.references(),
+        )
     }
 
     /// The attributes alert rules group by: every score carries their values.
@@ -121,13 +151,27 @@ impl EvaluatorConfig {
 
 /// Namespace, name and spec of an EvalPolicy manifest.
 pub fn manifest_parts(value: &Value) -> Result<(String, String, EvalPolicySpec), String> {
-    let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_owned();
-    let name = value.pointer("/metadata/name").and_then(Value::as_str).ok_or("metadata.name is missing")?.to_owned();
-    let spec = serde_json::from_value(value.get("spec").cloned().unwrap_or(Value::Null)).map_err(|e| e.to_string())?;
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_owned();
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .ok_or("metadata.name is missing")?
+        .to_owned();
+    let spec = serde_json::from_value(value.get("spec").cloned().unwrap_or(Value::Null))
+        .map_err(|e| e.to_string())?;
     Ok((namespace, name, spec))
 }
 
-pub fn plan_policy(namespace: &str, name: &str, spec: &EvalPolicySpec, references: &MountedReferences) -> Result<PolicyPlan, ConfigError> {
+pub fn plan_policy(
+    namespace: &str,
+    name: &str,
+    spec: &EvalPolicySpec,
+    references: &MountedReferences,
+) -> Result<PolicyPlan, ConfigError> {
     let object = serde_json::json!({
         "apiVersion": umpire_api::validate::API_VERSION,
         "kind": "EvalPolicy",
@@ -136,13 +180,24 @@ pub fn plan_policy(namespace: &str, name: &str, spec: &EvalPolicySpec, reference
     });
     let validator = Validator::new().map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let outcome = validator.validate(UmpireKind::EvalPolicy, &object, references);
-    let lines = |errors: &[umpire_api::validate::FieldError]| errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n");
+    let lines = |errors: &[umpire_api::validate::FieldError]| {
+        errors
+            .iter()
+            .map(|e| format!("  {e}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     if !outcome.findings.errors.is_empty() {
         return Err(ConfigError::Invalid(lines(&outcome.findings.errors)));
     }
-    compile_eval_policy(namespace, spec, references).map_err(|errors| ConfigError::Invalid(lines(&errors)))
+    compile_eval_policy(namespace, spec, references)
+        .map_err(|errors| ConfigError::Invalid(lines(&errors)))
 }
 
 pub fn group_keys(spec: &EvalPolicySpec) -> BTreeSet<String> {
-    spec.alerts.iter().flatten().flat_map(|a| a.group_by.iter().flatten().cloned()).collect()
+    spec.alerts
+        .iter()
+        .flatten()
+        .flat_map(|a| a.group_by.iter().flatten().cloned())
+        .collect()
 }

@@ -15,7 +15,11 @@ use crate::references::MountedReferences;
 #[derive(Debug, thiserror::Error)]
 pub enum JudgeSetupError {
     #[error("judge {judge}: reading the API key from {path}: {source}")]
-    ApiKey { judge: String, path: String, source: std::io::Error },
+    ApiKey {
+        judge: String,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("judge {judge}: {message}")]
     Client { judge: String, message: String },
 }
@@ -46,17 +50,27 @@ pub struct PolicyJudges {
 impl PolicyJudges {
     /// Builds the judges. API keys come from the mounted Secrets (`references`) or, when a
     /// judge names no Secret, `default_key` (e.g. `UMPIRE_JUDGE_API_KEY` for local runs).
-    pub fn new(plan: &PolicyPlan, references: &MountedReferences, default_key: Option<ApiKey>) -> Result<Self, JudgeSetupError> {
+    pub fn new(
+        plan: &PolicyPlan,
+        references: &MountedReferences,
+        default_key: Option<ApiKey>,
+    ) -> Result<Self, JudgeSetupError> {
         let mut judges = Vec::new();
         for planned in &plan.judges {
             let runnable = match &planned.implementation {
                 JudgeImplementation::Code(judge) => Runnable::Code(judge.clone()),
                 JudgeImplementation::Llm { judge, endpoint } => {
-                    let api_key = match endpoint.api_key.as_ref().and_then(|r| references.secret_file(r)) {
-                        Some(path) => Some(ApiKey::from_file(&path).map_err(|source| JudgeSetupError::ApiKey {
-                            judge: planned.name.clone(),
-                            path: path.display().to_string(),
-                            source,
+                    let api_key = match endpoint
+                        .api_key
+                        .as_ref()
+                        .and_then(|r| references.secret_file(r))
+                    {
+                        Some(path) => Some(ApiKey::from_file(&path).map_err(|source| {
+                            JudgeSetupError::ApiKey {
+                                judge: planned.name.clone(),
+                                path: path.display().to_string(),
+                                source,
+                            }
                         })?),
                         None => default_key.clone(),
                     };
@@ -64,13 +78,25 @@ impl PolicyJudges {
                     settings.api_key = api_key;
                     settings.timeout = endpoint.timeout;
                     settings.max_retries = endpoint.max_retries;
-                    let client = OpenAiClient::new(settings)
-                        .map_err(|e| JudgeSetupError::Client { judge: planned.name.clone(), message: e.to_string() })?;
-                    let limits = RunnerLimits::share(endpoint.max_concurrency, endpoint.requests_per_minute, endpoint.daily_token_budget, plan.replicas);
+                    let client =
+                        OpenAiClient::new(settings).map_err(|e| JudgeSetupError::Client {
+                            judge: planned.name.clone(),
+                            message: e.to_string(),
+                        })?;
+                    let limits = RunnerLimits::share(
+                        endpoint.max_concurrency,
+                        endpoint.requests_per_minute,
+                        endpoint.daily_token_budget,
+                        plan.replicas,
+                    );
                     Runnable::Llm(Box::new(LlmRunner::new(judge.clone(), client, limits)))
                 }
             };
-            judges.push(PolicyJudge { name: planned.name.clone(), kind: planned.kind, runnable });
+            judges.push(PolicyJudge {
+                name: planned.name.clone(),
+                kind: planned.kind,
+                runnable,
+            });
         }
         Ok(Self { judges })
     }
@@ -91,13 +117,18 @@ impl PolicyJudges {
             let outcome = match &judge.runnable {
                 Runnable::Code(code) => {
                     // A panicking judge is a bug, but it must not take the span (or the worker) down.
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| code.evaluate(&input))).unwrap_or_else(|_| {
-                        Outcome::failed(JudgeErrorKind::Misconfigured, "the judge panicked")
-                    })
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| code.evaluate(&input)))
+                        .unwrap_or_else(|_| {
+                            Outcome::failed(JudgeErrorKind::Misconfigured, "the judge panicked")
+                        })
                 }
                 Runnable::Llm(runner) => runner.run(&input).await,
             };
-            JudgeResult { judge: judge.name.clone(), outcome, latency_ms: started.elapsed().as_secs_f64() * 1e3 }
+            JudgeResult {
+                judge: judge.name.clone(),
+                outcome,
+                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            }
         });
         join_all(runs).await
     }

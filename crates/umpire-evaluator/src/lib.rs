@@ -58,7 +58,11 @@ impl RunningEvaluator {
 pub fn scores_stream_config(names: &ProjectNames) -> stream::Config {
     stream::Config {
         name: names.scores_stream(),
-        description: Some(format!("Umpire: scores of TraceProject {}/{}", names.namespace(), names.project())),
+        description: Some(format!(
+            "Umpire: scores of TraceProject {}/{}",
+            names.namespace(),
+            names.project()
+        )),
         subjects: vec![names.scores_wildcard()],
         max_age: Duration::from_secs(8 * 24 * 3600),
         max_bytes: 4 << 30,
@@ -81,9 +85,18 @@ pub fn dead_letter_stream_config(names: &ProjectNames) -> stream::Config {
     }
 }
 
-pub async fn start(config: EvaluatorConfig, shutdown: CancellationToken) -> Result<RunningEvaluator, EvaluatorError> {
+pub async fn start(
+    config: EvaluatorConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningEvaluator, EvaluatorError> {
     let plan = config.plan()?;
-    let judges = PolicyJudges::new(&plan, &config.references(), std::env::var("UMPIRE_JUDGE_API_KEY").ok().map(umpire_llm::ApiKey::new))?;
+    let judges = PolicyJudges::new(
+        &plan,
+        &config.references(),
+        std::env::var("UMPIRE_JUDGE_API_KEY")
+            .ok()
+            .map(umpire_llm::ApiKey::new),
+    )?;
     let project = config.spec.project_ref.name.clone();
     if project.is_empty() {
         return Err(EvaluatorError::NoProject);
@@ -94,9 +107,19 @@ pub async fn start(config: EvaluatorConfig, shutdown: CancellationToken) -> Resu
     let metrics = Arc::new(EvaluatorMetrics::new(&mut registry));
     let readiness = Readiness::default();
     readiness.register(SETUP_CHECK, "the policy's consumer is not set up yet");
-    let client = umpire_nats::connect::connect(&config.nats, &format!("umpire-evaluator {}", config.policy), &readiness, "nats").await?;
-    let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).max_ack_inflight(16_384).build(client.clone());
-    let admin = AdminServer::bind(config.admin_listen, Arc::new(registry), readiness.clone()).await?;
+    let client = umpire_nats::connect::connect(
+        &config.nats,
+        &format!("umpire-evaluator {}", config.policy),
+        &readiness,
+        "nats",
+    )
+    .await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .max_ack_inflight(16_384)
+        .build(client.clone());
+    let admin =
+        AdminServer::bind(config.admin_listen, Arc::new(registry), readiness.clone()).await?;
     let admin_addr = admin.local_addr().unwrap_or(config.admin_listen);
 
     let settings = WorkerSettings {
@@ -118,12 +141,21 @@ pub async fn start(config: EvaluatorConfig, shutdown: CancellationToken) -> Resu
         admin = %admin_addr,
         "evaluator starting"
     );
-    let worker = Worker::new(js.clone(), names.clone(), plan.selector.clone(), judges, settings, metrics);
+    let worker = Worker::new(
+        js.clone(),
+        names.clone(),
+        plan.selector.clone(),
+        judges,
+        settings,
+        metrics,
+    );
     let setup_readiness = readiness.clone();
     let task = tokio::spawn(async move {
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
-        if let Some(consumer) = set_up(&js, &names, consumer_config, &setup_readiness, &shutdown).await {
+        if let Some(consumer) =
+            set_up(&js, &names, consumer_config, &setup_readiness, &shutdown).await
+        {
             worker.run(consumer, shutdown).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
@@ -131,7 +163,11 @@ pub async fn start(config: EvaluatorConfig, shutdown: CancellationToken) -> Resu
         let _ = admin_task.await;
         tracing::info!(event = "evaluator_stopped", "evaluator stopped");
     });
-    Ok(RunningEvaluator { admin_addr, readiness, task })
+    Ok(RunningEvaluator {
+        admin_addr,
+        readiness,
+        task,
+    })
 }
 
 /// Score and dead-letter streams, and the policy's durable consumer on the span stream

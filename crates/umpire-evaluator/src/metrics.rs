@@ -58,7 +58,9 @@ impl EvaluatorMetrics {
             judgements: Family::default(),
             judge_errors: Family::default(),
             judge_skips: Family::default(),
-            judge_latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 20))),
+            judge_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+            }),
             llm_tokens: Family::default(),
             llm_cost_usd: Family::default(),
             records_published: Counter::default(),
@@ -69,20 +71,76 @@ impl EvaluatorMetrics {
             traces_waiting: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("evaluator");
-        r.register("spans_consumed", "Span messages received", metrics.spans_consumed.clone());
-        r.register("spans_selected", "Spans the policy selected for judging", metrics.spans_selected.clone());
-        r.register("judgements", "Judge outcomes: pass, fail, error, skipped", metrics.judgements.clone());
-        r.register("judge_errors", "Judge failures by kind (never scores)", metrics.judge_errors.clone());
-        r.register("judge_skips", "Judges not run, by reason", metrics.judge_skips.clone());
-        r.register("judge_latency_seconds", "Time a judge took per span", metrics.judge_latency.clone());
-        r.register("llm_tokens", "Tokens LLM judges spent, by direction", metrics.llm_tokens.clone());
-        r.register("llm_cost_usd", "US dollars LLM judges spent (judge pricing)", metrics.llm_cost_usd.clone());
-        r.register("records_published", "Scores and span observations published", metrics.records_published.clone());
-        r.register("publish_failures", "Failed attempts to publish scores (retried)", metrics.publish_failures.clone());
-        r.register("dead_letters", "Undecodable span messages moved to the dead-letter stream", metrics.dead_letters.clone());
-        r.register("consumer_pending", "Span messages not yet delivered to the policy's consumer (lag)", metrics.consumer_pending.clone());
-        r.register("in_flight", "Spans being judged or published", metrics.in_flight.clone());
-        r.register("traces_waiting", "Traces gathering spans before trace-level judges run", metrics.traces_waiting.clone());
+        r.register(
+            "spans_consumed",
+            "Span messages received",
+            metrics.spans_consumed.clone(),
+        );
+        r.register(
+            "spans_selected",
+            "Spans the policy selected for judging",
+            metrics.spans_selected.clone(),
+        );
+        r.register(
+            "judgements",
+            "Judge outcomes: pass, fail, error, skipped",
+            metrics.judgements.clone(),
+        );
+        r.register(
+            "judge_errors",
+            "Judge failures by kind (never scores)",
+            metrics.judge_errors.clone(),
+        );
+        r.register(
+            "judge_skips",
+            "Judges not run, by reason",
+            metrics.judge_skips.clone(),
+        );
+        r.register(
+            "judge_latency_seconds",
+            "Time a judge took per span",
+            metrics.judge_latency.clone(),
+        );
+        r.register(
+            "llm_tokens",
+            "Tokens LLM judges spent, by direction",
+            metrics.llm_tokens.clone(),
+        );
+        r.register(
+            "llm_cost_usd",
+            "US dollars LLM judges spent (judge pricing)",
+            metrics.llm_cost_usd.clone(),
+        );
+        r.register(
+            "records_published",
+            "Scores and span observations published",
+            metrics.records_published.clone(),
+        );
+        r.register(
+            "publish_failures",
+            "Failed attempts to publish scores (retried)",
+            metrics.publish_failures.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Undecodable span messages moved to the dead-letter stream",
+            metrics.dead_letters.clone(),
+        );
+        r.register(
+            "consumer_pending",
+            "Span messages not yet delivered to the policy's consumer (lag)",
+            metrics.consumer_pending.clone(),
+        );
+        r.register(
+            "in_flight",
+            "Spans being judged or published",
+            metrics.in_flight.clone(),
+        );
+        r.register(
+            "traces_waiting",
+            "Traces gathering spans before trace-level judges run",
+            metrics.traces_waiting.clone(),
+        );
         metrics
     }
 
@@ -94,24 +152,55 @@ impl EvaluatorMetrics {
             Outcome::Failed(_) => "error",
             Outcome::Skipped { .. } => "skipped",
         };
-        self.judgements.get_or_create(&OutcomeLabels { judge: judge.clone(), outcome }).inc();
-        self.judge_latency.get_or_create(&JudgeLabels { judge: judge.clone() }).observe(result.latency_ms / 1e3);
+        self.judgements
+            .get_or_create(&OutcomeLabels {
+                judge: judge.clone(),
+                outcome,
+            })
+            .inc();
+        self.judge_latency
+            .get_or_create(&JudgeLabels {
+                judge: judge.clone(),
+            })
+            .observe(result.latency_ms / 1e3);
         let usage = match &result.outcome {
             Outcome::Failed(failure) => {
-                self.judge_errors.get_or_create(&KindLabels { judge: judge.clone(), kind: failure.kind.as_str() }).inc();
+                self.judge_errors
+                    .get_or_create(&KindLabels {
+                        judge: judge.clone(),
+                        kind: failure.kind.as_str(),
+                    })
+                    .inc();
                 failure.usage
             }
             Outcome::Skipped { reason } => {
-                self.judge_skips.get_or_create(&KindLabels { judge: judge.clone(), kind: reason.as_str() }).inc();
+                self.judge_skips
+                    .get_or_create(&KindLabels {
+                        judge: judge.clone(),
+                        kind: reason.as_str(),
+                    })
+                    .inc();
                 None
             }
             Outcome::Scored(verdict) => verdict.usage,
         };
         if let Some(usage) = usage {
-            self.llm_tokens.get_or_create(&TokenLabels { judge: judge.clone(), direction: "input" }).inc_by(usage.input_tokens);
-            self.llm_tokens.get_or_create(&TokenLabels { judge: judge.clone(), direction: "output" }).inc_by(usage.output_tokens);
+            self.llm_tokens
+                .get_or_create(&TokenLabels {
+                    judge: judge.clone(),
+                    direction: "input",
+                })
+                .inc_by(usage.input_tokens);
+            self.llm_tokens
+                .get_or_create(&TokenLabels {
+                    judge: judge.clone(),
+                    direction: "output",
+                })
+                .inc_by(usage.output_tokens);
             if let Some(cost) = usage.cost_usd {
-                self.llm_cost_usd.get_or_create(&JudgeLabels { judge }).inc_by(cost);
+                self.llm_cost_usd
+                    .get_or_create(&JudgeLabels { judge })
+                    .inc_by(cost);
             }
         }
     }

@@ -15,12 +15,16 @@ pub struct MountedReferences {
 
 impl MountedReferences {
     pub fn secret_file(&self, reference: &SecretKeyRef) -> Option<PathBuf> {
-        self.secrets.as_ref().map(|dir| dir.join(&reference.name).join(&reference.key))
+        self.secrets
+            .as_ref()
+            .map(|dir| dir.join(&reference.name).join(&reference.key))
     }
 }
 
 fn lookup(dir: Option<&Path>, name: &str, key: &str) -> RefLookup {
-    let Some(dir) = dir else { return RefLookup::Unavailable };
+    let Some(dir) = dir else {
+        return RefLookup::Unavailable;
+    };
     let object = dir.join(name);
     if !object.is_dir() {
         return RefLookup::MissingObject;

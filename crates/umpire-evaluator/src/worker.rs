@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::ids::TraceId;
 use umpire_core::judge::TraceContext;
-use umpire_core::score::{EvaluationRecord, ScoreRecord, SpanObservation, observation_id, score_id};
+use umpire_core::score::{
+    EvaluationRecord, ScoreRecord, SpanObservation, observation_id, score_id,
+};
 use umpire_core::select::SpanSelector;
 use umpire_core::span::Span;
 use umpire_nats::names::ProjectNames;
@@ -74,7 +76,14 @@ impl Worker {
     ) -> Self {
         let slots = Semaphore::new(settings.concurrency.max(1));
         Self {
-            shared: Arc::new(Shared { js, names, judges, settings, metrics, slots }),
+            shared: Arc::new(Shared {
+                js,
+                names,
+                judges,
+                settings,
+                metrics,
+                slots,
+            }),
             selector,
             waiting: HashMap::new(),
             arrival: VecDeque::new(),
@@ -83,17 +92,30 @@ impl Worker {
     }
 
     /// The durable consumer's settings: one per policy, shared by its replicas.
-    pub fn consumer_config(names: &ProjectNames, settings: &WorkerSettings, selector: &SpanSelector) -> consumer::pull::Config {
+    pub fn consumer_config(
+        names: &ProjectNames,
+        settings: &WorkerSettings,
+        selector: &SpanSelector,
+    ) -> consumer::pull::Config {
         // With a single kind filter (and no trace-level judges, which need every span) the
         // server filters; otherwise the selector filters here. nats-server 2.9 has one filter
         // subject per consumer.
         let filter = match selector.subject_filters() {
             Some(filters) if filters.len() == 1 && !settings.needs_trace => {
-                format!("umpire.spans.{}.{}.{}", names.namespace(), names.project(), filters[0])
+                format!(
+                    "umpire.spans.{}.{}.{}",
+                    names.namespace(),
+                    names.project(),
+                    filters[0]
+                )
             }
             _ => names.spans_wildcard(),
         };
-        let max_ack_pending = if settings.needs_trace { 20_000 } else { (settings.concurrency * 4).max(256) };
+        let max_ack_pending = if settings.needs_trace {
+            20_000
+        } else {
+            (settings.concurrency * 4).max(256)
+        };
         consumer::pull::Config {
             durable_name: Some(names.policy_consumer(&settings.policy)),
             description: Some(format!("Umpire EvalPolicy {}", settings.policy)),
@@ -129,7 +151,10 @@ impl Worker {
                 }
             }
             while self.tasks.try_join_next().is_some() {}
-            self.shared.metrics.traces_waiting.set(self.waiting.len() as i64);
+            self.shared
+                .metrics
+                .traces_waiting
+                .set(self.waiting.len() as i64);
         }
         // Drain: stop pulling, judge what is gathered now, finish judging and publishing.
         fetch_stop.cancel();
@@ -142,8 +167,14 @@ impl Worker {
             self.dispatch(trace_id);
         }
         let drained = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(30), drained).await.is_err() {
-            tracing::warn!(event = "drain_timeout", "gave up waiting for judges at shutdown; their spans will be redelivered");
+        if tokio::time::timeout(Duration::from_secs(30), drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                event = "drain_timeout",
+                "gave up waiting for judges at shutdown; their spans will be redelivered"
+            );
         }
         tracing::info!(event = "evaluator_drained", "evaluator drained");
     }
@@ -155,7 +186,8 @@ impl Worker {
             Ok(span) => span,
             Err(e) => {
                 let shared = self.shared.clone();
-                self.tasks.spawn(async move { poison(&shared, message, e.to_string()).await });
+                self.tasks
+                    .spawn(async move { poison(&shared, message, e.to_string()).await });
                 return;
             }
         };
@@ -180,7 +212,12 @@ impl Worker {
         let arrival = &mut self.arrival;
         let entry = self.waiting.entry(trace_id).or_insert_with(|| {
             arrival.push_back((now, trace_id));
-            WaitingTrace { first_seen: now, context: TraceContext::default(), selected: Vec::new(), context_only: Vec::new() }
+            WaitingTrace {
+                first_seen: now,
+                context: TraceContext::default(),
+                selected: Vec::new(),
+                context_only: Vec::new(),
+            }
         });
         entry.context.add(&span);
         if selected {
@@ -189,7 +226,9 @@ impl Worker {
             entry.context_only.push(message);
         }
         while self.waiting.len() > MAX_WAITING_TRACES {
-            let Some((_, oldest)) = self.arrival.pop_front() else { break };
+            let Some((_, oldest)) = self.arrival.pop_front() else {
+                break;
+            };
             self.dispatch(oldest);
         }
     }
@@ -200,7 +239,11 @@ impl Worker {
                 break;
             }
             self.arrival.pop_front();
-            if self.waiting.get(&trace_id).is_some_and(|t| t.first_seen == seen) {
+            if self
+                .waiting
+                .get(&trace_id)
+                .is_some_and(|t| t.first_seen == seen)
+            {
                 self.dispatch(trace_id);
             }
         }
@@ -209,17 +252,27 @@ impl Worker {
     /// Judges a gathered trace's selected spans; its context-only messages are acknowledged
     /// after them (so a crash re-gathers the whole trace), or released on failure.
     fn dispatch(&mut self, trace_id: TraceId) {
-        let Some(trace) = self.waiting.remove(&trace_id) else { return };
+        let Some(trace) = self.waiting.remove(&trace_id) else {
+            return;
+        };
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
             let context = trace.context;
-            let judged = join_all(trace.selected.into_iter().map(|(span, message)| judge_and_publish(&shared, span, message, &context))).await;
+            let judged = join_all(
+                trace
+                    .selected
+                    .into_iter()
+                    .map(|(span, message)| judge_and_publish(&shared, span, message, &context)),
+            )
+            .await;
             let all_stored = judged.iter().all(|stored| *stored);
             for message in trace.context_only {
                 if all_stored {
                     ack(message).await;
                 } else {
-                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                        .await;
                 }
             }
         });
@@ -227,12 +280,22 @@ impl Worker {
 }
 
 fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// Judges one span, publishes its records, and acknowledges it; returns whether stored.
-async fn judge_and_publish(shared: &Shared, span: Span, message: jetstream::Message, context: &TraceContext) -> bool {
-    let Ok(_slot) = shared.slots.acquire().await else { return false };
+async fn judge_and_publish(
+    shared: &Shared,
+    span: Span,
+    message: jetstream::Message,
+    context: &TraceContext,
+) -> bool {
+    let Ok(_slot) = shared.slots.acquire().await else {
+        return false;
+    };
     shared.metrics.in_flight.inc();
     let results = shared.judges.evaluate(&span, context).await;
     for result in &results {
@@ -245,7 +308,11 @@ async fn judge_and_publish(shared: &Shared, span: Span, message: jetstream::Mess
         .iter()
         .map(|key| (key.clone(), span.attribute_text(key).unwrap_or_default()))
         .collect();
-    let model = span.ai.response_model.clone().or_else(|| span.ai.request_model.clone());
+    let model = span
+        .ai
+        .response_model
+        .clone()
+        .or_else(|| span.ai.request_model.clone());
     let scored_at = now_nanos();
     let mut records: Vec<(String, EvaluationRecord)> = results
         .into_iter()
@@ -283,7 +350,9 @@ async fn judge_and_publish(shared: &Shared, span: Span, message: jetstream::Mess
         ack(message).await;
     } else {
         // Not stored: let JetStream redeliver it; the same ids make a second run idempotent.
-        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
     }
     shared.metrics.in_flight.dec();
     stored
@@ -295,9 +364,20 @@ async fn publish_records(shared: &Shared, records: &[(String, EvaluationRecord)]
         let mut acks = Vec::with_capacity(records.len());
         let mut failed = false;
         for (judge, record) in records {
-            let Ok(payload) = serde_json::to_vec(record) else { continue };
+            let Ok(payload) = serde_json::to_vec(record) else {
+                continue;
+            };
             let subject = shared.names.scores_subject(&shared.settings.policy, judge);
-            match shared.js.send_publish(subject, PublishMessage::build().payload(payload.into()).message_id(record.id())).await {
+            match shared
+                .js
+                .send_publish(
+                    subject,
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(record.id()),
+                )
+                .await
+            {
                 Ok(ack) => acks.push(ack),
                 Err(_) => {
                     failed = true;
@@ -308,13 +388,19 @@ async fn publish_records(shared: &Shared, records: &[(String, EvaluationRecord)]
         if !failed {
             let results = join_all(acks.into_iter().map(|a| a.into_future())).await;
             if results.iter().all(Result::is_ok) {
-                shared.metrics.records_published.inc_by(records.len() as u64);
+                shared
+                    .metrics
+                    .records_published
+                    .inc_by(records.len() as u64);
                 return true;
             }
         }
         shared.metrics.publish_failures.inc();
         if attempt == 0 {
-            tracing::warn!(event = "score_publish_failed", "publishing scores failed; retrying");
+            tracing::warn!(
+                event = "score_publish_failed",
+                "publishing scores failed; retrying"
+            );
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
@@ -331,16 +417,25 @@ async fn ack(message: jetstream::Message) {
 /// An undecodable span: retried a few times (a transient corruption), then moved to the
 /// dead-letter stream with the reason, and acknowledged.
 async fn poison(shared: &Shared, message: jetstream::Message, reason: String) {
-    let delivered = message.info().map(|i| i.delivered).unwrap_or(MAX_DELIVERIES);
+    let delivered = message
+        .info()
+        .map(|i| i.delivered)
+        .unwrap_or(MAX_DELIVERIES);
     if delivered < MAX_DELIVERIES {
-        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
         return;
     }
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Umpire-Reason", reason.as_str());
     headers.insert("Umpire-Subject", message.subject.as_str());
     let subject = shared.names.dead_letter_subject(&shared.settings.policy);
-    let stored = match shared.js.publish_with_headers(subject, headers, message.payload.clone()).await {
+    let stored = match shared
+        .js
+        .publish_with_headers(subject, headers, message.payload.clone())
+        .await
+    {
         Ok(ack) => ack.await.is_ok(),
         Err(_) => false,
     };
@@ -349,11 +444,17 @@ async fn poison(shared: &Shared, message: jetstream::Message, reason: String) {
         tracing::error!(event = "dead_letter", reason = %reason, delivered, "moved an undecodable span to the dead-letter stream");
         let _ = message.ack_with(AckKind::Term).await;
     } else {
-        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
     }
 }
 
-async fn fetch(consumer: consumer::PullConsumer, tx: mpsc::Sender<jetstream::Message>, stop: CancellationToken) {
+async fn fetch(
+    consumer: consumer::PullConsumer,
+    tx: mpsc::Sender<jetstream::Message>,
+    stop: CancellationToken,
+) {
     let mut failures = 0u32;
     while !stop.is_cancelled() {
         let stream = consumer

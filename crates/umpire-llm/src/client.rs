@@ -2,8 +2,14 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use rand::RngExt;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use umpire_core::judge::llm::{
     ChatBackend, ChatError, ChatFuture, ChatRequest, ChatResponse, ResponseFormat,
@@ -40,20 +46,37 @@ impl ClientSettings {
     }
 }
 
+/// Largest reply body read (a verdict is a few hundred bytes).
+const MAX_REPLY_BYTES: usize = 4 << 20;
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 pub struct OpenAiClient {
-    http: reqwest::Client,
+    http: HttpsClient,
     url: String,
     settings: ClientSettings,
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up TLS for the judge client: {0}")]
+pub struct ClientSetupError(String);
+
 impl OpenAiClient {
-    pub fn new(settings: ClientSettings) -> Result<Self, reqwest::Error> {
-        // One process-wide TLS provider (ring, as kube uses); installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
+    /// HTTP/1.1 and HTTP/2 over TLS with rustls and ring (as kube uses), trusting the Mozilla
+    /// root set compiled in, so judge endpoints work from minimal container images.
+    pub fn new(settings: ClientSettings) -> Result<Self, ClientSetupError> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .map_err(|e| ClientSetupError(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
-            .build()?;
+            .build(https);
         let url = format!(
             "{}/chat/completions",
             settings.base_url.trim_end_matches('/')
@@ -109,31 +132,51 @@ impl OpenAiClient {
     }
 
     async fn attempt(&self, body: &Value) -> Attempt {
-        let mut request = self.http.post(&self.url).json(body);
-        if let Some(key) = &self.settings.api_key {
-            request = request.bearer_auth(key.expose());
+        let timeout = self.settings.timeout;
+        match tokio::time::timeout(timeout, self.exchange(body)).await {
+            Ok(Ok((status, retry_after, text))) => self.classify(status, retry_after, &text),
+            Ok(Err(error)) => Attempt::Retry(error, None),
+            Err(_) => Attempt::Retry(ChatError::Timeout(timeout), None),
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) if e.is_timeout() => {
-                return Attempt::Retry(ChatError::Timeout(self.settings.timeout), None);
-            }
-            Err(e) => return Attempt::Retry(ChatError::Transport(without_url(&e)), None),
-        };
+    }
+
+    /// One request and its whole (bounded) reply.
+    async fn exchange(
+        &self,
+        body: &Value,
+    ) -> Result<(StatusCode, Option<Duration>, String), ChatError> {
+        let mut request = Request::post(&self.url).header(CONTENT_TYPE, "application/json");
+        if let Some(key) = &self.settings.api_key {
+            request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| ChatError::Transport(format!("building the request: {e}")))?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| ChatError::Transport(transport_reason(&e)))?;
         let status = response.status();
         let retry_after = response
             .headers()
-            .get(reqwest::header::RETRY_AFTER)
+            .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(60)));
-        let text = match response.text().await {
-            Ok(text) => text,
-            Err(e) if e.is_timeout() => {
-                return Attempt::Retry(ChatError::Timeout(self.settings.timeout), None);
-            }
-            Err(e) => return Attempt::Retry(ChatError::Transport(without_url(&e)), None),
-        };
+        let bytes = Limited::new(response.into_body(), MAX_REPLY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| ChatError::Transport(format!("reading the reply: {e}")))?
+            .to_bytes();
+        Ok((
+            status,
+            retry_after,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
+    }
+
+    fn classify(&self, status: StatusCode, retry_after: Option<Duration>, text: &str) -> Attempt {
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Attempt::Retry(ChatError::RateLimited, retry_after);
         }
@@ -141,7 +184,7 @@ impl OpenAiClient {
             return Attempt::Retry(
                 ChatError::Upstream {
                     status: status.as_u16(),
-                    message: snippet(&text),
+                    message: snippet(text),
                 },
                 retry_after,
             );
@@ -158,11 +201,11 @@ impl OpenAiClient {
                 || lower.contains("json_object");
             return Attempt::Done(Err(ChatError::BadRequest {
                 status: status.as_u16(),
-                message: snippet(&text),
+                message: snippet(text),
                 response_format_rejected: format_rejected,
             }));
         }
-        Attempt::Done(parse_completion(&text))
+        Attempt::Done(parse_completion(text))
     }
 }
 
@@ -217,14 +260,12 @@ fn parse_completion(text: &str) -> Result<ChatResponse, ChatError> {
     })
 }
 
-/// reqwest errors print the URL, which may embed credentials; keep the kind only.
-fn without_url(error: &reqwest::Error) -> String {
+/// The cause of a failed exchange, without the URL (which may embed credentials).
+fn transport_reason(error: &hyper_util::client::legacy::Error) -> String {
     let kind = if error.is_connect() {
         "connection failed"
-    } else if error.is_request() {
-        "request failed"
     } else {
-        "transport error"
+        "request failed"
     };
     let detail = std::error::Error::source(error)
         .map(ToString::to_string)

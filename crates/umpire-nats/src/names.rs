@@ -72,7 +72,10 @@ impl ProjectNames {
 
     /// `umpire.scores.<ns>.<project>.<policy>.<judge>`, or `.._span` for span observations.
     pub fn scores_subject(&self, policy: &str, judge: &str) -> String {
-        format!("umpire.scores.{}.{}.{policy}.{judge}", self.namespace, self.project)
+        format!(
+            "umpire.scores.{}.{}.{policy}.{judge}",
+            self.namespace, self.project
+        )
     }
 
     pub fn scores_wildcard(&self) -> String {
@@ -80,7 +83,10 @@ impl ProjectNames {
     }
 
     pub fn policy_scores_wildcard(&self, policy: &str) -> String {
-        format!("umpire.scores.{}.{}.{policy}.>", self.namespace, self.project)
+        format!(
+            "umpire.scores.{}.{}.{policy}.>",
+            self.namespace, self.project
+        )
     }
 
     /// Span messages an evaluator could not decode, after its retries.

@@ -1,0 +1,428 @@
+//! The evaluator end to end: spans ingested by the real ingest worker are judged (code judges
+//! and an LLM judge served by the test kit's OpenAI-compatible server), and the scores land
+//! in JetStream with the values checked by hand against the fixture.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use umpire_core::judge::{JudgeErrorKind, Outcome};
+use umpire_core::score::EvaluationRecord;
+use umpire_evaluator::config::EvaluatorConfig;
+use umpire_ingest::config::{IngestConfig, ListenAddresses};
+use umpire_nats::connect::NatsSettings;
+use umpire_testkit::judge::JudgeServer;
+use umpire_testkit::nats::{NatsServer, read_stream};
+use umpire_testkit::wait::eventually;
+
+const NAMESPACE: &str = "team";
+const PROJECT: &str = "bot";
+const SCORES: &str = "UMPIRE_SCORES_team_bot";
+
+async fn start_ingest(nats: &NatsServer) -> (String, CancellationToken) {
+    let config = IngestConfig {
+        namespace: NAMESPACE.into(),
+        project: PROJECT.into(),
+        spec: serde_json::from_value(json!({"sampling": {"decisionWait": "200ms"}})).unwrap(),
+        nats: NatsSettings {
+            url: nats.url(),
+            credentials_file: None,
+        },
+        listen: ListenAddresses {
+            grpc: "127.0.0.1:0".parse().unwrap(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
+        },
+        auth_token_file: None,
+        member_id: Some("ingest-0".into()),
+        partitions: 4,
+        intake_max_bytes: 64 << 20,
+        intake_ack_wait: Some(Duration::from_secs(5)),
+        lease_ttl: Some(Duration::from_secs(3)),
+    };
+    let shutdown = CancellationToken::new();
+    let running = umpire_ingest::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    let ready = format!("http://{}/readyz", running.admin_addr);
+    eventually("ingest ready", Duration::from_secs(20), || {
+        let url = ready.clone();
+        async move { (reqwest::get(&url).await.ok()?.status() == 200).then_some(()) }
+    })
+    .await;
+    let metrics = format!("http://{}/metrics", running.admin_addr);
+    eventually(
+        "ingest owns its partitions",
+        Duration::from_secs(20),
+        || {
+            let url = metrics.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?
+                    .contains("umpire_ingest_partitions_owned 4")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    (format!("http://{}/v1/traces", running.http_addr), shutdown)
+}
+
+fn secrets(dir: &Path) -> PathBuf {
+    let secret = dir.join("secrets/judge-key");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("api-key"), "sk-evaluator-test\n").unwrap();
+    dir.join("secrets")
+}
+
+fn policy(judge_url: &str) -> Value {
+    json!({
+        "projectRef": {"name": PROJECT},
+        "select": {"kinds": ["LLM"]},
+        "judges": [
+            {"name": "valid-json", "json": {}},
+            {"name": "fast", "latency": {"maxMs": 60000}},
+            {"name": "grounded", "llm": {
+                "template": "groundedness", "endpoint": judge_url, "model": "judge-7b",
+                "apiKeySecretRef": {"name": "judge-key", "key": "api-key"}, "maxRetries": 1, "timeout": "5s"
+            }}
+        ],
+        "alerts": [{"name": "drop", "metric": {"judge": "grounded", "aggregate": "mean"}, "window": "10m",
+                    "groupBy": ["llm.model_name"], "condition": {"below": 0.5}, "severity": "info", "route": "hook"}],
+        "routes": [{"name": "hook", "webhook": {"url": "http://hooks.example/x"}}]
+    })
+}
+
+async fn start_evaluator(
+    nats: &NatsServer,
+    spec: Value,
+    secret_dir: PathBuf,
+) -> (
+    String,
+    CancellationToken,
+    umpire_evaluator::RunningEvaluator,
+) {
+    let config = EvaluatorConfig {
+        namespace: NAMESPACE.into(),
+        policy: "quality".into(),
+        spec: serde_json::from_value(spec).unwrap(),
+        nats: NatsSettings {
+            url: nats.url(),
+            credentials_file: None,
+        },
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        secret_dir: Some(secret_dir),
+        config_map_dir: None,
+        trace_settle: Some(Duration::from_millis(500)),
+        ack_wait: Some(Duration::from_secs(10)),
+    };
+    let shutdown = CancellationToken::new();
+    let running = umpire_evaluator::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    let admin = format!("http://{}", running.admin_addr);
+    let ready = format!("{admin}/readyz");
+    eventually("evaluator ready", Duration::from_secs(20), || {
+        let url = ready.clone();
+        async move { (reqwest::get(&url).await.ok()?.status() == 200).then_some(()) }
+    })
+    .await;
+    (admin, shutdown, running)
+}
+
+async fn scores(
+    js: &jetstream::Context,
+    count: usize,
+) -> Vec<(String, EvaluationRecord, Option<String>)> {
+    eventually(
+        &format!("{count} evaluation records"),
+        Duration::from_secs(60),
+        || async move {
+            let stored = js
+                .get_stream(SCORES)
+                .await
+                .ok()?
+                .info()
+                .await
+                .ok()?
+                .state
+                .messages as usize;
+            (stored >= count).then_some(())
+        },
+    )
+    .await;
+    read_stream(js, SCORES)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            (
+                m.subject,
+                serde_json::from_slice(&m.payload).unwrap(),
+                m.message_id,
+            )
+        })
+        .collect()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/otlp")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judges_ingested_spans_and_stores_hand_checked_scores() {
+    let nats = NatsServer::start().unwrap();
+    let judge = JudgeServer::start().await.unwrap();
+    judge.require_key("sk-evaluator-test");
+    // The documents say 30 days; answers claiming 90 days are not grounded in them.
+    judge.set_verdict(|request| {
+        if request.prompt().contains("90 days") {
+            "ungrounded".into()
+        } else {
+            "grounded".into()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (ingest_url, ingest_stop) = start_ingest(&nats).await;
+    let (admin, evaluator_stop, evaluator) =
+        start_evaluator(&nats, policy(&judge.url()), secrets(dir.path())).await;
+
+    let response = reqwest::Client::new()
+        .post(&ingest_url)
+        .header("content-type", "application/x-protobuf")
+        .body(fixture("openinference-00.pb"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // 12 LLM spans × 3 judges + 12 span observations.
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let records = scores(&js, 48).await;
+    assert_eq!(records.len(), 48);
+    let ids: BTreeSet<&str> = records.iter().map(|(_, r, _)| r.id()).collect();
+    assert_eq!(ids.len(), 48, "idempotent ids are unique per (span, judge)");
+    assert!(
+        records
+            .iter()
+            .all(|(_, r, id)| id.as_deref() == Some(r.id())),
+        "Nats-Msg-Id is the record id"
+    );
+
+    let mut by_judge: BTreeMap<String, Vec<&Outcome>> = BTreeMap::new();
+    for (subject, record, _) in &records {
+        match record {
+            EvaluationRecord::Score(score) => {
+                assert_eq!(
+                    subject,
+                    &format!("umpire.scores.team.bot.quality.{}", score.judge)
+                );
+                assert!(score.groups.contains_key("llm.model_name"));
+                by_judge
+                    .entry(score.judge.clone())
+                    .or_default()
+                    .push(&score.outcome);
+            }
+            EvaluationRecord::Span(observation) => {
+                assert_eq!(subject, "umpire.scores.team.bot.quality._span");
+                assert!(observation.latency_ms >= 0.0);
+            }
+        }
+    }
+    let tally = |judge: &str| {
+        let outcomes = &by_judge[judge];
+        let passed = outcomes
+            .iter()
+            .filter(|o| o.verdict().is_some_and(|v| v.passed))
+            .count();
+        let failed = outcomes
+            .iter()
+            .filter(|o| o.verdict().is_some_and(|v| !v.passed))
+            .count();
+        let missing = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Failed(f) if f.kind == JudgeErrorKind::MissingField))
+            .count();
+        (passed, failed, missing)
+    };
+    // Hand-checked against the fixture: 12 LLM spans — 5 answer "90 days", 3 other texts,
+    // 1 tool call without text, 3 failed calls without output.
+    assert_eq!(tally("grounded"), (3, 5, 4));
+    assert_eq!(tally("valid-json"), (1, 7, 4));
+    assert_eq!(tally("fast"), (12, 0, 0));
+
+    // The groundedness prompt carried the documents of the trace's retriever span.
+    let requests = judge.requests();
+    assert_eq!(requests.len(), 8, "one request per LLM span with an output");
+    assert!(requests.iter().all(|r| {
+        r.prompt()
+            .contains("[kb-0] Refunds are accepted within 30 days of delivery with a receipt.")
+    }));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.headers["authorization"] == "Bearer sk-evaluator-test")
+    );
+    assert!(requests.iter().all(|r| r.body["model"] == "judge-7b"));
+
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("umpire_evaluator_judgements_total{judge=\"grounded\",outcome=\"fail\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "umpire_evaluator_judge_errors_total{judge=\"grounded\",kind=\"missing_field\"} 4"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "umpire_evaluator_llm_tokens_total{judge=\"grounded\",direction=\"input\"} 960"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("sk-evaluator-test"));
+
+    evaluator_stop.cancel();
+    evaluator.wait().await;
+    ingest_stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judge_outages_are_recorded_errors_not_scores() {
+    let nats = NatsServer::start().unwrap();
+    let judge = JudgeServer::start().await.unwrap();
+    for _ in 0..100 {
+        judge.push(umpire_testkit::judge::Scripted::Status {
+            code: 503,
+            retry_after: None,
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ingest_url, ingest_stop) = start_ingest(&nats).await;
+    let spec = json!({
+        "projectRef": {"name": PROJECT},
+        "select": {"kinds": ["chat"]},
+        "judges": [{"name": "relevant", "llm": {"template": "answerRelevance", "endpoint": judge.url(), "model": "m", "maxRetries": 1}}]
+    });
+    let (admin, stop, evaluator) = start_evaluator(&nats, spec, secrets(dir.path())).await;
+    reqwest::Client::new()
+        .post(&ingest_url)
+        .header("content-type", "application/json")
+        .body(fixture("openllmetry-00.json"))
+        .send()
+        .await
+        .unwrap();
+    // 12 chat spans: 10 with text output get judged (and fail upstream); the failed call and
+    // the tool-call turn have no text.
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let records = scores(&js, 24).await;
+    let kinds: Vec<JudgeErrorKind> = records
+        .iter()
+        .filter_map(|(_, r, _)| match r {
+            EvaluationRecord::Score(s) => match &s.outcome {
+                Outcome::Failed(f) => Some(f.kind),
+                other => panic!("an outage must not produce a score: {other:?}"),
+            },
+            EvaluationRecord::Span(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == JudgeErrorKind::Upstream)
+            .count(),
+        10
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == JudgeErrorKind::MissingField)
+            .count(),
+        2
+    );
+    assert_eq!(
+        judge.requests().len(),
+        20,
+        "each judged span: one try and one retry"
+    );
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "umpire_evaluator_judge_errors_total{judge=\"relevant\",kind=\"upstream\"} 10"
+        ),
+        "{metrics}"
+    );
+    stop.cancel();
+    evaluator.wait().await;
+    ingest_stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_spans_go_to_the_dead_letter_stream() {
+    let nats = NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_ingest_url, ingest_stop) = start_ingest(&nats).await;
+    let spec = json!({"projectRef": {"name": PROJECT}, "judges": [{"name": "fast", "latency": {"maxMs": 1000}}]});
+    let (admin, stop, evaluator) = start_evaluator(&nats, spec, secrets(dir.path())).await;
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.publish("umpire.spans.team.bot.llm.chat", "not a span".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually("the dead letter", Duration::from_secs(60), || async {
+        let stored = js
+            .get_stream("UMPIRE_DLQ_team_bot")
+            .await
+            .ok()?
+            .info()
+            .await
+            .ok()?
+            .state
+            .messages;
+        (stored == 1).then_some(())
+    })
+    .await;
+    let letters = read_stream(&js, "UMPIRE_DLQ_team_bot").await.unwrap();
+    assert_eq!(letters[0].payload, b"not a span");
+    assert_eq!(letters[0].subject, "umpire.dlq.team.bot.quality");
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("umpire_evaluator_dead_letters_total 1"),
+        "{metrics}"
+    );
+    stop.cancel();
+    evaluator.wait().await;
+    ingest_stop.cancel();
+}
