@@ -69,6 +69,15 @@ impl UmpireProcess {
         }
     }
 
+    /// Kills the process at once (SIGKILL): a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+            self.log.push(line);
+        }
+    }
+
     /// Sends SIGTERM (as Kubernetes does) and returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let pid = self.child.id().to_string();

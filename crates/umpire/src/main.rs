@@ -33,6 +33,10 @@ enum Command {
     /// Run the ingest worker for one TraceProject: OTLP in, sampled and redacted spans out
     /// to JetStream.
     Ingest(commands::ingest::Args),
+    /// Run the evaluator for one EvalPolicy: judge its spans from JetStream, publish scores.
+    Evaluator(commands::evaluator::Args),
+    /// Run a policy's judges offline over recorded spans and gate on pass rates (for CI).
+    Eval(commands::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,8 @@ fn main() -> ExitCode {
         Command::Crdgen(args) => commands::crdgen::run(&args),
         Command::Check(args) => commands::check::run(&args),
         Command::Ingest(args) => commands::ingest::run(&args),
+        Command::Evaluator(args) => commands::evaluator::run(&args),
+        Command::Eval(args) => commands::eval::run(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -1,0 +1,333 @@
+//! `umpire eval --policy FILE --spans FILE...`: run a policy's judges offline over recorded
+//! spans and gate on pass rates — the CI check for prompt and model changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+use umpire_core::ids::TraceId;
+use umpire_core::judge::{Outcome, TraceContext};
+use umpire_core::span::Span;
+use umpire_evaluator::config::{manifest_parts, plan_policy};
+use umpire_evaluator::judging::PolicyJudges;
+use umpire_evaluator::references::MountedReferences;
+use umpire_otlp::decode::{Encoding, decode_request};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A file holding the EvalPolicy (other documents in it are ignored).
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Recorded spans: OTLP protobuf (`.pb`), OTLP/JSON (`.json`), or JSON lines (`.jsonl`)
+    /// of OTLP/JSON exports or normalised spans. Folders are searched.
+    #[arg(long, value_name = "FILE", required = true, num_args = 1..)]
+    spans: Vec<PathBuf>,
+    /// `table` (default) or `json`.
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Exit 1 unless every judge's pass rate is at least RATE (0–1).
+    #[arg(long, value_name = "RATE")]
+    fail_under: Option<f64>,
+    /// Exit 1 unless JUDGE's pass rate is at least RATE; repeatable.
+    #[arg(long, value_name = "JUDGE=RATE")]
+    min_pass_rate: Vec<String>,
+    /// Secrets laid out as `<dir>/<secret>/<key>` (judge API keys). Without it,
+    /// UMPIRE_JUDGE_API_KEY is sent to LLM judges.
+    #[arg(long)]
+    secret_dir: Option<PathBuf>,
+    /// ConfigMaps laid out as `<dir>/<configmap>/<key>` (JSON Schemas for `schemaRef`).
+    #[arg(long)]
+    config_map_dir: Option<PathBuf>,
+    /// Apply the policy's samplePercentage (by default every matching span is judged).
+    #[arg(long)]
+    respect_sampling: bool,
+    /// Spans judged at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JudgeReport {
+    judge: String,
+    kind: String,
+    spans: u64,
+    scored: u64,
+    passed: u64,
+    pass_rate: Option<f64>,
+    mean_score: Option<f64>,
+    errors: u64,
+    errors_by_kind: BTreeMap<String, u64>,
+    skipped: u64,
+    #[serde(skip)]
+    score_sum: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    policy: String,
+    spans_read: usize,
+    spans_selected: usize,
+    judges: Vec<JudgeReport>,
+    gate_failures: Vec<String>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let (name, policy) = read_policy(&args.policy)?;
+    let (namespace, _, spec) = manifest_parts(&policy).map_err(anyhow::Error::msg)?;
+    let references = MountedReferences {
+        config_maps: args.config_map_dir.clone(),
+        secrets: args.secret_dir.clone(),
+    };
+    for judge in &spec.judges {
+        if let Some(reference) = judge.json.as_ref().and_then(|j| j.schema_ref.as_ref())
+            && args.config_map_dir.is_none()
+        {
+            bail!(
+                "judge {} validates against ConfigMap {}/{}: pass --config-map-dir with <dir>/{}/{}",
+                judge.name,
+                reference.config_map,
+                reference.key,
+                reference.config_map,
+                reference.key
+            );
+        }
+    }
+    let plan = plan_policy(&namespace, &name, &spec, &references)?;
+    let thresholds = thresholds(args)?;
+    let spans = read_spans(&args.spans)?;
+    let mut contexts: HashMap<TraceId, TraceContext> = HashMap::new();
+    for span in &spans {
+        contexts.entry(span.trace_id).or_default().add(span);
+    }
+    let selected: Vec<&Span> = spans
+        .iter()
+        .filter(|s| plan.selector.selects(s, args.respect_sampling))
+        .collect();
+
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(async {
+        let judges = Arc::new(PolicyJudges::new(
+            &plan,
+            &references,
+            std::env::var("UMPIRE_JUDGE_API_KEY")
+                .ok()
+                .map(umpire_llm::ApiKey::new),
+        )?);
+        let mut reports: Vec<JudgeReport> = judges
+            .judges()
+            .iter()
+            .map(|j| JudgeReport {
+                judge: j.name.clone(),
+                kind: j.kind.to_owned(),
+                ..JudgeReport::default()
+            })
+            .collect();
+        let contexts = &contexts;
+        let mut results = futures::stream::iter(selected.iter().map(|span| {
+            let judges = judges.clone();
+            async move { judges.evaluate(span, &contexts[&span.trace_id]).await }
+        }))
+        .buffer_unordered(args.concurrency.max(1));
+        while let Some(results) = results.next().await {
+            for (report, result) in reports.iter_mut().zip(results) {
+                report.spans += 1;
+                match result.outcome {
+                    Outcome::Scored(verdict) => {
+                        report.scored += 1;
+                        report.passed += u64::from(verdict.passed);
+                        report.score_sum += verdict.value;
+                    }
+                    Outcome::Failed(failure) => {
+                        report.errors += 1;
+                        *report
+                            .errors_by_kind
+                            .entry(failure.kind.as_str().to_owned())
+                            .or_default() += 1;
+                    }
+                    Outcome::Skipped { .. } => report.skipped += 1,
+                }
+            }
+        }
+        for report in &mut reports {
+            if report.scored > 0 {
+                report.pass_rate = Some(report.passed as f64 / report.scored as f64);
+                report.mean_score = Some(report.score_sum / report.scored as f64);
+            }
+        }
+        anyhow::Ok(reports)
+    })?;
+
+    let mut gate_failures = Vec::new();
+    for judge in &report {
+        let minimum = thresholds.get(&judge.judge).copied().or(args.fail_under);
+        if let Some(minimum) = minimum {
+            match judge.pass_rate {
+                Some(rate) if rate >= minimum => {}
+                Some(rate) => {
+                    gate_failures.push(format!("{}: pass rate {rate:.3} < {minimum}", judge.judge))
+                }
+                None => gate_failures.push(format!(
+                    "{}: no verdicts (0 scored), needed pass rate {minimum}",
+                    judge.judge
+                )),
+            }
+        }
+    }
+    for judge in thresholds.keys() {
+        if !report.iter().any(|r| &r.judge == judge) {
+            gate_failures.push(format!("{judge}: no such judge in the policy"));
+        }
+    }
+    let report = Report {
+        policy: name,
+        spans_read: spans.len(),
+        spans_selected: selected.len(),
+        judges: report,
+        gate_failures,
+    };
+    match args.format.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+        _ => print_table(&report),
+    }
+    Ok(if report.gate_failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn thresholds(args: &Args) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut thresholds = BTreeMap::new();
+    for entry in &args.min_pass_rate {
+        let (judge, rate) = entry
+            .split_once('=')
+            .with_context(|| format!("--min-pass-rate {entry:?}: expected JUDGE=RATE"))?;
+        let rate: f64 = rate
+            .parse()
+            .with_context(|| format!("--min-pass-rate {entry:?}: RATE must be a number"))?;
+        thresholds.insert(judge.to_owned(), rate);
+    }
+    Ok(thresholds)
+}
+
+fn print_table(report: &Report) {
+    println!(
+        "policy {}: {} spans read, {} selected",
+        report.policy, report.spans_read, report.spans_selected
+    );
+    println!(
+        "{:<24} {:<12} {:>6} {:>7} {:>10} {:>7} {:>7} {:>8}",
+        "JUDGE", "KIND", "SPANS", "SCORED", "PASS RATE", "MEAN", "ERRORS", "SKIPPED"
+    );
+    for j in &report.judges {
+        let rate = j
+            .pass_rate
+            .map(|r| format!("{:.1}%", r * 100.0))
+            .unwrap_or_else(|| "-".into());
+        let mean = j
+            .mean_score
+            .map(|m| format!("{m:.3}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:<12} {:>6} {:>7} {:>10} {:>7} {:>7} {:>8}",
+            j.judge, j.kind, j.spans, j.scored, rate, mean, j.errors, j.skipped
+        );
+        for (kind, count) in &j.errors_by_kind {
+            println!("{:<24}   error {kind}: {count}", "");
+        }
+    }
+    if report.gate_failures.is_empty() {
+        println!("gate: passed");
+    } else {
+        for failure in &report.gate_failures {
+            println!("gate failed: {failure}");
+        }
+    }
+}
+
+fn read_policy(path: &Path) -> anyhow::Result<(String, Value)> {
+    for document in umpire_api::manifest::read_documents(path)? {
+        let document = document?;
+        if document.object.get("kind").and_then(Value::as_str) == Some("EvalPolicy") {
+            let name = document
+                .object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("policy")
+                .to_owned();
+            return Ok((name, document.object));
+        }
+    }
+    bail!("{} holds no EvalPolicy", path.display())
+}
+
+fn read_spans(paths: &[PathBuf]) -> anyhow::Result<Vec<Span>> {
+    let mut spans = Vec::new();
+    for path in paths {
+        let files = if path.is_dir() {
+            files_under(path)?
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let extension = file
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default();
+            let context = || format!("{}: not a recorded OTLP export", file.display());
+            match extension {
+                "pb" => spans.extend(otlp(&bytes, Encoding::Protobuf).with_context(context)?),
+                "jsonl" | "ndjson" => {
+                    for (number, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        let located = || format!("{}:{}", file.display(), number + 1);
+                        if line.contains("\"resourceSpans\"") {
+                            spans.extend(
+                                otlp(line.as_bytes(), Encoding::Json).with_context(located)?,
+                            );
+                        } else {
+                            spans.push(serde_json::from_str(line).with_context(located)?);
+                        }
+                    }
+                }
+                _ => spans.extend(otlp(&bytes, Encoding::Json).with_context(context)?),
+            }
+        }
+    }
+    Ok(spans)
+}
+
+fn otlp(bytes: &[u8], encoding: Encoding) -> anyhow::Result<Vec<Span>> {
+    let request = decode_request(bytes, encoding)?;
+    Ok(umpire_otlp::convert::domain_spans(&request).0)
+}
+
+fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            files.extend(files_under(&entry)?);
+        } else if matches!(
+            entry.extension().and_then(|e| e.to_str()),
+            Some("pb" | "json" | "jsonl" | "ndjson")
+        ) {
+            files.push(entry);
+        }
+    }
+    Ok(files)
+}

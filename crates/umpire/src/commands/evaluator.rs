@@ -1,0 +1,62 @@
+//! `umpire evaluator --config FILE`: the evaluator worker for one EvalPolicy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use umpire_evaluator::config::{EvaluatorConfig, RuntimeDefaults};
+use umpire_nats::connect::NatsSettings;
+use umpire_runtime::telemetry::{self, LogFormat};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// An evaluator config (as the controller renders it) or an EvalPolicy manifest.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// NATS URL, used when --config is an EvalPolicy manifest.
+    #[arg(long, env = "UMPIRE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// NATS credentials file, used when --config is an EvalPolicy manifest.
+    #[arg(long, env = "UMPIRE_NATS_CREDENTIALS")]
+    nats_credentials: Option<PathBuf>,
+    /// Secrets laid out as `<dir>/<secret>/<key>` (judge API keys), for a manifest.
+    #[arg(long)]
+    secret_dir: Option<PathBuf>,
+    /// ConfigMaps laid out as `<dir>/<configmap>/<key>` (JSON Schemas), for a manifest.
+    #[arg(long)]
+    config_map_dir: Option<PathBuf>,
+    /// Admin (metrics, health) listen address, for a manifest.
+    #[arg(long, default_value = "0.0.0.0:9465")]
+    admin_listen: SocketAddr,
+    /// Human-readable logs instead of JSON lines.
+    #[arg(long)]
+    text_logs: bool,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    telemetry::init(if args.text_logs {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let defaults = RuntimeDefaults {
+        nats: NatsSettings {
+            url: args.nats_url.clone(),
+            credentials_file: args.nats_credentials.clone(),
+        },
+        admin_listen: args.admin_listen,
+        secret_dir: args.secret_dir.clone(),
+        config_map_dir: args.config_map_dir.clone(),
+    };
+    let config = EvaluatorConfig::load(&args.config, &defaults)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        umpire_runtime::shutdown::cancel_on_signal(shutdown.clone());
+        let running = umpire_evaluator::start(config, shutdown).await?;
+        running.wait().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

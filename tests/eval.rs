@@ -1,0 +1,155 @@
+//! `umpire eval`: a policy's judges over recorded spans, as a CI gate.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use umpire_testkit::judge::JudgeServer;
+
+fn policy(dir: &Path, judge_url: &str) -> std::path::PathBuf {
+    let path = dir.join("policy.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+apiVersion: umpire.dev/v1alpha1
+kind: EvalPolicy
+metadata: {{name: golden, namespace: ci}}
+spec:
+  projectRef: {{name: bot}}
+  select: {{kinds: [LLM]}}
+  judges:
+    - {{name: valid-json, json: {{}}}}
+    - {{name: no-errors, errorStatus: {{}}}}
+    - name: grounded
+      llm: {{template: groundedness, endpoint: "{judge_url}", model: judge-7b, maxRetries: 0}}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn eval(args: &[&str]) -> (Option<i32>, String) {
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/otlp/openinference-00.pb");
+    let output = Command::new(env!("CARGO_BIN_EXE_umpire"))
+        .arg("eval")
+        .arg("--spans")
+        .arg(fixtures)
+        .args(args)
+        .env("UMPIRE_JUDGE_API_KEY", "sk-ci-key")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prints_per_judge_results_and_gates_on_pass_rates() {
+    let judge = JudgeServer::start().await.unwrap();
+    judge.require_key("sk-ci-key");
+    judge.set_verdict(|request| {
+        if request.prompt().contains("90 days") {
+            "ungrounded".into()
+        } else {
+            "grounded".into()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy(dir.path(), &judge.url());
+    let policy = policy.to_str().unwrap();
+
+    let (code, table) = tokio::task::spawn_blocking({
+        let policy = policy.to_owned();
+        move || eval(&["--policy", &policy])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{table}");
+    assert!(
+        table.contains("policy golden: 36 spans read, 12 selected"),
+        "{table}"
+    );
+    let grounded = table.lines().find(|l| l.starts_with("grounded")).unwrap();
+    // 12 LLM spans: 8 with an output (5 contradict the documents), 4 without.
+    assert_eq!(
+        grounded.split_whitespace().collect::<Vec<_>>(),
+        ["grounded", "llm", "12", "8", "37.5%", "0.375", "4", "0"]
+    );
+    assert!(table.contains("error missing_field: 4"));
+
+    let (code, json) = tokio::task::spawn_blocking({
+        let policy = policy.to_owned();
+        move || {
+            eval(&[
+                "--policy",
+                &policy,
+                "--format",
+                "json",
+                "--fail-under",
+                "0.3",
+                "--min-pass-rate",
+                "grounded=0.5",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{json}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    let failures: Vec<&str> = report["gateFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            "valid-json: pass rate 0.125 < 0.3",
+            "grounded: pass rate 0.375 < 0.5"
+        ]
+    );
+    let no_errors = report["judges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["judge"] == "no-errors")
+        .unwrap();
+    assert_eq!(
+        (no_errors["scored"].as_u64(), no_errors["passed"].as_u64()),
+        (Some(12), Some(9))
+    );
+
+    let (code, _) = tokio::task::spawn_blocking({
+        let policy = policy.to_owned();
+        move || eval(&["--policy", &policy, "--fail-under", "0.1"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0));
+    assert!(
+        judge
+            .requests()
+            .iter()
+            .all(|r| r.headers["authorization"] == "Bearer sk-ci-key")
+    );
+}
+
+#[test]
+fn refuses_invalid_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "apiVersion: umpire.dev/v1alpha1\nkind: EvalPolicy\nmetadata: {name: p}\nspec:\n  projectRef: {name: b}\n  judges: [{name: x}]\n").unwrap();
+    let (code, output) = eval(&["--policy", path.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        output.contains("a judge needs exactly one kind"),
+        "{output}"
+    );
+}
