@@ -14,9 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::ids::TraceId;
 use umpire_core::judge::TraceContext;
-use umpire_core::score::{
-    EvaluationRecord, ScoreRecord, SpanObservation, observation_id, score_id,
-};
+use umpire_core::score::{JudgeScore, SpanEvaluation};
 use umpire_core::select::SpanSelector;
 use umpire_core::span::Span;
 use umpire_nats::names::ProjectNames;
@@ -28,8 +26,6 @@ use crate::metrics::EvaluatorMetrics;
 pub const MAX_DELIVERIES: i64 = 5;
 /// Traces gathered at once; beyond it the oldest is judged early.
 const MAX_WAITING_TRACES: usize = 50_000;
-/// Subject token of span observations (judge names are DNS labels, so they cannot clash).
-pub const SPAN_OBSERVATION: &str = "_span";
 
 pub struct WorkerSettings {
     pub policy: String,
@@ -286,7 +282,7 @@ fn now_nanos() -> u64 {
         .unwrap_or(0)
 }
 
-/// Judges one span, publishes its records, and acknowledges it; returns whether stored.
+/// Judges one span, publishes its evaluation, and acknowledges it; returns whether stored.
 async fn judge_and_publish(
     shared: &Shared,
     span: Span,
@@ -308,48 +304,34 @@ async fn judge_and_publish(
         .iter()
         .map(|key| (key.clone(), span.attribute_text(key).unwrap_or_default()))
         .collect();
-    let model = span
-        .ai
-        .response_model
-        .clone()
-        .or_else(|| span.ai.request_model.clone());
-    let scored_at = now_nanos();
-    let mut records: Vec<(String, EvaluationRecord)> = results
-        .into_iter()
-        .map(|result| {
-            let record = ScoreRecord {
-                id: score_id(policy, &result.judge, &span.trace_id, &span.span_id),
-                policy: policy.clone(),
-                judge: result.judge.clone(),
-                trace_id: span.trace_id,
-                span_id: span.span_id,
-                observed_at_unix_nano: span.end_time_unix_nano,
-                scored_at_unix_nano: scored_at,
-                outcome: result.outcome,
-                judge_latency_ms: result.latency_ms,
-                groups: groups.clone(),
-                model: model.clone(),
-            };
-            (result.judge, EvaluationRecord::Score(record))
-        })
-        .collect();
-    records.push((
-        SPAN_OBSERVATION.to_owned(),
-        EvaluationRecord::Span(SpanObservation {
-            id: observation_id(policy, &span.trace_id, &span.span_id),
-            policy: policy.clone(),
-            trace_id: span.trace_id,
-            span_id: span.span_id,
-            observed_at_unix_nano: span.end_time_unix_nano,
-            latency_ms: span.duration_ms(),
-            groups,
-        }),
-    ));
-    let stored = publish_records(shared, &records).await;
+    let evaluation = SpanEvaluation {
+        id: SpanEvaluation::id_for(policy, &span.trace_id, &span.span_id),
+        policy: policy.clone(),
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        observed_at_unix_nano: span.end_time_unix_nano,
+        scored_at_unix_nano: now_nanos(),
+        latency_ms: span.duration_ms(),
+        groups,
+        model: span
+            .ai
+            .response_model
+            .clone()
+            .or_else(|| span.ai.request_model.clone()),
+        scores: results
+            .into_iter()
+            .map(|r| JudgeScore {
+                judge: r.judge,
+                outcome: r.outcome,
+                judge_latency_ms: r.latency_ms,
+            })
+            .collect(),
+    };
+    let stored = publish(shared, &evaluation).await;
     if stored {
         ack(message).await;
     } else {
-        // Not stored: let JetStream redeliver it; the same ids make a second run idempotent.
+        // Not stored: let JetStream redeliver it; the same id makes a second run idempotent.
         let _ = message
             .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
             .await;
@@ -358,42 +340,25 @@ async fn judge_and_publish(
     stored
 }
 
-async fn publish_records(shared: &Shared, records: &[(String, EvaluationRecord)]) -> bool {
+/// Publishes a span's evaluation (retrying with backoff); true once JetStream stored it.
+async fn publish(shared: &Shared, evaluation: &SpanEvaluation) -> bool {
+    let Ok(payload) = serde_json::to_vec(evaluation) else {
+        return false;
+    };
+    let payload = bytes::Bytes::from(payload);
+    let subject = shared.names.scores_subject(&shared.settings.policy);
     let mut delay = Duration::from_millis(100);
     for attempt in 0..6 {
-        let mut acks = Vec::with_capacity(records.len());
-        let mut failed = false;
-        for (judge, record) in records {
-            let Ok(payload) = serde_json::to_vec(record) else {
-                continue;
-            };
-            let subject = shared.names.scores_subject(&shared.settings.policy, judge);
-            match shared
-                .js
-                .send_publish(
-                    subject,
-                    PublishMessage::build()
-                        .payload(payload.into())
-                        .message_id(record.id()),
-                )
-                .await
-            {
-                Ok(ack) => acks.push(ack),
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if !failed {
-            let results = join_all(acks.into_iter().map(|a| a.into_future())).await;
-            if results.iter().all(Result::is_ok) {
-                shared
-                    .metrics
-                    .records_published
-                    .inc_by(records.len() as u64);
-                return true;
-            }
+        let message = PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(&evaluation.id);
+        let stored = match shared.js.send_publish(subject.clone(), message).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if stored {
+            shared.metrics.records_published.inc();
+            return true;
         }
         shared.metrics.publish_failures.inc();
         if attempt == 0 {

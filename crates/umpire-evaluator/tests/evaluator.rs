@@ -11,7 +11,7 @@ use async_nats::jetstream;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use umpire_core::judge::{JudgeErrorKind, Outcome};
-use umpire_core::score::EvaluationRecord;
+use umpire_core::score::SpanEvaluation;
 use umpire_evaluator::config::EvaluatorConfig;
 use umpire_ingest::config::{IngestConfig, ListenAddresses};
 use umpire_nats::connect::NatsSettings;
@@ -141,9 +141,9 @@ async fn start_evaluator(
 async fn scores(
     js: &jetstream::Context,
     count: usize,
-) -> Vec<(String, EvaluationRecord, Option<String>)> {
+) -> Vec<(String, SpanEvaluation, Option<String>)> {
     eventually(
-        &format!("{count} evaluation records"),
+        &format!("{count} span evaluations"),
         Duration::from_secs(60),
         || async move {
             let stored = js
@@ -209,37 +209,30 @@ async fn judges_ingested_spans_and_stores_hand_checked_scores() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    // 12 LLM spans × 3 judges + 12 span observations.
+    // One evaluation per LLM span (12), each with a score per judge (3).
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let records = scores(&js, 48).await;
-    assert_eq!(records.len(), 48);
-    let ids: BTreeSet<&str> = records.iter().map(|(_, r, _)| r.id()).collect();
-    assert_eq!(ids.len(), 48, "idempotent ids are unique per (span, judge)");
+    let records = scores(&js, 12).await;
+    assert_eq!(records.len(), 12);
+    let ids: BTreeSet<&str> = records.iter().map(|(_, r, _)| r.id.as_str()).collect();
+    assert_eq!(ids.len(), 12, "idempotent ids are unique per span");
     assert!(
         records
             .iter()
-            .all(|(_, r, id)| id.as_deref() == Some(r.id())),
-        "Nats-Msg-Id is the record id"
+            .all(|(_, r, id)| id.as_deref() == Some(r.id.as_str())),
+        "Nats-Msg-Id is the evaluation id"
     );
 
     let mut by_judge: BTreeMap<String, Vec<&Outcome>> = BTreeMap::new();
-    for (subject, record, _) in &records {
-        match record {
-            EvaluationRecord::Score(score) => {
-                assert_eq!(
-                    subject,
-                    &format!("umpire.scores.team.bot.quality.{}", score.judge)
-                );
-                assert!(score.groups.contains_key("llm.model_name"));
-                by_judge
-                    .entry(score.judge.clone())
-                    .or_default()
-                    .push(&score.outcome);
-            }
-            EvaluationRecord::Span(observation) => {
-                assert_eq!(subject, "umpire.scores.team.bot.quality._span");
-                assert!(observation.latency_ms >= 0.0);
-            }
+    for (subject, evaluation, _) in &records {
+        assert_eq!(subject, "umpire.scores.team.bot.quality");
+        assert!(evaluation.groups.contains_key("llm.model_name"));
+        assert!(evaluation.latency_ms >= 0.0);
+        assert_eq!(evaluation.scores.len(), 3);
+        for score in &evaluation.scores {
+            by_judge
+                .entry(score.judge.clone())
+                .or_default()
+                .push(&score.outcome);
         }
     }
     let tally = |judge: &str| {
@@ -336,15 +329,13 @@ async fn judge_outages_are_recorded_errors_not_scores() {
     // 12 chat spans: 10 with text output get judged (and fail upstream); the failed call and
     // the tool-call turn have no text.
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let records = scores(&js, 24).await;
+    let records = scores(&js, 12).await;
     let kinds: Vec<JudgeErrorKind> = records
         .iter()
-        .filter_map(|(_, r, _)| match r {
-            EvaluationRecord::Score(s) => match &s.outcome {
-                Outcome::Failed(f) => Some(f.kind),
-                other => panic!("an outage must not produce a score: {other:?}"),
-            },
-            EvaluationRecord::Span(_) => None,
+        .flat_map(|(_, evaluation, _)| evaluation.scores.iter())
+        .map(|score| match &score.outcome {
+            Outcome::Failed(f) => f.kind,
+            other => panic!("an outage must not produce a score: {other:?}"),
         })
         .collect();
     assert_eq!(

@@ -70,23 +70,13 @@ impl ProjectNames {
         format!("UMPIRE_SCORES_{}_{}", self.namespace, self.project)
     }
 
-    /// `umpire.scores.<ns>.<project>.<policy>.<judge>`, or `.._span` for span observations.
-    pub fn scores_subject(&self, policy: &str, judge: &str) -> String {
-        format!(
-            "umpire.scores.{}.{}.{policy}.{judge}",
-            self.namespace, self.project
-        )
+    /// `umpire.scores.<ns>.<project>.<policy>`: one message per judged span.
+    pub fn scores_subject(&self, policy: &str) -> String {
+        format!("umpire.scores.{}.{}.{policy}", self.namespace, self.project)
     }
 
     pub fn scores_wildcard(&self) -> String {
         format!("umpire.scores.{}.{}.>", self.namespace, self.project)
-    }
-
-    pub fn policy_scores_wildcard(&self, policy: &str) -> String {
-        format!(
-            "umpire.scores.{}.{}.{policy}.>",
-            self.namespace, self.project
-        )
     }
 
     /// Span messages an evaluator could not decode, after its retries.

@@ -1,0 +1,285 @@
+//! Evaluator throughput and LLM-judge overhead, per CPU-second of the `umpire evaluator`
+//! process.
+//!
+//! 1. Code judges: spans published to the span stream as fast as possible; the evaluator
+//!    pulls, judges (JSON validity, latency, error status, refusal phrases) and publishes a
+//!    score per (span, judge) plus a span observation; measured until every span is scored.
+//! 2. LLM judge: 1,000 concurrent verdicts against the test kit's judge server (500 ms
+//!    latency), reporting wall time, evaluator CPU and peak RSS (memory stays bounded by the
+//!    judge's concurrency and the consumer's ack window).
+//!
+//! `cargo run --release -p umpire-bench --bin evaluator-bench -- --umpire target/release/umpire`
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, stream};
+use clap::Parser;
+use umpire_bench::{cpu_time, memory_mib};
+use umpire_core::ids::{SpanId, TraceId};
+use umpire_core::span::{AiSpanKind, AiView, Span, Status, StatusCode, TokenUsage};
+use umpire_testkit::judge::JudgeServer;
+use umpire_testkit::nats::NatsServer;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "target/release/umpire")]
+    umpire: String,
+    /// Spans for the code-judge run.
+    #[arg(long, default_value_t = 200_000)]
+    spans: u64,
+    /// Verdicts for the LLM run.
+    #[arg(long, default_value_t = 1_000)]
+    llm_spans: u64,
+}
+
+fn span(n: u64, project_end: u64) -> Span {
+    let mut trace = [0u8; 16];
+    trace[..8].copy_from_slice(&n.to_be_bytes());
+    trace[15] = 1;
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&(n + 1).to_be_bytes());
+    Span {
+        trace_id: TraceId(trace),
+        span_id: SpanId(id),
+        parent_span_id: None,
+        name: "chat gpt-4o-mini".into(),
+        kind: umpire_core::span::OtelSpanKind::Client,
+        start_time_unix_nano: project_end - 800_000_000,
+        end_time_unix_nano: project_end,
+        status: Status {
+            code: if n.is_multiple_of(50) {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            },
+            message: String::new(),
+        },
+        attributes: [
+            ("gen_ai.operation.name".to_owned(), "chat".into()),
+            ("gen_ai.request.model".to_owned(), "gpt-4o-mini".into()),
+        ]
+        .into_iter()
+        .collect(),
+        events: Vec::new(),
+        resource: [("service.name".to_owned(), "support-bot".into())]
+            .into_iter()
+            .collect(),
+        scope: Default::default(),
+        ai: AiView {
+            kind: Some(AiSpanKind::Llm),
+            operation: Some("chat".into()),
+            request_model: Some("gpt-4o-mini".into()),
+            response_model: Some("gpt-4o-mini-2026-01-01".into()),
+            usage: TokenUsage {
+                input: Some(412),
+                output: Some(96),
+                total: None,
+            },
+            input: Some("My order arrived damaged, can I get a refund or a replacement?".into()),
+            output: Some(if n.is_multiple_of(3) {
+                r#"{"answer": "We can ship a replacement or refund you within 30 days.", "sources": ["kb-0"]}"#.into()
+            } else {
+                "I'm sorry your order arrived damaged. Refunds are accepted within 30 days of delivery with a receipt.".into()
+            }),
+            ..AiView::default()
+        },
+        truncated: Vec::new(),
+    }
+}
+
+async fn publish_spans(js: &jetstream::Context, from: u64, count: u64) -> anyhow::Result<()> {
+    let end = 1_800_000_000_000_000_000u64;
+    let mut pending = Vec::with_capacity(4096);
+    for n in from..from + count {
+        let span = span(n, end + n);
+        let payload = serde_json::to_vec(&span)?;
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(span.dedup_id());
+        pending.push(
+            js.send_publish("umpire.spans.perf.bench.llm.chat", message)
+                .await?,
+        );
+        if pending.len() == 4096 {
+            for ack in pending.drain(..) {
+                ack.await?;
+            }
+        }
+    }
+    for ack in pending {
+        ack.await?;
+    }
+    Ok(())
+}
+
+/// Span evaluations stored so far.
+async fn evaluations(js: &jetstream::Context) -> u64 {
+    match js.get_stream("UMPIRE_SCORES_perf_bench").await {
+        Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    nats: &str,
+    admin_port: u16,
+    policy: &str,
+    judges: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join(format!("{policy}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "namespace: perf\npolicy: {policy}\nnats: {{url: \"{nats}\"}}\nadminListen: 127.0.0.1:{admin_port}\nspec:\n  projectRef: {{name: bench}}\n  select: {{kinds: [LLM]}}\n  evaluator: {{concurrency: 256}}\n  judges:\n{judges}"
+        ),
+    )?;
+    Ok(path)
+}
+
+struct Evaluator {
+    child: std::process::Child,
+    admin: String,
+}
+
+impl Evaluator {
+    async fn start(
+        umpire: &str,
+        config: &std::path::Path,
+        admin_port: u16,
+    ) -> anyhow::Result<Self> {
+        let child = std::process::Command::new(umpire)
+            .args(["evaluator", "--config"])
+            .arg(config)
+            .env(
+                "UMPIRE_LOG",
+                std::env::var("UMPIRE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .with_context(|| format!("starting {umpire}"))?;
+        let admin = format!("http://127.0.0.1:{admin_port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{admin}/readyz"))
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            anyhow::ensure!(Instant::now() < deadline, "evaluator did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self { child, admin })
+    }
+
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let nats = NatsServer::start().context("starting nats-server")?;
+    let client = async_nats::connect(nats.url()).await?;
+    let js = jetstream::ContextBuilder::new()
+        .max_ack_inflight(8192)
+        .build(client);
+    js.create_stream(stream::Config {
+        name: "UMPIRE_SPANS_perf_bench".into(),
+        subjects: vec!["umpire.spans.perf.bench.>".into()],
+        duplicate_window: Duration::from_secs(300),
+        ..Default::default()
+    })
+    .await?;
+    let dir = std::env::temp_dir().join(format!("umpire-evaluator-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+
+    // 1. Code judges.
+    let judges = "    - {name: valid-json, json: {}}\n    - {name: fast, latency: {maxMs: 4000}}\n    - {name: no-errors, errorStatus: {}}\n    - {name: no-refusal, notContains: {values: [\"As an AI language model\"]}}\n";
+    let port = free_port()?;
+    let config = write_config(&dir, &nats.url(), port, "code", judges)?;
+    let evaluator = Evaluator::start(&args.umpire, &config, port).await?;
+    let pid = evaluator.child.id();
+    let cpu_before = cpu_time(pid)?;
+    let started = Instant::now();
+    publish_spans(&js, 0, args.spans).await?;
+    let published = started.elapsed();
+    while evaluations(&js).await < args.spans {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the evaluator did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let wall = started.elapsed();
+    let cpu = cpu_time(pid)? - cpu_before;
+    let (_, peak) = memory_mib(pid)?;
+    println!(
+        "code judges (4 per span): {} spans in {:.1}s wall (published in {:.1}s); evaluator CPU {:.2}s → {:.0} spans per CPU-second; peak RSS {peak:.0} MiB",
+        args.spans,
+        wall.as_secs_f64(),
+        published.as_secs_f64(),
+        cpu.as_secs_f64(),
+        args.spans as f64 / cpu.as_secs_f64()
+    );
+    evaluator.stop();
+
+    // 2. LLM judge, 1,000 in flight.
+    let judge = JudgeServer::start().await?;
+    judge.set_latency(Duration::from_millis(500));
+    let judges = format!(
+        "    - name: relevant\n      llm: {{template: answerRelevance, endpoint: \"{}\", model: m, maxConcurrency: 1000, maxRetries: 0}}\n",
+        judge.url()
+    );
+    let port = free_port()?;
+    let config = write_config(&dir, &nats.url(), port, "llm", &judges)?;
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)?.replace("concurrency: 256", "concurrency: 1000"),
+    )?;
+    let evaluator = Evaluator::start(&args.umpire, &config, port).await?;
+    let pid = evaluator.child.id();
+    let cpu_before = cpu_time(pid)?;
+    let started = Instant::now();
+    let before = evaluations(&js).await;
+    publish_spans(&js, args.spans, args.llm_spans).await?;
+    while evaluations(&js).await < before + args.llm_spans {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "the LLM run did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wall = started.elapsed();
+    let cpu = cpu_time(pid)? - cpu_before;
+    let (_, peak) = memory_mib(pid)?;
+    println!(
+        "LLM judge: {} verdicts in {:.2}s wall, judge server saw at most {} concurrent requests; evaluator CPU {:.2}s ({:.0} µs per verdict); peak RSS {peak:.0} MiB",
+        args.llm_spans,
+        wall.as_secs_f64(),
+        judge.max_concurrency(),
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / args.llm_spans as f64
+    );
+    let metrics = reqwest::get(format!("{}/metrics", evaluator.admin))
+        .await?
+        .text()
+        .await?;
+    let errors: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("umpire_evaluator_judge_errors_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    println!("LLM judge errors: {errors}");
+    evaluator.stop();
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
