@@ -4,6 +4,7 @@
 //! offline tools (`umpire check`, `umpire eval`) and the tests all use it alike. Kubernetes,
 //! NATS and HTTP live in adapter crates that depend on this one, never the reverse.
 
+pub mod alert;
 pub mod field;
 pub mod hashing;
 pub mod ids;

@@ -1,0 +1,208 @@
+//! Time-bucketed aggregates: a window is the merge of its buckets, so sliding windows and
+//! trailing baselines cost a few merges, and quantiles stay mergeable (DDSketch, 1% relative
+//! accuracy).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use sketches_ddsketch::{Config, DDSketch};
+
+use crate::ids::TraceId;
+
+/// One sample: a judge's verdict (or its failure) on a span, or a span's latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    Verdict { value: f64, passed: bool },
+    JudgeError,
+    Measurement(f64),
+}
+
+/// Failing traces kept per aggregate, for notifications.
+const EXAMPLES: usize = 5;
+
+#[derive(Clone)]
+pub struct Aggregate {
+    /// Verdicts (or measurements).
+    pub count: u64,
+    pub passed: u64,
+    pub errors: u64,
+    pub sum: f64,
+    pub sum_of_squares: f64,
+    pub sketch: DDSketch,
+    /// Most recent failing (or erroring) traces.
+    pub examples: VecDeque<TraceId>,
+}
+
+impl std::fmt::Debug for Aggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aggregate")
+            .field("count", &self.count)
+            .field("passed", &self.passed)
+            .field("errors", &self.errors)
+            .field("sum", &self.sum)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Aggregate {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            passed: 0,
+            errors: 0,
+            sum: 0.0,
+            sum_of_squares: 0.0,
+            sketch: DDSketch::new(Config::defaults()),
+            examples: VecDeque::new(),
+        }
+    }
+}
+
+impl Aggregate {
+    pub fn add(&mut self, sample: Sample, trace: TraceId) {
+        match sample {
+            Sample::Verdict { value, passed } => {
+                self.observe(value);
+                if passed {
+                    self.passed += 1;
+                } else {
+                    self.example(trace);
+                }
+            }
+            Sample::Measurement(value) => {
+                self.observe(value);
+                self.example(trace);
+            }
+            Sample::JudgeError => {
+                self.errors += 1;
+                self.example(trace);
+            }
+        }
+    }
+
+    fn observe(&mut self, value: f64) {
+        self.count += 1;
+        self.sum += value;
+        self.sum_of_squares += value * value;
+        self.sketch.add(value);
+    }
+
+    fn example(&mut self, trace: TraceId) {
+        if self.examples.contains(&trace) {
+            return;
+        }
+        if self.examples.len() == EXAMPLES {
+            self.examples.pop_front();
+        }
+        self.examples.push_back(trace);
+    }
+
+    pub fn merge(&mut self, other: &Aggregate) {
+        self.count += other.count;
+        self.passed += other.passed;
+        self.errors += other.errors;
+        self.sum += other.sum;
+        self.sum_of_squares += other.sum_of_squares;
+        let _ = self.sketch.merge(&other.sketch);
+        for trace in &other.examples {
+            self.example(*trace);
+        }
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    pub fn pass_rate(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.passed as f64 / self.count as f64)
+    }
+
+    pub fn error_rate(&self) -> Option<f64> {
+        let attempts = self.count + self.errors;
+        (attempts > 0).then(|| self.errors as f64 / attempts as f64)
+    }
+
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.sketch.quantile(q).ok().flatten()
+    }
+}
+
+/// Aggregates in fixed-width time buckets.
+#[derive(Debug, Clone)]
+pub struct BucketSeries {
+    width_ns: u64,
+    buckets: BTreeMap<u64, Aggregate>,
+}
+
+impl BucketSeries {
+    pub fn new(width_ns: u64) -> Self {
+        Self {
+            width_ns: width_ns.max(1),
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, at_ns: u64, sample: Sample, trace: TraceId) {
+        self.buckets
+            .entry(at_ns / self.width_ns)
+            .or_default()
+            .add(sample, trace);
+    }
+
+    /// The merge of buckets whose start lies in `[from_ns, to_ns)`.
+    pub fn range(&self, from_ns: u64, to_ns: u64) -> Aggregate {
+        let mut total = Aggregate::default();
+        let (from, to) = (from_ns / self.width_ns, to_ns.div_ceil(self.width_ns));
+        for (_, bucket) in self.buckets.range(from..to) {
+            total.merge(bucket);
+        }
+        total
+    }
+
+    /// Forgets buckets that ended before `before_ns`.
+    pub fn prune(&mut self, before_ns: u64) {
+        let keep_from = before_ns / self.width_ns;
+        self.buckets = self.buckets.split_off(&keep_from);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn windows_merge_buckets_and_quantiles() {
+        let mut series = BucketSeries::new(10 * S);
+        for i in 0..100u64 {
+            let value = i as f64 / 100.0;
+            series.add(
+                i * S,
+                Sample::Verdict {
+                    value,
+                    passed: value >= 0.5,
+                },
+                TraceId([i as u8; 16]),
+            );
+        }
+        series.add(50 * S, Sample::JudgeError, TraceId([200; 16]));
+        let all = series.range(0, 100 * S);
+        assert_eq!((all.count, all.passed, all.errors), (100, 50, 1));
+        assert!((all.mean().unwrap() - 0.495).abs() < 1e-9);
+        assert!(
+            (all.quantile(0.95).unwrap() - 0.94).abs() < 0.02,
+            "{:?}",
+            all.quantile(0.95)
+        );
+        assert_eq!(all.error_rate(), Some(1.0 / 101.0));
+        assert_eq!(all.examples.len(), 5);
+        let late = series.range(60 * S, 100 * S);
+        assert_eq!(late.count, 40);
+        series.prune(60 * S);
+        assert_eq!(series.range(0, 100 * S).count, 40);
+    }
+}
