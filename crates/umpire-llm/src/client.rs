@@ -3,14 +3,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rand::RngExt;
+use hyper::StatusCode;
+use hyper::header::{AUTHORIZATION, HeaderValue};
 use serde_json::{Value, json};
+use umpire_runtime::https::{JsonClient, TransportError, full_jitter, snippet};
 use umpire_core::judge::llm::{
     ChatBackend, ChatError, ChatFuture, ChatRequest, ChatResponse, ResponseFormat,
 };
@@ -49,10 +45,8 @@ impl ClientSettings {
 /// Largest reply body read (a verdict is a few hundred bytes).
 const MAX_REPLY_BYTES: usize = 4 << 20;
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 pub struct OpenAiClient {
-    http: HttpsClient,
+    http: JsonClient,
     url: String,
     settings: ClientSettings,
 }
@@ -62,21 +56,9 @@ pub struct OpenAiClient {
 pub struct ClientSetupError(String);
 
 impl OpenAiClient {
-    /// HTTP/1.1 and HTTP/2 over TLS with rustls and ring (as kube uses), trusting the Mozilla
-    /// root set compiled in, so judge endpoints work from minimal container images.
     pub fn new(settings: ClientSettings) -> Result<Self, ClientSetupError> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .map_err(|e| ClientSetupError(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
-        let http = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(64)
-            .build(https);
+        let http =
+            JsonClient::new(64, MAX_REPLY_BYTES).map_err(|e| ClientSetupError(e.to_string()))?;
         let url = format!(
             "{}/chat/completions",
             settings.base_url.trim_end_matches('/')
@@ -121,59 +103,43 @@ impl OpenAiClient {
         body
     }
 
-    /// Full jitter: a random wait in [0, min(max, initial × 2^attempt)].
     fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .settings
-            .initial_backoff
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.settings.max_backoff);
-        Duration::from_millis(rand::rng().random_range(0..=ceiling.as_millis() as u64))
+        full_jitter(
+            self.settings.initial_backoff,
+            self.settings.max_backoff,
+            attempt,
+        )
     }
 
     async fn attempt(&self, body: &Value) -> Attempt {
-        let timeout = self.settings.timeout;
-        match tokio::time::timeout(timeout, self.exchange(body)).await {
-            Ok(Ok((status, retry_after, text))) => self.classify(status, retry_after, &text),
-            Ok(Err(error)) => Attempt::Retry(error, None),
-            Err(_) => Attempt::Retry(ChatError::Timeout(timeout), None),
-        }
-    }
-
-    /// One request and its whole (bounded) reply.
-    async fn exchange(
-        &self,
-        body: &Value,
-    ) -> Result<(StatusCode, Option<Duration>, String), ChatError> {
-        let mut request = Request::post(&self.url).header(CONTENT_TYPE, "application/json");
+        let mut headers = Vec::new();
         if let Some(key) = &self.settings.api_key {
-            request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+            match HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    headers.push((AUTHORIZATION, value));
+                }
+                Err(_) => {
+                    return Attempt::Done(Err(ChatError::Transport(
+                        "the API key is not a valid HTTP header value".into(),
+                    )));
+                }
+            }
         }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| ChatError::Transport(format!("building the request: {e}")))?;
-        let response = self
+        let body = Bytes::from(body.to_string());
+        match self
             .http
-            .request(request)
+            .post_json(&self.url, &headers, body, self.settings.timeout)
             .await
-            .map_err(|e| ChatError::Transport(transport_reason(&e)))?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(60)));
-        let bytes = Limited::new(response.into_body(), MAX_REPLY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| ChatError::Transport(format!("reading the reply: {e}")))?
-            .to_bytes();
-        Ok((
-            status,
-            retry_after,
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ))
+        {
+            Ok(reply) => self.classify(reply.status, reply.retry_after, &reply.text),
+            Err(TransportError::Timeout(timeout)) => {
+                Attempt::Retry(ChatError::Timeout(timeout), None)
+            }
+            Err(TransportError::Failed(reason)) => {
+                Attempt::Retry(ChatError::Transport(reason), None)
+            }
+        }
     }
 
     fn classify(&self, status: StatusCode, retry_after: Option<Duration>, text: &str) -> Attempt {
@@ -258,28 +224,4 @@ fn parse_completion(text: &str) -> Result<ChatResponse, ChatError> {
             .pointer("/usage/completion_tokens")
             .and_then(Value::as_u64),
     })
-}
-
-/// The cause of a failed exchange, without the URL (which may embed credentials).
-fn transport_reason(error: &hyper_util::client::legacy::Error) -> String {
-    let kind = if error.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let detail = std::error::Error::source(error)
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "no detail".into());
-    format!("{kind}: {detail}")
-}
-
-fn snippet(text: &str) -> String {
-    if text.len() <= 300 {
-        text.to_owned()
-    } else {
-        format!(
-            "{}…",
-            &text[..text.char_indices().nth(300).map_or(text.len(), |(i, _)| i)]
-        )
-    }
 }

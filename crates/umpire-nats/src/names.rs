@@ -97,6 +97,38 @@ impl ProjectNames {
         format!("policy-{policy}")
     }
 
+    /// Alert state of every policy on the project: `<policy>.<rule>.<group hash>`.
+    pub fn alert_state_bucket(&self) -> String {
+        format!("umpire-alerts-{}-{}", self.namespace, self.project)
+    }
+
+    /// Which evaluator replica evaluates each policy's alert rules: key `<policy>`.
+    pub fn alert_lease_bucket(&self) -> String {
+        format!("umpire-alert-leases-{}-{}", self.namespace, self.project)
+    }
+
+    /// Notifications awaiting delivery (the outbox).
+    pub fn notifications_stream(&self) -> String {
+        format!("UMPIRE_NOTIFICATIONS_{}_{}", self.namespace, self.project)
+    }
+
+    /// `umpire.notifications.<ns>.<project>.<policy>`.
+    pub fn notifications_subject(&self, policy: &str) -> String {
+        format!(
+            "umpire.notifications.{}.{}.{policy}",
+            self.namespace, self.project
+        )
+    }
+
+    pub fn notifications_wildcard(&self) -> String {
+        format!("umpire.notifications.{}.{}.>", self.namespace, self.project)
+    }
+
+    /// The durable consumer that delivers a policy's notifications, one at a time.
+    pub fn notifier_consumer(&self, policy: &str) -> String {
+        format!("notifier-{policy}")
+    }
+
     /// Ingest replicas' membership and partition leases.
     pub fn ingest_bucket(&self) -> String {
         format!("umpire-ingest-{}-{}", self.namespace, self.project)

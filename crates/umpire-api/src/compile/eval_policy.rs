@@ -37,6 +37,8 @@ pub struct PolicyPlan {
     pub judges: Vec<PlannedJudge>,
     pub replicas: u32,
     pub concurrency: usize,
+    pub alerts: Vec<umpire_core::alert::rule::AlertRule>,
+    pub routes: Vec<super::PlannedRoute>,
 }
 
 impl PolicyPlan {
@@ -110,6 +112,8 @@ pub fn compile_eval_policy(
             .concurrency
             .and_then(|c| usize::try_from(c).ok())
             .unwrap_or(DEFAULT_EVALUATOR_CONCURRENCY),
+        alerts: super::plan_alerts(spec),
+        routes: super::plan_routes(spec),
     })
 }
 

@@ -224,6 +224,7 @@ fn step(
     now_ns: u64,
 ) -> Option<Notification> {
     let evaluation = rule.evaluate(&group.recent, &group.trailing, now_ns);
+    let before = group.status.phase.clone();
     let transition = group.status.step(rule, &evaluation, now_ns);
     group.last = Some(evaluation.clone());
     let transition = transition?;
@@ -244,6 +245,17 @@ fn step(
         super::state::Phase::Firing { since_ns, .. } => since_ns,
         _ => now_ns,
     };
+    // When the transition became due: evaluation happens on every score and on every tick,
+    // so the gap from here to the notifier's request is the alerting latency.
+    let due = match (transition, before) {
+        (Transition::Trigger, super::state::Phase::Pending { since_ns }) => since_ns + rule.for_.as_nanos() as u64,
+        (Transition::Resolve, super::state::Phase::Firing { clear_since_ns: Some(c), .. }) => c + rule.clear_for.as_nanos() as u64,
+        (Transition::Repeat, super::state::Phase::Firing { last_notified_ns, .. }) => {
+            last_notified_ns + rule.repeat_interval.unwrap_or_default().as_nanos() as u64
+        }
+        _ => now_ns,
+    }
+    .min(now_ns);
     let group_label = if key.is_empty() {
         String::new()
     } else {
@@ -286,6 +298,7 @@ fn step(
         summary: summary.chars().take(1024).collect(),
         since_unix_nano: since,
         at_unix_nano: now_ns,
+        due_unix_nano: due,
         example_trace_ids: evaluation
             .examples
             .iter()

@@ -47,7 +47,11 @@ pub struct Notification {
     pub description: String,
     pub summary: String,
     pub since_unix_nano: u64,
+    /// When the state change was decided.
     pub at_unix_nano: u64,
+    /// When it became due (the score that made the rule true, or the end of `for` /
+    /// `clearFor` / the repeat interval): alerting latency is measured from here.
+    pub due_unix_nano: u64,
     pub example_trace_ids: Vec<String>,
 }
 
