@@ -49,6 +49,14 @@ pub struct EvaluatorConfig {
         with = "optional_duration"
     )]
     pub ack_wait: Option<Duration>,
+    /// How long the alert leader's lease lives without renewal: the longest a crashed
+    /// leader delays alerts. Default 15s.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_duration"
+    )]
+    pub alert_lease_ttl: Option<Duration>,
 }
 
 fn default_admin() -> SocketAddr {
@@ -121,6 +129,7 @@ impl EvaluatorConfig {
                 config_map_dir: defaults.config_map_dir.clone(),
                 trace_settle: None,
                 ack_wait: None,
+                alert_lease_ttl: None,
             });
         }
         serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))

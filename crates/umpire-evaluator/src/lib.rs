@@ -21,6 +21,10 @@ use umpire_nats::streams::ensure_stream;
 use umpire_runtime::admin::AdminServer;
 use umpire_runtime::readiness::Readiness;
 
+use umpire_alerting::delivery::DeliverySettings;
+use umpire_alerting::metrics::AlertMetrics;
+use umpire_alerting::{AlertingConfig, DEFAULT_LEASE_TTL, DEFAULT_TICK};
+
 use crate::config::{ConfigError, DEFAULT_ACK_WAIT, DEFAULT_TRACE_SETTLE, EvaluatorConfig};
 use crate::judging::{JudgeSetupError, PolicyJudges};
 use crate::metrics::EvaluatorMetrics;
@@ -40,6 +44,8 @@ pub enum EvaluatorError {
     Admin(#[from] umpire_runtime::admin::AdminError),
     #[error("the EvalPolicy names no TraceProject")]
     NoProject,
+    #[error(transparent)]
+    Alerting(#[from] umpire_alerting::AlertingError),
 }
 
 pub struct RunningEvaluator {
@@ -105,6 +111,7 @@ pub async fn start(
 
     let mut registry = Registry::with_prefix("umpire");
     let metrics = Arc::new(EvaluatorMetrics::new(&mut registry));
+    let alert_metrics = Arc::new(AlertMetrics::new(&mut registry));
     let readiness = Readiness::default();
     readiness.register(SETUP_CHECK, "the policy's consumer is not set up yet");
     let client = umpire_nats::connect::connect(
@@ -149,6 +156,26 @@ pub async fn start(
         settings,
         metrics,
     );
+    let alerting = umpire_alerting::start(
+        js.clone(),
+        AlertingConfig {
+            names: names.clone(),
+            policy: config.policy.clone(),
+            rules: plan.alerts.clone(),
+            routes: plan.routes.clone(),
+            member: member_name(),
+            lease_ttl: config.alert_lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
+            tick: DEFAULT_TICK,
+            replicas: 1,
+            delivery: DeliverySettings {
+                secret_dir: config.secret_dir.clone(),
+                ..DeliverySettings::default()
+            },
+        },
+        alert_metrics,
+        readiness.clone(),
+        shutdown.clone(),
+    )?;
     let setup_readiness = readiness.clone();
     let task = tokio::spawn(async move {
         let admin_stop = CancellationToken::new();
@@ -157,6 +184,9 @@ pub async fn start(
             set_up(&js, &names, consumer_config, &setup_readiness, &shutdown).await
         {
             worker.run(consumer, shutdown).await;
+        }
+        if let Some(alerting) = alerting {
+            let _ = alerting.await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
         admin_stop.cancel();
@@ -167,6 +197,14 @@ pub async fn start(
         admin_addr,
         readiness,
         task,
+    })
+}
+
+/// This replica's name in leases: the pod name, or host and process id outside Kubernetes.
+fn member_name() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        format!("{host}-{}", std::process::id())
     })
 }
 

@@ -6,10 +6,10 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use hyper::header::{AUTHORIZATION, HeaderValue};
 use serde_json::{Value, json};
-use umpire_runtime::https::{JsonClient, TransportError, full_jitter, snippet};
 use umpire_core::judge::llm::{
     ChatBackend, ChatError, ChatFuture, ChatRequest, ChatResponse, ResponseFormat,
 };
+use umpire_runtime::https::{JsonClient, TransportError, full_jitter, snippet};
 
 use crate::secret::ApiKey;
 

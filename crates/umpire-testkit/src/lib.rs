@@ -2,8 +2,11 @@
 //!
 //! - [`nats::NatsServer`]: a private `nats-server -js`; [`nats::read_stream`] reads a stream back.
 //! - [`judge::JudgeServer`]: an OpenAI-compatible judge API with scriptable answers.
+//! - [`pager::PagerDutyReceiver`]: a PagerDuty Events v2 (and webhook) receiver that
+//!   validates, records, and fails on demand.
 //! - [`wait::eventually`]: await a condition with a deadline.
 
 pub mod judge;
 pub mod nats;
+pub mod pager;
 pub mod wait;

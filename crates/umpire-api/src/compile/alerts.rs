@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use umpire_core::alert::rule::{
-    AlertRule as CoreRule, Aggregation, Metric, NoData, Severity as CoreSeverity, Threshold,
+    Aggregation, AlertRule as CoreRule, Metric, NoData, Severity as CoreSeverity, Threshold,
 };
 
 use crate::common::SecretKeyRef;
@@ -65,11 +65,19 @@ pub fn plan_alerts(spec: &EvalPolicySpec) -> Vec<CoreRule> {
 }
 
 pub fn plan_routes(spec: &EvalPolicySpec) -> Vec<PlannedRoute> {
-    spec.routes.iter().flatten().filter_map(plan_route).collect()
+    spec.routes
+        .iter()
+        .flatten()
+        .filter_map(plan_route)
+        .collect()
 }
 
 fn plan_rule(rule: &AlertRule) -> CoreRule {
-    let metric = match (&rule.metric.judge, rule.metric.aggregate, rule.metric.latency) {
+    let metric = match (
+        &rule.metric.judge,
+        rule.metric.aggregate,
+        rule.metric.latency,
+    ) {
         (Some(judge), Some(aggregate), _) => Metric::Judge {
             judge: judge.clone(),
             aggregation: aggregation(aggregate),
@@ -203,7 +211,10 @@ routes:
         );
         let rules = plan_alerts(&spec);
         assert_eq!(rules[0].threshold, Threshold::Below(0.85));
-        assert_eq!((rules[0].min_samples, rules[0].for_), (50, Duration::from_secs(120)));
+        assert_eq!(
+            (rules[0].min_samples, rules[0].for_),
+            (50, Duration::from_secs(120))
+        );
         assert_eq!(rules[0].clear_for, DEFAULT_CLEAR_FOR);
         assert_eq!(
             rules[1].threshold,
@@ -216,16 +227,25 @@ routes:
         );
         assert_eq!(rules[1].min_samples, DEFAULT_MIN_SAMPLES);
         assert_eq!(rules[1].max_groups, DEFAULT_MAX_GROUPS);
-        assert_eq!(rules[2].metric, Metric::Latency(Aggregation::Quantile(0.95)));
+        assert_eq!(
+            rules[2].metric,
+            Metric::Latency(Aggregation::Quantile(0.95))
+        );
         assert_eq!(rules[2].no_data, NoData::Alert);
-        assert_eq!(rules[2].repeat_interval, Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(
+            rules[2].repeat_interval,
+            Some(Duration::from_secs(4 * 3600))
+        );
 
         let routes = plan_routes(&spec);
         assert_eq!(
             routes[0].target,
             RouteTarget::PagerDuty {
                 url: PAGERDUTY_EVENTS_URL.into(),
-                routing_key: SecretKeyRef { name: "pd".into(), key: "routing-key".into() },
+                routing_key: SecretKeyRef {
+                    name: "pd".into(),
+                    key: "routing-key".into()
+                },
                 component: None,
                 class: None
             }

@@ -6,12 +6,12 @@ mod alerts;
 mod eval_policy;
 mod trace_project;
 
-pub use eval_policy::{
-    JudgeImplementation, LlmEndpoint, PlannedJudge, PolicyPlan, compile_eval_policy,
-};
 pub use alerts::{
     DEFAULT_CLEAR_FOR, DEFAULT_CONFIDENCE, DEFAULT_MAX_GROUPS, DEFAULT_MIN_SAMPLES, PlannedRoute,
     RouteTarget, WebhookUrl, plan_alerts, plan_routes,
+};
+pub use eval_policy::{
+    JudgeImplementation, LlmEndpoint, PlannedJudge, PolicyPlan, compile_eval_policy,
 };
 pub use trace_project::{ProjectPlan, StreamLimits, compile_trace_project};
 

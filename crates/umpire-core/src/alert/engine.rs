@@ -66,6 +66,7 @@ pub struct AlertEngine {
 pub struct AlertView<'a> {
     pub rule: &'a str,
     pub group: &'a str,
+    pub values: &'a BTreeMap<String, String>,
     pub status: &'a AlertStatus,
 }
 
@@ -127,6 +128,7 @@ impl AlertEngine {
                 s.groups.iter().map(move |(group, g)| AlertView {
                     rule: &s.rule.name,
                     group,
+                    values: &g.values,
                     status: &g.status,
                 })
             })
@@ -248,11 +250,22 @@ fn step(
     // When the transition became due: evaluation happens on every score and on every tick,
     // so the gap from here to the notifier's request is the alerting latency.
     let due = match (transition, before) {
-        (Transition::Trigger, super::state::Phase::Pending { since_ns }) => since_ns + rule.for_.as_nanos() as u64,
-        (Transition::Resolve, super::state::Phase::Firing { clear_since_ns: Some(c), .. }) => c + rule.clear_for.as_nanos() as u64,
-        (Transition::Repeat, super::state::Phase::Firing { last_notified_ns, .. }) => {
-            last_notified_ns + rule.repeat_interval.unwrap_or_default().as_nanos() as u64
+        (Transition::Trigger, super::state::Phase::Pending { since_ns }) => {
+            since_ns + rule.for_.as_nanos() as u64
         }
+        (
+            Transition::Resolve,
+            super::state::Phase::Firing {
+                clear_since_ns: Some(c),
+                ..
+            },
+        ) => c + rule.clear_for.as_nanos() as u64,
+        (
+            Transition::Repeat,
+            super::state::Phase::Firing {
+                last_notified_ns, ..
+            },
+        ) => last_notified_ns + rule.repeat_interval.unwrap_or_default().as_nanos() as u64,
         _ => now_ns,
     }
     .min(now_ns);

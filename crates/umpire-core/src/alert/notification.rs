@@ -76,10 +76,12 @@ pub fn dedup_key(namespace: &str, policy: &str, rule: &str, group: &str) -> Stri
     let key = if group.is_empty() {
         base
     } else {
-        format!(
-            "{base}/{:016x}",
-            xxhash_rust::xxh3::xxh3_64(group.as_bytes())
-        )
+        format!("{base}/{}", group_hash(group))
     };
     key.chars().take(255).collect()
+}
+
+/// A short stable token for a group (`key=value,…`): 16 hex digits of its xxh3 hash.
+pub fn group_hash(group: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(group.as_bytes()))
 }

@@ -1,0 +1,381 @@
+//! Delivering notifications from the outbox: a durable consumer per policy with at most one
+//! notification in flight across all replicas (so a trigger is never overtaken by its
+//! resolve), retried with backoff on 429, 5xx and transport errors until the receiver
+//! accepts it, and finished without retry when the receiver rejects it (other 4xx).
+
+pub mod pagerduty;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, AckKind, consumer};
+use bytes::Bytes;
+use futures::StreamExt;
+use hyper::StatusCode;
+use hyper::header::{HeaderName, HeaderValue};
+use tokio_util::sync::CancellationToken;
+use umpire_api::common::SecretKeyRef;
+use umpire_api::compile::{PlannedRoute, RouteTarget, WebhookUrl};
+use umpire_core::alert::notification::Notification;
+use umpire_nats::names::ProjectNames;
+use umpire_runtime::https::{JsonClient, TransportError, full_jitter, snippet};
+
+use crate::metrics::{AlertMetrics, AttemptLabels, DeliveryLabels, RouteLabels};
+
+/// How long a delivery may go without progress before another replica takes it over.
+const DELIVERY_ACK_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub timeout: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Where Kubernetes mounts the policy's Secrets: `<dir>/<secret>/<key>`.
+    pub secret_dir: Option<PathBuf>,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            secret_dir: None,
+        }
+    }
+}
+
+/// URL, extra headers and body of one delivery request.
+type Request = (String, Vec<(HeaderName, HeaderValue)>, Bytes);
+
+/// One attempt's result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Delivered,
+    /// Do not retry: the receiver refused the notification itself.
+    Rejected(String),
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+}
+
+pub struct Notifier {
+    client: JsonClient,
+    routes: HashMap<String, PlannedRoute>,
+    settings: DeliverySettings,
+    metrics: Arc<AlertMetrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the notifier: {0}")]
+pub struct NotifierSetupError(String);
+
+impl Notifier {
+    pub fn new(
+        routes: Vec<PlannedRoute>,
+        settings: DeliverySettings,
+        metrics: Arc<AlertMetrics>,
+    ) -> Result<Self, NotifierSetupError> {
+        let client = JsonClient::new(4, 64 << 10).map_err(|e| NotifierSetupError(e.to_string()))?;
+        Ok(Self {
+            client,
+            routes: routes.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            settings,
+            metrics,
+        })
+    }
+
+    fn secret(&self, reference: &SecretKeyRef) -> Result<String, String> {
+        let Some(dir) = &self.settings.secret_dir else {
+            return Err(format!(
+                "secret {}/{} is not mounted (no secret directory)",
+                reference.name, reference.key
+            ));
+        };
+        let path = dir.join(&reference.name).join(&reference.key);
+        std::fs::read_to_string(&path)
+            .map(|text| text.trim().to_owned())
+            .map_err(|e| {
+                format!(
+                    "secret {}/{} is not readable: {}",
+                    reference.name,
+                    reference.key,
+                    e.kind()
+                )
+            })
+    }
+
+    /// Sends a notification once. Secrets are read at every attempt, so a rotated key is
+    /// used without a restart.
+    pub async fn attempt(&self, notification: &Notification) -> Attempt {
+        let Some(route) = self.routes.get(&notification.route) else {
+            return Attempt::Rejected(format!("route {} is not defined", notification.route));
+        };
+        let prepared = match &route.target {
+            RouteTarget::PagerDuty {
+                url,
+                routing_key,
+                component,
+                class,
+            } => self.secret(routing_key).map(|key| {
+                let fields = pagerduty::PagerDutyFields {
+                    component: component.clone(),
+                    class: class.clone(),
+                };
+                let body = pagerduty::event(notification, &key, &fields);
+                (url.clone(), Vec::new(), Bytes::from(body.to_string()))
+            }),
+            RouteTarget::Webhook { url, hmac_key } => {
+                self.webhook_request(notification, url, hmac_key.as_ref())
+            }
+        };
+        let (url, headers, body) = match prepared {
+            Ok(request) => request,
+            // A Secret not mounted yet (or being rotated): worth retrying.
+            Err(reason) => {
+                return Attempt::Retry {
+                    reason,
+                    after: None,
+                };
+            }
+        };
+        let result = self
+            .client
+            .post_json(&url, &headers, body, self.settings.timeout)
+            .await;
+        let (label, attempt) = classify(result);
+        self.metrics
+            .attempts
+            .get_or_create(&AttemptLabels {
+                route: route.name.clone(),
+                result: label,
+            })
+            .inc();
+        attempt
+    }
+
+    fn webhook_request(
+        &self,
+        notification: &Notification,
+        url: &WebhookUrl,
+        hmac_key: Option<&SecretKeyRef>,
+    ) -> Result<Request, String> {
+        let url = match url {
+            WebhookUrl::Plain(url) => url.clone(),
+            WebhookUrl::Secret(secret) => self.secret(secret)?,
+        };
+        let body = Bytes::from(webhook::body(notification).to_string());
+        let mut headers = Vec::new();
+        if let Ok(id) = HeaderValue::from_str(&notification.id()) {
+            headers.push((HeaderName::from_static("x-umpire-notification-id"), id));
+        }
+        if let Some(key) = hmac_key {
+            let key = self.secret(key)?;
+            let signature = webhook::signature(key.as_bytes(), &body);
+            let value = HeaderValue::from_str(&signature).map_err(|e| e.to_string())?;
+            headers.push((HeaderName::from_static("x-umpire-signature"), value));
+        }
+        Ok((url, headers, body))
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        full_jitter(
+            self.settings.initial_backoff,
+            self.settings.max_backoff,
+            attempt,
+        )
+        .max(Duration::from_millis(50))
+    }
+}
+
+fn classify(result: Result<umpire_runtime::https::Reply, TransportError>) -> (String, Attempt) {
+    match result {
+        Err(error) => (
+            "transport".into(),
+            Attempt::Retry {
+                reason: error.to_string(),
+                after: None,
+            },
+        ),
+        Ok(reply) if reply.status.is_success() => ("2xx".into(), Attempt::Delivered),
+        Ok(reply) if reply.status == StatusCode::TOO_MANY_REQUESTS => (
+            "429".into(),
+            Attempt::Retry {
+                reason: "rate limited (429)".into(),
+                after: reply.retry_after,
+            },
+        ),
+        Ok(reply) if reply.status.is_server_error() => (
+            "5xx".into(),
+            Attempt::Retry {
+                reason: format!("{}: {}", reply.status, snippet(&reply.text)),
+                after: reply.retry_after,
+            },
+        ),
+        Ok(reply) => (
+            "4xx".into(),
+            Attempt::Rejected(format!("{}: {}", reply.status, snippet(&reply.text))),
+        ),
+    }
+}
+
+fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn rfc3339(unix_nano: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_nano))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+/// The durable consumer delivering one policy's notifications.
+pub fn consumer_config(names: &ProjectNames, policy: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(names.notifier_consumer(policy)),
+        description: Some(format!("Umpire notifications of EvalPolicy {policy}")),
+        filter_subject: names.notifications_subject(policy),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: DELIVERY_ACK_WAIT,
+        // One in flight across every replica: deliveries stay in order.
+        max_ack_pending: 1,
+        max_deliver: -1,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    }
+}
+
+/// Delivers notifications until shutdown. Runs on every replica; the consumer hands each
+/// notification to one of them at a time.
+pub async fn run_deliveries(
+    consumer: consumer::PullConsumer,
+    notifier: Notifier,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(event = "notifier_pull_failed", error = %e, "retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    if let Ok(info) = message.info() {
+                        notifier.metrics.outbox_pending.set(info.pending as i64 + 1);
+                    }
+                    deliver(&notifier, message, &shutdown).await;
+                    notifier.metrics.outbox_pending.dec();
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(event = "notifier_pull_failed", error = %e, "re-subscribing");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+async fn deliver(notifier: &Notifier, message: jetstream::Message, shutdown: &CancellationToken) {
+    let notification: Notification = match serde_json::from_slice(&message.payload) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(event = "notification_undecodable", error = %e, "dropping an undecodable outbox entry");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let route = RouteLabels {
+        route: notification.route.clone(),
+    };
+    let due = notification.due_unix_nano;
+    let mut attempt = 0u32;
+    let mut last_progress = Instant::now();
+    loop {
+        if attempt == 0 {
+            let delay = unix_nanos(SystemTime::now()).saturating_sub(due) as f64 / 1e9;
+            notifier.metrics.delay.get_or_create(&route).observe(delay);
+        }
+        let outcome = notifier.attempt(&notification).await;
+        match outcome {
+            Attempt::Delivered => {
+                let took = unix_nanos(SystemTime::now()).saturating_sub(due) as f64 / 1e9;
+                notifier
+                    .metrics
+                    .delivery_time
+                    .get_or_create(&route)
+                    .observe(took);
+                finish(notifier, &notification, "delivered");
+                tracing::info!(event = "notification_delivered", id = %notification.id(), route = %notification.route, attempts = attempt + 1, "notification delivered");
+                let _ = message.double_ack().await;
+                return;
+            }
+            Attempt::Rejected(reason) => {
+                finish(notifier, &notification, "rejected");
+                tracing::error!(event = "notification_rejected", id = %notification.id(), route = %notification.route, reason, "the receiver rejected the notification; not retrying");
+                let _ = message.double_ack().await;
+                return;
+            }
+            Attempt::Retry { reason, after } => {
+                let wait = after.unwrap_or_else(|| notifier.backoff(attempt));
+                tracing::warn!(event = "notification_retry", id = %notification.id(), route = %notification.route, attempt = attempt + 1, reason, wait_ms = wait.as_millis() as u64, "delivery failed; retrying");
+                attempt += 1;
+                let deadline = Instant::now() + wait;
+                while Instant::now() < deadline {
+                    // Keep the message ours while we wait.
+                    if last_progress.elapsed() >= DELIVERY_ACK_WAIT / 3 {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                        last_progress = Instant::now();
+                    }
+                    let step = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(DELIVERY_ACK_WAIT / 3);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            // Hand it to another replica at once.
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                            return;
+                        }
+                        _ = tokio::time::sleep(step) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn finish(notifier: &Notifier, notification: &Notification, outcome: &'static str) {
+    notifier
+        .metrics
+        .deliveries
+        .get_or_create(&DeliveryLabels {
+            route: notification.route.clone(),
+            outcome,
+        })
+        .inc();
+}

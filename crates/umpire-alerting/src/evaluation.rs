@@ -1,0 +1,392 @@
+//! The policy's alert leader: evaluates its rules over the score stream, publishes the
+//! notifications state changes produce to the outbox, and persists alert state.
+//!
+//! On taking the lease a replica restores the stored alert states, replays the policy's
+//! scores of the last `lookback` (longest window + baseline) from the stream to rebuild the
+//! windows *without* evaluating, and evaluates from then on: on every score and on a short
+//! tick (for `for`, `clearFor`, no-data and repeats). Followers only wait for the lease.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use umpire_core::alert::engine::{AlertEngine, PolicyScope};
+use umpire_core::alert::notification::{Action, Notification};
+use umpire_core::alert::rule::AlertRule;
+use umpire_core::alert::state::AlertStatus;
+use umpire_core::score::SpanEvaluation;
+use umpire_nats::names::ProjectNames;
+
+use crate::leader::PolicyLease;
+use crate::metrics::{AlertMetrics, RuleLabels, TransitionLabels};
+use crate::outbox;
+use crate::store::{AlertStore, StoredAlert};
+
+/// Span evaluation ids remembered to drop re-published duplicates the score stream's
+/// duplicate window no longer catches.
+const REMEMBERED_IDS: usize = 200_000;
+
+pub struct AlertEvaluator {
+    pub js: jetstream::Context,
+    pub names: ProjectNames,
+    pub policy: String,
+    pub rules: Vec<AlertRule>,
+    pub lease: PolicyLease,
+    pub store: AlertStore,
+    pub metrics: Arc<AlertMetrics>,
+    /// How often time-driven conditions are re-evaluated.
+    pub tick: Duration,
+}
+
+/// Why a replica stopped leading.
+enum Stepped {
+    Shutdown,
+    Lost(String),
+}
+
+impl AlertEvaluator {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let retry = self.lease.ttl() / 3;
+        loop {
+            match self.lease.try_acquire().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(retry) => continue,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(event = "alert_lease_failed", error = %e, "retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(retry) => continue,
+                    }
+                }
+            }
+            self.metrics.leader.set(1);
+            self.metrics.leadership_changes.inc();
+            tracing::info!(event = "alert_leadership_acquired", policy = %self.policy, "evaluating the policy's alert rules");
+            let stepped = self.lead(&shutdown).await;
+            self.metrics.leader.set(0);
+            self.lease.release().await;
+            match stepped {
+                Stepped::Shutdown => {
+                    tracing::info!(
+                        event = "alert_leadership_released",
+                        "alert leadership released"
+                    );
+                    return;
+                }
+                Stepped::Lost(reason) => {
+                    tracing::warn!(
+                        event = "alert_leadership_lost",
+                        reason,
+                        "stopped evaluating alert rules"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn lead(&mut self, shutdown: &CancellationToken) -> Stepped {
+        let scope = PolicyScope {
+            namespace: self.names.namespace().to_owned(),
+            project: self.names.project().to_owned(),
+            policy: self.policy.clone(),
+        };
+        let mut engine = AlertEngine::new(scope, self.rules.clone());
+        let stored = match self.store.load().await {
+            Ok(stored) => stored,
+            Err(e) => return Stepped::Lost(e.to_string()),
+        };
+        let mut persisted = HashMap::new();
+        for alert in stored {
+            engine.restore(
+                &alert.rule,
+                &alert.group,
+                alert.values.clone(),
+                alert.status.clone(),
+            );
+            persisted.insert((alert.rule.clone(), alert.group.clone()), alert.status);
+        }
+        let restored_firing = persisted.values().filter(|s| s.is_firing()).count();
+
+        let start = SystemTime::now()
+            .checked_sub(engine.lookback())
+            .unwrap_or(UNIX_EPOCH);
+        let consumer = match self.replay_consumer(start).await {
+            Ok(consumer) => consumer,
+            Err(e) => return Stepped::Lost(e),
+        };
+        let mut caught_up = consumer.cached_info().num_pending == 0;
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(e) => return Stepped::Lost(format!("reading scores: {e}")),
+        };
+        tracing::info!(
+            event = "alert_replay_started",
+            restored = persisted.len(),
+            restored_firing,
+            lookback_s = engine.lookback().as_secs(),
+            "rebuilding alert windows from the score stream"
+        );
+        let replay_started = Instant::now();
+        let mut replayed = 0u64;
+        let mut seen = RecentIds::new(REMEMBERED_IDS);
+        let mut ticks = tokio::time::interval(self.tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renewals = tokio::time::interval(self.lease.ttl() / 3);
+        renewals.tick().await;
+        loop {
+            let notes = tokio::select! {
+                _ = shutdown.cancelled() => return Stepped::Shutdown,
+                _ = renewals.tick() => {
+                    match self.lease.renew().await {
+                        Ok(true) => {}
+                        Ok(false) => return Stepped::Lost("another replica holds the lease".into()),
+                        Err(e) => tracing::warn!(event = "alert_lease_renewal_failed", error = %e, "lease renewal failed"),
+                    }
+                    continue;
+                }
+                _ = ticks.tick() => {
+                    if !self.lease.is_leader(Instant::now()) {
+                        return Stepped::Lost("lease renewal overdue".into());
+                    }
+                    if !caught_up {
+                        continue;
+                    }
+                    let notes = engine.tick(now_nanos());
+                    if let Err(stepped) = self.apply(notes, &engine, &mut persisted).await {
+                        return stepped;
+                    }
+                    continue;
+                }
+                next = messages.next() => match next {
+                    Some(Ok(message)) => {
+                        let (published, pending) = message
+                            .info()
+                            .map(|i| (i.published.unix_timestamp_nanos().max(0) as u64, i.pending))
+                            .unwrap_or((now_nanos(), 1));
+                        let mut notes = Vec::new();
+                        match serde_json::from_slice::<SpanEvaluation>(&message.payload) {
+                            Ok(evaluation) if seen.insert(&evaluation.id) => {
+                                self.metrics.scores_observed.inc();
+                                let overflowed = engine.overflowed();
+                                notes = engine.observe(&evaluation, now_nanos(), caught_up);
+                                self.metrics.groups_overflowed.inc_by(engine.overflowed() - overflowed);
+                                // The score that made the rule true is the clock's start.
+                                for note in &mut notes {
+                                    note.due_unix_nano = note.due_unix_nano.min(published);
+                                }
+                            }
+                            Ok(_) => {
+                                self.metrics.duplicate_scores.inc();
+                            }
+                            Err(e) => {
+                                self.metrics.undecodable_scores.inc();
+                                tracing::warn!(event = "score_undecodable", error = %e, "skipping an undecodable score message");
+                            }
+                        }
+                        if !caught_up {
+                            replayed += 1;
+                            if pending == 0 {
+                                caught_up = true;
+                                tracing::info!(event = "alert_replay_done", replayed, took_ms = replay_started.elapsed().as_millis() as u64, "alert windows rebuilt; evaluating");
+                                notes.extend(engine.tick(now_nanos()));
+                            }
+                        }
+                        notes
+                    }
+                    Some(Err(e)) => return Stepped::Lost(format!("reading scores: {e}")),
+                    None => return Stepped::Lost("the score subscription ended".into()),
+                },
+            };
+            if !notes.is_empty()
+                && let Err(stepped) = self.apply(notes, &engine, &mut persisted).await
+            {
+                return stepped;
+            }
+        }
+    }
+
+    async fn replay_consumer(
+        &self,
+        start: SystemTime,
+    ) -> Result<consumer::Consumer<consumer::pull::OrderedConfig>, String> {
+        let stream = self
+            .js
+            .get_stream(self.names.scores_stream())
+            .await
+            .map_err(|e| format!("score stream {}: {e}", self.names.scores_stream()))?;
+        let start = time::OffsetDateTime::from(start);
+        stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                description: Some(format!("Umpire alert leader of {}", self.policy)),
+                filter_subject: self.names.scores_subject(&self.policy),
+                deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("replaying scores: {e}"))
+    }
+
+    /// Stores notifications in the outbox, then the state that produced them (in that
+    /// order: a crash in between re-derives the same notification, which the outbox drops
+    /// as a duplicate), then any other state change (pending, clearing).
+    async fn apply(
+        &mut self,
+        notes: Vec<Notification>,
+        engine: &AlertEngine,
+        persisted: &mut HashMap<(String, String), AlertStatus>,
+    ) -> Result<(), Stepped> {
+        let subject = self.names.notifications_subject(&self.policy);
+        for note in &notes {
+            loop {
+                match outbox::publish(&self.js, &subject, note).await {
+                    Ok(new) => {
+                        tracing::info!(event = "alert_transition", id = %note.id(), rule = %note.rule, group = %note.group, action = ?note.action, new, summary = %note.summary, "alert state changed");
+                        break;
+                    }
+                    Err(e) => {
+                        self.metrics.outbox_publish_failures.inc();
+                        tracing::warn!(event = "outbox_publish_failed", error = %e, "retrying");
+                        self.wait_as_leader().await?;
+                    }
+                }
+            }
+            let transition = match (note.action, note.repeat) {
+                (Action::Resolve, _) => "resolve",
+                (Action::Trigger, 0) => "trigger",
+                (Action::Trigger, _) => "repeat",
+            };
+            self.metrics
+                .transitions
+                .get_or_create(&TransitionLabels {
+                    rule: note.rule.clone(),
+                    transition,
+                })
+                .inc();
+        }
+        let mut firing: HashMap<&str, i64> =
+            self.rules.iter().map(|r| (r.name.as_str(), 0)).collect();
+        let mut pending: HashMap<&str, i64> = firing.clone();
+        let mut changed = Vec::new();
+        for view in engine.alerts() {
+            if view.status.is_firing() {
+                *firing.entry(view.rule).or_default() += 1;
+            }
+            if view.status.is_pending() {
+                *pending.entry(view.rule).or_default() += 1;
+            }
+            let key = (view.rule.to_owned(), view.group.to_owned());
+            if persisted
+                .get(&key)
+                .is_some_and(|old| same_state(old, view.status))
+            {
+                continue;
+            }
+            if persisted.get(&key).is_none() && same_state(&AlertStatus::default(), view.status) {
+                continue;
+            }
+            changed.push(StoredAlert {
+                rule: view.rule.to_owned(),
+                group: view.group.to_owned(),
+                values: view.values.clone(),
+                status: view.status.clone(),
+            });
+        }
+        for (rule, count) in firing {
+            self.metrics
+                .firing
+                .get_or_create(&RuleLabels {
+                    rule: rule.to_owned(),
+                })
+                .set(count);
+        }
+        for (rule, count) in pending {
+            self.metrics
+                .pending
+                .get_or_create(&RuleLabels {
+                    rule: rule.to_owned(),
+                })
+                .set(count);
+        }
+        for alert in changed {
+            loop {
+                match self.store.save(&alert).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        self.metrics.state_write_failures.inc();
+                        tracing::warn!(event = "alert_state_write_failed", error = %e, "retrying");
+                        self.wait_as_leader().await?;
+                    }
+                }
+            }
+            persisted.insert((alert.rule, alert.group), alert.status);
+        }
+        Ok(())
+    }
+
+    /// Waits a moment before a retry, giving up if leadership lapsed meanwhile.
+    async fn wait_as_leader(&mut self) -> Result<(), Stepped> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !self.lease.is_leader(Instant::now()) {
+            match self.lease.renew().await {
+                Ok(true) => {}
+                _ => return Err(Stepped::Lost("lease lapsed while retrying".into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The state worth persisting: the phase and counters, not the latest measured value.
+fn same_state(a: &AlertStatus, b: &AlertStatus) -> bool {
+    a.phase == b.phase && a.episode == b.episode && a.repeats == b.repeats
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A bounded set of recently seen ids (oldest forgotten first).
+struct RecentIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    fn new(capacity: usize) -> Self {
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// True when the id is new.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() >= self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.set.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        true
+    }
+}

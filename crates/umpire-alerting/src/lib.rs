@@ -1,0 +1,171 @@
+//! Alerting for one EvalPolicy, run inside each evaluator replica.
+//!
+//! - [`evaluation::AlertEvaluator`]: the leader-elected writer of the policy's alert state
+//!   ([`leader`]), evaluating rules over the score stream and persisting state ([`store`]).
+//! - [`outbox`]: notifications are stored in JetStream before anything else happens.
+//! - [`delivery`]: every replica delivers from the outbox, one notification at a time, to
+//!   PagerDuty Events v2 or webhooks, retrying until accepted.
+
+pub mod delivery;
+pub mod evaluation;
+pub mod leader;
+pub mod metrics;
+pub mod outbox;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use umpire_api::compile::PlannedRoute;
+use umpire_core::alert::rule::AlertRule;
+use umpire_nats::names::ProjectNames;
+use umpire_nats::streams::ensure_stream;
+use umpire_runtime::readiness::Readiness;
+
+use crate::delivery::{DeliverySettings, Notifier, run_deliveries};
+use crate::evaluation::AlertEvaluator;
+use crate::leader::PolicyLease;
+use crate::metrics::AlertMetrics;
+use crate::store::AlertStore;
+
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+pub const DEFAULT_TICK: Duration = Duration::from_millis(250);
+const READINESS_CHECK: &str = "alerting";
+
+#[derive(Debug, Clone)]
+pub struct AlertingConfig {
+    pub names: ProjectNames,
+    pub policy: String,
+    pub rules: Vec<AlertRule>,
+    pub routes: Vec<PlannedRoute>,
+    /// This replica's name in the leader lease (pod name).
+    pub member: String,
+    pub lease_ttl: Duration,
+    pub tick: Duration,
+    /// Replicas of the alert buckets and the outbox stream (JetStream clustering).
+    pub replicas: usize,
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertingError {
+    #[error(transparent)]
+    Notifier(#[from] delivery::NotifierSetupError),
+}
+
+/// Starts the alert evaluator (if the policy has rules) and the notifier; they run until
+/// `shutdown`. Setup against NATS is retried in the background; readiness reports it.
+pub fn start(
+    js: jetstream::Context,
+    config: AlertingConfig,
+    metrics: Arc<AlertMetrics>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> Result<Option<JoinHandle<()>>, AlertingError> {
+    if config.rules.is_empty() {
+        return Ok(None);
+    }
+    let notifier = Notifier::new(
+        config.routes.clone(),
+        config.delivery.clone(),
+        metrics.clone(),
+    )?;
+    readiness.register(READINESS_CHECK, "alert state and outbox are not set up yet");
+    Ok(Some(tokio::spawn(async move {
+        let Some((evaluator, consumer)) =
+            set_up(&js, &config, metrics, &readiness, &shutdown).await
+        else {
+            return;
+        };
+        let deliveries = tokio::spawn(run_deliveries(consumer, notifier, shutdown.clone()));
+        evaluator.run(shutdown).await;
+        let _ = deliveries.await;
+    })))
+}
+
+async fn set_up(
+    js: &jetstream::Context,
+    config: &AlertingConfig,
+    metrics: Arc<AlertMetrics>,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Option<(
+    AlertEvaluator,
+    async_nats::jetstream::consumer::PullConsumer,
+)> {
+    let mut attempt = 0u32;
+    loop {
+        let result: Result<_, String> = async {
+            let names = &config.names;
+            ensure_stream(js, outbox::outbox_stream_config(names, config.replicas))
+                .await
+                .map_err(|e| e.to_string())?;
+            let consumer = js
+                .get_stream(names.notifications_stream())
+                .await
+                .map_err(|e| format!("outbox stream: {e}"))?
+                .get_or_create_consumer(
+                    &names.notifier_consumer(&config.policy),
+                    delivery::consumer_config(names, &config.policy),
+                )
+                .await
+                .map_err(|e| format!("notifier consumer: {e}"))?;
+            let lease = PolicyLease::open(
+                js,
+                &names.alert_lease_bucket(),
+                &config.policy,
+                &config.member,
+                config.lease_ttl,
+                config.replicas,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let store = AlertStore::open(
+                js,
+                &names.alert_state_bucket(),
+                &config.policy,
+                config.replicas,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            // The leader replays scores; the stream is made by the evaluator workers.
+            js.get_stream(names.scores_stream())
+                .await
+                .map_err(|e| format!("score stream {}: {e}", names.scores_stream()))?;
+            Ok((
+                AlertEvaluator {
+                    js: js.clone(),
+                    names: names.clone(),
+                    policy: config.policy.clone(),
+                    rules: config.rules.clone(),
+                    lease,
+                    store,
+                    metrics: metrics.clone(),
+                    tick: config.tick,
+                },
+                consumer,
+            ))
+        }
+        .await;
+        match result {
+            Ok(parts) => {
+                readiness.set_ok(READINESS_CHECK);
+                return Some(parts);
+            }
+            Err(e) => {
+                attempt += 1;
+                readiness.set_failing(READINESS_CHECK, &e);
+                if attempt % 10 == 1 {
+                    tracing::warn!(event = "alerting_setup_failed", error = %e, "retrying");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Alert state in a NATS KV bucket per project: `<policy>.<rule>.<group hash>` (or `.all`
+//! for ungrouped rules) → the group's values and [`AlertStatus`]. Written by the policy's
+//! leader after every state change and read by a new leader before it evaluates, so a
+//! restart neither forgets a firing alert nor pages it again.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::{self, kv};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use umpire_core::alert::notification::group_hash;
+use umpire_core::alert::state::AlertStatus;
+use umpire_nats::kv::{BucketSettings, ensure_bucket};
+
+#[derive(Debug, thiserror::Error)]
+#[error("alert state ({bucket}): {message}")]
+pub struct StoreError {
+    bucket: String,
+    message: String,
+}
+
+/// One alert's persisted record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredAlert {
+    pub rule: String,
+    /// `key=value,…`, empty for ungrouped rules.
+    pub group: String,
+    pub values: BTreeMap<String, String>,
+    pub status: AlertStatus,
+}
+
+pub struct AlertStore {
+    kv: kv::Store,
+    stream: jetstream::stream::Stream,
+    bucket: String,
+    policy: String,
+}
+
+impl AlertStore {
+    pub async fn open(
+        js: &jetstream::Context,
+        bucket: &str,
+        policy: &str,
+        replicas: usize,
+    ) -> Result<Self, StoreError> {
+        let error = |message: String| StoreError {
+            bucket: bucket.to_owned(),
+            message,
+        };
+        let settings = BucketSettings {
+            bucket: bucket.to_owned(),
+            description: "Umpire alert state: pending and firing alerts of each EvalPolicy".into(),
+            history: 1,
+            max_age: std::time::Duration::ZERO,
+            replicas,
+        };
+        let kv = ensure_bucket(js, &settings)
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        let stream = js
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        Ok(Self {
+            kv,
+            stream,
+            bucket: bucket.to_owned(),
+            policy: policy.to_owned(),
+        })
+    }
+
+    pub fn key(&self, rule: &str, group: &str) -> String {
+        let group = if group.is_empty() {
+            "all".to_owned()
+        } else {
+            group_hash(group)
+        };
+        format!("{}.{rule}.{group}", self.policy)
+    }
+
+    /// Every stored alert of the policy. Records that no longer parse are skipped with a
+    /// warning (they are rewritten at the next change).
+    pub async fn load(&mut self) -> Result<Vec<StoredAlert>, StoreError> {
+        let prefix = format!("$KV.{}.", self.bucket);
+        let subjects: Vec<String> = self
+            .stream
+            .info_with_subjects(format!("{prefix}{}.>", self.policy))
+            .await
+            .map_err(|e| self.error(e.to_string()))?
+            .map_ok(|(subject, _)| subject)
+            .try_collect()
+            .await
+            .map_err(|e| self.error(e.to_string()))?;
+        let mut alerts = Vec::new();
+        for subject in subjects {
+            let Some(key) = subject.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some(bytes) = self
+                .kv
+                .get(key)
+                .await
+                .map_err(|e| self.error(e.to_string()))?
+            else {
+                continue;
+            };
+            match serde_json::from_slice::<StoredAlert>(&bytes) {
+                Ok(alert) => alerts.push(alert),
+                Err(e) => {
+                    tracing::warn!(event = "alert_state_unreadable", key, error = %e, "skipping an unreadable alert record")
+                }
+            }
+        }
+        Ok(alerts)
+    }
+
+    pub async fn save(&self, alert: &StoredAlert) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(alert).map_err(|e| self.error(e.to_string()))?;
+        self.kv
+            .put(self.key(&alert.rule, &alert.group), bytes.into())
+            .await
+            .map_err(|e| self.error(e.to_string()))?;
+        Ok(())
+    }
+
+    fn error(&self, message: String) -> StoreError {
+        StoreError {
+            bucket: self.bucket.clone(),
+            message,
+        }
+    }
+}

@@ -1,0 +1,327 @@
+#![allow(clippy::unwrap_used)]
+//! Notifications delivered from the outbox to a PagerDuty-compatible receiver and a
+//! webhook, over a real nats-server and real HTTP.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use umpire_alerting::delivery::{
+    Attempt, DeliverySettings, Notifier, consumer_config, run_deliveries,
+};
+use umpire_alerting::metrics::{AlertMetrics, AttemptLabels, DeliveryLabels};
+use umpire_alerting::outbox::{outbox_stream_config, publish};
+use umpire_api::common::SecretKeyRef;
+use umpire_api::compile::{PlannedRoute, RouteTarget, WebhookUrl};
+use umpire_core::alert::notification::{Action, Notification, dedup_key};
+use umpire_core::alert::rule::Severity;
+use umpire_nats::names::ProjectNames;
+use umpire_nats::streams::ensure_stream;
+use umpire_testkit::nats::NatsServer;
+use umpire_testkit::pager::PagerDutyReceiver;
+use umpire_testkit::wait::eventually;
+
+const ROUTING_KEY: &str = "R0UTINGKEY0123456789abcdef012345";
+
+fn notification(action: Action, episode: u64, route: &str) -> Notification {
+    let group = "gen_ai.request.model=gpt-4o";
+    Notification {
+        dedup_key: dedup_key("ml", "quality", "grounded-drop", group),
+        action,
+        episode,
+        repeat: 0,
+        namespace: "ml".into(),
+        project: "support-bot".into(),
+        policy: "quality".into(),
+        rule: "grounded-drop".into(),
+        group: group.into(),
+        group_values: BTreeMap::from([("gen_ai.request.model".to_owned(), "gpt-4o".to_owned())]),
+        severity: Severity::Critical,
+        route: route.into(),
+        class: "grounded".into(),
+        metric: "grounded pass rate".into(),
+        value: Some(0.41),
+        threshold: Some(0.8),
+        baseline: None,
+        samples: 212,
+        window: "5m".into(),
+        description: "grounded pass rate 0.410 < 0.8 over 5m".into(),
+        summary: "[critical] quality/grounded-drop (gen_ai.request.model=gpt-4o) firing: grounded pass rate 0.410 < 0.8 over 5m (n=212)".into(),
+        since_unix_nano: 1_795_000_000_000_000_000,
+        at_unix_nano: 1_795_000_000_000_000_000,
+        due_unix_nano: 1_795_000_000_000_000_000,
+        example_trace_ids: (0..7).map(|i| format!("{i:032x}")).collect(),
+    }
+}
+
+struct Setup {
+    _secrets: tempfile::TempDir,
+    notifier: Notifier,
+    receiver: PagerDutyReceiver,
+    metrics: Arc<AlertMetrics>,
+}
+
+async fn setup() -> Setup {
+    let receiver = PagerDutyReceiver::start().await.unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    for (name, key, value) in [
+        ("pd", "routing-key", ROUTING_KEY),
+        ("hooks", "hmac", "s3cret"),
+        ("hooks", "url", receiver.hook_url().as_str()),
+    ] {
+        std::fs::create_dir_all(secrets.path().join(name)).unwrap();
+        std::fs::write(secrets.path().join(name).join(key), format!("{value}\n")).unwrap();
+    }
+    let secret = |name: &str, key: &str| SecretKeyRef {
+        name: name.into(),
+        key: key.into(),
+    };
+    let routes = vec![
+        PlannedRoute {
+            name: "oncall".into(),
+            target: RouteTarget::PagerDuty {
+                url: receiver.events_url(),
+                routing_key: secret("pd", "routing-key"),
+                component: None,
+                class: None,
+            },
+        },
+        PlannedRoute {
+            name: "team-hook".into(),
+            target: RouteTarget::Webhook {
+                url: WebhookUrl::Secret(secret("hooks", "url")),
+                hmac_key: Some(secret("hooks", "hmac")),
+            },
+        },
+    ];
+    let metrics = Arc::new(AlertMetrics::new(&mut Registry::default()));
+    let settings = DeliverySettings {
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(100),
+        secret_dir: Some(secrets.path().to_owned()),
+        ..DeliverySettings::default()
+    };
+    let notifier = Notifier::new(routes, settings, metrics.clone()).unwrap();
+    Setup {
+        _secrets: secrets,
+        notifier,
+        receiver,
+        metrics,
+    }
+}
+
+#[tokio::test]
+async fn pagerduty_events_follow_the_documented_schema() {
+    let setup = setup().await;
+    assert_eq!(
+        setup
+            .notifier
+            .attempt(&notification(Action::Trigger, 1, "oncall"))
+            .await,
+        Attempt::Delivered
+    );
+    assert_eq!(
+        setup
+            .notifier
+            .attempt(&notification(Action::Resolve, 1, "oncall"))
+            .await,
+        Attempt::Delivered
+    );
+    assert!(
+        setup.receiver.rejected().is_empty(),
+        "{:?}",
+        setup.receiver.rejected()
+    );
+    let events = setup.receiver.events();
+    let trigger = &events[0].body;
+    assert_eq!(
+        trigger["routing_key"], ROUTING_KEY,
+        "the secret is read and trimmed"
+    );
+    assert_eq!(trigger["event_action"], "trigger");
+    assert!(
+        trigger["dedup_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("umpire/ml/quality/grounded-drop/")
+    );
+    let payload = &trigger["payload"];
+    assert_eq!(payload["severity"], "critical");
+    assert_eq!(payload["source"], "umpire/ml/support-bot");
+    assert_eq!(
+        (
+            payload["component"].as_str(),
+            payload["group"].as_str(),
+            payload["class"].as_str()
+        ),
+        (Some("support-bot"), Some("quality"), Some("grounded"))
+    );
+    assert_eq!(payload["timestamp"], "2026-11-18T11:06:40Z");
+    let details = &payload["custom_details"];
+    assert_eq!(
+        (
+            details["value"].as_f64(),
+            details["threshold"].as_f64(),
+            details["samples"].as_u64()
+        ),
+        (Some(0.41), Some(0.8), Some(212))
+    );
+    assert_eq!(details["window"], "5m");
+    assert_eq!(details["group"]["gen_ai.request.model"], "gpt-4o");
+    assert_eq!(
+        details["example_trace_ids"].as_array().unwrap().len(),
+        5,
+        "at most five examples"
+    );
+    let resolve = &events[1].body;
+    assert_eq!(
+        (
+            resolve["event_action"].as_str(),
+            resolve["dedup_key"].as_str()
+        ),
+        (Some("resolve"), trigger["dedup_key"].as_str())
+    );
+}
+
+#[tokio::test]
+async fn retries_429_and_5xx_but_not_400() {
+    let setup = setup().await;
+    setup.receiver.fail_next(&[429]);
+    assert!(matches!(
+        setup
+            .notifier
+            .attempt(&notification(Action::Trigger, 1, "oncall"))
+            .await,
+        Attempt::Retry { .. }
+    ));
+    setup.receiver.fail_next(&[503]);
+    assert!(matches!(
+        setup
+            .notifier
+            .attempt(&notification(Action::Trigger, 1, "oncall"))
+            .await,
+        Attempt::Retry { .. }
+    ));
+    // A summary over PagerDuty's limit can only come from a bug; the receiver's 400 is final.
+    let mut broken = notification(Action::Trigger, 2, "oncall");
+    broken.severity = Severity::Critical;
+    broken.summary = String::new();
+    let outcome = setup.notifier.attempt(&broken).await;
+    assert!(
+        matches!(&outcome, Attempt::Rejected(reason) if reason.contains("400")),
+        "{outcome:?}"
+    );
+    assert_eq!(setup.receiver.answers(), [429, 503, 400]);
+    assert!(setup.receiver.events().is_empty());
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_with_the_secret_key() {
+    let setup = setup().await;
+    assert_eq!(
+        setup
+            .notifier
+            .attempt(&notification(Action::Trigger, 1, "team-hook"))
+            .await,
+        Attempt::Delivered
+    );
+    let hook = &setup.receiver.hooks()[0];
+    assert_eq!(hook.body["status"], "firing");
+    assert_eq!(hook.body["version"], "umpire.dev/alert/v1");
+    assert_eq!(hook.body["group"]["gen_ai.request.model"], "gpt-4o");
+    assert_eq!(
+        hook.headers["x-umpire-notification-id"],
+        notification(Action::Trigger, 1, "team-hook").id()
+    );
+    let expected = umpire_alerting::delivery::webhook::signature(b"s3cret", &hook.raw);
+    assert_eq!(hook.headers["x-umpire-signature"], expected);
+    assert!(
+        !hook
+            .raw
+            .windows(ROUTING_KEY.len())
+            .any(|w| w == ROUTING_KEY.as_bytes())
+    );
+}
+
+#[tokio::test]
+async fn the_outbox_delivers_in_order_through_failures_without_loss_or_duplicates() {
+    let server = NatsServer::start().unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let names = ProjectNames::new("ml", "support-bot");
+    ensure_stream(&js, outbox_stream_config(&names, 1))
+        .await
+        .unwrap();
+    let setup = setup().await;
+    setup.receiver.fail_next(&[429, 500, 502, 429]);
+    let subject = names.notifications_subject("quality");
+    let sequence = [
+        notification(Action::Trigger, 1, "oncall"),
+        notification(Action::Resolve, 1, "oncall"),
+        notification(Action::Trigger, 2, "oncall"),
+    ];
+    for n in &sequence {
+        assert!(publish(&js, &subject, n).await.unwrap(), "new");
+    }
+    // A leader that re-derives a transition after a crash publishes it again: dropped.
+    assert!(
+        !publish(&js, &subject, &sequence[0]).await.unwrap(),
+        "duplicate"
+    );
+
+    let stream = js.get_stream(names.notifications_stream()).await.unwrap();
+    let consumer = stream
+        .get_or_create_consumer("notifier-quality", consumer_config(&names, "quality"))
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let metrics = setup.metrics.clone();
+    let receiver = setup.receiver;
+    let task = tokio::spawn(run_deliveries(consumer, setup.notifier, shutdown.clone()));
+    eventually("three accepted events", Duration::from_secs(20), || async {
+        (receiver.events().len() >= 3).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    let actions: Vec<(String, String)> = receiver
+        .events()
+        .iter()
+        .map(|e| (e.action().to_owned(), e.dedup_key().to_owned()))
+        .collect();
+    let key = sequence[0].dedup_key.clone();
+    assert_eq!(
+        actions,
+        [
+            ("trigger".to_owned(), key.clone()),
+            ("resolve".to_owned(), key.clone()),
+            ("trigger".to_owned(), key)
+        ]
+    );
+    assert_eq!(receiver.answers(), [429, 500, 502, 429, 202, 202, 202]);
+    let delivered = metrics
+        .deliveries
+        .get_or_create(&DeliveryLabels {
+            route: "oncall".into(),
+            outcome: "delivered",
+        })
+        .get();
+    assert_eq!(delivered, 3);
+    let throttled = metrics
+        .attempts
+        .get_or_create(&AttemptLabels {
+            route: "oncall".into(),
+            result: "429".into(),
+        })
+        .get();
+    assert_eq!(throttled, 2);
+    let mut stream = stream;
+    let info = stream.info().await.unwrap();
+    assert_eq!(
+        info.state.messages, 3,
+        "the outbox holds what was sent (JetStream ages it out)"
+    );
+}

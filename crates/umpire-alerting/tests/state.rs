@@ -1,0 +1,104 @@
+#![allow(clippy::unwrap_used)]
+//! The leader lease and the alert state store on a real nats-server.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use umpire_alerting::leader::PolicyLease;
+use umpire_alerting::store::{AlertStore, StoredAlert};
+use umpire_core::alert::state::{AlertStatus, Phase};
+use umpire_testkit::nats::NatsServer;
+
+#[tokio::test]
+async fn one_leader_at_a_time_and_takeover_after_expiry() {
+    let server = NatsServer::start().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let ttl = Duration::from_secs(2);
+    let mut a = PolicyLease::open(&js, "leases", "quality", "a", ttl, 1)
+        .await
+        .unwrap();
+    let mut b = PolicyLease::open(&js, "leases", "quality", "b", ttl, 1)
+        .await
+        .unwrap();
+    let mut other_policy = PolicyLease::open(&js, "leases", "latency", "b", ttl, 1)
+        .await
+        .unwrap();
+
+    assert!(a.try_acquire().await.unwrap());
+    assert!(!b.try_acquire().await.unwrap(), "held by a");
+    assert!(
+        other_policy.try_acquire().await.unwrap(),
+        "leases are per policy"
+    );
+    assert!(a.renew().await.unwrap());
+    assert!(a.is_leader(Instant::now()));
+
+    // A graceful hand-over needs no waiting.
+    a.release().await;
+    assert!(!a.is_leader(Instant::now()));
+    assert!(b.try_acquire().await.unwrap());
+
+    // b stops renewing (a crash): a takes over once the key expires...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.try_acquire().await.unwrap() {
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...and b, had it only stalled, fenced itself before that and cannot renew.
+    assert!(!b.is_leader(Instant::now()));
+    assert!(!b.renew().await.unwrap());
+    assert!(a.renew().await.unwrap());
+}
+
+#[tokio::test]
+async fn alert_state_round_trips_per_policy() {
+    let server = NatsServer::start().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut quality = AlertStore::open(&js, "alerts", "quality", 1).await.unwrap();
+    let mut latency = AlertStore::open(&js, "alerts", "latency", 1).await.unwrap();
+    assert!(quality.load().await.unwrap().is_empty());
+    let firing = StoredAlert {
+        rule: "grounded-drop".into(),
+        group: "gen_ai.request.model=gpt-4o".into(),
+        values: BTreeMap::from([("gen_ai.request.model".to_owned(), "gpt-4o".to_owned())]),
+        status: AlertStatus {
+            phase: Phase::Firing {
+                since_ns: 5,
+                last_notified_ns: 5,
+                clear_since_ns: None,
+            },
+            episode: 2,
+            repeats: 0,
+            value: Some(0.4),
+        },
+    };
+    let pending = StoredAlert {
+        rule: "slow".into(),
+        group: String::new(),
+        values: BTreeMap::new(),
+        status: AlertStatus {
+            phase: Phase::Pending { since_ns: 9 },
+            episode: 0,
+            repeats: 0,
+            value: None,
+        },
+    };
+    quality.save(&firing).await.unwrap();
+    quality.save(&pending).await.unwrap();
+    latency.save(&pending).await.unwrap();
+    let mut updated = firing.clone();
+    updated.status.phase = Phase::Inactive;
+    quality.save(&updated).await.unwrap();
+
+    let mut loaded = quality.load().await.unwrap();
+    loaded.sort_by(|a, b| a.rule.cmp(&b.rule));
+    assert_eq!(loaded, [updated, pending.clone()]);
+    assert_eq!(latency.load().await.unwrap(), [pending]);
+    assert_eq!(quality.key("slow", ""), "quality.slow.all");
+    assert!(
+        quality
+            .key("grounded-drop", "gen_ai.request.model=gpt-4o")
+            .starts_with("quality.grounded-drop.")
+    );
+}
