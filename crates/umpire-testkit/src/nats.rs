@@ -97,12 +97,24 @@ impl NatsServer {
         // Readiness is read from a fresh log: the marker line must come from this start.
         let _ = std::fs::remove_file(&log);
         let store = self.dir.path().join("js");
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(&store)
             .arg("-l")
-            .arg(&log)
+            .arg(&log);
+        if !self.extra_args.iter().any(|a| a == "-c") {
+            // By default the server reserves at most 75 % of the free disk for streams'
+            // `max_bytes`; tests must not fail because the machine's disk is fuller today.
+            let config = self.dir.path().join("limits.conf");
+            std::fs::write(
+                &config,
+                "jetstream {\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}\n",
+            )?;
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -295,16 +295,23 @@ mod tests {
         );
         let resolve = json!({"routing_key": "k", "event_action": "resolve", "dedup_key": "a/b"});
         assert!(validate_event(&resolve).is_empty());
-        let bad = json!({"routing_key": "", "event_action": "page", "payload": {"summary": "x".repeat(1025), "severity": "fatal", "timestamp": "yesterday"}});
-        let errors = validate_event(&bad);
+        let errors = validate_event(&json!({"routing_key": "", "event_action": "page"}));
+        for needle in ["routing_key", "event_action", "dedup_key"] {
+            assert!(
+                errors.iter().any(|e| e.contains(needle)),
+                "{needle}: {errors:?}"
+            );
+        }
+        let bad_trigger = json!({"routing_key": "k", "event_action": "trigger", "dedup_key": "k".repeat(256),
+            "payload": {"summary": "x".repeat(1025), "severity": "fatal", "timestamp": "yesterday", "class": 3}});
+        let errors = validate_event(&bad_trigger);
         for needle in [
-            "routing_key",
-            "event_action",
+            "dedup_key",
             "summary",
             "source",
             "severity",
             "timestamp",
-            "dedup_key",
+            "class",
         ] {
             assert!(
                 errors.iter().any(|e| e.contains(needle)),
