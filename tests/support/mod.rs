@@ -69,6 +69,18 @@ impl UmpireProcess {
         }
     }
 
+    /// Log lines with this `event` so far, without waiting.
+    pub fn events(&mut self, event: &str) -> Vec<Value> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == event)
+            .collect()
+    }
+
     /// Kills the process at once (SIGKILL): a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

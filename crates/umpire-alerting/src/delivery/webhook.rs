@@ -31,6 +31,7 @@ pub fn body(n: &Notification) -> Value {
         "condition": n.description,
         "firingSince": rfc3339(n.since_unix_nano),
         "at": rfc3339(n.at_unix_nano),
+        "dueAt": rfc3339(n.due_unix_nano),
         "exampleTraceIds": n.example_trace_ids.iter().take(5).collect::<Vec<_>>(),
     })
 }

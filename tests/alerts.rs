@@ -1,0 +1,295 @@
+//! Alerting end to end: three `umpire evaluator` processes share one policy; a score stream
+//! with an injected regression in one group pages PagerDuty exactly once and resolves
+//! exactly once, through a crash of the alert leader mid-incident (and its restart) and a
+//! receiver that answers 429 and 5xx; a noisy but healthy group never pages.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use support::UmpireProcess;
+use umpire_core::ids::{SpanId, TraceId};
+use umpire_core::judge::{Outcome, Verdict};
+use umpire_core::score::{JudgeScore, SpanEvaluation};
+use umpire_testkit::nats::NatsServer;
+use umpire_testkit::pager::PagerDutyReceiver;
+use umpire_testkit::wait::eventually;
+
+const ROUTING_KEY: &str = "e2e0routing0key0000000000000000a";
+const SCORES: &str = "umpire.scores.team.bot.quality";
+
+/// Healthy: both models pass ~90 %. Regressed: gpt-4o passes ~40 %.
+const HEALTHY: u8 = 0;
+const REGRESSED: u8 = 1;
+const STOPPED: u8 = 2;
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn evaluation(n: u64, model: &str, passed: bool) -> SpanEvaluation {
+    let mut trace = [0u8; 16];
+    trace[8..].copy_from_slice(&n.to_be_bytes());
+    let now = now_nanos();
+    SpanEvaluation {
+        id: format!("quality/{n:032x}/{n:016x}"),
+        policy: "quality".into(),
+        trace_id: TraceId(trace),
+        span_id: SpanId(n.to_be_bytes()),
+        observed_at_unix_nano: now,
+        scored_at_unix_nano: now,
+        latency_ms: 800.0,
+        groups: BTreeMap::from([("gen_ai.request.model".to_owned(), model.to_owned())]),
+        model: Some(model.to_owned()),
+        scores: vec![JudgeScore {
+            judge: "grounded".into(),
+            outcome: Outcome::Scored(Verdict {
+                value: if passed { 1.0 } else { 0.0 },
+                passed,
+                label: None,
+                explanation: None,
+                measurement: None,
+                usage: None,
+            }),
+            judge_latency_ms: 1.0,
+        }],
+    }
+}
+
+/// Publishes 40 evaluations a second per model until stopped: random passes (seeded) at
+/// the phase's rates.
+async fn publish_scores(js: jetstream::Context, phase: Arc<AtomicU8>) {
+    let mut state = 0x5eed_u64;
+    let mut random = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % 100
+    };
+    let mut ticks = tokio::time::interval(Duration::from_millis(25));
+    let mut n = 0u64;
+    loop {
+        ticks.tick().await;
+        let phase = phase.load(Ordering::SeqCst);
+        if phase == STOPPED {
+            return;
+        }
+        for model in ["gpt-4o", "gpt-4o-mini"] {
+            n += 1;
+            let rate = if phase == REGRESSED && model == "gpt-4o" {
+                40
+            } else {
+                90
+            };
+            let evaluation = evaluation(n, model, random() < rate);
+            let payload = serde_json::to_vec(&evaluation).unwrap();
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", evaluation.id.as_str());
+            js.publish_with_headers(SCORES, headers, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn leaders(processes: &mut [UmpireProcess]) -> Vec<usize> {
+    let mut found = Vec::new();
+    for (i, p) in processes.iter_mut().enumerate() {
+        let acquired = p.events("alert_leadership_acquired").len();
+        let left =
+            p.events("alert_leadership_lost").len() + p.events("alert_leadership_released").len();
+        if acquired > left {
+            found.push(i);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_page_and_one_resolve_per_group_through_a_leader_crash_and_receiver_errors() {
+    let nats = NatsServer::start().unwrap();
+    let pager = PagerDutyReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets/pd")).unwrap();
+    std::fs::write(dir.path().join("secrets/pd/routing-key"), ROUTING_KEY).unwrap();
+    let config = dir.path().join("evaluator.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+namespace: team
+policy: quality
+nats: {{url: "{nats}"}}
+adminListen: 127.0.0.1:0
+secretDir: {secrets}
+alertLeaseTtl: 3s
+spec:
+  projectRef: {{name: bot}}
+  judges: [{{name: grounded, latency: {{maxMs: 60000}}}}]
+  alerts:
+    - name: grounded-regression
+      metric: {{judge: grounded, aggregate: passRate}}
+      window: 5s
+      minSamples: 50
+      groupBy: [gen_ai.request.model]
+      condition: {{regression: {{baseline: 20s, maxRelativeDrop: 0.2, confidence: 0.99}}}}
+      for: 2s
+      clearFor: 3s
+      severity: critical
+      route: oncall
+  routes:
+    - {{name: oncall, pagerDuty: {{url: "{pd}", routingKeySecretRef: {{name: pd, key: routing-key}}}}}}
+"#,
+            nats = nats.url(),
+            secrets = dir.path().join("secrets").display(),
+            pd = pager.events_url(),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let spawn = || UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
+    let mut replicas = vec![spawn(), spawn(), spawn()];
+
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    eventually("the score stream", Duration::from_secs(30), || async {
+        js.get_stream("UMPIRE_SCORES_team_bot")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let phase = Arc::new(AtomicU8::new(HEALTHY));
+    let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone()));
+
+    // Exactly one replica leads.
+    let leader = eventually("an alert leader", Duration::from_secs(30), || {
+        let found = leaders(&mut replicas);
+        async move { (found.len() == 1).then(|| found[0]) }
+    })
+    .await;
+    // Fill the 20 s baseline with healthy traffic, then break gpt-4o.
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    pager.fail_next(&[429, 500]);
+    phase.store(REGRESSED, Ordering::SeqCst);
+    let triggered = eventually("the trigger", Duration::from_secs(30), || async {
+        pager.events().into_iter().find(|e| e.action() == "trigger")
+    })
+    .await;
+    assert_eq!(
+        &pager.answers()[..3],
+        [429, 500, 202],
+        "retried through 429 and 500"
+    );
+    let payload = &triggered.body["payload"];
+    assert_eq!(
+        payload["custom_details"]["group"]["gen_ai.request.model"],
+        "gpt-4o"
+    );
+    assert!(payload["custom_details"]["baseline"].as_f64().unwrap() > 0.8);
+    assert!(payload["custom_details"]["value"].as_f64().unwrap() < 0.72);
+    assert!(
+        !payload["custom_details"]["example_trace_ids"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // The leader crashes mid-incident; another replica takes over (after the lease TTL),
+    // restores the firing alert from KV, rebuilds its windows, and must not page again.
+    replicas[leader].kill();
+    let successor = eventually("a new alert leader", Duration::from_secs(30), || {
+        let found: Vec<usize> = leaders(&mut replicas)
+            .into_iter()
+            .filter(|i| *i != leader)
+            .collect();
+        async move { found.first().copied() }
+    })
+    .await;
+    eventually("the successor's replay", Duration::from_secs(30), || {
+        let done = !replicas[successor].events("alert_replay_done").is_empty();
+        async move { done.then_some(()) }
+    })
+    .await;
+    let replay = replicas[successor].events("alert_replay_started");
+    assert_eq!(
+        replay[0]["restored_firing"], 1,
+        "the successor restored the firing alert from KV"
+    );
+    replicas[leader] = spawn();
+    // Still regressed for a while under the new leader.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        pager.events().len(),
+        1,
+        "no second page: {:?}",
+        pager
+            .events()
+            .iter()
+            .map(|e| e.body.clone())
+            .collect::<Vec<_>>()
+    );
+
+    // Recovery; the receiver fails the first resolve attempts.
+    pager.fail_next(&[503, 500, 429]);
+    phase.store(HEALTHY, Ordering::SeqCst);
+    let resolved = eventually("the resolve", Duration::from_secs(60), || async {
+        pager.events().into_iter().find(|e| e.action() == "resolve")
+    })
+    .await;
+    assert_eq!(resolved.dedup_key(), triggered.dedup_key());
+
+    // Healthy traffic for two more windows: nothing else is sent.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    phase.store(STOPPED, Ordering::SeqCst);
+    publisher.await.unwrap();
+    let events: Vec<(String, String)> = pager
+        .events()
+        .iter()
+        .map(|e| {
+            (
+                e.action().to_owned(),
+                e.body["payload"]["custom_details"]["group"]["gen_ai.request.model"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("trigger".to_owned(), "gpt-4o".to_owned()),
+            ("resolve".to_owned(), "-".to_owned())
+        ]
+    );
+    assert!(pager.rejected().is_empty(), "{:?}", pager.rejected());
+
+    // Everything handed to the outbox was delivered and acknowledged.
+    let outbox = js
+        .get_stream("UMPIRE_NOTIFICATIONS_team_bot")
+        .await
+        .unwrap();
+    let mut notifier = outbox
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("notifier-quality")
+        .await
+        .unwrap();
+    let info = notifier.info().await.unwrap();
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+    for replica in &mut replicas {
+        assert_eq!(replica.terminate(), Some(0));
+    }
+    // The routing key never reaches the logs.
+    for replica in &replicas {
+        assert!(replica.log.iter().all(|l| !l.contains(ROUTING_KEY)));
+    }
+}
