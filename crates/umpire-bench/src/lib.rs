@@ -55,3 +55,10 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
     samples[index.min(samples.len() - 1)]
 }
+
+/// A loopback port free right now (for a child process's listener).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use serde_json::json;
 use support::*;
 use umpire_core::redaction::hash_text;
+use umpire_ingest::intake;
 use umpire_testkit::nats::NatsServer;
 use umpire_testkit::wait::eventually;
 
@@ -19,17 +20,33 @@ const API_KEY: &str = "sk-live4f8Qz2Xw9Lm3Np7Rt5Vb1Kc6";
 const AUTH_HEADER: &str = "Basic YWRtaW46aHVudGVyMg==";
 const USER_ID: &str = "user-8841";
 
-/// Records every message published under `umpire.>` (intake and span streams alike).
+/// Records every message published under `umpire.>` (intake and span streams alike), as
+/// plain bytes: intake payloads are decompressed first so a secret cannot hide in LZ4.
 async fn capture(nats_url: &str) -> Arc<Mutex<Vec<Vec<u8>>>> {
     let client = async_nats::connect(nats_url).await.unwrap();
     let mut subscription = client.subscribe("umpire.>").await.unwrap();
-    client.flush().await.unwrap();
+    // `flush` only writes the SUB to the socket; a message to ourselves coming back proves the
+    // server registered the interest before the ingest worker publishes anything.
+    client
+        .publish("umpire.capture-ready", "".into())
+        .await
+        .unwrap();
+    let ready = subscription.next().await.unwrap();
+    assert_eq!(ready.subject.as_str(), "umpire.capture-ready");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     tokio::spawn(async move {
         let _client = client;
         while let Some(message) = subscription.next().await {
-            sink.lock().unwrap().push(message.payload.to_vec());
+            let codec = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(intake::CODEC_HEADER))
+                .map(|v| v.as_str().to_owned());
+            let plain = intake::decompress(&message.payload, codec.as_deref())
+                .unwrap()
+                .into_owned();
+            sink.lock().unwrap().push(plain);
         }
     });
     seen

@@ -111,8 +111,9 @@ pub struct AlertCondition {
 }
 
 /// Compares the window to the trailing baseline (which excludes the window). Fires only
-/// when the relative change exceeds the limit *and* a significance test at `confidence`
-/// rejects "no change", so small samples do not page.
+/// when a one-sided significance test at `confidence` shows the window is worse than the
+/// baseline by more than the allowed relative change (not merely worse), so small or noisy
+/// samples do not page.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.maxRelativeDrop) != has(self.maxRelativeRise)").message("set exactly one of maxRelativeDrop (higher is better) or maxRelativeRise (lower is better)"))]
@@ -127,8 +128,9 @@ pub struct Regression {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub max_relative_rise: Option<f64>,
-    /// Confidence of the significance test (two-proportion z-test for pass/error rates,
-    /// Welch's t-test for means and quantiles). Default 0.99.
+    /// Confidence of the significance test (two-proportion z-test with Agresti–Caffo
+    /// correction for pass/error rates, Welch's t-test for means, and for quantiles on the
+    /// samples' means). Default 0.99.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.5, max = 0.9999))]
     pub confidence: Option<f64>,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::jetstream::{self, stream};
 use clap::Parser;
-use umpire_bench::{cpu_time, memory_mib};
+use umpire_bench::{cpu_time, free_port, memory_mib};
 use umpire_core::ids::{SpanId, TraceId};
 use umpire_core::span::{AiSpanKind, AiView, Span, Status, StatusCode, TokenUsage};
 use umpire_testkit::judge::JudgeServer;
@@ -276,10 +276,4 @@ async fn main() -> anyhow::Result<()> {
     println!("LLM judge errors: {errors}");
     evaluator.stop();
     Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
