@@ -4,9 +4,11 @@
 //! - [`judge::JudgeServer`]: an OpenAI-compatible judge API with scriptable answers.
 //! - [`pager::PagerDutyReceiver`]: a PagerDuty Events v2 (and webhook) receiver that
 //!   validates, records, and fails on demand.
+//! - [`kubeapi::KubeApiServer`]: a Kubernetes API server emulator (REST, watch, SSA, GC).
 //! - [`wait::eventually`]: await a condition with a deadline.
 
 pub mod judge;
+pub mod kubeapi;
 pub mod nats;
 pub mod pager;
 pub mod wait;
