@@ -107,6 +107,29 @@ pub struct RuntimeDefaults {
 }
 
 impl EvaluatorConfig {
+    /// A config with every advanced setting at its default (what the controller renders).
+    pub fn for_policy(
+        namespace: &str,
+        policy: &str,
+        spec: EvalPolicySpec,
+        nats: NatsSettings,
+        secret_dir: Option<PathBuf>,
+        config_map_dir: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            policy: policy.to_owned(),
+            spec,
+            nats,
+            admin_listen: default_admin(),
+            secret_dir,
+            config_map_dir,
+            trace_settle: None,
+            ack_wait: None,
+            alert_lease_ttl: None,
+        }
+    }
+
     pub fn load(path: &Path, defaults: &RuntimeDefaults) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -120,16 +143,15 @@ impl EvaluatorConfig {
         if value.get("kind").and_then(Value::as_str) == Some("EvalPolicy") {
             let (namespace, name, spec) = manifest_parts(&value).map_err(parse_error)?;
             return Ok(Self {
-                namespace,
-                policy: name,
-                spec,
-                nats: defaults.nats.clone(),
                 admin_listen: defaults.admin_listen,
-                secret_dir: defaults.secret_dir.clone(),
-                config_map_dir: defaults.config_map_dir.clone(),
-                trace_settle: None,
-                ack_wait: None,
-                alert_lease_ttl: None,
+                ..Self::for_policy(
+                    &namespace,
+                    &name,
+                    spec,
+                    defaults.nats.clone(),
+                    defaults.secret_dir.clone(),
+                    defaults.config_map_dir.clone(),
+                )
             });
         }
         serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))

@@ -29,6 +29,7 @@ use crate::config::{ConfigError, DEFAULT_ACK_WAIT, DEFAULT_TRACE_SETTLE, Evaluat
 use crate::judging::{JudgeSetupError, PolicyJudges};
 use crate::metrics::EvaluatorMetrics;
 use crate::worker::{Worker, WorkerSettings};
+use umpire_api::compile::PolicyPlan;
 
 const SETUP_CHECK: &str = "consumer";
 
@@ -129,14 +130,7 @@ pub async fn start(
         AdminServer::bind(config.admin_listen, Arc::new(registry), readiness.clone()).await?;
     let admin_addr = admin.local_addr().unwrap_or(config.admin_listen);
 
-    let settings = WorkerSettings {
-        policy: config.policy.clone(),
-        concurrency: plan.concurrency,
-        needs_trace: plan.needs_trace(),
-        trace_settle: config.trace_settle.unwrap_or(DEFAULT_TRACE_SETTLE),
-        ack_wait: config.ack_wait.unwrap_or(DEFAULT_ACK_WAIT),
-        group_keys: config.group_keys().into_iter().collect(),
-    };
+    let settings = worker_settings(&config, &plan);
     let consumer_config = Worker::consumer_config(&names, &settings, &plan.selector);
     tracing::info!(
         event = "evaluator_starting",
@@ -206,6 +200,28 @@ fn member_name() -> String {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         format!("{host}-{}", std::process::id())
     })
+}
+
+fn worker_settings(config: &EvaluatorConfig, plan: &PolicyPlan) -> WorkerSettings {
+    WorkerSettings {
+        policy: config.policy.clone(),
+        concurrency: plan.concurrency,
+        needs_trace: plan.needs_trace(),
+        trace_settle: config.trace_settle.unwrap_or(DEFAULT_TRACE_SETTLE),
+        ack_wait: config.ack_wait.unwrap_or(DEFAULT_ACK_WAIT),
+        group_keys: config.group_keys().into_iter().collect(),
+    }
+}
+
+/// The policy's durable consumer on its project's span stream, exactly as its evaluators
+/// create it (the controller creates it first, so no span published after the policy is
+/// accepted is missed while pods start).
+pub fn durable_consumer_config(
+    config: &EvaluatorConfig,
+    plan: &PolicyPlan,
+) -> consumer::pull::Config {
+    let names = ProjectNames::new(&config.namespace, &config.spec.project_ref.name);
+    Worker::consumer_config(&names, &worker_settings(config, plan), &plan.selector)
 }
 
 /// Score and dead-letter streams, and the policy's durable consumer on the span stream

@@ -137,6 +137,28 @@ pub struct RuntimeDefaults {
 }
 
 impl IngestConfig {
+    /// A config with every advanced setting at its default (what the controller renders).
+    pub fn for_project(
+        namespace: &str,
+        project: &str,
+        spec: TraceProjectSpec,
+        nats: NatsSettings,
+    ) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            project: project.to_owned(),
+            spec,
+            nats,
+            listen: ListenAddresses::default(),
+            auth_token_file: None,
+            member_id: None,
+            partitions: DEFAULT_PARTITIONS,
+            intake_max_bytes: default_intake_max_bytes(),
+            intake_ack_wait: None,
+            lease_ttl: None,
+        }
+    }
+
     /// Reads an ingest config, or a TraceProject manifest completed with `defaults`.
     pub fn load(path: &Path, defaults: &RuntimeDefaults) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -161,17 +183,9 @@ impl IngestConfig {
                 serde_json::from_value(value.get("spec").cloned().unwrap_or(Value::Null))
                     .map_err(|e| parse_error(e.to_string()))?;
             return Ok(Self {
-                namespace: namespace.to_owned(),
-                project: name.to_owned(),
-                spec,
-                nats: defaults.nats.clone(),
                 listen: defaults.listen.clone(),
                 auth_token_file: defaults.auth_token_file.clone(),
-                member_id: None,
-                partitions: DEFAULT_PARTITIONS,
-                intake_max_bytes: default_intake_max_bytes(),
-                intake_ack_wait: None,
-                lease_ttl: None,
+                ..Self::for_project(namespace, name, spec, defaults.nats.clone())
             });
         }
         serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))

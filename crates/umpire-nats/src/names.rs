@@ -133,6 +133,21 @@ impl ProjectNames {
     pub fn ingest_bucket(&self) -> String {
         format!("umpire-ingest-{}-{}", self.namespace, self.project)
     }
+
+    /// Every JetStream stream the project's workers create (KV buckets are `KV_<bucket>`
+    /// streams): what deleting the TraceProject removes.
+    pub fn all_streams(&self) -> Vec<String> {
+        vec![
+            self.spans_stream(),
+            self.intake_stream(),
+            self.scores_stream(),
+            self.dead_letter_stream(),
+            self.notifications_stream(),
+            format!("KV_{}", self.alert_state_bucket()),
+            format!("KV_{}", self.alert_lease_bucket()),
+            format!("KV_{}", self.ingest_bucket()),
+        ]
+    }
 }
 
 #[cfg(test)]

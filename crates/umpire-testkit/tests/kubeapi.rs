@@ -29,14 +29,21 @@ fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
 
 async fn install_crds(client: &kube::Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for file in ["traceprojects.umpire.dev.yaml", "evalpolicies.umpire.dev.yaml"] {
+    for file in [
+        "traceprojects.umpire.dev.yaml",
+        "evalpolicies.umpire.dev.yaml",
+    ] {
         let path = format!("{}/../../crds/{file}", env!("CARGO_MANIFEST_DIR"));
         let crd: CustomResourceDefinition =
             serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let name = crd.metadata.name.clone().unwrap();
-        crds.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&crd))
-            .await
-            .unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
         kube::runtime::wait::await_condition(
             crds.clone(),
             &name,
@@ -61,7 +68,13 @@ fn project(name: &str) -> DynamicObject {
 }
 
 fn rv(object: &impl kube::Resource) -> u64 {
-    object.meta().resource_version.as_ref().unwrap().parse().unwrap()
+    object
+        .meta()
+        .resource_version
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -72,7 +85,9 @@ async fn discovery_serves_builtins_and_crds_registered_at_runtime() {
     assert_eq!(version.major, "1");
     install_crds(&client).await;
     let discovery = Discovery::new(client.clone()).run().await.unwrap();
-    let umpire = discovery.get("umpire.dev").expect("umpire.dev is discovered");
+    let umpire = discovery
+        .get("umpire.dev")
+        .expect("umpire.dev is discovered");
     let kinds: Vec<String> = umpire
         .recommended_resources()
         .into_iter()
@@ -94,15 +109,23 @@ async fn writes_follow_optimistic_concurrency_generation_and_status_rules() {
         .await
         .unwrap();
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
-    let duplicate = maps.create(&PostParams::default(), &config_map("a", &[])).await;
-    assert!(matches!(duplicate, Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists"));
+    let duplicate = maps
+        .create(&PostParams::default(), &config_map("a", &[]))
+        .await;
+    assert!(
+        matches!(duplicate, Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists")
+    );
     let mut stale = created.clone();
     let mut fresh = created.clone();
     fresh.data = Some([("k".to_owned(), "w".to_owned())].into());
-    maps.replace("a", &PostParams::default(), &fresh).await.unwrap();
+    maps.replace("a", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
     stale.data = Some([("k".to_owned(), "x".to_owned())].into());
     let conflict = maps.replace("a", &PostParams::default(), &stale).await;
-    assert!(matches!(conflict, Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "Conflict"));
+    assert!(
+        matches!(conflict, Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "Conflict")
+    );
     assert!(matches!(maps.get("missing").await, Err(kube::Error::Api(e)) if e.code == 404));
 
     let projects = trace_projects(&client, "default");
@@ -155,21 +178,42 @@ async fn writes_follow_optimistic_concurrency_generation_and_status_rules() {
 async fn lists_filter_by_selectors_and_paginate() {
     let server = KubeApiServer::start().await.unwrap();
     let client = server.client();
-    for (ns, name, tier) in [("a", "one", "ingest"), ("a", "two", "eval"), ("b", "three", "ingest"), ("b", "four", "ingest"), ("b", "five", "eval")] {
+    for (ns, name, tier) in [
+        ("a", "one", "ingest"),
+        ("a", "two", "eval"),
+        ("b", "three", "ingest"),
+        ("b", "four", "ingest"),
+        ("b", "five", "eval"),
+    ] {
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        maps.create(&PostParams::default(), &config_map(name, &[("tier", tier), ("app", "umpire")]))
-            .await
-            .unwrap();
+        maps.create(
+            &PostParams::default(),
+            &config_map(name, &[("tier", tier), ("app", "umpire")]),
+        )
+        .await
+        .unwrap();
     }
     let all: Api<ConfigMap> = Api::all(client.clone());
-    let ingest = all.list(&ListParams::default().labels("tier=ingest")).await.unwrap();
+    let ingest = all
+        .list(&ListParams::default().labels("tier=ingest"))
+        .await
+        .unwrap();
     assert_eq!(ingest.items.len(), 3);
-    let set = all.list(&ListParams::default().labels("tier in (eval),app")).await.unwrap();
+    let set = all
+        .list(&ListParams::default().labels("tier in (eval),app"))
+        .await
+        .unwrap();
     assert_eq!(set.items.len(), 2);
-    let by_name = all.list(&ListParams::default().fields("metadata.name=four")).await.unwrap();
+    let by_name = all
+        .list(&ListParams::default().fields("metadata.name=four"))
+        .await
+        .unwrap();
     assert_eq!(by_name.items.len(), 1);
     let in_a: Api<ConfigMap> = Api::namespaced(client.clone(), "a");
-    assert_eq!(in_a.list(&ListParams::default()).await.unwrap().items.len(), 2);
+    assert_eq!(
+        in_a.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
 
     let mut names = Vec::new();
     let mut params = ListParams::default().limit(2);
@@ -208,12 +252,18 @@ async fn watches_resume_from_a_version_send_bookmarks_and_expire() {
     let client = server.client();
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let first = maps
-        .create(&PostParams::default(), &config_map("w1", &[("watch", "yes")]))
+        .create(
+            &PostParams::default(),
+            &config_map("w1", &[("watch", "yes")]),
+        )
         .await
         .unwrap();
-    maps.create(&PostParams::default(), &config_map("w2", &[("watch", "no")]))
-        .await
-        .unwrap();
+    maps.create(
+        &PostParams::default(),
+        &config_map("w2", &[("watch", "no")]),
+    )
+    .await
+    .unwrap();
     maps.delete("w1", &DeleteParams::default()).await.unwrap();
 
     // From the first object's version: the rest of the history, filtered by labels.
@@ -237,11 +287,22 @@ async fn watches_resume_from_a_version_send_bookmarks_and_expire() {
         })
         .filter(|k| *k != "BOOKMARK")
         .collect();
-    assert_eq!(kinds, ["DELETED"], "timeoutSeconds ended the stream after the replay");
+    assert_eq!(
+        kinds,
+        ["DELETED"],
+        "timeoutSeconds ended the stream after the replay"
+    );
 
     // Bookmarks arrive when allowed.
     let mut stream = maps
-        .watch(&WatchParams { bookmarks: true, ..WatchParams::default() }.timeout(5), &from)
+        .watch(
+            &WatchParams {
+                bookmarks: true,
+                ..WatchParams::default()
+            }
+            .timeout(5),
+            &from,
+        )
         .await
         .unwrap()
         .boxed();
@@ -261,7 +322,11 @@ async fn watches_resume_from_a_version_send_bookmarks_and_expire() {
             .await
             .unwrap();
     }
-    let mut expired = maps.watch(&WatchParams::default(), &from).await.unwrap().boxed();
+    let mut expired = maps
+        .watch(&WatchParams::default(), &from)
+        .await
+        .unwrap()
+        .boxed();
     match expired.next().await {
         Some(Ok(WatchEvent::Error(e))) => assert_eq!(e.code, 410),
         other => panic!("expected 410 Gone, got {other:?}"),
@@ -279,13 +344,25 @@ async fn kube_runtime_watcher_follows_changes() {
         kube::runtime::watcher(maps.clone(), kube::runtime::watcher::Config::default()),
     );
     tokio::spawn(stream.for_each(|_| async {}));
-    maps.create(&PostParams::default(), &config_map("r1", &[])).await.unwrap();
-    maps.create(&PostParams::default(), &config_map("r2", &[])).await.unwrap();
+    maps.create(&PostParams::default(), &config_map("r1", &[]))
+        .await
+        .unwrap();
+    maps.create(&PostParams::default(), &config_map("r2", &[]))
+        .await
+        .unwrap();
     maps.delete("r1", &DeleteParams::default()).await.unwrap();
-    eventually("the reflector holds only r2", Duration::from_secs(10), || {
-        let names: Vec<String> = reader.state().iter().map(|c| c.metadata.name.clone().unwrap()).collect();
-        async move { (names == ["r2"]).then_some(()) }
-    })
+    eventually(
+        "the reflector holds only r2",
+        Duration::from_secs(10),
+        || {
+            let names: Vec<String> = reader
+                .state()
+                .iter()
+                .map(|c| c.metadata.name.clone().unwrap())
+                .collect();
+            async move { (names == ["r2"]).then_some(()) }
+        },
+    )
     .await;
 }
 
@@ -296,7 +373,11 @@ async fn patches_merge_json_with_test_and_server_side_apply_with_conflicts() {
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"a": "1", "b": "2"}});
     let cm = maps
-        .patch("s", &PatchParams::apply("controller"), &Patch::Apply(&applied))
+        .patch(
+            "s",
+            &PatchParams::apply("controller"),
+            &Patch::Apply(&applied),
+        )
         .await
         .unwrap();
     let managers = cm.metadata.managed_fields.clone().unwrap();
@@ -305,10 +386,18 @@ async fn patches_merge_json_with_test_and_server_side_apply_with_conflicts() {
 
     // Another manager changing a controller-owned field conflicts; forced, it takes it.
     let user = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"a": "9"}});
-    let conflict = maps.patch("s", &PatchParams::apply("user"), &Patch::Apply(&user)).await;
-    assert!(matches!(conflict, Err(kube::Error::Api(e)) if e.code == 409 && e.message.contains("controller")));
+    let conflict = maps
+        .patch("s", &PatchParams::apply("user"), &Patch::Apply(&user))
+        .await;
+    assert!(
+        matches!(conflict, Err(kube::Error::Api(e)) if e.code == 409 && e.message.contains("controller"))
+    );
     let cm = maps
-        .patch("s", &PatchParams::apply("user").force(), &Patch::Apply(&user))
+        .patch(
+            "s",
+            &PatchParams::apply("user").force(),
+            &Patch::Apply(&user),
+        )
         .await
         .unwrap();
     assert_eq!(cm.data.as_ref().unwrap()["a"], "9");
@@ -316,26 +405,45 @@ async fn patches_merge_json_with_test_and_server_side_apply_with_conflicts() {
     // A field the controller stops applying disappears.
     let fewer = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"a": "9"}});
     let cm = maps
-        .patch("s", &PatchParams::apply("controller"), &Patch::Apply(&fewer))
+        .patch(
+            "s",
+            &PatchParams::apply("controller"),
+            &Patch::Apply(&fewer),
+        )
         .await
         .unwrap();
     assert!(!cm.data.as_ref().unwrap().contains_key("b"));
 
     // JSON patch with a passing and a failing `test`.
-    let ok = json_patch::Patch(serde_json::from_value(json!([
-        {"op": "test", "path": "/data/a", "value": "9"},
-        {"op": "add", "path": "/data/c", "value": "3"}
-    ])).unwrap());
-    let cm = maps.patch("s", &PatchParams::default(), &Patch::<()>::Json(ok)).await.unwrap();
+    let ok = json_patch::Patch(
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/data/a", "value": "9"},
+            {"op": "add", "path": "/data/c", "value": "3"}
+        ]))
+        .unwrap(),
+    );
+    let cm = maps
+        .patch("s", &PatchParams::default(), &Patch::<()>::Json(ok))
+        .await
+        .unwrap();
     assert_eq!(cm.data.as_ref().unwrap()["c"], "3");
-    let failing = json_patch::Patch(serde_json::from_value(json!([
-        {"op": "test", "path": "/data/a", "value": "nope"},
-        {"op": "remove", "path": "/data/c"}
-    ])).unwrap());
-    let refused = maps.patch("s", &PatchParams::default(), &Patch::<()>::Json(failing)).await;
+    let failing = json_patch::Patch(
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/data/a", "value": "nope"},
+            {"op": "remove", "path": "/data/c"}
+        ]))
+        .unwrap(),
+    );
+    let refused = maps
+        .patch("s", &PatchParams::default(), &Patch::<()>::Json(failing))
+        .await;
     assert!(matches!(refused, Err(kube::Error::Api(e)) if e.code == 422));
     let merged = maps
-        .patch("s", &PatchParams::default(), &Patch::Merge(json!({"data": {"c": null, "d": "4"}})))
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"c": null, "d": "4"}})),
+        )
         .await
         .unwrap();
     let data = merged.data.unwrap();
@@ -362,7 +470,10 @@ async fn finalizers_hold_deletion_and_owners_collect_dependents() {
     .unwrap();
     assert!(maps.get_opt("held").await.unwrap().is_none());
 
-    let owner = maps.create(&PostParams::default(), &config_map("owner", &[])).await.unwrap();
+    let owner = maps
+        .create(&PostParams::default(), &config_map("owner", &[]))
+        .await
+        .unwrap();
     let reference = json!([{
         "apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
         "uid": owner.metadata.uid.clone().unwrap(), "controller": true
@@ -372,11 +483,16 @@ async fn finalizers_hold_deletion_and_owners_collect_dependents() {
         c.metadata.owner_references = Some(serde_json::from_value(reference.clone()).unwrap());
         maps.create(&PostParams::default(), &c).await.unwrap();
     }
-    maps.delete("owner", &DeleteParams::background()).await.unwrap();
+    maps.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
     assert!(maps.get_opt("child-1").await.unwrap().is_none());
     assert!(maps.get_opt("child-2").await.unwrap().is_none());
 
-    let owner = maps.create(&PostParams::default(), &config_map("owner2", &[])).await.unwrap();
+    let owner = maps
+        .create(&PostParams::default(), &config_map("owner2", &[]))
+        .await
+        .unwrap();
     let mut orphan = config_map("orphan", &[]);
     orphan.metadata.owner_references = Some(
         serde_json::from_value(json!([{
@@ -386,9 +502,16 @@ async fn finalizers_hold_deletion_and_owners_collect_dependents() {
         .unwrap(),
     );
     maps.create(&PostParams::default(), &orphan).await.unwrap();
-    maps.delete("owner2", &DeleteParams::orphan()).await.unwrap();
+    maps.delete("owner2", &DeleteParams::orphan())
+        .await
+        .unwrap();
     let kept = maps.get("orphan").await.unwrap();
-    assert!(kept.metadata.owner_references.unwrap_or_default().is_empty());
+    assert!(
+        kept.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -403,7 +526,10 @@ async fn deployments_report_ready_replicas_on_demand() {
     }))
     .unwrap();
     server.set_deployments_ready(false);
-    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     let status = deployments.get("d").await.unwrap().status.unwrap();
     assert_eq!((status.replicas, status.ready_replicas), (Some(3), Some(0)));
     server.set_deployments_ready(true);

@@ -35,6 +35,8 @@ enum Command {
     Ingest(commands::ingest::Args),
     /// Run the evaluator for one EvalPolicy: judge its spans from JetStream, publish scores.
     Evaluator(commands::evaluator::Args),
+    /// Run the operator: reconcile TraceProjects and EvalPolicies into workers.
+    Controller(commands::controller::Args),
     /// Run a policy's judges offline over recorded spans and gate on pass rates (for CI).
     Eval(commands::eval::Args),
 }
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(&args),
         Command::Ingest(args) => commands::ingest::run(&args),
         Command::Evaluator(args) => commands::evaluator::run(&args),
+        Command::Controller(args) => commands::controller::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
     };
     match outcome {

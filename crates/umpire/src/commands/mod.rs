@@ -1,4 +1,5 @@
 pub mod check;
+pub mod controller;
 pub mod crdgen;
 pub mod eval;
 pub mod evaluator;

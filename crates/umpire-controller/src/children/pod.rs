@@ -1,0 +1,269 @@
+//! The pod shape every worker shares: non-root, read-only root filesystem, no capabilities,
+//! the rendered config and referenced Secrets/ConfigMaps mounted as files (never copied into
+//! ConfigMaps), health probes on the admin port.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{CONFIG_HASH, MANAGED_BY, References};
+
+/// Where the rendered config is mounted.
+pub const CONFIG_DIR: &str = "/etc/umpire";
+pub const CONFIG_FILE: &str = "/etc/umpire/config.yaml";
+/// Secrets are mounted as `<dir>/<secret>/<key>` — the layout the workers read.
+pub const SECRET_DIR: &str = "/var/run/umpire/secrets";
+pub const CONFIG_MAP_DIR: &str = "/var/run/umpire/configmaps";
+/// The image's non-root user (distroless `nonroot`).
+pub const RUN_AS_USER: i64 = 65_532;
+
+/// Everything that differs between the ingest and evaluator pods.
+pub struct WorkerPod<'a> {
+    pub name: &'a str,
+    pub role: &'a str,
+    pub image: &'a str,
+    pub config_map: &'a str,
+    pub config_hash: &'a str,
+    pub service_account: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub ports: Vec<ContainerPort>,
+    pub admin_port: i32,
+    pub references: &'a References,
+    pub resources: Option<ResourceRequirements>,
+    /// `None` leaves replicas to a HorizontalPodAutoscaler.
+    pub replicas: Option<i32>,
+    pub metadata: ObjectMeta,
+}
+
+fn volume_name(prefix: &str, name: &str) -> String {
+    // Volume names are DNS labels (≤ 63): hash long ones.
+    let full = format!("{prefix}-{name}");
+    if full.len() <= 63 {
+        full
+    } else {
+        format!("{prefix}-{}", super::config_hash(name))
+    }
+}
+
+fn probe(path: &str, port: i32, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(port),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+/// Pod labels: the component's labels without managed-by (the selector must stay stable).
+pub fn selector_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != MANAGED_BY.0)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+pub fn deployment(pod: WorkerPod<'_>) -> Deployment {
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: pod.config_map.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                    "64Mi".into(),
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    for (secret, keys) in &pod.references.secrets {
+        let name = volume_name("secret", secret);
+        volumes.push(Volume {
+            name: name.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                // Only the keys the spec names, read-only for the owner.
+                items: Some(
+                    keys.iter()
+                        .map(|k| KeyToPath {
+                            key: k.clone(),
+                            path: k.clone(),
+                            mode: None,
+                        })
+                        .collect(),
+                ),
+                default_mode: Some(0o400),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: format!("{SECRET_DIR}/{secret}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    for (config_map, keys) in &pod.references.config_maps {
+        let name = volume_name("cm", config_map);
+        volumes.push(Volume {
+            name: name.clone(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.clone(),
+                items: Some(
+                    keys.iter()
+                        .map(|k| KeyToPath {
+                            key: k.clone(),
+                            path: k.clone(),
+                            mode: None,
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: format!("{CONFIG_MAP_DIR}/{config_map}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let mut ports = pod.ports.clone();
+    ports.push(ContainerPort {
+        name: Some("metrics".into()),
+        container_port: pod.admin_port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    });
+    let container = Container {
+        name: pod.role.to_owned(),
+        image: Some(pod.image.to_owned()),
+        args: Some(vec![
+            pod.role.to_owned(),
+            "--config".into(),
+            CONFIG_FILE.into(),
+        ]),
+        env: Some(vec![
+            EnvVar {
+                name: "POD_NAME".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "RUST_LOG".into(),
+                value: Some("info".into()),
+                ..Default::default()
+            },
+        ]),
+        ports: Some(ports),
+        liveness_probe: Some(probe("/healthz", pod.admin_port, 10)),
+        readiness_probe: Some(probe("/readyz", pod.admin_port, 5)),
+        resources: pod.resources.clone(),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let selector = selector_labels(pod.labels);
+    Deployment {
+        metadata: pod.metadata,
+        spec: Some(DeploymentSpec {
+            replicas: pod.replicas,
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                match_expressions: None,
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH.to_owned(),
+                        pod.config_hash.to_owned(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(pod.service_account.to_owned()),
+                    automount_service_account_token: Some(false),
+                    // Drain on SIGTERM: ingest flushes decisions, evaluators finish judging.
+                    termination_grace_period_seconds: Some(60),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        fs_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}

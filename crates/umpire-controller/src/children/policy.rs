@@ -1,0 +1,78 @@
+//! An EvalPolicy's children: the evaluator worker and what it needs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use umpire_api::eval_policy::EvalPolicySpec;
+use umpire_evaluator::config::EvaluatorConfig;
+use umpire_nats::connect::NatsSettings;
+
+use super::pod::{self, CONFIG_MAP_DIR, SECRET_DIR, WorkerPod};
+use super::{Context, Owner, POLICY_LABEL, References, config_hash, labels};
+
+pub const ADMIN_PORT: i32 = 9465;
+
+#[derive(Debug, Clone)]
+pub struct PolicyChildren {
+    pub service_account: ServiceAccount,
+    pub config_map: ConfigMap,
+    pub deployment: Deployment,
+}
+
+/// `<policy>-evaluator`: the name of every evaluator child.
+pub fn evaluator_name(policy: &str) -> String {
+    format!("{policy}-evaluator")
+}
+
+/// The evaluator config the pods read, as YAML.
+pub fn evaluator_config(owner: &Owner, spec: &EvalPolicySpec, ctx: &Context) -> EvaluatorConfig {
+    EvaluatorConfig::for_policy(
+        &owner.namespace,
+        &owner.name,
+        spec.clone(),
+        NatsSettings {
+            url: ctx.nats_url.clone(),
+            credentials_file: None,
+        },
+        Some(SECRET_DIR.into()),
+        Some(CONFIG_MAP_DIR.into()),
+    )
+}
+
+pub fn desired(owner: &Owner, spec: &EvalPolicySpec, ctx: &Context) -> PolicyChildren {
+    let name = evaluator_name(&owner.name);
+    let labels = labels("evaluator", &owner.name, POLICY_LABEL);
+    let config = serde_yaml::to_string(&evaluator_config(owner, spec, ctx))
+        .unwrap_or_else(|e| unreachable!("an evaluator config always serialises: {e}"));
+    let hash = config_hash(&config);
+    let references = References::find(&serde_json::to_value(spec).unwrap_or_default());
+    let evaluator = spec.evaluator.clone().unwrap_or_default();
+    PolicyChildren {
+        service_account: ServiceAccount {
+            metadata: owner.child_meta(&name, &labels),
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        },
+        config_map: ConfigMap {
+            metadata: owner.child_meta(&name, &labels),
+            data: Some(BTreeMap::from([("config.yaml".to_owned(), config)])),
+            ..Default::default()
+        },
+        deployment: pod::deployment(WorkerPod {
+            name: &name,
+            role: "evaluator",
+            image: &ctx.image,
+            config_map: &name,
+            config_hash: &hash,
+            service_account: &name,
+            labels: &labels,
+            ports: Vec::new(),
+            admin_port: ADMIN_PORT,
+            references: &references,
+            resources: evaluator.resources.clone(),
+            replicas: Some(evaluator.replicas.unwrap_or(1)),
+            metadata: owner.child_meta(&name, &labels),
+        }),
+    }
+}

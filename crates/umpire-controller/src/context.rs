@@ -1,0 +1,149 @@
+//! What every reconcile shares: clients, the validator, events, metrics, and per-object
+//! exponential backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use kube::Client;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+use umpire_api::validate::Validator;
+
+use crate::children;
+use crate::metrics::{ControllerMetrics, FailureLabels};
+
+/// Why a reconcile failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("the resource has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Nats(_) => "nats",
+            Error::Finalizer(_) => "finalizer",
+            Error::NoNamespace => "invalid",
+        }
+    }
+}
+
+pub struct Shared {
+    pub client: Client,
+    pub js: jetstream::Context,
+    pub children: children::Context,
+    pub recorder: Recorder,
+    pub metrics: Arc<ControllerMetrics>,
+    pub validator: Validator,
+    /// How long a deletion retries NATS cleanup before letting the resource go.
+    pub cleanup_timeout: Duration,
+    /// How often a healthy object is reconciled anyway (drift the watches missed).
+    pub resync: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Shared {
+    pub fn new(
+        client: Client,
+        js: jetstream::Context,
+        children: children::Context,
+        recorder: Recorder,
+        metrics: Arc<ControllerMetrics>,
+        validator: Validator,
+        cleanup_timeout: Duration,
+    ) -> Self {
+        Self {
+            client,
+            js,
+            children,
+            recorder,
+            metrics,
+            validator,
+            cleanup_timeout,
+            resync: Duration::from_secs(300),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+        format!(
+            "{}/{}/{}",
+            K::kind(&()),
+            object.namespace().unwrap_or_default(),
+            object.name_any()
+        )
+    }
+
+    pub fn succeeded<K: Resource<DynamicType = ()>>(&self, object: &K) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&Self::key(object));
+    }
+
+    /// Per-object exponential backoff: 1s, 2s, 4s … capped at 5 minutes.
+    pub fn backoff<K: Resource<DynamicType = ()>>(&self, object: &K, error: &Error) -> Action {
+        let kind = K::kind(&()).into_owned();
+        self.metrics
+            .failures
+            .get_or_create(&FailureLabels {
+                kind: if kind == "TraceProject" {
+                    "TraceProject"
+                } else {
+                    "EvalPolicy"
+                },
+                reason: error.reason(),
+            })
+            .inc();
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(Self::key(object)).or_insert(0);
+        *count = count.saturating_add(1);
+        let delay = Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300));
+        tracing::warn!(
+            event = "reconcile_failed",
+            kind = %kind,
+            namespace = %object.namespace().unwrap_or_default(),
+            name = %object.name_any(),
+            attempt = *count,
+            retry_in_s = delay.as_secs(),
+            error = %error,
+            "reconcile failed; retrying"
+        );
+        Action::requeue(delay)
+    }
+
+    /// Publishes a Kubernetes Event about `object` (best effort: events are informational).
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::debug!(event = "event_publish_failed", error = %e, "could not publish a Kubernetes Event");
+        }
+    }
+}

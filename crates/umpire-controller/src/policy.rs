@@ -1,0 +1,294 @@
+//! Reconciling an EvalPolicy: validate, wait for its TraceProject, apply the evaluator
+//! children, create the durable consumer, report status. Deletion removes its consumers.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizing, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use umpire_api::compile::{PolicyPlan, compile_eval_policy};
+use umpire_api::eval_policy::{EvalPolicy, EvalPolicyStatus};
+use umpire_api::trace_project::TraceProject;
+use umpire_api::validate::{NoReferences, UmpireKind};
+use umpire_nats::names::ProjectNames;
+
+use crate::apply::{FIELD_MANAGER, apply, prune};
+use crate::children::policy::{desired, evaluator_config};
+use crate::children::{MANAGED_BY, Owner, POLICY_LABEL};
+use crate::context::{Error, Shared};
+use crate::project::{FINALIZER, deletion_age};
+use crate::status::{Observed, conditions, is_ready};
+use crate::streams;
+
+pub fn validate(shared: &Shared, ep: &EvalPolicy) -> Result<PolicyPlan, String> {
+    let namespace = ep.namespace().unwrap_or_default();
+    let object = json!({
+        "apiVersion": umpire_api::validate::API_VERSION,
+        "kind": "EvalPolicy",
+        "metadata": {"name": ep.name_any(), "namespace": namespace},
+        "spec": ep.spec,
+    });
+    let outcome = shared
+        .validator
+        .validate(UmpireKind::EvalPolicy, &object, &NoReferences);
+    let mut errors: Vec<String> = outcome
+        .findings
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    match (
+        compile_eval_policy(&namespace, &ep.spec, &NoReferences),
+        errors.is_empty(),
+    ) {
+        (Ok(plan), true) => Ok(plan),
+        (Ok(_), false) => Err(errors.join("; ")),
+        (Err(more), _) => {
+            errors.extend(more.iter().map(|e| e.to_string()));
+            errors.dedup();
+            Err(errors.join("; "))
+        }
+    }
+}
+
+pub async fn reconcile(ep: Arc<EvalPolicy>, shared: Arc<Shared>) -> Result<Action, Error> {
+    let namespace = ep.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<EvalPolicy> = Api::namespaced(shared.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, ep, |event| async {
+        match event {
+            Finalizing::Apply(ep) => apply_policy(&ep, &shared).await,
+            Finalizing::Cleanup(ep) => cleanup(&ep, &shared).await,
+        }
+    })
+    .await;
+    match result {
+        Ok(action) => Ok(action),
+        Err(kube::runtime::finalizer::Error::ApplyFailed(e))
+        | Err(kube::runtime::finalizer::Error::CleanupFailed(e)) => Err(e),
+        Err(other) => Err(Error::Finalizer(other.to_string())),
+    }
+}
+
+async fn write_status(
+    shared: &Shared,
+    ep: &EvalPolicy,
+    status: EvalPolicyStatus,
+) -> Result<(), Error> {
+    if ep.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<EvalPolicy> =
+        Api::namespaced(shared.client.clone(), &ep.namespace().unwrap_or_default());
+    let patch =
+        json!({"apiVersion": EvalPolicy::api_version(&()), "kind": "EvalPolicy", "status": status});
+    api.patch_status(
+        &ep.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    let was_ready = ep.status.as_ref().is_some_and(|s| is_ready(&s.conditions));
+    let now_ready = is_ready(&status.conditions);
+    let reason_changed = ep
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.reason.clone())
+        != status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.reason.clone());
+    if was_ready != now_ready || reason_changed {
+        if let Some(ready) = status.conditions.iter().find(|c| c.type_ == "Ready") {
+            shared
+                .event(ep, !now_ready, &ready.reason, ready.message.clone())
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// A not-ready status that changes nothing else (waiting, invalid).
+fn waiting(ep: &EvalPolicy, valid: bool, reason: &str, message: String) -> EvalPolicyStatus {
+    let previous = ep.status.clone().unwrap_or_default();
+    let generation = ep.metadata.generation;
+    let mut observed = vec![Observed::new("Ready", false, reason, message.clone())];
+    observed.push(if valid {
+        Observed::new("Valid", true, "Valid", "the spec is valid")
+    } else {
+        Observed::new("Valid", false, "InvalidSpec", message)
+    });
+    EvalPolicyStatus {
+        observed_generation: generation,
+        conditions: conditions(&previous.conditions, &observed, generation),
+        judges: Some(ep.spec.judges.len() as i32),
+        ..previous
+    }
+}
+
+async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error> {
+    let namespace = ep.namespace().ok_or(Error::NoNamespace)?;
+    let name = ep.name_any();
+    let generation = ep.metadata.generation;
+
+    let plan = match validate(shared, ep) {
+        Ok(plan) => plan,
+        Err(message) => {
+            write_status(shared, ep, waiting(ep, false, "InvalidSpec", message)).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    // Wait (a condition, not an error loop) for the project; its watch wakes us up.
+    let project_name = &ep.spec.project_ref.name;
+    let projects: Api<TraceProject> = Api::namespaced(shared.client.clone(), &namespace);
+    match projects.get_opt(project_name).await? {
+        None => {
+            let message = format!(
+                "TraceProject {namespace}/{project_name} does not exist; create it or fix spec.projectRef.name"
+            );
+            write_status(shared, ep, waiting(ep, true, "ProjectNotFound", message)).await?;
+            return Ok(Action::await_change());
+        }
+        Some(project)
+            if !project
+                .status
+                .as_ref()
+                .is_some_and(|s| is_ready(&s.conditions)) =>
+        {
+            let message =
+                format!("waiting for TraceProject {namespace}/{project_name} to become Ready");
+            write_status(shared, ep, waiting(ep, true, "ProjectNotReady", message)).await?;
+            return Ok(Action::await_change());
+        }
+        Some(_) => {}
+    }
+
+    let owner = Owner {
+        api_version: EvalPolicy::api_version(&()).into_owned(),
+        kind: EvalPolicy::kind(&()).into_owned(),
+        name: name.clone(),
+        namespace: namespace.clone(),
+        uid: ep.uid().unwrap_or_default(),
+    };
+    let children = desired(&owner, &ep.spec, &shared.children);
+    let client = &shared.client;
+    apply(client, &namespace, &children.service_account).await?;
+    apply(client, &namespace, &children.config_map).await?;
+    let deployment = apply(client, &namespace, &children.deployment).await?;
+    let selector = format!("{POLICY_LABEL}={name},{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let keep = vec![children.deployment.name_any()];
+    prune::<ServiceAccount>(client, &namespace, &selector, &keep).await?;
+    prune::<ConfigMap>(client, &namespace, &selector, &keep).await?;
+    prune::<Deployment>(client, &namespace, &selector, &keep).await?;
+
+    let names = ProjectNames::new(&namespace, project_name);
+    let consumer = streams::ensure_policy_consumer(
+        &shared.js,
+        &names,
+        umpire_evaluator::durable_consumer_config(
+            &evaluator_config(&owner, &ep.spec, &shared.children),
+            &plan,
+        ),
+    )
+    .await;
+
+    let wanted = children
+        .deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let deployment_status = deployment.status.clone().unwrap_or_default();
+    let ready_replicas = deployment_status.ready_replicas.unwrap_or(0);
+    let available = ready_replicas >= wanted
+        && deployment_status.observed_generation >= deployment.metadata.generation;
+    let evaluator_condition = Observed::new(
+        "EvaluatorAvailable",
+        available,
+        if available {
+            "Available"
+        } else {
+            "PodsNotReady"
+        },
+        format!("{ready_replicas}/{wanted} evaluator pods ready"),
+    );
+    let ready = match (&consumer, available) {
+        (Ok(_), true) => Observed::new("Ready", true, "Available", "judging live traffic"),
+        (Err(e), _) => Observed::new("Ready", false, "ConsumerUnavailable", e.clone()),
+        (Ok(_), false) => Observed::new(
+            "Ready",
+            false,
+            "EvaluatorUnavailable",
+            evaluator_condition.message.clone(),
+        ),
+    };
+    let previous = ep.status.clone().unwrap_or_default();
+    let status = EvalPolicyStatus {
+        observed_generation: generation,
+        conditions: conditions(
+            &previous.conditions,
+            &[
+                ready,
+                Observed::new("Valid", true, "Valid", "the spec is valid"),
+                evaluator_condition,
+            ],
+            generation,
+        ),
+        judges: Some(ep.spec.judges.len() as i32),
+        consumer: Some(names.policy_consumer(&name)),
+        ..previous
+    };
+    write_status(shared, ep, status).await?;
+    match consumer {
+        Ok(_) => Ok(Action::requeue(shared.resync)),
+        Err(e) => Err(Error::Nats(e)),
+    }
+}
+
+async fn cleanup(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error> {
+    let namespace = ep.namespace().ok_or(Error::NoNamespace)?;
+    let names = ProjectNames::new(&namespace, &ep.spec.project_ref.name);
+    match streams::delete_policy_consumers(&shared.js, &names, &ep.name_any()).await {
+        Ok(()) => Ok(Action::await_change()),
+        Err(e) if deletion_age(ep) > shared.cleanup_timeout => {
+            shared
+                .event(
+                    ep,
+                    true,
+                    "ConsumersLeftBehind",
+                    format!(
+                        "gave up deleting the policy's consumers after {:?}: {e}",
+                        shared.cleanup_timeout
+                    ),
+                )
+                .await;
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            let status = EvalPolicyStatus {
+                conditions: conditions(
+                    &ep.status.clone().unwrap_or_default().conditions,
+                    &[Observed::new(
+                        "Ready",
+                        false,
+                        "CleanupPending",
+                        format!(
+                            "deleting: waiting for NATS to delete the consumers (gives up after {:?}): {e}",
+                            shared.cleanup_timeout
+                        ),
+                    )],
+                    ep.metadata.generation,
+                ),
+                ..ep.status.clone().unwrap_or_default()
+            };
+            write_status(shared, ep, status).await?;
+            Err(Error::Nats(e))
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The JetStream side of reconciling: the project's span stream, the policy's durable
+//! consumer, and their removal when the resource is deleted. Every call is bounded in time,
+//! so an unreachable NATS turns into a condition, not a stuck reconcile.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use umpire_nats::names::ProjectNames;
+use umpire_nats::streams::ensure_stream;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: NATS did not answer within {TIMEOUT:?}")),
+    }
+}
+
+/// Creates the span stream, or updates it to the spec's limits.
+pub async fn ensure_project_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<String, String> {
+    let name = config.name.clone();
+    bounded(
+        &format!("setting up stream {name}"),
+        ensure_stream(js, config),
+    )
+    .await?;
+    Ok(name)
+}
+
+/// Creates the policy's durable consumer when missing (evaluators adjust its filter).
+pub async fn ensure_policy_consumer(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+    config: consumer::pull::Config,
+) -> Result<String, String> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let stream_name = names.spans_stream();
+    let stream = bounded(
+        &format!("span stream {stream_name}"),
+        js.get_stream(&stream_name),
+    )
+    .await?;
+    if bounded(
+        "looking up the consumer",
+        stream.get_consumer::<consumer::pull::Config>(&name),
+    )
+    .await
+    .is_err()
+    {
+        bounded(
+            &format!("creating consumer {name}"),
+            stream.create_consumer(config),
+        )
+        .await?;
+    }
+    Ok(name)
+}
+
+fn is_not_found(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("not found") || lower.contains("10059") || lower.contains("10014")
+}
+
+/// Deletes every stream of the project; missing ones are fine.
+pub async fn delete_project_streams(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+) -> Result<Vec<String>, String> {
+    let mut deleted = Vec::new();
+    for name in names.all_streams() {
+        match bounded(&format!("deleting stream {name}"), js.delete_stream(&name)).await {
+            Ok(_) => deleted.push(name),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes the policy's consumers (span consumer and notifier); missing ones are fine.
+pub async fn delete_policy_consumers(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+    policy: &str,
+) -> Result<(), String> {
+    for (stream_name, consumer_name) in [
+        (names.spans_stream(), names.policy_consumer(policy)),
+        (
+            names.notifications_stream(),
+            names.notifier_consumer(policy),
+        ),
+    ] {
+        let stream = match bounded(
+            &format!("stream {stream_name}"),
+            js.get_stream(&stream_name),
+        )
+        .await
+        {
+            Ok(stream) => stream,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        match bounded(
+            &format!("deleting consumer {consumer_name}"),
+            stream.delete_consumer(&consumer_name),
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
