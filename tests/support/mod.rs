@@ -18,8 +18,13 @@ pub struct UmpireProcess {
 
 impl UmpireProcess {
     pub fn spawn(args: &[&str], workdir: &Path) -> Self {
+        Self::spawn_with_env(args, workdir, &[])
+    }
+
+    pub fn spawn_with_env(args: &[&str], workdir: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_umpire"))
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(workdir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -27,8 +32,13 @@ impl UmpireProcess {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
+        // UMPIRE_E2E_SHOW_LOGS=1 echoes every child's log lines (debugging a failing test).
+        let echo = std::env::var_os("UMPIRE_E2E_SHOW_LOGS").is_some();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("{line}");
+                }
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -79,6 +89,10 @@ impl UmpireProcess {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|v| v["event"] == event)
             .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the process at once (SIGKILL): a crash.

@@ -57,6 +57,7 @@ pub fn validate(shared: &Shared, ep: &EvalPolicy) -> Result<PolicyPlan, String> 
 
 pub async fn reconcile(ep: Arc<EvalPolicy>, shared: Arc<Shared>) -> Result<Action, Error> {
     let namespace = ep.namespace().ok_or(Error::NoNamespace)?;
+    tracing::debug!(event = "reconcile_started", namespace = %namespace, name = %ep.name_any(), generation = ?ep.metadata.generation, deleting = ep.metadata.deletion_timestamp.is_some(), "reconciling");
     let api: Api<EvalPolicy> = Api::namespaced(shared.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, ep, |event| async {
         match event {
@@ -103,12 +104,12 @@ async fn write_status(
             .iter()
             .find(|c| c.type_ == "Ready")
             .map(|c| c.reason.clone());
-    if was_ready != now_ready || reason_changed {
-        if let Some(ready) = status.conditions.iter().find(|c| c.type_ == "Ready") {
-            shared
-                .event(ep, !now_ready, &ready.reason, ready.message.clone())
-                .await;
-        }
+    if (was_ready != now_ready || reason_changed)
+        && let Some(ready) = status.conditions.iter().find(|c| c.type_ == "Ready")
+    {
+        shared
+            .event(ep, !now_ready, &ready.reason, ready.message.clone())
+            .await;
     }
     Ok(())
 }

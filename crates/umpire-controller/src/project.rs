@@ -60,6 +60,7 @@ pub fn validate(
 
 pub async fn reconcile(tp: Arc<TraceProject>, shared: Arc<Shared>) -> Result<Action, Error> {
     let namespace = tp.namespace().ok_or(Error::NoNamespace)?;
+    tracing::debug!(event = "reconcile_started", namespace = %namespace, name = %tp.name_any(), generation = ?tp.metadata.generation, deleting = tp.metadata.deletion_timestamp.is_some(), "reconciling");
     let api: Api<TraceProject> = Api::namespaced(shared.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, tp, |event| async {
         match event {

@@ -76,9 +76,12 @@ pub async fn delete_project_streams(
 ) -> Result<Vec<String>, String> {
     let mut deleted = Vec::new();
     for name in names.all_streams() {
+        tracing::debug!(event = "stream_deleting", stream = %name, "deleting stream");
         match bounded(&format!("deleting stream {name}"), js.delete_stream(&name)).await {
             Ok(_) => deleted.push(name),
-            Err(e) if is_not_found(&e) => {}
+            Err(e) if is_not_found(&e) => {
+                tracing::debug!(event = "stream_absent", stream = %name, detail = %e, "nothing to delete");
+            }
             Err(e) => return Err(e),
         }
     }

@@ -481,6 +481,22 @@ impl Store {
                 candidate
             }
             PatchKind::Json => {
+                // Like the real server (evanphx/json-patch), `test` of a missing path against
+                // `null` passes: kube-runtime's finalizer helper relies on it.
+                let patch = match patch {
+                    Value::Array(ops) => Value::Array(
+                        ops.into_iter()
+                            .filter(|op| {
+                                !(op["op"] == "test"
+                                    && op["value"].is_null()
+                                    && op["path"]
+                                        .as_str()
+                                        .is_some_and(|p| old.pointer(p).is_none()))
+                            })
+                            .collect(),
+                    ),
+                    other => other,
+                };
                 let operations: json_patch::Patch = serde_json::from_value(patch)
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
                 let mut candidate = old.clone();
