@@ -26,6 +26,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -213,9 +214,29 @@ fn spec_or_lifecycle<K: Resource>(object: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
-fn children_watch() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
+/// Changes to our children (metadata only: which object changed is all a trigger needs,
+/// and full Deployments/ConfigMaps of a thousand policies would sit in memory otherwise).
+fn owned<K>(
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let config = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config)
+        .default_backoff()
+        .touched_objects()
 }
+
+/// Reconciles in flight per kind: bounds memory and API load when thousands of objects
+/// arrive at once (each reconcile makes about ten API calls).
+const CONCURRENCY: u16 = 8;
 
 fn record(shared: &Shared, kind: &'static str, started: Instant, ok: bool) {
     shared
@@ -241,22 +262,19 @@ async fn run_controllers(shared: Arc<Shared>, stop: CancellationToken) {
         watcher::Config::default(),
     )
     .default_backoff()
+    // Field ownership is the API server's business; not keeping it halves the cache.
+    .modify(|object| object.managed_fields_mut().clear())
     .reflect(project_writer)
     .applied_objects()
     .predicate_filter(spec_or_lifecycle, Default::default());
     let project_controller = Controller::for_stream(project_stream, projects.clone())
-        .owns(Api::<Deployment>::all(client.clone()), children_watch())
-        .owns(Api::<Service>::all(client.clone()), children_watch())
-        .owns(Api::<ConfigMap>::all(client.clone()), children_watch())
-        .owns(Api::<ServiceAccount>::all(client.clone()), children_watch())
-        .owns(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            children_watch(),
-        )
-        .owns(
-            Api::<HorizontalPodAutoscaler>::all(client.clone()),
-            children_watch(),
-        )
+        .owns_stream(owned::<Deployment>(&client))
+        .owns_stream(owned::<Service>(&client))
+        .owns_stream(owned::<ConfigMap>(&client))
+        .owns_stream(owned::<ServiceAccount>(&client))
+        .owns_stream(owned::<PodDisruptionBudget>(&client))
+        .owns_stream(owned::<HorizontalPodAutoscaler>(&client))
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(
             |tp, shared: Arc<Shared>| async move {
@@ -279,20 +297,23 @@ async fn run_controllers(shared: Arc<Shared>, stop: CancellationToken) {
         watcher::Config::default(),
     )
     .default_backoff()
+    // Field ownership is the API server's business; not keeping it halves the cache.
+    .modify(|object| object.managed_fields_mut().clear())
     .reflect(policy_writer)
     .applied_objects()
     .predicate_filter(spec_or_lifecycle, Default::default());
     let by_project = policies.clone();
     let policy_controller = Controller::for_stream(policy_stream, policies.clone())
-        .owns(Api::<Deployment>::all(client.clone()), children_watch())
-        .owns(Api::<ConfigMap>::all(client.clone()), children_watch())
-        .owns(Api::<ServiceAccount>::all(client.clone()), children_watch())
+        .owns_stream(owned::<Deployment>(&client))
+        .owns_stream(owned::<ConfigMap>(&client))
+        .owns_stream(owned::<ServiceAccount>(&client))
         // A project appearing or becoming ready wakes the policies waiting for it.
         .watches(
             Api::<TraceProject>::all(client.clone()),
             watcher::Config::default(),
             move |tp| policies_of(&by_project, &tp),
         )
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(
             |ep, shared: Arc<Shared>| async move {

@@ -61,8 +61,15 @@ fn a_config_change_changes_the_pod_template_hash() {
     let manifest = example("support-bot.traceproject.yaml");
     let mut spec: TraceProjectSpec = serde_json::from_value(manifest["spec"].clone()).unwrap();
     let hash = |spec: &TraceProjectSpec| {
-        let d = project::desired(&owner("TraceProject", "support-bot"), spec, &context()).deployment;
-        d.spec.unwrap().template.metadata.unwrap().annotations.unwrap()["umpire.dev/config-hash"]
+        let d =
+            project::desired(&owner("TraceProject", "support-bot"), spec, &context()).deployment;
+        d.spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()["umpire.dev/config-hash"]
             .clone()
     };
     let before = hash(&spec);

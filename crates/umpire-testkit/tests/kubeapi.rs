@@ -538,3 +538,29 @@ async fn deployments_report_ready_replicas_on_demand() {
     assert_eq!(status.ready_replicas, Some(3));
     assert_eq!(status.observed_generation, d.metadata.generation);
 }
+
+#[tokio::test]
+async fn metadata_only_requests_get_partial_objects() {
+    let server = KubeApiServer::start().await.unwrap();
+    let client = server.client();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    maps.create(&PostParams::default(), &config_map("m", &[("a", "b")]))
+        .await
+        .unwrap();
+    let metadata: Api<kube::core::PartialObjectMeta<ConfigMap>> =
+        Api::namespaced(client.clone(), "default");
+    let list = metadata.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("m"));
+    // The raw answer carries no data, only metadata.
+    let request = http::Request::get("/api/v1/namespaces/default/configmaps")
+        .header(
+            "accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let raw: serde_json::Value = client.request(request).await.unwrap();
+    assert_eq!(raw["kind"], "PartialObjectMetadataList");
+    assert!(raw["items"][0].get("data").is_none());
+    assert_eq!(raw["items"][0]["metadata"]["labels"]["a"], "b");
+}

@@ -236,6 +236,11 @@ fn serve(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("as=Table"));
+    // kube's metadata-only API (`Api<PartialObjectMeta<K>>`) asks for metadata alone.
+    let metadata_only = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let ok = |value| Ok(Served::Json(StatusCode::OK, value));
     match (method, &target.name) {
         (&Method::GET, None) => {
@@ -245,7 +250,7 @@ fn serve(
                 .map_err(ApiError::bad_request)?;
             let ns = target.namespace.as_deref();
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return watch(shared, &t, ns, labels, fields, query);
+                return watch(shared, &t, ns, labels, fields, query, metadata_only);
             }
             let store = shared.store();
             let limit = query.get("limit").and_then(|l| l.parse().ok());
@@ -265,6 +270,14 @@ fn serve(
             if wants_table {
                 return ok(table::render(&t, &items, metadata));
             }
+            if metadata_only {
+                return ok(json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                    "items": items.iter().map(partial).collect::<Vec<_>>(),
+                }));
+            }
             ok(json!({
                 "kind": format!("{}List", t.kind),
                 "apiVersion": t.api_version(),
@@ -276,6 +289,9 @@ fn serve(
             let object = shared.store().get(&t, &namespace, name)?;
             if wants_table {
                 return ok(table::render(&t, &[object], json!({})));
+            }
+            if metadata_only {
+                return ok(partial(&object));
             }
             ok(object)
         }
@@ -369,6 +385,11 @@ fn visible(
     }
 }
 
+/// An object as `PartialObjectMetadata`.
+fn partial(object: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]})
+}
+
 fn event_line(kind: &str, object: &Value) -> Bytes {
     let mut line = json!({"type": kind, "object": object}).to_string();
     line.push('\n');
@@ -389,7 +410,15 @@ fn watch(
     labels: LabelSelector,
     fields: FieldSelector,
     query: &HashMap<String, String>,
+    metadata_only: bool,
 ) -> Result<Served> {
+    let shape = move |object: &Value| {
+        if metadata_only {
+            partial(object)
+        } else {
+            object.clone()
+        }
+    };
     let bookmarks = query
         .get("allowWatchBookmarks")
         .is_some_and(|b| b == "true");
@@ -419,14 +448,14 @@ fn watch(
             Some(rv) => {
                 for change in store.history_after(rv) {
                     if let Some(kind) = visible(&change, t, namespace, &labels, &fields) {
-                        initial.push(event_line(kind.as_str(), &change.object));
+                        initial.push(event_line(kind.as_str(), &shape(&change.object)));
                     }
                 }
             }
             None => {
                 let (items, _, _) = store.list(t, namespace, &labels, &fields, None, None);
                 for item in items {
-                    initial.push(event_line("ADDED", &item));
+                    initial.push(event_line("ADDED", &shape(&item)));
                 }
             }
         }
@@ -457,7 +486,7 @@ fn watch(
                     Ok(change) => {
                         last_rv = last_rv.max(change.rv);
                         match visible(&change, &t, namespace.as_deref(), &labels, &fields) {
-                            Some(kind) => (event_line(kind.as_str(), &change.object), false),
+                            Some(kind) => (event_line(kind.as_str(), &shape(&change.object)), false),
                             None => continue,
                         }
                     }
