@@ -253,7 +253,13 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
     let ns = cluster.namespace("shop");
     create_namespace(&client, &ns).await;
     create_namespace(&client, "umpire-system").await;
-    let mut controller = Controller::start(&cluster, &nats, "ctl-a", "umpire-system", &[]);
+    let mut controller = Controller::start(
+        &cluster,
+        &nats,
+        "ctl-a",
+        "umpire-system",
+        &["--alert-status-interval", "1s"],
+    );
 
     // A policy whose project does not exist yet waits with a condition, and creates nothing.
     let projects: Api<TraceProject> = Api::namespaced(client.clone(), &ns);
@@ -373,6 +379,43 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
                 .is_ok()
         );
     }
+    // Firing alerts (kept by the evaluators in NATS KV) show in status.firingAlerts, the
+    // printer column `Firing`.
+    assert_eq!(quality_status.firing_alerts, Some(0));
+    {
+        use umpire_core::alert::state::{AlertStatus, Phase};
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let store = umpire_alerting::store::AlertStore::open(
+            &js,
+            &format!("umpire-alerts-{ns}-bot"),
+            "quality",
+            1,
+        )
+        .await
+        .unwrap();
+        let firing = umpire_alerting::store::StoredAlert {
+            rule: "slow".into(),
+            group: String::new(),
+            values: Default::default(),
+            status: AlertStatus {
+                phase: Phase::Firing {
+                    since_ns: 1,
+                    last_notified_ns: 1,
+                    clear_since_ns: None,
+                },
+                episode: 1,
+                repeats: 0,
+                value: Some(4200.0),
+            },
+        };
+        store.save(&firing).await.unwrap();
+    }
+    eventually("firingAlerts = 1", WAIT, || async {
+        let ep = policies.get("quality").await.ok()?;
+        (ep.status?.firing_alerts == Some(1)).then_some(())
+    })
+    .await;
+
     // Secrets are mounted (only the named keys), never copied into the ConfigMap.
     let evaluator = deployments.get("quality-evaluator").await.unwrap();
     let volumes = evaluator

@@ -50,6 +50,8 @@ pub struct Shared {
     pub cleanup_timeout: Duration,
     /// How often a healthy object is reconciled anyway (drift the watches missed).
     pub resync: Duration,
+    /// How often a policy with alert rules is revisited to refresh `status.firingAlerts`.
+    pub alert_status_interval: Duration,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -72,6 +74,7 @@ impl Shared {
             validator,
             cleanup_timeout,
             resync: Duration::from_secs(300),
+            alert_status_interval: Duration::from_secs(60),
             failures: Mutex::new(HashMap::new()),
         }
     }

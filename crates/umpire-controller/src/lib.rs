@@ -66,6 +66,8 @@ pub struct ControllerConfig {
     /// `None` runs without election (a single replica, or tests).
     pub leader_election: Option<LeaderElection>,
     pub cleanup_timeout: Duration,
+    /// How often `status.firingAlerts` of policies with alert rules is refreshed.
+    pub alert_status_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +130,7 @@ pub async fn run(
             instance: Some(identity),
         },
     );
-    let shared = Arc::new(Shared::new(
+    let mut shared = Shared::new(
         client.clone(),
         js,
         children::Context {
@@ -139,7 +141,9 @@ pub async fn run(
         metrics.clone(),
         validator,
         config.cleanup_timeout,
-    ));
+    );
+    shared.alert_status_interval = config.alert_status_interval;
+    let shared = Arc::new(shared);
 
     match &config.leader_election {
         None => {

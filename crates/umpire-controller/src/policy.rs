@@ -229,9 +229,22 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
             evaluator_condition.message.clone(),
         ),
     };
+    let has_alerts = ep.spec.alerts.as_ref().is_some_and(|a| !a.is_empty());
+    let firing = if has_alerts {
+        match streams::firing_alerts(&shared.js, &names, &name).await {
+            Ok(count) => Some(count),
+            Err(e) => {
+                tracing::warn!(event = "alert_state_unreadable", namespace = %namespace, name = %name, error = %e, "keeping the last firingAlerts");
+                ep.status.as_ref().and_then(|s| s.firing_alerts)
+            }
+        }
+    } else {
+        Some(0)
+    };
     let previous = ep.status.clone().unwrap_or_default();
     let status = EvalPolicyStatus {
         observed_generation: generation,
+        firing_alerts: firing,
         conditions: conditions(
             &previous.conditions,
             &[
@@ -247,6 +260,8 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
     };
     write_status(shared, ep, status).await?;
     match consumer {
+        // Alert transitions do not touch the resource: revisit to keep firingAlerts current.
+        Ok(_) if has_alerts => Ok(Action::requeue(shared.alert_status_interval)),
         Ok(_) => Ok(Action::requeue(shared.resync)),
         Err(e) => Err(Error::Nats(e)),
     }

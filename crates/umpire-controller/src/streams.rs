@@ -124,3 +124,18 @@ pub async fn delete_policy_consumers(
     }
     Ok(())
 }
+
+/// Alerts of `policy` firing now, from the alert state its evaluators keep in NATS KV.
+pub async fn firing_alerts(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+    policy: &str,
+) -> Result<i32, String> {
+    let mut store = bounded(
+        "opening the alert state",
+        umpire_alerting::store::AlertStore::open(js, &names.alert_state_bucket(), policy, 1),
+    )
+    .await?;
+    let alerts = bounded("reading the alert state", store.load()).await?;
+    Ok(alerts.iter().filter(|a| a.status.is_firing()).count() as i32)
+}

@@ -48,6 +48,9 @@ pub struct Args {
     /// How long a deletion retries NATS cleanup before letting the resource go.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     cleanup_timeout: Duration,
+    /// How often `status.firingAlerts` of policies with alert rules is refreshed.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    alert_status_interval: Duration,
     /// Human-readable logs instead of JSON lines.
     #[arg(long)]
     text_logs: bool,
@@ -83,6 +86,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             lease_seconds: args.lease_seconds,
         }),
         cleanup_timeout: args.cleanup_timeout,
+        alert_status_interval: args.alert_status_interval,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
