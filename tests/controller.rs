@@ -244,6 +244,15 @@ async fn stream_names(nats: &NatsServer) -> Vec<String> {
     js.stream_names().try_collect().await.unwrap()
 }
 
+async fn consumer_exists(nats: &NatsServer, stream: &str, consumer: &str) -> bool {
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let stream = js.get_stream(stream).await.unwrap();
+    stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(consumer)
+        .await
+        .is_ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
     let cluster = Cluster::start().await;
@@ -366,19 +375,7 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
     let quality_status = quality.status.clone().unwrap();
     assert_eq!(quality_status.judges, Some(2));
     assert_eq!(quality_status.consumer.as_deref(), Some("policy-quality"));
-    {
-        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-        let stream = js
-            .get_stream(format!("UMPIRE_SPANS_{ns}_bot"))
-            .await
-            .unwrap();
-        assert!(
-            stream
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("policy-quality")
-                .await
-                .is_ok()
-        );
-    }
+    assert!(consumer_exists(&nats, &format!("UMPIRE_SPANS_{ns}_bot"), "policy-quality").await);
     // Firing alerts (kept by the evaluators in NATS KV) show in status.firingAlerts, the
     // printer column `Firing`.
     assert_eq!(quality_status.firing_alerts, Some(0));
@@ -579,19 +576,7 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
         .await
         .unwrap();
     wait_gone(&policies, "quality").await;
-    {
-        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-        let stream = js
-            .get_stream(format!("UMPIRE_SPANS_{ns}_bot"))
-            .await
-            .unwrap();
-        assert!(
-            stream
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("policy-quality")
-                .await
-                .is_err()
-        );
-    }
+    assert!(!consumer_exists(&nats, &format!("UMPIRE_SPANS_{ns}_bot"), "policy-quality").await);
     wait_gone(&deployments, "quality-evaluator").await;
     projects
         .delete("bot", &DeleteParams::default())

@@ -9,8 +9,10 @@ use async_nats::jetstream;
 use kube::Client;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer;
 use kube::{Resource, ResourceExt};
-use umpire_api::validate::Validator;
+use serde::Serialize;
+use umpire_api::validate::{FieldError, NoReferences, UmpireKind, Validator};
 
 use crate::children;
 use crate::metrics::{ControllerMetrics, FailureLabels};
@@ -26,6 +28,15 @@ pub enum Error {
     Finalizer(String),
     #[error("the resource has no namespace")]
     NoNamespace,
+}
+
+/// The reconcile's own error out of kube-runtime's finalizer wrapper.
+pub fn finalizer_outcome(result: Result<Action, finalizer::Error<Error>>) -> Result<Action, Error> {
+    match result {
+        Ok(action) => Ok(action),
+        Err(finalizer::Error::ApplyFailed(e)) | Err(finalizer::Error::CleanupFailed(e)) => Err(e),
+        Err(other) => Err(Error::Finalizer(other.to_string())),
+    }
 }
 
 impl Error {
@@ -79,6 +90,40 @@ impl Shared {
         }
     }
 
+    /// Every problem with a spec, as `field: message`: the CRD's schema and CEL rules (as
+    /// `umpire check` and the API server apply them), then the Rust-side compile.
+    pub fn validate<T>(
+        &self,
+        kind: UmpireKind,
+        name: &str,
+        namespace: &str,
+        spec: &impl Serialize,
+        compiled: Result<T, Vec<FieldError>>,
+    ) -> Result<T, String> {
+        let object = serde_json::json!({
+            "apiVersion": umpire_api::validate::API_VERSION,
+            "kind": kind.name(),
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        });
+        let outcome = self.validator.validate(kind, &object, &NoReferences);
+        let mut errors: Vec<String> = outcome
+            .findings
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        match compiled {
+            Ok(plan) if errors.is_empty() => Ok(plan),
+            Ok(_) => Err(errors.join("; ")),
+            Err(more) => {
+                errors.extend(more.iter().map(|e| e.to_string()));
+                errors.dedup();
+                Err(errors.join("; "))
+            }
+        }
+    }
+
     fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
         format!(
             "{}/{}/{}",
@@ -101,11 +146,7 @@ impl Shared {
         self.metrics
             .failures
             .get_or_create(&FailureLabels {
-                kind: if kind == "TraceProject" {
-                    "TraceProject"
-                } else {
-                    "EvalPolicy"
-                },
+                kind: kind.clone(),
                 reason: error.reason(),
             })
             .inc();

@@ -22,7 +22,7 @@ pub struct ResultLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
-    pub kind: &'static str,
+    pub kind: String,
     /// `kube`, `nats`, `finalizer`.
     pub reason: &'static str,
 }

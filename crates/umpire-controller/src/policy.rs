@@ -19,40 +19,20 @@ use umpire_nats::names::ProjectNames;
 use crate::apply::{FIELD_MANAGER, apply, prune};
 use crate::children::policy::{desired, evaluator_config};
 use crate::children::{MANAGED_BY, Owner, POLICY_LABEL};
-use crate::context::{Error, Shared};
+use crate::context::{Error, Shared, finalizer_outcome};
 use crate::project::{FINALIZER, deletion_age};
 use crate::status::{Observed, conditions, is_ready};
 use crate::streams;
 
 pub fn validate(shared: &Shared, ep: &EvalPolicy) -> Result<PolicyPlan, String> {
     let namespace = ep.namespace().unwrap_or_default();
-    let object = json!({
-        "apiVersion": umpire_api::validate::API_VERSION,
-        "kind": "EvalPolicy",
-        "metadata": {"name": ep.name_any(), "namespace": namespace},
-        "spec": ep.spec,
-    });
-    let outcome = shared
-        .validator
-        .validate(UmpireKind::EvalPolicy, &object, &NoReferences);
-    let mut errors: Vec<String> = outcome
-        .findings
-        .errors
-        .iter()
-        .map(|e| e.to_string())
-        .collect();
-    match (
+    shared.validate(
+        UmpireKind::EvalPolicy,
+        &ep.name_any(),
+        &namespace,
+        &ep.spec,
         compile_eval_policy(&namespace, &ep.spec, &NoReferences),
-        errors.is_empty(),
-    ) {
-        (Ok(plan), true) => Ok(plan),
-        (Ok(_), false) => Err(errors.join("; ")),
-        (Err(more), _) => {
-            errors.extend(more.iter().map(|e| e.to_string()));
-            errors.dedup();
-            Err(errors.join("; "))
-        }
-    }
+    )
 }
 
 pub async fn reconcile(ep: Arc<EvalPolicy>, shared: Arc<Shared>) -> Result<Action, Error> {
@@ -66,12 +46,7 @@ pub async fn reconcile(ep: Arc<EvalPolicy>, shared: Arc<Shared>) -> Result<Actio
         }
     })
     .await;
-    match result {
-        Ok(action) => Ok(action),
-        Err(kube::runtime::finalizer::Error::ApplyFailed(e))
-        | Err(kube::runtime::finalizer::Error::CleanupFailed(e)) => Err(e),
-        Err(other) => Err(Error::Finalizer(other.to_string())),
-    }
+    finalizer_outcome(result)
 }
 
 async fn write_status(

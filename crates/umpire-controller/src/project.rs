@@ -12,50 +12,28 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizing, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use umpire_api::compile::compile_trace_project;
+use umpire_api::compile::{ProjectPlan, compile_trace_project};
 use umpire_api::trace_project::{OtlpEndpoints, TraceProject, TraceProjectStatus};
-use umpire_api::validate::{NoReferences, UmpireKind};
+use umpire_api::validate::UmpireKind;
 use umpire_nats::names::ProjectNames;
 
 use crate::apply::{FIELD_MANAGER, apply, prune};
 use crate::children::project::{desired, endpoints};
 use crate::children::{MANAGED_BY, Owner, PROJECT_LABEL};
-use crate::context::{Error, Shared};
+use crate::context::{Error, Shared, finalizer_outcome};
 use crate::status::{Observed, conditions, is_ready};
 use crate::streams;
 
 pub const FINALIZER: &str = "umpire.dev/cleanup";
 
-/// Every problem with the spec, as `field: message` (schema, CEL and Rust-side rules).
-pub fn validate(
-    shared: &Shared,
-    tp: &TraceProject,
-) -> Result<umpire_api::compile::ProjectPlan, String> {
-    let object = json!({
-        "apiVersion": umpire_api::validate::API_VERSION,
-        "kind": "TraceProject",
-        "metadata": {"name": tp.name_any(), "namespace": tp.namespace()},
-        "spec": tp.spec,
-    });
-    let outcome = shared
-        .validator
-        .validate(UmpireKind::TraceProject, &object, &NoReferences);
-    let mut errors: Vec<String> = outcome
-        .findings
-        .errors
-        .iter()
-        .map(|e| e.to_string())
-        .collect();
-    let plan = compile_trace_project(&tp.spec);
-    match (plan, errors.is_empty()) {
-        (Ok(plan), true) => Ok(plan),
-        (Ok(_), false) => Err(errors.join("; ")),
-        (Err(more), _) => {
-            errors.extend(more.iter().map(|e| e.to_string()));
-            errors.dedup();
-            Err(errors.join("; "))
-        }
-    }
+pub fn validate(shared: &Shared, tp: &TraceProject) -> Result<ProjectPlan, String> {
+    shared.validate(
+        UmpireKind::TraceProject,
+        &tp.name_any(),
+        &tp.namespace().unwrap_or_default(),
+        &tp.spec,
+        compile_trace_project(&tp.spec),
+    )
 }
 
 pub async fn reconcile(tp: Arc<TraceProject>, shared: Arc<Shared>) -> Result<Action, Error> {
@@ -69,12 +47,7 @@ pub async fn reconcile(tp: Arc<TraceProject>, shared: Arc<Shared>) -> Result<Act
         }
     })
     .await;
-    match result {
-        Ok(action) => Ok(action),
-        Err(kube::runtime::finalizer::Error::ApplyFailed(e))
-        | Err(kube::runtime::finalizer::Error::CleanupFailed(e)) => Err(e),
-        Err(other) => Err(Error::Finalizer(other.to_string())),
-    }
+    finalizer_outcome(result)
 }
 
 fn owner(tp: &TraceProject, namespace: &str) -> Owner {

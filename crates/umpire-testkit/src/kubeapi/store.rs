@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::fields::{self, Managers};
+use super::fields::Managers;
 use super::select::{FieldSelector, LabelSelector};
 use super::types::{self, ResourceType};
 
@@ -1123,9 +1123,4 @@ fn decode_continue(token: &str) -> Option<(String, String)> {
     let text = String::from_utf8(bytes?).ok()?;
     let (ns, name) = text.split_once('/')?;
     Some((ns.to_owned(), name.to_owned()))
-}
-
-/// Used by `fields` consumers that need a leaf lookup.
-pub fn field(object: &Value, path: &[String]) -> Option<Value> {
-    fields::get(object, path).cloned()
 }
