@@ -17,7 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use support::UmpireProcess;
+use support::{UmpireProcess, create_namespace, free_port, install_crds};
 use umpire_api::eval_policy::EvalPolicy;
 use umpire_api::trace_project::TraceProject;
 use umpire_testkit::kubeapi::KubeApiServer;
@@ -65,50 +65,6 @@ impl Cluster {
             Cluster::Real(_) => format!("{base}-{}", std::process::id()),
         }
     }
-}
-
-async fn install_crds(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for file in [
-        "traceprojects.umpire.dev.yaml",
-        "evalpolicies.umpire.dev.yaml",
-    ] {
-        let text = std::fs::read_to_string(repo().join("crds").join(file)).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        kube::runtime::wait::await_condition(
-            crds.clone(),
-            &name,
-            kube::runtime::wait::conditions::is_crd_established(),
-        )
-        .await
-        .unwrap();
-    }
-}
-
-async fn create_namespace(client: &kube::Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    match namespaces.create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("creating namespace {name}: {e}"),
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Controller {
@@ -503,7 +459,7 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
     };
     let old_hash = hash(&deployments.get("bot-ingest").await.unwrap());
     projects
-        .patch("bot", &PatchParams::default(), &Patch::Merge(json!({"spec": {"ingest": {"replicas": null, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}}}})))
+        .patch("bot", &PatchParams::default(), &Patch::Merge(json!({"spec": {"ingest": {"replicas": null, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}, "resources": {"requests": {"cpu": "100m"}}}}})))
         .await
         .unwrap();
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod crd;
 pub mod eval_policy;
 pub mod manifest;
+pub mod pod;
 pub mod reference;
 pub mod trace_project;
 pub mod validate;

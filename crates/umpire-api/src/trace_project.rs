@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{ByteSize, Duration, NAME_PATTERN, SecretKeyRef, URL_PATTERN};
+use crate::pod::PodOptions;
 
 /// A source of OpenTelemetry traces: one ingest service (OTLP gRPC :4317, HTTP :4318), its
 /// tail-sampling and redaction rules, and the JetStream stream that keeps sampled spans for
@@ -55,6 +56,7 @@ pub struct TraceProjectSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("set either replicas or autoscaling, not both"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || (has(self.resources) && has(self.resources.requests) && 'cpu' in self.resources.requests)").message("autoscaling scales on CPU utilisation, a percentage of the pods' CPU request: set resources.requests.cpu").field_path(".autoscaling"))]
 pub struct IngestSpec {
     /// Fixed number of ingest pods. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +74,9 @@ pub struct IngestSpec {
     /// CPU and memory requests/limits of each ingest pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Scheduling, metadata and environment of the ingest pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOptions>,
 }
 
 /// HorizontalPodAutoscaler settings.

@@ -13,6 +13,8 @@ use kube::runtime::finalizer;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use umpire_api::validate::{FieldError, NoReferences, UmpireKind, Validator};
+use umpire_nats::auth::{AUTH_KEYS, SecretFiles, TLS_KEYS};
+use umpire_nats::connect::NatsSettings;
 
 use crate::children;
 use crate::metrics::{ControllerMetrics, FailureLabels};
@@ -54,6 +56,9 @@ pub struct Shared {
     pub client: Client,
     pub js: jetstream::Context,
     pub children: children::Context,
+    /// Where the controller's own NATS credentials and TLS material are mounted; workers get
+    /// a copy of them (re-read on every reconcile, so a rotation reaches the workers).
+    pub nats: NatsSettings,
     pub recorder: Recorder,
     pub metrics: Arc<ControllerMetrics>,
     pub validator: Validator,
@@ -80,6 +85,7 @@ impl Shared {
             client,
             js,
             children,
+            nats: NatsSettings::default(),
             recorder,
             metrics,
             validator,
@@ -122,6 +128,22 @@ impl Shared {
                 Err(errors.join("; "))
             }
         }
+    }
+
+    /// The children context with the NATS material as it is mounted right now.
+    pub fn worker_context(&self) -> Result<children::Context, Error> {
+        let read = |dir: &Option<std::path::PathBuf>, keys: &[&str]| match dir {
+            Some(dir) => SecretFiles::read(dir, keys).map_err(|e| {
+                Error::Nats(format!("reading the NATS material to hand to workers: {e}"))
+            }),
+            None => Ok(SecretFiles::default()),
+        };
+        let mut files = read(&self.nats.auth_dir, &AUTH_KEYS)?;
+        files.extend(read(&self.nats.tls_dir, &TLS_KEYS)?);
+        Ok(children::Context {
+            nats_files: files,
+            ..self.children.clone()
+        })
     }
 
     fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {

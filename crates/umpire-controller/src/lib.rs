@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, ResourceRequirements, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -68,6 +69,14 @@ pub struct ControllerConfig {
     pub cleanup_timeout: Duration,
     /// How often `status.firingAlerts` of policies with alert rules is refreshed.
     pub alert_status_interval: Duration,
+    /// Namespaces to watch; empty watches the whole cluster.
+    pub watch_namespaces: Vec<String>,
+    /// Worker pod defaults: image pull policy and Secrets, resources when a resource names
+    /// none.
+    pub image_pull_policy: Option<String>,
+    pub image_pull_secrets: Vec<String>,
+    pub ingest_resources: Option<ResourceRequirements>,
+    pub evaluator_resources: Option<ResourceRequirements>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +89,8 @@ pub enum ControllerError {
     Validator(String),
     #[error("leader election: {0}")]
     Lease(String),
+    #[error("{0}")]
+    NatsMaterial(String),
 }
 
 const API_CHECK: &str = "kubernetes";
@@ -135,7 +146,12 @@ pub async fn run(
         js,
         children::Context {
             image: config.image.clone(),
+            image_pull_policy: config.image_pull_policy.clone(),
+            image_pull_secrets: config.image_pull_secrets.clone(),
             nats_url: config.nats.url.clone(),
+            nats_files: Default::default(),
+            ingest_resources: config.ingest_resources.clone(),
+            evaluator_resources: config.evaluator_resources.clone(),
         },
         recorder,
         metrics.clone(),
@@ -143,14 +159,24 @@ pub async fn run(
         config.cleanup_timeout,
     );
     shared.alert_status_interval = config.alert_status_interval;
+    shared.nats = config.nats.clone();
+    // Fail at start, not at the first reconcile, when the material cannot be read.
+    shared
+        .worker_context()
+        .map_err(|e| ControllerError::NatsMaterial(e.to_string()))?;
     let shared = Arc::new(shared);
+    let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.watch_namespaces.iter().cloned().map(Some).collect()
+    };
 
     match &config.leader_election {
         None => {
             metrics.leader.set(1);
-            run_controllers(shared, shutdown.clone()).await;
+            run_controllers(shared, scopes, shutdown.clone()).await;
         }
-        Some(election) => lead(client, election, shared, &metrics, &shutdown).await?,
+        Some(election) => lead(client, election, shared, &scopes, &metrics, &shutdown).await?,
     }
     let _ = admin_task.await;
     tracing::info!(event = "controller_stopped", "controller stopped");
@@ -162,6 +188,7 @@ async fn lead(
     client: kube::Client,
     election: &LeaderElection,
     shared: Arc<Shared>,
+    scopes: &[Option<String>],
     metrics: &ControllerMetrics,
     shutdown: &CancellationToken,
 ) -> Result<(), ControllerError> {
@@ -185,7 +212,11 @@ async fn lead(
         tracing::info!(event = "leadership_acquired", identity = %election.identity, "leading: reconciling");
         metrics.leader.set(1);
         let term = shutdown.child_token();
-        let controllers = tokio::spawn(run_controllers(shared.clone(), term.clone()));
+        let controllers = tokio::spawn(run_controllers(
+            shared.clone(),
+            scopes.to_vec(),
+            term.clone(),
+        ));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -222,9 +253,10 @@ fn spec_or_lifecycle<K: Resource>(object: &K) -> Option<u64> {
 /// and full Deployments/ConfigMaps of a thousand policies would sit in memory otherwise).
 fn owned<K>(
     client: &kube::Client,
+    namespace: Option<&str>,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()>
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
@@ -233,7 +265,7 @@ where
         + 'static,
 {
     let config = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config)
+    watcher(scoped::<PartialObjectMeta<K>>(client, namespace), config)
         .default_backoff()
         .touched_objects()
 }
@@ -258,11 +290,47 @@ fn record(shared: &Shared, kind: &'static str, started: Instant, ok: bool) {
         .inc();
 }
 
-async fn run_controllers(shared: Arc<Shared>, stop: CancellationToken) {
+/// The whole cluster (`None`) or one namespace.
+fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs both controllers for every scope (the cluster, or each watched namespace: a
+/// reflector per namespace, since one store fed by several watches would drop one
+/// namespace's objects whenever another's watch restarts).
+async fn run_controllers(
+    shared: Arc<Shared>,
+    scopes: Vec<Option<String>>,
+    stop: CancellationToken,
+) {
+    let mut stores = Vec::new();
+    let mut controllers = Vec::new();
+    for scope in &scopes {
+        let (projects, policies, run) = scope_controllers(shared.clone(), scope.as_deref(), &stop);
+        stores.push((projects, policies));
+        controllers.push(run);
+    }
+    let gauges = queue_gauges(shared.clone(), stores, stop.clone());
+    tokio::join!(futures::future::join_all(controllers), gauges);
+}
+
+type ScopeRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+fn scope_controllers(
+    shared: Arc<Shared>,
+    namespace: Option<&str>,
+    stop: &CancellationToken,
+) -> (Store<TraceProject>, Store<EvalPolicy>, ScopeRun) {
     let client = shared.client.clone();
     let (projects, project_writer) = reflector::store::<TraceProject>();
     let project_stream = watcher(
-        Api::<TraceProject>::all(client.clone()),
+        scoped::<TraceProject>(&client, namespace),
         watcher::Config::default(),
     )
     .default_backoff()
@@ -272,12 +340,12 @@ async fn run_controllers(shared: Arc<Shared>, stop: CancellationToken) {
     .applied_objects()
     .predicate_filter(spec_or_lifecycle, Default::default());
     let project_controller = Controller::for_stream(project_stream, projects.clone())
-        .owns_stream(owned::<Deployment>(&client))
-        .owns_stream(owned::<Service>(&client))
-        .owns_stream(owned::<ConfigMap>(&client))
-        .owns_stream(owned::<ServiceAccount>(&client))
-        .owns_stream(owned::<PodDisruptionBudget>(&client))
-        .owns_stream(owned::<HorizontalPodAutoscaler>(&client))
+        .owns_stream(owned::<Deployment>(&client, namespace))
+        .owns_stream(owned::<Service>(&client, namespace))
+        .owns_stream(owned::<ConfigMap>(&client, namespace))
+        .owns_stream(owned::<ServiceAccount>(&client, namespace))
+        .owns_stream(owned::<PodDisruptionBudget>(&client, namespace))
+        .owns_stream(owned::<HorizontalPodAutoscaler>(&client, namespace))
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(
@@ -297,7 +365,7 @@ async fn run_controllers(shared: Arc<Shared>, stop: CancellationToken) {
 
     let (policies, policy_writer) = reflector::store::<EvalPolicy>();
     let policy_stream = watcher(
-        Api::<EvalPolicy>::all(client.clone()),
+        scoped::<EvalPolicy>(&client, namespace),
         watcher::Config::default(),
     )
     .default_backoff()
@@ -308,12 +376,12 @@ async fn run_controllers(shared: Arc<Shared>, stop: CancellationToken) {
     .predicate_filter(spec_or_lifecycle, Default::default());
     let by_project = policies.clone();
     let policy_controller = Controller::for_stream(policy_stream, policies.clone())
-        .owns_stream(owned::<Deployment>(&client))
-        .owns_stream(owned::<ConfigMap>(&client))
-        .owns_stream(owned::<ServiceAccount>(&client))
+        .owns_stream(owned::<Deployment>(&client, namespace))
+        .owns_stream(owned::<ConfigMap>(&client, namespace))
+        .owns_stream(owned::<ServiceAccount>(&client, namespace))
         // A project appearing or becoming ready wakes the policies waiting for it.
         .watches(
-            Api::<TraceProject>::all(client.clone()),
+            scoped::<TraceProject>(&client, namespace),
             watcher::Config::default(),
             move |tp| policies_of(&by_project, &tp),
         )
@@ -334,8 +402,10 @@ async fn run_controllers(shared: Arc<Shared>, stop: CancellationToken) {
         )
         .for_each(|_| async {});
 
-    let gauges = queue_gauges(shared.clone(), projects, policies, stop.clone());
-    tokio::join!(project_controller, policy_controller, gauges);
+    let run = async move {
+        tokio::join!(project_controller, policy_controller);
+    };
+    (projects, policies, Box::pin(run))
 }
 
 fn policies_of(policies: &Store<EvalPolicy>, project: &TraceProject) -> Vec<ObjectRef<EvalPolicy>> {
@@ -359,8 +429,7 @@ fn lagging<K: Resource>(objects: &[Arc<K>], observed: impl Fn(&K) -> Option<i64>
 /// Keeps `queue_depth` and `objects` current from the reflector stores.
 async fn queue_gauges(
     shared: Arc<Shared>,
-    projects: Store<TraceProject>,
-    policies: Store<EvalPolicy>,
+    stores: Vec<(Store<TraceProject>, Store<EvalPolicy>)>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -369,8 +438,8 @@ async fn queue_gauges(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let tps = projects.state();
-        let eps = policies.state();
+        let tps: Vec<_> = stores.iter().flat_map(|(p, _)| p.state()).collect();
+        let eps: Vec<_> = stores.iter().flat_map(|(_, e)| e.state()).collect();
         let metrics = &shared.metrics;
         let set = |kind, depth, count| {
             metrics

@@ -152,9 +152,13 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
         namespace: namespace.clone(),
         uid: ep.uid().unwrap_or_default(),
     };
-    let children = desired(&owner, &ep.spec, &shared.children);
+    let context = shared.worker_context()?;
+    let children = desired(&owner, &ep.spec, &context);
     let client = &shared.client;
     apply(client, &namespace, &children.service_account).await?;
+    if let Some(secret) = &children.nats_secret {
+        apply(client, &namespace, secret).await?;
+    }
     apply(client, &namespace, &children.config_map).await?;
     let deployment = apply(client, &namespace, &children.deployment).await?;
     let selector = format!("{POLICY_LABEL}={name},{}={}", MANAGED_BY.0, MANAGED_BY.1);
@@ -168,7 +172,7 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
         &shared.js,
         &names,
         umpire_evaluator::durable_consumer_config(
-            &evaluator_config(&owner, &ep.spec, &shared.children),
+            &evaluator_config(&owner, &ep.spec, &context),
             &plan,
         ),
     )

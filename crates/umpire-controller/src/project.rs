@@ -118,9 +118,12 @@ async fn apply_project(tp: &TraceProject, shared: &Shared) -> Result<Action, Err
         }
     };
 
-    let children = desired(&owner(tp, &namespace), &tp.spec, &shared.children);
+    let children = desired(&owner(tp, &namespace), &tp.spec, &shared.worker_context()?);
     let client = &shared.client;
     apply(client, &namespace, &children.service_account).await?;
+    if let Some(secret) = &children.nats_secret {
+        apply(client, &namespace, secret).await?;
+    }
     apply(client, &namespace, &children.config_map).await?;
     let deployment = apply(client, &namespace, &children.deployment).await?;
     apply(client, &namespace, &children.service).await?;

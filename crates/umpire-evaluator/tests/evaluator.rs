@@ -30,7 +30,7 @@ async fn start_ingest(nats: &NatsServer) -> (String, CancellationToken) {
         spec: serde_json::from_value(json!({"sampling": {"decisionWait": "200ms"}})).unwrap(),
         nats: NatsSettings {
             url: nats.url(),
-            credentials_file: None,
+            ..Default::default()
         },
         listen: ListenAddresses {
             grpc: "127.0.0.1:0".parse().unwrap(),
@@ -116,7 +116,7 @@ async fn start_evaluator(
         spec: serde_json::from_value(spec).unwrap(),
         nats: NatsSettings {
             url: nats.url(),
-            credentials_file: None,
+            ..Default::default()
         },
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         secret_dir: Some(secret_dir),

@@ -7,24 +7,50 @@ use async_nats::{Client, ConnectOptions, Event};
 use serde::{Deserialize, Serialize};
 use umpire_runtime::readiness::Readiness;
 
+use crate::auth::{AuthError, NatsAuth, with_tls};
+
 /// Where and how to connect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NatsSettings {
     /// Server URL(s), comma-separated: `nats://nats.nats:4222`.
     pub url: String,
-    /// A `.creds` file (JWT + NKey) for accounts-based auth.
+    /// A folder holding the credentials as a mounted Secret does: `creds` (a `.creds` file:
+    /// JWT + NKey seed), `nkey` (a seed), `token`, or `username` and `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials_file: Option<PathBuf>,
+    pub auth_dir: Option<PathBuf>,
+    /// A folder with TLS material: `ca.crt` (the CA to trust), optionally `tls.crt` and
+    /// `tls.key` (a client certificate). Given, TLS is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl NatsSettings {
+    /// A server without credentials or TLS.
+    pub fn plain(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Connect options carrying the credentials and TLS settings.
+    pub fn options(&self) -> Result<ConnectOptions, ConnectError> {
+        let mut options = match &self.auth_dir {
+            Some(dir) => NatsAuth::read(dir)?.options(dir)?,
+            None => ConnectOptions::new(),
+        };
+        if let Some(dir) = &self.tls_dir {
+            options = with_tls(options, dir)?;
+        }
+        Ok(options)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("reading NATS credentials {path}: {source}")]
-    Credentials {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("NATS credentials: {0}")]
+    Credentials(#[from] AuthError),
     #[error("connecting to NATS at {url}: {source}")]
     Connect {
         url: String,
@@ -42,15 +68,7 @@ pub async fn connect(
     check: &'static str,
 ) -> Result<Client, ConnectError> {
     readiness.register(check, "not connected to NATS yet");
-    let mut options = match &settings.credentials_file {
-        Some(path) => ConnectOptions::with_credentials_file(path)
-            .await
-            .map_err(|source| ConnectError::Credentials {
-                path: path.clone(),
-                source,
-            })?,
-        None => ConnectOptions::new(),
-    };
+    let mut options = settings.options()?;
     let events = readiness.clone();
     options = options
         .name(client_name)

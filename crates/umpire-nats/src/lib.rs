@@ -1,5 +1,6 @@
 //! The one way Umpire talks to NATS.
 
+pub mod auth;
 pub mod connect;
 pub mod kv;
 pub mod names;

@@ -15,7 +15,7 @@ async fn creates_then_updates_a_stream_without_losing_messages() {
     let client = connect(
         &NatsSettings {
             url: server.url(),
-            credentials_file: None,
+            ..Default::default()
         },
         "test",
         &readiness,
@@ -66,7 +66,7 @@ async fn readiness_follows_the_connection() {
     let client = connect(
         &NatsSettings {
             url: server.url(),
-            credentials_file: None,
+            ..Default::default()
         },
         "test",
         &readiness,

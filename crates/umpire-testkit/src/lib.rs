@@ -5,10 +5,12 @@
 //! - [`pager::PagerDutyReceiver`]: a PagerDuty Events v2 (and webhook) receiver that
 //!   validates, records, and fails on demand.
 //! - [`kubeapi::KubeApiServer`]: a Kubernetes API server emulator (REST, watch, SSA, GC).
+//! - [`pod::PodProcess`]: one replica of a Deployment's pod, run as a kubelet would.
 //! - [`wait::eventually`]: await a condition with a deadline.
 
 pub mod judge;
 pub mod kubeapi;
 pub mod nats;
 pub mod pager;
+pub mod pod;
 pub mod wait;

@@ -36,7 +36,7 @@ enum Command {
     /// Run the evaluator for one EvalPolicy: judge its spans from JetStream, publish scores.
     Evaluator(commands::evaluator::Args),
     /// Run the operator: reconcile TraceProjects and EvalPolicies into workers.
-    Controller(commands::controller::Args),
+    Controller(Box<commands::controller::Args>),
     /// Run a policy's judges offline over recorded spans and gate on pass rates (for CI).
     Eval(commands::eval::Args),
 }

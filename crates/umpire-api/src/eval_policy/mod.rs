@@ -190,6 +190,9 @@ pub struct EvaluatorSpec {
     /// CPU and memory requests/limits of each evaluator pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Scheduling, metadata and environment of the evaluator pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::pod::PodOptions>,
 }
 
 /// Observed state. Counters are refreshed at a bounded rate (at most once a minute) so

@@ -7,9 +7,13 @@ pub mod project;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use umpire_nats::auth::{AUTH_KEYS, SecretFiles, TLS_KEYS};
+use umpire_nats::connect::NatsSettings;
 
 /// Every child carries this, so pruning finds them by label.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "umpire-controller");
@@ -20,12 +24,93 @@ pub const POLICY_LABEL: &str = "umpire.dev/evalpolicy";
 pub const CONFIG_HASH: &str = "umpire.dev/config-hash";
 
 /// What the controller knows beyond the resource itself.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Context {
     /// The image every worker runs (`umpire` with a role subcommand).
     pub image: String,
+    /// `Always`, `IfNotPresent` or `Never`; `None` leaves Kubernetes' default.
+    pub image_pull_policy: Option<String>,
+    /// Registry credentials every worker pod gets.
+    pub image_pull_secrets: Vec<String>,
     /// The NATS URL workers connect to.
     pub nats_url: String,
+    /// NATS credentials and TLS material handed to every worker (empty: NATS needs none).
+    pub nats_files: SecretFiles,
+    /// Resources of workers whose resource names none.
+    pub ingest_resources: Option<ResourceRequirements>,
+    pub evaluator_resources: Option<ResourceRequirements>,
+}
+
+impl Context {
+    /// The settings a worker connects with: the URL, and the mounted copies of the NATS
+    /// credentials and TLS material when there are any.
+    pub fn worker_nats(&self) -> NatsSettings {
+        let has = |keys: &[&str]| keys.iter().any(|k| self.nats_files.get(k).is_some());
+        NatsSettings {
+            url: self.nats_url.clone(),
+            auth_dir: has(&AUTH_KEYS).then(|| pod::NATS_DIR.into()),
+            tls_dir: has(&TLS_KEYS).then(|| pod::NATS_DIR.into()),
+        }
+    }
+
+    /// The worker's Secret holding its copy of the NATS material, if NATS needs any.
+    fn nats_secret(
+        &self,
+        owner: &Owner,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<Secret> {
+        (!self.nats_files.is_empty()).then(|| Secret {
+            metadata: owner.child_meta(name, labels),
+            type_: Some("Opaque".into()),
+            data: Some(
+                self.nats_files
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), ByteString(v.to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+    }
+
+    /// 16 hex digits over the NATS material: rotating it rolls the pods.
+    fn nats_hash(&self) -> String {
+        let mut digest = Sha256::new();
+        for (key, value) in self.nats_files.iter() {
+            digest.update(key.as_bytes());
+            digest.update([0]);
+            digest.update(value);
+            digest.update([0]);
+        }
+        digest
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The name of a worker's NATS Secret.
+pub fn nats_secret_name(workload: &str) -> String {
+    format!("{workload}-nats")
+}
+
+/// A worker's NATS Secret, and what its Deployment needs to mount it.
+fn worker_nats_secret(
+    ctx: &Context,
+    owner: &Owner,
+    workload: &str,
+    labels: &BTreeMap<String, String>,
+) -> (Option<Secret>, Option<pod::NatsSecretMount>) {
+    let name = nats_secret_name(workload);
+    let secret = ctx.nats_secret(owner, &name, labels);
+    let mount = secret.as_ref().map(|_| pod::NatsSecretMount {
+        keys: ctx.nats_files.iter().map(|(k, _)| k.to_owned()).collect(),
+        name,
+        hash: ctx.nats_hash(),
+    });
+    (secret, mount)
 }
 
 /// Who owns the children.

@@ -9,12 +9,13 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use umpire_api::pod::PodOptions;
 
 use super::{CONFIG_HASH, MANAGED_BY, References};
 
@@ -24,6 +25,10 @@ pub const CONFIG_FILE: &str = "/etc/umpire/config.yaml";
 /// Secrets are mounted as `<dir>/<secret>/<key>` — the layout the workers read.
 pub const SECRET_DIR: &str = "/var/run/umpire/secrets";
 pub const CONFIG_MAP_DIR: &str = "/var/run/umpire/configmaps";
+/// Where the NATS credentials and TLS material the controller hands on are mounted.
+pub const NATS_DIR: &str = "/var/run/umpire/nats";
+/// Pod-template annotation: rotated NATS credentials roll the pods.
+pub const NATS_HASH: &str = "umpire.dev/nats-secret-hash";
 /// The image's non-root user (distroless `nonroot`).
 pub const RUN_AS_USER: i64 = 65_532;
 
@@ -43,6 +48,23 @@ pub struct WorkerPod<'a> {
     /// `None` leaves replicas to a HorizontalPodAutoscaler.
     pub replicas: Option<i32>,
     pub metadata: ObjectMeta,
+    /// The resource's pod options (scheduling, metadata, env).
+    pub options: Option<&'a PodOptions>,
+    /// Spread replicas across nodes when the options name no constraints.
+    pub spread_by_default: bool,
+    /// The install's image pull policy and pull Secrets.
+    pub image_pull_policy: Option<&'a str>,
+    pub image_pull_secrets: &'a [String],
+    /// The Secret with NATS credentials/TLS for this worker, its keys and content hash.
+    pub nats_secret: Option<NatsSecretMount>,
+}
+
+/// A worker's copy of the NATS credentials, mounted at [`NATS_DIR`].
+pub struct NatsSecretMount {
+    pub name: String,
+    pub keys: Vec<String>,
+    /// Over the contents: rotated credentials roll the pods.
+    pub hash: String,
 }
 
 fn volume_name(prefix: &str, name: &str) -> String {
@@ -139,6 +161,33 @@ pub fn deployment(pod: WorkerPod<'_>) -> Deployment {
             ..Default::default()
         });
     }
+    if let Some(nats) = &pod.nats_secret {
+        volumes.push(Volume {
+            name: "nats".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(nats.name.clone()),
+                items: Some(
+                    nats.keys
+                        .iter()
+                        .map(|k| KeyToPath {
+                            key: k.clone(),
+                            path: k.clone(),
+                            mode: None,
+                        })
+                        .collect(),
+                ),
+                default_mode: Some(0o400),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "nats".into(),
+            mount_path: NATS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     for (config_map, keys) in &pod.references.config_maps {
         let name = volume_name("cm", config_map);
         volumes.push(Volume {
@@ -180,24 +229,8 @@ pub fn deployment(pod: WorkerPod<'_>) -> Deployment {
             "--config".into(),
             CONFIG_FILE.into(),
         ]),
-        env: Some(vec![
-            EnvVar {
-                name: "POD_NAME".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "RUST_LOG".into(),
-                value: Some("info".into()),
-                ..Default::default()
-            },
-        ]),
+        env: Some(env(pod.options)),
+        image_pull_policy: pod.image_pull_policy.map(str::to_owned),
         ports: Some(ports),
         liveness_probe: Some(probe("/healthz", pod.admin_port, 10)),
         readiness_probe: Some(probe("/readyz", pod.admin_port, 5)),
@@ -217,6 +250,29 @@ pub fn deployment(pod: WorkerPod<'_>) -> Deployment {
         ..Default::default()
     };
     let selector = selector_labels(pod.labels);
+    let options = pod.options.cloned().unwrap_or_default();
+    let mut pod_labels = options.labels.clone().unwrap_or_default();
+    // Ours last: the selector labels always hold.
+    pod_labels.extend(selector.clone());
+    let mut annotations = options.annotations.clone().unwrap_or_default();
+    annotations.insert(CONFIG_HASH.to_owned(), pod.config_hash.to_owned());
+    if let Some(nats) = &pod.nats_secret {
+        annotations.insert(NATS_HASH.to_owned(), nats.hash.clone());
+    }
+    let topology_spread_constraints = options.topology_spread_constraints.clone().or_else(|| {
+        pod.spread_by_default
+            .then(|| spread_across_nodes(&selector))
+    });
+    let mut pull_secrets: Vec<LocalObjectReference> = pod
+        .image_pull_secrets
+        .iter()
+        .map(|name| LocalObjectReference { name: name.clone() })
+        .collect();
+    for secret in options.image_pull_secrets.iter().flatten() {
+        if !pull_secrets.contains(secret) {
+            pull_secrets.push(secret.clone());
+        }
+    }
     Deployment {
         metadata: pod.metadata,
         spec: Some(DeploymentSpec {
@@ -234,11 +290,8 @@ pub fn deployment(pod: WorkerPod<'_>) -> Deployment {
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(selector),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH.to_owned(),
-                        pod.config_hash.to_owned(),
-                    )])),
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -259,6 +312,12 @@ pub fn deployment(pod: WorkerPod<'_>) -> Deployment {
                     }),
                     containers: vec![container],
                     volumes: Some(volumes),
+                    node_selector: options.node_selector.clone(),
+                    tolerations: options.tolerations.clone(),
+                    affinity: options.affinity.clone(),
+                    topology_spread_constraints,
+                    priority_class_name: options.priority_class_name.clone(),
+                    image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
                     ..Default::default()
                 }),
             },
@@ -266,4 +325,44 @@ pub fn deployment(pod: WorkerPod<'_>) -> Deployment {
         }),
         status: None,
     }
+}
+
+/// The container's environment: what the worker needs, then the user's extras (validation
+/// keeps them off the names set here).
+fn env(options: Option<&PodOptions>) -> Vec<EnvVar> {
+    let mut env = vec![
+        EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "UMPIRE_LOG".into(),
+            value: Some("info".into()),
+            ..Default::default()
+        },
+    ];
+    env.extend(options.and_then(|o| o.env.clone()).unwrap_or_default());
+    env
+}
+
+/// At most one replica more on any node than on another — but schedule anyway on a
+/// single-node cluster rather than leave pods pending.
+fn spread_across_nodes(selector: &BTreeMap<String, String>) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "kubernetes.io/hostname".into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector.clone()),
+            match_expressions: None,
+        }),
+        ..Default::default()
+    }]
 }

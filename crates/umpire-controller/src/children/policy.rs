@@ -3,13 +3,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use umpire_api::eval_policy::EvalPolicySpec;
 use umpire_evaluator::config::EvaluatorConfig;
-use umpire_nats::connect::NatsSettings;
 
 use super::pod::{self, CONFIG_MAP_DIR, SECRET_DIR, WorkerPod};
-use super::{Context, Owner, POLICY_LABEL, References, config_hash, labels};
+use super::{Context, Owner, POLICY_LABEL, References, config_hash, labels, worker_nats_secret};
 
 pub const ADMIN_PORT: i32 = 9465;
 
@@ -18,6 +17,8 @@ pub struct PolicyChildren {
     pub service_account: ServiceAccount,
     pub config_map: ConfigMap,
     pub deployment: Deployment,
+    /// The evaluator pods' copy of the NATS credentials, when NATS needs any.
+    pub nats_secret: Option<Secret>,
 }
 
 /// `<policy>-evaluator`: the name of every evaluator child.
@@ -31,10 +32,7 @@ pub fn evaluator_config(owner: &Owner, spec: &EvalPolicySpec, ctx: &Context) -> 
         &owner.namespace,
         &owner.name,
         spec.clone(),
-        NatsSettings {
-            url: ctx.nats_url.clone(),
-            credentials_file: None,
-        },
+        ctx.worker_nats(),
         Some(SECRET_DIR.into()),
         Some(CONFIG_MAP_DIR.into()),
     )
@@ -48,6 +46,7 @@ pub fn desired(owner: &Owner, spec: &EvalPolicySpec, ctx: &Context) -> PolicyChi
     let hash = config_hash(&config);
     let references = References::find(&serde_json::to_value(spec).unwrap_or_default());
     let evaluator = spec.evaluator.clone().unwrap_or_default();
+    let (nats_secret, nats_mount) = worker_nats_secret(ctx, owner, &name, &labels);
     PolicyChildren {
         service_account: ServiceAccount {
             metadata: owner.child_meta(&name, &labels),
@@ -70,9 +69,18 @@ pub fn desired(owner: &Owner, spec: &EvalPolicySpec, ctx: &Context) -> PolicyChi
             ports: Vec::new(),
             admin_port: ADMIN_PORT,
             references: &references,
-            resources: evaluator.resources.clone(),
+            resources: evaluator
+                .resources
+                .clone()
+                .or(ctx.evaluator_resources.clone()),
             replicas: Some(evaluator.replicas.unwrap_or(1)),
             metadata: owner.child_meta(&name, &labels),
+            options: evaluator.pod.as_ref(),
+            spread_by_default: true,
+            image_pull_policy: ctx.image_pull_policy.as_deref(),
+            image_pull_secrets: &ctx.image_pull_secrets,
+            nats_secret: nats_mount,
         }),
+        nats_secret,
     }
 }

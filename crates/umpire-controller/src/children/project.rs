@@ -8,17 +8,16 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerPort, Service, ServiceAccount, ServicePort, ServiceSpec,
+    ConfigMap, ContainerPort, Secret, Service, ServiceAccount, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use umpire_api::trace_project::TraceProjectSpec;
 use umpire_ingest::config::IngestConfig;
-use umpire_nats::connect::NatsSettings;
 
 use super::pod::{self, SECRET_DIR, WorkerPod};
-use super::{Context, Owner, PROJECT_LABEL, References, config_hash, labels};
+use super::{Context, Owner, PROJECT_LABEL, References, config_hash, labels, worker_nats_secret};
 
 pub const GRPC_PORT: i32 = 4317;
 pub const HTTP_PORT: i32 = 4318;
@@ -33,6 +32,8 @@ pub struct ProjectChildren {
     pub service: Service,
     pub disruption_budget: PodDisruptionBudget,
     pub autoscaler: Option<HorizontalPodAutoscaler>,
+    /// The ingest pods' copy of the NATS credentials, when NATS needs any.
+    pub nats_secret: Option<Secret>,
 }
 
 /// `<project>-ingest`: the name of every ingest child.
@@ -55,10 +56,7 @@ pub fn ingest_config(owner: &Owner, spec: &TraceProjectSpec, ctx: &Context) -> S
         &owner.namespace,
         &owner.name,
         spec.clone(),
-        NatsSettings {
-            url: ctx.nats_url.clone(),
-            credentials_file: None,
-        },
+        ctx.worker_nats(),
     );
     config.auth_token_file = spec.ingest.as_ref().and_then(|i| i.auth.as_ref()).map(|a| {
         format!(
@@ -80,6 +78,7 @@ pub fn desired(owner: &Owner, spec: &TraceProjectSpec, ctx: &Context) -> Project
     let ingest = spec.ingest.clone().unwrap_or_default();
     let autoscaling = ingest.autoscaling.clone();
     let references = References::find(&serde_json::to_value(spec).unwrap_or_default());
+    let (nats_secret, nats_mount) = worker_nats_secret(ctx, owner, &name, &labels);
 
     let service_account = ServiceAccount {
         metadata: meta(&labels),
@@ -108,12 +107,18 @@ pub fn desired(owner: &Owner, spec: &TraceProjectSpec, ctx: &Context) -> Project
         ports: vec![port("otlp-grpc", GRPC_PORT), port("otlp-http", HTTP_PORT)],
         admin_port: ADMIN_PORT,
         references: &references,
-        resources: ingest.resources.clone(),
+        resources: ingest.resources.clone().or(ctx.ingest_resources.clone()),
         replicas: match &autoscaling {
             Some(_) => None,
             None => Some(ingest.replicas.unwrap_or(1)),
         },
         metadata: meta(&labels),
+        options: ingest.pod.as_ref(),
+        // Replicas on one node share its fate; the PodDisruptionBudget protects little then.
+        spread_by_default: true,
+        image_pull_policy: ctx.image_pull_policy.as_deref(),
+        image_pull_secrets: &ctx.image_pull_secrets,
+        nats_secret: nats_mount,
     });
     let service_port = |name: &str, number: i32, app_protocol: Option<&str>| ServicePort {
         name: Some(name.into()),
@@ -184,5 +189,6 @@ pub fn desired(owner: &Owner, spec: &TraceProjectSpec, ctx: &Context) -> Project
         service,
         disruption_budget,
         autoscaler,
+        nats_secret,
     }
 }

@@ -68,7 +68,7 @@ impl TestIngest {
             spec: serde_json::from_value(spec).unwrap(),
             nats: NatsSettings {
                 url: nats_url.into(),
-                credentials_file: None,
+                ..Default::default()
             },
             listen: ListenAddresses {
                 grpc: "127.0.0.1:0".parse().unwrap(),

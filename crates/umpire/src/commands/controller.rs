@@ -2,24 +2,19 @@
 //! in-cluster service account.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use tokio_util::sync::CancellationToken;
 use umpire_controller::{ControllerConfig, LeaderElection};
-use umpire_nats::connect::NatsSettings;
 use umpire_runtime::telemetry::{self, LogFormat};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// NATS URL, for the controller and rendered into every worker's config.
-    #[arg(long, env = "UMPIRE_NATS_URL", default_value = "nats://nats:4222")]
-    nats_url: String,
-    /// NATS credentials file.
-    #[arg(long, env = "UMPIRE_NATS_CREDENTIALS")]
-    nats_credentials: Option<PathBuf>,
+    #[command(flatten)]
+    nats: super::NatsArgs,
     /// The image ingest and evaluator pods run (this same binary).
     #[arg(
         long,
@@ -51,9 +46,33 @@ pub struct Args {
     /// How often `status.firingAlerts` of policies with alert rules is refreshed.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     alert_status_interval: Duration,
+    /// Watch only these namespaces (repeat the flag or separate with commas); default: the
+    /// whole cluster.
+    #[arg(
+        long = "watch-namespace",
+        env = "UMPIRE_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    watch_namespaces: Vec<String>,
+    /// Image pull policy of worker pods (`Always`, `IfNotPresent`, `Never`).
+    #[arg(long, value_parser = ["Always", "IfNotPresent", "Never"])]
+    image_pull_policy: Option<String>,
+    /// Image pull Secret every worker pod gets (repeatable).
+    #[arg(long = "image-pull-secret", value_delimiter = ',')]
+    image_pull_secrets: Vec<String>,
+    /// Resources (Kubernetes `resources` as JSON) of ingest pods whose TraceProject sets none.
+    #[arg(long, value_parser = parse_resources)]
+    ingest_resources: Option<ResourceRequirements>,
+    /// Resources (Kubernetes `resources` as JSON) of evaluator pods whose EvalPolicy sets none.
+    #[arg(long, value_parser = parse_resources)]
+    evaluator_resources: Option<ResourceRequirements>,
     /// Human-readable logs instead of JSON lines.
     #[arg(long)]
     text_logs: bool,
+}
+
+fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
+    serde_json::from_str(text).map_err(|e| format!("not Kubernetes resources as JSON: {e}"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -73,10 +92,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         format!("{host}-{}", std::process::id())
     });
     let config = ControllerConfig {
-        nats: NatsSettings {
-            url: args.nats_url.clone(),
-            credentials_file: args.nats_credentials.clone(),
-        },
+        nats: args.nats.settings(),
         image: args.image.clone(),
         admin_listen: args.admin_listen,
         leader_election: (!args.no_leader_election).then(|| LeaderElection {
@@ -87,6 +103,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }),
         cleanup_timeout: args.cleanup_timeout,
         alert_status_interval: args.alert_status_interval,
+        watch_namespaces: args
+            .watch_namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
+        image_pull_policy: args.image_pull_policy.clone(),
+        image_pull_secrets: args.image_pull_secrets.clone(),
+        ingest_resources: args.ingest_resources.clone(),
+        evaluator_resources: args.evaluator_resources.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use umpire_evaluator::config::{EvaluatorConfig, RuntimeDefaults};
-use umpire_nats::connect::NatsSettings;
 use umpire_runtime::telemetry::{self, LogFormat};
 
 #[derive(clap::Args)]
@@ -15,12 +14,8 @@ pub struct Args {
     /// An evaluator config (as the controller renders it) or an EvalPolicy manifest.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// NATS URL, used when --config is an EvalPolicy manifest.
-    #[arg(long, env = "UMPIRE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// NATS credentials file, used when --config is an EvalPolicy manifest.
-    #[arg(long, env = "UMPIRE_NATS_CREDENTIALS")]
-    nats_credentials: Option<PathBuf>,
+    #[command(flatten)]
+    nats: super::NatsArgs,
     /// Secrets laid out as `<dir>/<secret>/<key>` (judge API keys), for a manifest.
     #[arg(long)]
     secret_dir: Option<PathBuf>,
@@ -42,10 +37,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         LogFormat::Json
     });
     let defaults = RuntimeDefaults {
-        nats: NatsSettings {
-            url: args.nats_url.clone(),
-            credentials_file: args.nats_credentials.clone(),
-        },
+        nats: args.nats.settings(),
         admin_listen: args.admin_listen,
         secret_dir: args.secret_dir.clone(),
         config_map_dir: args.config_map_dir.clone(),

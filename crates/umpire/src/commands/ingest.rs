@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use umpire_ingest::config::{IngestConfig, ListenAddresses, RuntimeDefaults};
-use umpire_nats::connect::NatsSettings;
 use umpire_runtime::telemetry::{self, LogFormat};
 
 #[derive(clap::Args)]
@@ -15,12 +14,8 @@ pub struct Args {
     /// An ingest config (as the controller renders it) or a TraceProject manifest.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// NATS URL, used when --config is a TraceProject manifest.
-    #[arg(long, env = "UMPIRE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// NATS credentials file, used when --config is a TraceProject manifest.
-    #[arg(long, env = "UMPIRE_NATS_CREDENTIALS")]
-    nats_credentials: Option<PathBuf>,
+    #[command(flatten)]
+    nats: super::NatsArgs,
     /// File holding the bearer token, used when --config is a TraceProject manifest.
     #[arg(long, env = "UMPIRE_INGEST_TOKEN_FILE")]
     token_file: Option<PathBuf>,
@@ -45,10 +40,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         LogFormat::Json
     });
     let defaults = RuntimeDefaults {
-        nats: NatsSettings {
-            url: args.nats_url.clone(),
-            credentials_file: args.nats_credentials.clone(),
-        },
+        nats: args.nats.settings(),
         listen: ListenAddresses {
             grpc: args.grpc_listen,
             http: args.http_listen,

@@ -1,0 +1,356 @@
+//! Runs one replica of a Deployment's pod the way a kubelet would: the container's command,
+//! args and env (field references resolved), its ConfigMap, Secret and emptyDir volumes
+//! written out and mounted at their `mountPath`s in a private mount namespace (the process
+//! sees `/etc/umpire/config.yaml` where the pod would, and the host sees nothing), logs kept.
+//!
+//! Needs root (`unshare --mount`, overlay and bind mounts). The pod shares the host's
+//! network: its ports are the container's ports on 127.0.0.1.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, KeyToPath, Secret, Volume};
+use kube::Api;
+use tempfile::TempDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("the Deployment has no {0}")]
+    Missing(&'static str),
+    #[error("volume {0} is not defined in the pod")]
+    UnknownVolume(String),
+    #[error("volume {0}: only configMap, secret and emptyDir volumes are supported")]
+    UnsupportedVolume(String),
+    #[error("env {0}: {1}")]
+    Env(String, String),
+    #[error("reading {what}: {source}")]
+    Kube { what: String, source: kube::Error },
+    #[error("{what}: key {key} not found")]
+    MissingKey { what: String, key: String },
+    #[error("preparing the pod's files: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running pod replica; killed on drop.
+pub struct PodProcess {
+    child: Option<Child>,
+    root: TempDir,
+    pub name: String,
+}
+
+impl PodProcess {
+    /// Starts replica `pod_name` of `deployment`, whose image entrypoint is `entrypoint`
+    /// (used when the container sets no `command`).
+    pub async fn start(
+        client: &kube::Client,
+        deployment: &Deployment,
+        pod_name: &str,
+        entrypoint: &Path,
+    ) -> Result<Self, PodError> {
+        let namespace = deployment
+            .metadata
+            .namespace
+            .clone()
+            .ok_or(PodError::Missing("namespace"))?;
+        let template = &deployment
+            .spec
+            .as_ref()
+            .ok_or(PodError::Missing("spec"))?
+            .template;
+        let pod = template
+            .spec
+            .as_ref()
+            .ok_or(PodError::Missing("pod spec"))?;
+        let container = pod
+            .containers
+            .first()
+            .ok_or(PodError::Missing("container"))?;
+        let root = tempfile::Builder::new().prefix("umpire-pod-").tempdir()?;
+        let volumes = pod.volumes.clone().unwrap_or_default();
+        let mut mounts = Vec::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let volume = volumes
+                .iter()
+                .find(|v| v.name == mount.name)
+                .ok_or_else(|| PodError::UnknownVolume(mount.name.clone()))?;
+            let dir = root.path().join("volumes").join(&volume.name);
+            materialise(client, &namespace, volume, &dir).await?;
+            mounts.push((dir, PathBuf::from(&mount.mount_path)));
+        }
+        let env = environment(client, &namespace, pod_name, container).await?;
+        let mut argv: Vec<String> = match &container.command {
+            Some(command) => command.clone(),
+            None => vec![entrypoint.display().to_string()],
+        };
+        argv.extend(container.args.clone().unwrap_or_default());
+        let script = mount_script(root.path(), &mounts);
+        let log = std::fs::File::create(root.path().join("pod.log"))?;
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+            .arg(format!("{script}exec \"$@\""))
+            .arg("pod")
+            .args(&argv)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(Self {
+            child: Some(child),
+            root,
+            name: pod_name.to_owned(),
+        })
+    }
+
+    /// Everything the pod printed so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("pod.log")).unwrap_or_default()
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    /// SIGTERM, then wait for the exit (what a kubelet does on pod deletion).
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PodProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Overlays the top folders that need new mount points (so the host's `/etc` stays as it
+/// is), then bind-mounts each volume at its path.
+fn mount_script(root: &Path, mounts: &[(PathBuf, PathBuf)]) -> String {
+    let mut overlays = BTreeSet::new();
+    let mut targets = Vec::new();
+    for (source, target) in mounts {
+        let resolved = resolve(target);
+        if !resolved.is_dir()
+            && let Some(top) = resolved.components().nth(1)
+        {
+            overlays.insert(PathBuf::from("/").join(top));
+        }
+        targets.push((source.clone(), resolved));
+    }
+    let mut script = String::from("set -e\n");
+    for (i, top) in overlays.iter().enumerate() {
+        let upper = root.join(format!("overlay/{i}/upper"));
+        let work = root.join(format!("overlay/{i}/work"));
+        let _ = std::fs::create_dir_all(&upper);
+        let _ = std::fs::create_dir_all(&work);
+        script.push_str(&format!(
+            "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}\n",
+            top.display(),
+            upper.display(),
+            work.display(),
+            top.display()
+        ));
+    }
+    // A volume over a folder that holds the pod's own files (`/tmp`) goes last, or it would
+    // hide the sources of the mounts after it.
+    targets.sort_by_key(|(_, target)| root.starts_with(target));
+    for (source, target) in targets {
+        script.push_str(&format!(
+            "mkdir -p {t}\nmount --bind {s} {t}\n",
+            s = source.display(),
+            t = target.display()
+        ));
+    }
+    script
+}
+
+/// The path with its longest existing prefix resolved (`/var/run/x` → `/run/x`).
+fn resolve(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_owned());
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = existing.canonicalize().unwrap_or(existing);
+    for part in rest.iter().rev() {
+        resolved.push(part);
+    }
+    resolved
+}
+
+async fn materialise(
+    client: &kube::Client,
+    namespace: &str,
+    volume: &Volume,
+    dir: &Path,
+) -> Result<(), PodError> {
+    std::fs::create_dir_all(dir)?;
+    if volume.empty_dir.is_some() {
+        return Ok(());
+    }
+    let (data, items, mode, what) = if let Some(source) = &volume.config_map {
+        let what = format!("ConfigMap {namespace}/{}", source.name);
+        let cm = get::<ConfigMap>(client, namespace, &source.name, &what).await?;
+        let data: BTreeMap<String, Vec<u8>> = cm
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        (
+            data,
+            source.items.clone(),
+            source.default_mode.unwrap_or(0o644),
+            what,
+        )
+    } else if let Some(source) = &volume.secret {
+        let name = source.secret_name.clone().unwrap_or_default();
+        let what = format!("Secret {namespace}/{name}");
+        let secret = get::<Secret>(client, namespace, &name, &what).await?;
+        let data = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        (
+            data,
+            source.items.clone(),
+            source.default_mode.unwrap_or(0o644),
+            what,
+        )
+    } else {
+        return Err(PodError::UnsupportedVolume(volume.name.clone()));
+    };
+    let items: Vec<KeyToPath> = items.unwrap_or_else(|| {
+        data.keys()
+            .map(|k| KeyToPath {
+                key: k.clone(),
+                path: k.clone(),
+                mode: None,
+            })
+            .collect()
+    });
+    for item in items {
+        let bytes = data.get(&item.key).ok_or_else(|| PodError::MissingKey {
+            what: what.clone(),
+            key: item.key.clone(),
+        })?;
+        let path = dir.join(&item.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, bytes)?;
+        let mode = item.mode.unwrap_or(mode) as u32;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+async fn get<K>(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+) -> Result<K, PodError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .map_err(|source| PodError::Kube {
+            what: what.to_owned(),
+            source,
+        })
+}
+
+async fn environment(
+    client: &kube::Client,
+    namespace: &str,
+    pod_name: &str,
+    container: &Container,
+) -> Result<Vec<(String, String)>, PodError> {
+    let mut env = Vec::new();
+    for var in container.env.iter().flatten() {
+        env.push((
+            var.name.clone(),
+            value(client, namespace, pod_name, var).await?,
+        ));
+    }
+    Ok(env)
+}
+
+async fn value(
+    client: &kube::Client,
+    namespace: &str,
+    pod_name: &str,
+    var: &EnvVar,
+) -> Result<String, PodError> {
+    let Some(from) = &var.value_from else {
+        return Ok(var.value.clone().unwrap_or_default());
+    };
+    if let Some(field) = &from.field_ref {
+        return match field.field_path.as_str() {
+            "metadata.name" => Ok(pod_name.to_owned()),
+            "metadata.namespace" => Ok(namespace.to_owned()),
+            other => Err(PodError::Env(
+                var.name.clone(),
+                format!("field {other} is not supported"),
+            )),
+        };
+    }
+    if let Some(key) = &from.config_map_key_ref {
+        let what = format!("ConfigMap {namespace}/{}", key.name);
+        let cm = get::<ConfigMap>(client, namespace, &key.name, &what).await?;
+        return cm
+            .data
+            .and_then(|d| d.get(&key.key).cloned())
+            .ok_or(PodError::MissingKey {
+                what,
+                key: key.key.clone(),
+            });
+    }
+    if let Some(key) = &from.secret_key_ref {
+        let what = format!("Secret {namespace}/{}", key.name);
+        let secret = get::<Secret>(client, namespace, &key.name, &what).await?;
+        return secret
+            .data
+            .and_then(|d| d.get(&key.key).cloned())
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .ok_or(PodError::MissingKey {
+                what,
+                key: key.key.clone(),
+            });
+    }
+    Err(PodError::Env(
+        var.name.clone(),
+        "unsupported valueFrom".into(),
+    ))
+}

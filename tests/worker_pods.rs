@@ -1,0 +1,186 @@
+//! Workers run from the controller's own Deployments — started as a kubelet would start them
+//! (the container's args and env, ConfigMap and Secret volumes at their mount paths, in a
+//! private mount namespace) — against a nats-server that requires credentials. The controller
+//! hands its NATS credentials to every worker; the ingest pod accepts OTLP spans and the
+//! evaluator pod judges them.
+//!
+//! Needs root (mount namespaces). The pods share the host network, so the ports they bind
+//! (4317, 4318, 9464, 9465) must be free while this test runs.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::{UmpireProcess, create_namespace, free_port, install_crds};
+use umpire_api::eval_policy::EvalPolicy;
+use umpire_api::trace_project::TraceProject;
+use umpire_nats::names::ProjectNames;
+use umpire_testkit::kubeapi::KubeApiServer;
+use umpire_testkit::nats::{NatsServer, read_stream};
+use umpire_testkit::pod::PodProcess;
+use umpire_testkit::wait::eventually;
+
+const WAIT: Duration = Duration::from_secs(60);
+const PASSWORD: &str = "correct-horse-battery-staple";
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+async fn ready(port: u16) -> Option<()> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .ok()?;
+    response.status().is_success().then_some(())
+}
+
+async fn deployment(api: &Api<Deployment>, name: &str) -> Deployment {
+    eventually(&format!("Deployment {name}"), WAIT, || async {
+        api.get_opt(name).await.ok().flatten()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_started_from_the_rendered_deployments_connect_to_a_credentialed_nats() {
+    let nats = NatsServer::start_with_args(&["--user", "umpire", "--pass", PASSWORD]).unwrap();
+    assert!(
+        async_nats::connect(nats.url()).await.is_err(),
+        "the server must refuse clients without credentials"
+    );
+    let auth = tempfile::tempdir().unwrap();
+    std::fs::write(auth.path().join("username"), "umpire\n").unwrap();
+    std::fs::write(auth.path().join("password"), format!("{PASSWORD}\n")).unwrap();
+
+    let cluster = KubeApiServer::start().await.unwrap();
+    let client = cluster.client();
+    install_crds(&client).await;
+    create_namespace(&client, "shop").await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut controller = UmpireProcess::spawn_with_env(
+        &[
+            "controller",
+            "--nats-url",
+            &nats.url(),
+            "--nats-auth-dir",
+            auth.path().to_str().unwrap(),
+            "--no-leader-election",
+            "--admin-listen",
+            &admin,
+        ],
+        repo(),
+        &[("KUBECONFIG", cluster.kubeconfig().to_str().unwrap())],
+    );
+
+    let projects: Api<TraceProject> = Api::namespaced(client.clone(), "shop");
+    let project: TraceProject = serde_json::from_value(json!({
+        "apiVersion": "umpire.dev/v1alpha1", "kind": "TraceProject",
+        "metadata": {"name": "bot", "namespace": "shop"},
+        "spec": {"sampling": {"decisionWait": "1s"}}
+    }))
+    .unwrap();
+    projects
+        .create(&PostParams::default(), &project)
+        .await
+        .unwrap();
+    let policies: Api<EvalPolicy> = Api::namespaced(client.clone(), "shop");
+    let policy: EvalPolicy = serde_json::from_value(json!({
+        "apiVersion": "umpire.dev/v1alpha1", "kind": "EvalPolicy",
+        "metadata": {"name": "fast", "namespace": "shop"},
+        "spec": {"projectRef": {"name": "bot"},
+                 "judges": [{"name": "quick", "latency": {"maxMs": 60000}}]}
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+
+    // The controller gives each worker its own copy of the credentials, mounted.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
+    let copy = eventually("the ingest pods' NATS Secret", WAIT, || async {
+        secrets.get_opt("bot-ingest-nats").await.ok().flatten()
+    })
+    .await;
+    let data = copy.data.unwrap();
+    assert_eq!(data["password"].0, format!("{PASSWORD}\n").into_bytes());
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    let ingest = deployment(&deployments, "bot-ingest").await;
+    let binary = Path::new(env!("CARGO_BIN_EXE_umpire"));
+    let mut ingest_pod = PodProcess::start(&client, &ingest, "bot-ingest-0", binary)
+        .await
+        .unwrap();
+    eventually("the ingest pod is ready (connected to NATS)", WAIT, || {
+        ready(9464)
+    })
+    .await;
+    let evaluator = deployment(&deployments, "fast-evaluator").await;
+    let mut evaluator_pod = PodProcess::start(&client, &evaluator, "fast-evaluator-0", binary)
+        .await
+        .unwrap();
+    eventually("the evaluator pod is ready", WAIT, || ready(9465)).await;
+
+    // A span sent over OTLP/HTTP is kept, stored and judged.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let body = json!({"resourceSpans": [{"resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "bot"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+            "name": "chat gpt-4o", "kind": 3,
+            "startTimeUnixNano": (now - 800_000_000).to_string(), "endTimeUnixNano": now.to_string(),
+            "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                           {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}}]}]}]}]});
+    let response = reqwest::Client::new()
+        .post("http://127.0.0.1:4318/v1/traces")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", ingest_pod.logs());
+
+    let authenticated =
+        async_nats::ConnectOptions::with_user_and_password("umpire".into(), PASSWORD.into())
+            .connect(nats.url())
+            .await
+            .unwrap();
+    let js = async_nats::jetstream::new(authenticated);
+    let names = ProjectNames::new("shop", "bot");
+    let scores = eventually("the span's evaluation is stored", WAIT, || async {
+        let stored = read_stream(&js, &names.scores_stream()).await.ok()?;
+        (!stored.is_empty()).then_some(stored)
+    })
+    .await;
+    let evaluation: serde_json::Value = serde_json::from_slice(&scores[0].payload).unwrap();
+    assert_eq!(
+        evaluation["spanId"],
+        "eee19b7ec3c1b174",
+        "{evaluation}\n{}",
+        evaluator_pod.logs()
+    );
+
+    ingest_pod.terminate();
+    evaluator_pod.terminate();
+    assert!(ingest_pod.exited() && evaluator_pod.exited());
+    for (name, logs) in [
+        ("ingest", ingest_pod.logs()),
+        ("evaluator", evaluator_pod.logs()),
+    ] {
+        assert!(!logs.contains(PASSWORD), "{name} logged the NATS password");
+        assert!(
+            !logs.contains("Authorization Violation"),
+            "{name} was refused by NATS:\n{logs}"
+        );
+    }
+    controller.terminate();
+    assert!(!controller.log.join("\n").contains(PASSWORD));
+}
