@@ -36,6 +36,23 @@ fn committed_crds_match_the_rust_types() {
 }
 
 #[test]
+fn the_charts_crd_templates_match_the_rust_types() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/umpire/templates/crds");
+    for crd in umpire_api::crd::all() {
+        let path = dir.join(umpire_api::crd::file_name(&crd));
+        let generated = umpire_api::crd::to_chart_template(&crd).unwrap();
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is out of date; run `cargo run -p umpire -- crdgen --chart charts/umpire`",
+            path.display()
+        );
+    }
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(files, umpire_api::crd::all().len(), "a chart CRD no type generates");
+}
+
+#[test]
 fn crdgen_writes_the_committed_files_and_check_detects_drift() {
     let out = tempfile::tempdir().unwrap();
     let umpire = env!("CARGO_BIN_EXE_umpire");

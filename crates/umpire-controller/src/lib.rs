@@ -12,6 +12,7 @@ pub mod context;
 pub mod metrics;
 pub mod policy;
 pub mod project;
+pub mod rbac;
 pub mod status;
 pub mod streams;
 

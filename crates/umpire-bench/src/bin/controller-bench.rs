@@ -26,7 +26,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     policies: usize,
     /// Run the controller with mimalloc's default purge delay instead of
-    /// `MIMALLOC_PURGE_DELAY=0` (what `manifests/controller/deployment.yaml` sets).
+    /// `MIMALLOC_PURGE_DELAY=0` (what the chart's controller Deployment sets).
     #[arg(long)]
     allocator_defaults: bool,
     /// Give up after this many seconds.

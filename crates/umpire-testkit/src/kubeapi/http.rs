@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::authz;
 use super::select::{FieldSelector, LabelSelector};
 use super::store::{
     ApiError, Change, DeleteOptions, EventType, PatchKind, Result, Store, WriteOptions,
@@ -25,6 +26,22 @@ pub struct Shared {
     pub store: Mutex<Store>,
     pub address: String,
     pub bookmark_interval: Duration,
+    /// Requests made as ServiceAccounts, and whether RBAC allowed them.
+    pub access_log: Mutex<Vec<Access>>,
+}
+
+/// One request a ServiceAccount made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub user: String,
+    pub attributes: authz::Attributes,
+    pub allowed: bool,
+}
+
+/// The ServiceAccount named by the request's bearer token, if any.
+fn service_account(headers: &HeaderMap) -> Option<authz::ServiceAccount> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    authz::ServiceAccount::from_token(value.strip_prefix("Bearer ")?)
 }
 
 impl Shared {
@@ -204,6 +221,32 @@ fn serve(
     let t = shared
         .store()
         .resolve(&target.group, &target.version, &target.plural)?;
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    if let Some(who) = service_account(headers) {
+        let attributes = authz::Attributes {
+            verb: authz::verb(method.as_str(), target.name.is_some(), watching).to_owned(),
+            group: target.group.clone(),
+            resource: match &target.subresource {
+                Some(sub) => format!("{}/{sub}", target.plural),
+                None => target.plural.clone(),
+            },
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+        };
+        let allowed = authz::allowed(&shared.store(), &who, &attributes);
+        shared
+            .access_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Access {
+                user: who.user_name(),
+                attributes: attributes.clone(),
+                allowed,
+            });
+        if !allowed {
+            return Err(attributes.forbidden(&who));
+        }
+    }
     let namespace = target.namespace.clone().unwrap_or_default();
     if t.namespaced != target.namespace.is_some()
         && (target.name.is_some() || method != Method::GET)

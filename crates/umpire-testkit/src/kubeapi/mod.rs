@@ -14,10 +14,14 @@
 //!   orphan); namespace deletion removes its objects;
 //! - a Deployment controller stand-in that reports ready replicas (switchable).
 //!
-//! Not emulated: authentication and authorisation, admission (CRD schemas and CEL rules are
+//! - ServiceAccount tokens and RBAC authorisation ([`authz`]); requests without a token act
+//!   as the cluster admin.
+//!
+//! Not emulated: other authentication, admission (CRD schemas and CEL rules are
 //! not enforced — `umpire check` and the controller's own validation cover them), defaulting,
 //! list-type-aware merges, `dryRun`, protobuf, aggregated discovery (clients fall back).
 
+pub mod authz;
 pub mod fields;
 mod http;
 pub mod select;
@@ -33,6 +37,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use http::Access;
 pub use store::WriteRecord;
 
 /// Knobs for behaviours tests need to provoke.
@@ -73,6 +78,7 @@ impl KubeApiServer {
             store: Mutex::new(store::Store::new(options.history_limit)),
             address: address.to_string(),
             bookmark_interval: options.bookmark_interval,
+            access_log: Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
             .fallback(http::handle)
@@ -102,6 +108,32 @@ impl KubeApiServer {
     /// processes under test (`KUBECONFIG`).
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
+    }
+
+    /// A kubeconfig whose user is the ServiceAccount `namespace/name`: requests made with it
+    /// are authorised against the RBAC objects stored in the emulator.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> std::io::Result<PathBuf> {
+        let token = authz::ServiceAccount {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+        .token();
+        let path = self.dir.path().join(format!("kubeconfig-{namespace}-{name}"));
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: http://{}\ncontexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: sa\n    namespace: {namespace}\ncurrent-context: emulator\nusers:\n- name: sa\n  user:\n    token: \"{token}\"\n",
+            self.address
+        );
+        std::fs::write(&path, kubeconfig)?;
+        Ok(path)
+    }
+
+    /// Every request made as a ServiceAccount so far, allowed or not.
+    pub fn access_log(&self) -> Vec<Access> {
+        self.shared
+            .access_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A kube client talking to the emulator.

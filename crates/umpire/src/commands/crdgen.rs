@@ -10,6 +10,10 @@ pub struct Args {
     /// Write one `<plural>.umpire.dev.yaml` per CRD into this folder instead of stdout.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Also write the CRDs as templates of the Helm chart in this folder
+    /// (`<chart>/templates/crds/<plural>.umpire.dev.yaml`).
+    #[arg(long, value_name = "CHART_DIR")]
+    chart: Option<PathBuf>,
     /// Also write the Markdown field reference generated from the CRDs to this file.
     #[arg(long, value_name = "FILE")]
     reference: Option<PathBuf>,
@@ -29,8 +33,19 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 let regenerate = format!("umpire crdgen --out {}", dir.display());
                 stale |= emit(&path, &yaml, args.check, &regenerate)?;
             }
-            None if args.reference.is_none() => print!("---\n{yaml}"),
+            None if args.reference.is_none() && args.chart.is_none() => print!("---\n{yaml}"),
             None => {}
+        }
+    }
+    if let Some(chart) = &args.chart {
+        for crd in &crds {
+            let template =
+                umpire_api::crd::to_chart_template(crd).context("serialising a CRD")?;
+            let path = chart
+                .join("templates/crds")
+                .join(umpire_api::crd::file_name(crd));
+            let regenerate = format!("umpire crdgen --chart {}", chart.display());
+            stale |= emit(&path, &template, args.check, &regenerate)?;
         }
     }
     if let Some(path) = &args.reference {
