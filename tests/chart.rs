@@ -83,7 +83,10 @@ fn every_rendered_object_validates_against_the_kubernetes_schemas() {
             .map(|d| d["kind"].as_str().unwrap_or_default().to_owned())
             .collect();
         // Only the Prometheus Operator's kinds have no schema in a Kubernetes release.
-        for line in report.lines().filter(|l| l.contains("Couldn't find schema")) {
+        for line in report
+            .lines()
+            .filter(|l| l.contains("Couldn't find schema"))
+        {
             assert!(
                 line.contains("monitoring.coreos.com/v1"),
                 "{name}: unvalidated: {line}"
@@ -147,9 +150,14 @@ fn the_rendered_rbac_grants_exactly_what_the_controller_uses() {
         triples(WATCHED_NAMESPACES, false)
     );
     let leader = role(&docs, "Role", "umpire-leader", Some("umpire-system"));
-    assert_eq!(rule_triples(&leader["rules"]), triples(OWN_NAMESPACE, false));
+    assert_eq!(
+        rule_triples(&leader["rules"]),
+        triples(OWN_NAMESPACE, false)
+    );
     assert!(
-        !docs.iter().any(|d| d["kind"] == "Role" && d["metadata"]["name"] == "umpire"),
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "Role" && d["metadata"]["name"] == "umpire"),
         "no per-namespace Roles when the whole cluster is watched"
     );
 
@@ -234,7 +242,12 @@ fn the_controller_deployment_carries_every_option() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert!(env.contains(&"HTTPS_PROXY") && env.contains(&"POD_NAMESPACE"));
-    for kind in ["ServiceMonitor", "PodMonitor", "NetworkPolicy", "PodDisruptionBudget"] {
+    for kind in [
+        "ServiceMonitor",
+        "PodMonitor",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    ] {
         assert!(docs.iter().any(|d| d["kind"] == kind), "{kind}");
     }
     let monitor = docs.iter().find(|d| d["kind"] == "PodMonitor").unwrap();
@@ -278,7 +291,10 @@ fn notes_say_what_to_apply_next() {
     let notes = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(notes.contains("umpire check"), "{notes}");
-    assert!(notes.contains("kubectl apply -n <app-namespace>"), "{notes}");
+    assert!(
+        notes.contains("kubectl apply -n <app-namespace>"),
+        "{notes}"
+    );
     assert!(notes.contains("the whole cluster"), "{notes}");
     let out = helm(&["notes", "charts/umpire", "-f", EVERYTHING]);
     let notes = String::from_utf8_lossy(&out.stdout);

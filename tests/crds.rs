@@ -49,7 +49,11 @@ fn the_charts_crd_templates_match_the_rust_types() {
         );
     }
     let files = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(files, umpire_api::crd::all().len(), "a chart CRD no type generates");
+    assert_eq!(
+        files,
+        umpire_api::crd::all().len(),
+        "a chart CRD no type generates"
+    );
 }
 
 #[test]

@@ -96,7 +96,10 @@ pub const OWN_NAMESPACE: &[Permission] = &[Permission {
 }];
 
 /// `(group, resource, verb)` triples of `permissions` that apply to this install.
-pub fn triples(permissions: &[Permission], nats_credentials: bool) -> Vec<(String, String, String)> {
+pub fn triples(
+    permissions: &[Permission],
+    nats_credentials: bool,
+) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for permission in permissions {
         if permission.needed == Needed::WithNatsCredentials && !nats_credentials {

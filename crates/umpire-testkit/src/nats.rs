@@ -1,4 +1,5 @@
-//! A private `nats-server` with JetStream, on a free loopback port, in a temporary folder.
+//! A private `nats-server` with JetStream, on a free loopback port, in a temporary folder;
+//! or a cluster of them.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -155,6 +156,46 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A JetStream cluster of nats-servers on loopback (routes between them), each with its own
+/// store, for streams with several replicas.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes; `extra_args` go to every node (e.g. client credentials).
+    pub fn start(size: usize, extra_args: &[&str]) -> Result<Self, NatsServerError> {
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let mut nodes = Vec::with_capacity(size);
+        for (i, port) in routes.iter().enumerate() {
+            let others: Vec<String> = routes
+                .iter()
+                .filter(|p| *p != port)
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            let mut args: Vec<String> = extra_args.iter().map(|a| (*a).to_owned()).collect();
+            args.extend([
+                "--name".into(),
+                format!("umpire-{i}"),
+                "--cluster_name".into(),
+                "umpire".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{port}"),
+                "--routes".into(),
+                others.join(","),
+            ]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(NatsServer::start_with_args(&args)?);
+        }
+        Ok(Self { nodes })
+    }
+
+    /// The first node's URL (clients learn the others from it).
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
     }
 }
 

@@ -50,6 +50,18 @@ impl PodProcess {
         pod_name: &str,
         entrypoint: &Path,
     ) -> Result<Self, PodError> {
+        Self::start_with_env(client, deployment, pod_name, entrypoint, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with variables a kubelet would add (`KUBECONFIG` in
+    /// place of the in-cluster service account, which needs TLS the emulator does not speak).
+    pub async fn start_with_env(
+        client: &kube::Client,
+        deployment: &Deployment,
+        pod_name: &str,
+        entrypoint: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> Result<Self, PodError> {
         let namespace = deployment
             .metadata
             .namespace
@@ -88,7 +100,10 @@ impl PodProcess {
         argv.extend(container.args.clone().unwrap_or_default());
         let script = mount_script(root.path(), &mounts);
         let log = std::fs::File::create(root.path().join("pod.log"))?;
-        let child = Command::new("unshare")
+        // `--pdeathsig`: a test process that dies without unwinding takes its pods along
+        // (the signal follows the thread that started them, a runtime worker here).
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", "unshare"])
             .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
             .arg(format!("{script}exec \"$@\""))
             .arg("pod")
@@ -96,6 +111,7 @@ impl PodProcess {
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .envs(env)
+            .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -105,6 +121,11 @@ impl PodProcess {
             root,
             name: pod_name.to_owned(),
         })
+    }
+
+    /// The file the pod's output goes to.
+    pub fn log_path(&self) -> PathBuf {
+        self.root.path().join("pod.log")
     }
 
     /// Everything the pod printed so far.

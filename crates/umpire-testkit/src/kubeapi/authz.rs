@@ -119,11 +119,7 @@ fn rule_allows(rule: &Value, request: &Attributes) -> bool {
     has("apiGroups", &request.group)
         && has("resources", &request.resource)
         && has("verbs", &request.verb)
-        && (names.is_empty()
-            || request
-                .name
-                .as_deref()
-                .is_some_and(|n| names.contains(&n)))
+        && (names.is_empty() || request.name.as_deref().is_some_and(|n| names.contains(&n)))
 }
 
 fn objects(store: &Store, plural: &str, namespace: Option<&str>) -> Vec<Value> {

@@ -112,13 +112,20 @@ impl KubeApiServer {
 
     /// A kubeconfig whose user is the ServiceAccount `namespace/name`: requests made with it
     /// are authorised against the RBAC objects stored in the emulator.
-    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> std::io::Result<PathBuf> {
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> std::io::Result<PathBuf> {
         let token = authz::ServiceAccount {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         }
         .token();
-        let path = self.dir.path().join(format!("kubeconfig-{namespace}-{name}"));
+        let path = self
+            .dir
+            .path()
+            .join(format!("kubeconfig-{namespace}-{name}"));
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: http://{}\ncontexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: sa\n    namespace: {namespace}\ncurrent-context: emulator\nusers:\n- name: sa\n  user:\n    token: \"{token}\"\n",
             self.address

@@ -842,7 +842,8 @@ impl Store {
     }
 
     /// What other controllers would do after a write: CRDs become served and Established;
-    /// Deployments get a status as if their pods were (or were not) ready.
+    /// Deployments get a status as if their pods were (or were not) ready, with the
+    /// replicas a HorizontalPodAutoscaler targeting them asks for at least.
     fn after_write(&mut self, t: &ResourceType, object: &Value) {
         if t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions" {
             self.register_crd(t, object);
@@ -850,6 +851,34 @@ impl Store {
         if t.group == "apps" && t.plural == "deployments" {
             self.simulate_deployment(t, object);
         }
+        if t.group == "autoscaling" && t.plural == "horizontalpodautoscalers" {
+            let target = &object["spec"]["scaleTargetRef"];
+            let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+            if target["kind"] == "Deployment"
+                && let (Ok(deployments), Some(name)) = (
+                    self.resolve("apps", "v1", "deployments"),
+                    target["name"].as_str(),
+                )
+                && let Ok(deployment) = self.get(&deployments, namespace, name)
+            {
+                self.simulate_deployment(&deployments, &deployment);
+            }
+        }
+    }
+
+    /// `minReplicas` of an autoscaler scaling this Deployment (the HPA stand-in).
+    fn autoscaled_replicas(&self, namespace: &str, name: &str) -> Option<i64> {
+        self.objects
+            .iter()
+            .filter(|((g, p, ns, _), _)| {
+                g == "autoscaling" && p == "horizontalpodautoscalers" && ns == namespace
+            })
+            .map(|(_, hpa)| &hpa["spec"])
+            .find(|spec| {
+                spec["scaleTargetRef"]["kind"] == "Deployment"
+                    && spec["scaleTargetRef"]["name"] == name
+            })
+            .map(|spec| spec["minReplicas"].as_i64().unwrap_or(1))
     }
 
     fn register_crd(&mut self, t: &ResourceType, crd: &Value) {
@@ -931,7 +960,14 @@ impl Store {
         if deployment["metadata"]["deletionTimestamp"].is_string() {
             return;
         }
-        let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
+        let namespace = deployment["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default();
+        let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+        let replicas = deployment["spec"]["replicas"]
+            .as_i64()
+            .or_else(|| self.autoscaled_replicas(namespace, name))
+            .unwrap_or(1);
         let ready = if self.deployments_ready { replicas } else { 0 };
         let status = json!({
             "observedGeneration": deployment["metadata"]["generation"],

@@ -39,8 +39,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(chart) = &args.chart {
         for crd in &crds {
-            let template =
-                umpire_api::crd::to_chart_template(crd).context("serialising a CRD")?;
+            let template = umpire_api::crd::to_chart_template(crd).context("serialising a CRD")?;
             let path = chart
                 .join("templates/crds")
                 .join(umpire_api::crd::file_name(crd));
