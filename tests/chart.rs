@@ -13,8 +13,12 @@ use std::process::Command;
 
 use serde_json::Value;
 use support::tools::{documents, helm, render_chart, repo, venv_tool};
-use umpire_controller::rbac::{OWN_NAMESPACE, WATCHED_NAMESPACES, triples};
+use umpire_controller::rbac::{OWN_NAMESPACE, Options, WATCHED_NAMESPACES, triples};
 
+const EVERY_OPTION: Options = Options {
+    nats_credentials: true,
+    worker_network_policies: true,
+};
 const EVERYTHING: &str = "tests/chart/values-everything.yaml";
 /// Kubernetes release the rendered objects are validated against (kubernetes-validate's newest).
 const KUBERNETES: &str = "1.37.0";
@@ -147,12 +151,12 @@ fn the_rendered_rbac_grants_exactly_what_the_controller_uses() {
     let cluster_role = role(&docs, "ClusterRole", "umpire", None);
     assert_eq!(
         rule_triples(&cluster_role["rules"]),
-        triples(WATCHED_NAMESPACES, false)
+        triples(WATCHED_NAMESPACES, Options::default())
     );
     let leader = role(&docs, "Role", "umpire-leader", Some("umpire-system"));
     assert_eq!(
         rule_triples(&leader["rules"]),
-        triples(OWN_NAMESPACE, false)
+        triples(OWN_NAMESPACE, Options::default())
     );
     assert!(
         !docs
@@ -169,7 +173,7 @@ fn the_rendered_rbac_grants_exactly_what_the_controller_uses() {
         let role = role(&docs, "Role", "umpire", Some(namespace));
         assert_eq!(
             rule_triples(&role["rules"]),
-            triples(WATCHED_NAMESPACES, true),
+            triples(WATCHED_NAMESPACES, EVERY_OPTION),
             "{namespace}"
         );
         let binding = docs
@@ -179,7 +183,7 @@ fn the_rendered_rbac_grants_exactly_what_the_controller_uses() {
         assert_eq!(binding["subjects"][0]["name"], "umpire-operator");
         assert_eq!(binding["subjects"][0]["namespace"], "umpire-system");
     }
-    let secrets: Vec<_> = triples(WATCHED_NAMESPACES, true)
+    let secrets: Vec<_> = triples(WATCHED_NAMESPACES, EVERY_OPTION)
         .into_iter()
         .filter(|(_, resource, _)| resource == "secrets")
         .map(|(_, _, verb)| verb)
@@ -221,6 +225,15 @@ fn the_controller_deployment_carries_every_option() {
         .unwrap();
     let resources: Value = serde_json::from_str(resources).unwrap();
     assert_eq!(resources["requests"]["cpu"], "500m");
+    let network = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--worker-network-policy="))
+        .unwrap();
+    let network: umpire_controller::children::network::WorkerNetworkPolicy =
+        serde_json::from_str(network).unwrap();
+    assert_eq!(network.nats_port, 4222);
+    assert_eq!(network.otlp_from.len(), 1);
+    assert_eq!(network.evaluator_egress.len(), 1);
     assert_eq!(deployment["spec"]["replicas"], 3);
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
     assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");

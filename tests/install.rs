@@ -23,12 +23,16 @@ use serde_json::Value;
 use support::tools::{render_chart, repo};
 use umpire_api::eval_policy::EvalPolicy;
 use umpire_api::trace_project::TraceProject;
-use umpire_controller::rbac::{OWN_NAMESPACE, WATCHED_NAMESPACES, triples};
+use umpire_controller::rbac::{OWN_NAMESPACE, Options, WATCHED_NAMESPACES, triples};
 use umpire_testkit::kubeapi::KubeApiServer;
 use umpire_testkit::nats::NatsCluster;
 use umpire_testkit::pod::PodProcess;
 use umpire_testkit::wait::eventually;
 
+const EVERY_OPTION: Options = Options {
+    nats_credentials: true,
+    worker_network_policies: true,
+};
 const WAIT: Duration = Duration::from_secs(60);
 const PASSWORD: &str = "install-test-password";
 
@@ -68,7 +72,7 @@ async fn the_rendered_install_reconciles_the_examples_to_ready() {
     std::fs::write(
         &values,
         format!(
-            "nats:\n  url: {}\n  auth: {{secretName: umpire-nats}}\ncontroller:\n  replicas: 1\n",
+            "nats:\n  url: {}\n  auth: {{secretName: umpire-nats}}\ncontroller:\n  replicas: 1\nnetworkPolicy:\n  workers: {{enabled: true}}\n",
             nats.url()
         ),
     )
@@ -180,6 +184,18 @@ async fn the_rendered_install_reconciles_the_examples_to_ready() {
             "{name}"
         );
     }
+    // … and a NetworkPolicy each.
+    let policies_out = kubectl(
+        &cluster,
+        &["get", "networkpolicies", "-n", "ml-apps", "-o", "name"],
+    );
+    for name in [
+        "support-bot-ingest",
+        "answer-quality-evaluator",
+        "agent-health-evaluator",
+    ] {
+        assert!(policies_out.contains(name), "{name}: {policies_out}");
+    }
     let columns = kubectl(&cluster, &["get", "tp,ep", "-n", "ml-apps"]);
     assert!(columns.contains("support-bot"), "{columns}");
 
@@ -205,9 +221,9 @@ async fn the_rendered_install_reconciles_the_examples_to_ready() {
         "denied: {denied:#?}\n{}",
         controller.logs()
     );
-    let granted: BTreeSet<_> = triples(WATCHED_NAMESPACES, true)
+    let granted: BTreeSet<_> = triples(WATCHED_NAMESPACES, EVERY_OPTION)
         .into_iter()
-        .chain(triples(OWN_NAMESPACE, true))
+        .chain(triples(OWN_NAMESPACE, EVERY_OPTION))
         .collect();
     let used: BTreeSet<_> = log
         .iter()

@@ -79,4 +79,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: [secrets]
   verbs: [create, patch]
 {{- end }}
+{{- if .Values.networkPolicy.workers.enabled }}
+# Each worker's NetworkPolicy (applied, listed by label and pruned).
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, create, patch, delete]
+{{- end }}
 {{- end -}}

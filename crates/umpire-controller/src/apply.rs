@@ -59,3 +59,26 @@ where
     }
     Ok(deleted)
 }
+
+/// Prunes the worker NetworkPolicies no longer desired — only while the install manages
+/// them: without `--worker-network-policy` the controller has no RBAC for NetworkPolicies
+/// (delete leftovers by the managed-by label after turning the option off).
+pub async fn network_policies(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    desired: &Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
+) -> Result<Vec<String>, kube::Error> {
+    match desired {
+        Some(policy) => {
+            prune::<k8s_openapi::api::networking::v1::NetworkPolicy>(
+                client,
+                namespace,
+                selector,
+                &[policy.name_any()],
+            )
+            .await
+        }
+        None => Ok(Vec::new()),
+    }
+}

@@ -78,6 +78,8 @@ pub struct ControllerConfig {
     pub image_pull_secrets: Vec<String>,
     pub ingest_resources: Option<ResourceRequirements>,
     pub evaluator_resources: Option<ResourceRequirements>,
+    /// A NetworkPolicy per worker (`None`: none).
+    pub worker_network_policy: Option<children::network::WorkerNetworkPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,7 @@ pub async fn run(
             nats_files: Default::default(),
             ingest_resources: config.ingest_resources.clone(),
             evaluator_resources: config.evaluator_resources.clone(),
+            network_policy: config.worker_network_policy.clone(),
         },
         recorder,
         metrics.clone(),

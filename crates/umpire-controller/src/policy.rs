@@ -16,7 +16,7 @@ use umpire_api::trace_project::TraceProject;
 use umpire_api::validate::{NoReferences, UmpireKind};
 use umpire_nats::names::ProjectNames;
 
-use crate::apply::{FIELD_MANAGER, apply, prune};
+use crate::apply::{FIELD_MANAGER, apply, network_policies, prune};
 use crate::children::policy::{desired, evaluator_config};
 use crate::children::{MANAGED_BY, Owner, POLICY_LABEL};
 use crate::context::{Error, Shared, finalizer_outcome};
@@ -161,11 +161,15 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
     }
     apply(client, &namespace, &children.config_map).await?;
     let deployment = apply(client, &namespace, &children.deployment).await?;
+    if let Some(policy) = &children.network_policy {
+        apply(client, &namespace, policy).await?;
+    }
     let selector = format!("{POLICY_LABEL}={name},{}={}", MANAGED_BY.0, MANAGED_BY.1);
     let keep = vec![children.deployment.name_any()];
     prune::<ServiceAccount>(client, &namespace, &selector, &keep).await?;
     prune::<ConfigMap>(client, &namespace, &selector, &keep).await?;
     prune::<Deployment>(client, &namespace, &selector, &keep).await?;
+    network_policies(client, &namespace, &selector, &children.network_policy).await?;
 
     let names = ProjectNames::new(&namespace, project_name);
     let consumer = streams::ensure_policy_consumer(

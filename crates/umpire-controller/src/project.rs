@@ -17,7 +17,7 @@ use umpire_api::trace_project::{OtlpEndpoints, TraceProject, TraceProjectStatus}
 use umpire_api::validate::UmpireKind;
 use umpire_nats::names::ProjectNames;
 
-use crate::apply::{FIELD_MANAGER, apply, prune};
+use crate::apply::{FIELD_MANAGER, apply, network_policies, prune};
 use crate::children::project::{desired, endpoints};
 use crate::children::{MANAGED_BY, Owner, PROJECT_LABEL};
 use crate::context::{Error, Shared, finalizer_outcome};
@@ -128,6 +128,9 @@ async fn apply_project(tp: &TraceProject, shared: &Shared) -> Result<Action, Err
     let deployment = apply(client, &namespace, &children.deployment).await?;
     apply(client, &namespace, &children.service).await?;
     apply(client, &namespace, &children.disruption_budget).await?;
+    if let Some(policy) = &children.network_policy {
+        apply(client, &namespace, policy).await?;
+    }
     let mut keep_autoscaler = Vec::new();
     if let Some(hpa) = &children.autoscaler {
         apply(client, &namespace, hpa).await?;
@@ -142,6 +145,7 @@ async fn apply_project(tp: &TraceProject, shared: &Shared) -> Result<Action, Err
     pruned.extend(prune::<Deployment>(client, &namespace, &selector, &keep).await?);
     pruned.extend(prune::<Service>(client, &namespace, &selector, &keep).await?);
     pruned.extend(prune::<PodDisruptionBudget>(client, &namespace, &selector, &keep).await?);
+    pruned.extend(network_policies(client, &namespace, &selector, &children.network_policy).await?);
     if !pruned.is_empty() {
         tracing::info!(event = "children_pruned", namespace = %namespace, name = %name, pruned = ?pruned, "removed children no longer desired");
     }

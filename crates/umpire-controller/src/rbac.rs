@@ -21,6 +21,8 @@ pub enum Needed {
     /// Only when the controller hands NATS credentials or TLS material to workers (it
     /// writes one Secret per worker; it never reads Secrets).
     WithNatsCredentials,
+    /// Only when the controller gives every worker a NetworkPolicy.
+    WithWorkerNetworkPolicies,
 }
 
 const CHILD_VERBS: &[&str] = &["list", "watch", "create", "patch", "delete"];
@@ -84,6 +86,13 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
         needed: Needed::WithNatsCredentials,
         why: "each worker's copy of the NATS credentials (`<workload>-nats`, owned by the resource, so garbage collection removes it); never get, list or watch",
     },
+    Permission {
+        api_group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["list", "create", "patch", "delete"],
+        needed: Needed::WithWorkerNetworkPolicies,
+        why: "each worker's NetworkPolicy (applied, listed by label and pruned)",
+    },
 ];
 
 /// Permissions in the controller's own namespace.
@@ -95,14 +104,23 @@ pub const OWN_NAMESPACE: &[Permission] = &[Permission {
     why: "leader election: one Lease",
 }];
 
-/// `(group, resource, verb)` triples of `permissions` that apply to this install.
-pub fn triples(
-    permissions: &[Permission],
-    nats_credentials: bool,
-) -> Vec<(String, String, String)> {
+/// What an install turns on that needs more permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    pub nats_credentials: bool,
+    pub worker_network_policies: bool,
+}
+
+/// `(group, resource, verb)` triples of `permissions` that apply to an install with `options`.
+pub fn triples(permissions: &[Permission], options: Options) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for permission in permissions {
-        if permission.needed == Needed::WithNatsCredentials && !nats_credentials {
+        let needed = match permission.needed {
+            Needed::Always => true,
+            Needed::WithNatsCredentials => options.nats_credentials,
+            Needed::WithWorkerNetworkPolicies => options.worker_network_policies,
+        };
+        if !needed {
             continue;
         }
         for resource in permission.resources {

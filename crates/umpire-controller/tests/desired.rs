@@ -254,3 +254,63 @@ fn workers_get_their_own_copy_of_the_nats_credentials() {
         hash
     );
 }
+
+#[test]
+fn workers_get_a_network_policy_when_the_install_asks() {
+    let manifest = example("support-bot.traceproject.yaml");
+    let spec: TraceProjectSpec = serde_json::from_value(manifest["spec"].clone()).unwrap();
+    assert!(
+        project::desired(&owner("TraceProject", "support-bot"), &spec, &context())
+            .network_policy
+            .is_none()
+    );
+    let policy: umpire_controller::children::network::WorkerNetworkPolicy =
+        serde_json::from_value(serde_json::json!({
+            "natsPeers": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nats"}}}],
+            "otlpFrom": [{"namespaceSelector": {"matchLabels": {"team": "support"}}}],
+            "evaluatorEgress": [{"ports": [{"port": 443, "protocol": "TCP"}]}]
+        }))
+        .unwrap();
+    let ctx = Context {
+        network_policy: Some(policy),
+        ..context()
+    };
+    let ingest = project::desired(&owner("TraceProject", "support-bot"), &spec, &ctx)
+        .network_policy
+        .unwrap();
+    insta::assert_yaml_snapshot!("ingest_network_policy", ingest);
+    let ingest = serde_json::to_value(&ingest).unwrap();
+    let ports: Vec<_> = ingest["spec"]["ingress"][1]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [4317, 4318]);
+    assert_eq!(
+        ingest["spec"]["egress"].as_array().unwrap().len(),
+        2,
+        "DNS and NATS only"
+    );
+    assert_eq!(ingest["spec"]["egress"][1]["ports"][0]["port"], 4222);
+
+    let manifest = example("answer-quality.evalpolicy.yaml");
+    let spec: EvalPolicySpec = serde_json::from_value(manifest["spec"].clone()).unwrap();
+    let evaluator = policy::desired(&owner("EvalPolicy", "answer-quality"), &spec, &ctx)
+        .network_policy
+        .unwrap();
+    let evaluator = serde_json::to_value(&evaluator).unwrap();
+    assert_eq!(
+        evaluator["spec"]["ingress"].as_array().unwrap().len(),
+        1,
+        "metrics only"
+    );
+    assert_eq!(
+        evaluator["spec"]["egress"][2]["ports"][0]["port"], 443,
+        "judges and routes"
+    );
+    assert_eq!(
+        evaluator["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "answer-quality"
+    );
+}

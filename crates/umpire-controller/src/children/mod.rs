@@ -1,6 +1,7 @@
 //! Desired children, as pure functions of a resource and its context: no API calls, so the
 //! whole output is unit-tested with snapshots.
 
+pub mod network;
 pub mod pod;
 pub mod policy;
 pub mod project;
@@ -39,6 +40,8 @@ pub struct Context {
     /// Resources of workers whose resource names none.
     pub ingest_resources: Option<ResourceRequirements>,
     pub evaluator_resources: Option<ResourceRequirements>,
+    /// A NetworkPolicy per worker, when the install asks for them.
+    pub network_policy: Option<network::WorkerNetworkPolicy>,
 }
 
 impl Context {

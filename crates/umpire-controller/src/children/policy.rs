@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use umpire_api::eval_policy::EvalPolicySpec;
 use umpire_evaluator::config::EvaluatorConfig;
 
+use super::network;
 use super::pod::{self, CONFIG_MAP_DIR, SECRET_DIR, WorkerPod};
 use super::{Context, Owner, POLICY_LABEL, References, config_hash, labels, worker_nats_secret};
 
@@ -19,6 +21,7 @@ pub struct PolicyChildren {
     pub deployment: Deployment,
     /// The evaluator pods' copy of the NATS credentials, when NATS needs any.
     pub nats_secret: Option<Secret>,
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// `<policy>-evaluator`: the name of every evaluator child.
@@ -82,5 +85,15 @@ pub fn desired(owner: &Owner, spec: &EvalPolicySpec, ctx: &Context) -> PolicyChi
             nats_secret: nats_mount,
         }),
         nats_secret,
+        network_policy: ctx.network_policy.as_ref().map(|policy| {
+            network::worker_policy(
+                policy,
+                owner.child_meta(&name, &labels),
+                pod::selector_labels(&labels),
+                &[],
+                ADMIN_PORT,
+                true,
+            )
+        }),
     }
 }

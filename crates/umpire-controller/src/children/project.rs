@@ -10,12 +10,14 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerPort, Secret, Service, ServiceAccount, ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use umpire_api::trace_project::TraceProjectSpec;
 use umpire_ingest::config::IngestConfig;
 
+use super::network;
 use super::pod::{self, SECRET_DIR, WorkerPod};
 use super::{Context, Owner, PROJECT_LABEL, References, config_hash, labels, worker_nats_secret};
 
@@ -34,6 +36,7 @@ pub struct ProjectChildren {
     pub autoscaler: Option<HorizontalPodAutoscaler>,
     /// The ingest pods' copy of the NATS credentials, when NATS needs any.
     pub nats_secret: Option<Secret>,
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// `<project>-ingest`: the name of every ingest child.
@@ -190,5 +193,15 @@ pub fn desired(owner: &Owner, spec: &TraceProjectSpec, ctx: &Context) -> Project
         disruption_budget,
         autoscaler,
         nats_secret,
+        network_policy: ctx.network_policy.as_ref().map(|policy| {
+            network::worker_policy(
+                policy,
+                meta(&labels),
+                pod::selector_labels(&labels),
+                &[GRPC_PORT, HTTP_PORT],
+                ADMIN_PORT,
+                false,
+            )
+        }),
     }
 }

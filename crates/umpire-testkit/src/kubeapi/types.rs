@@ -162,6 +162,15 @@ pub fn builtins() -> Vec<ResourceType> {
             &["hpa"],
         ),
         b(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+            false,
+            &["netpol"],
+        ),
+        b(
             "coordination.k8s.io",
             "v1",
             "Lease",

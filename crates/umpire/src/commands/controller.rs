@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use tokio_util::sync::CancellationToken;
+use umpire_controller::children::network::WorkerNetworkPolicy;
 use umpire_controller::{ControllerConfig, LeaderElection};
 use umpire_runtime::telemetry::{self, LogFormat};
 
@@ -66,6 +67,10 @@ pub struct Args {
     /// Resources (Kubernetes `resources` as JSON) of evaluator pods whose EvalPolicy sets none.
     #[arg(long, value_parser = parse_resources)]
     evaluator_resources: Option<ResourceRequirements>,
+    /// Give every worker a NetworkPolicy (JSON: `natsPeers`, `natsPort`, `otlpFrom`,
+    /// `metricsFrom`, `evaluatorEgress` — Kubernetes NetworkPolicy peers and egress rules).
+    #[arg(long, value_parser = parse_network_policy)]
+    worker_network_policy: Option<WorkerNetworkPolicy>,
     /// Human-readable logs instead of JSON lines.
     #[arg(long)]
     text_logs: bool,
@@ -73,6 +78,10 @@ pub struct Args {
 
 fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
     serde_json::from_str(text).map_err(|e| format!("not Kubernetes resources as JSON: {e}"))
+}
+
+fn parse_network_policy(text: &str) -> Result<WorkerNetworkPolicy, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a worker network policy as JSON: {e}"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -113,6 +122,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         image_pull_secrets: args.image_pull_secrets.clone(),
         ingest_resources: args.ingest_resources.clone(),
         evaluator_resources: args.evaluator_resources.clone(),
+        worker_network_policy: args.worker_network_policy.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
