@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -16,10 +16,10 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
+use support::cluster::Cluster;
 use support::{UmpireProcess, create_namespace, free_port, install_crds};
 use umpire_api::eval_policy::EvalPolicy;
 use umpire_api::trace_project::TraceProject;
-use umpire_testkit::kubeapi::KubeApiServer;
 use umpire_testkit::nats::NatsServer;
 use umpire_testkit::wait::eventually;
 
@@ -27,43 +27,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-/// The emulator, or a real cluster when `KUBECONFIG` is set.
-enum Cluster {
-    Emulator(KubeApiServer),
-    Real(PathBuf),
-}
-
-impl Cluster {
-    async fn start() -> Self {
-        match std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {
-            Some(path) => Cluster::Real(PathBuf::from(path)),
-            None => Cluster::Emulator(KubeApiServer::start().await.unwrap()),
-        }
-    }
-
-    async fn client(&self) -> kube::Client {
-        match self {
-            Cluster::Emulator(server) => server.client(),
-            Cluster::Real(_) => kube::Client::try_default().await.unwrap(),
-        }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        match self {
-            Cluster::Emulator(server) => server.kubeconfig(),
-            Cluster::Real(path) => path.clone(),
-        }
-    }
-
-    /// Unique per run on a real cluster; plain on the emulator.
-    fn namespace(&self, base: &str) -> String {
-        match self {
-            Cluster::Emulator(_) => base.to_owned(),
-            Cluster::Real(_) => format!("{base}-{}", std::process::id()),
-        }
-    }
 }
 
 struct Controller {

@@ -1,7 +1,8 @@
 //! The Argo CD health checks in `manifests/gitops/argocd-health.yaml`, run by a real Lua 5.1
 //! interpreter (Argo CD's gopher-lua is a Lua 5.1) on status objects `umpire controller`
 //! wrote to the test kit's API server: Ready, invalid specs, missing and not-ready projects,
-//! pods not ready, a generation not yet observed.
+//! pods not ready, a generation not yet observed. On a real cluster (`KUBECONFIG` set) the
+//! steps that need the emulator's switchable pod readiness are skipped.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -12,11 +13,11 @@ use std::time::Duration;
 
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
+use support::cluster::Cluster;
 use support::tools::repo;
 use support::{UmpireProcess, create_namespace, free_port, install_crds};
 use umpire_api::eval_policy::EvalPolicy;
 use umpire_api::trace_project::TraceProject;
-use umpire_testkit::kubeapi::KubeApiServer;
 use umpire_testkit::nats::NatsServer;
 use umpire_testkit::wait::eventually;
 
@@ -122,16 +123,17 @@ where
 
 fn object(kind: &str, name: &str, spec: Value) -> Value {
     json!({"apiVersion": "umpire.dev/v1alpha1", "kind": kind,
-           "metadata": {"name": name, "namespace": "apps"}, "spec": spec})
+           "metadata": {"name": name}, "spec": spec})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn argo_cd_health_checks_read_the_status_the_controller_writes() {
     let nats = NatsServer::start().unwrap();
-    let cluster = KubeApiServer::start().await.unwrap();
-    let client = cluster.client();
+    let cluster = Cluster::start().await;
+    let client = cluster.client().await;
     install_crds(&client).await;
-    create_namespace(&client, "apps").await;
+    let namespace = cluster.namespace("apps");
+    create_namespace(&client, &namespace).await;
     let admin = format!("127.0.0.1:{}", free_port());
     let _controller = UmpireProcess::spawn_with_env(
         &[
@@ -145,8 +147,8 @@ async fn argo_cd_health_checks_read_the_status_the_controller_writes() {
         repo(),
         &[("KUBECONFIG", cluster.kubeconfig().to_str().unwrap())],
     );
-    let projects: Api<TraceProject> = Api::namespaced(client.clone(), "apps");
-    let policies: Api<EvalPolicy> = Api::namespaced(client.clone(), "apps");
+    let projects: Api<TraceProject> = Api::namespaced(client.clone(), &namespace);
+    let policies: Api<EvalPolicy> = Api::namespaced(client.clone(), &namespace);
     let create_project = |name: &'static str, spec: Value| {
         let projects = projects.clone();
         async move {
@@ -174,27 +176,38 @@ async fn argo_cd_health_checks_read_the_status_the_controller_writes() {
     assert_eq!(health(&fresh).0, "Progressing");
 
     // Pods not ready: the project and a policy waiting for it are Progressing.
-    cluster.set_deployments_ready(false);
+    if let Cluster::Emulator(server) = &cluster {
+        server.set_deployments_ready(false);
+    }
     create_project("bot", json!({"ingest": {"replicas": 2}})).await;
     create_policy("quality", "bot").await;
     let starting = with_reason(&projects, "bot", "IngestUnavailable").await;
     let (status, message) = health(&starting);
     assert_eq!(status, "Progressing", "{message}");
-    assert!(message.contains("0/2 ingest pods ready"), "{message}");
+    assert!(message.contains("/2 ingest pods ready"), "{message}");
     let waiting = with_reason(&policies, "quality", "ProjectNotReady").await;
     assert_eq!(health(&waiting).0, "Progressing");
 
-    // Pods ready: both Healthy.
-    cluster.set_deployments_ready(true);
-    let ready = with_reason(&projects, "bot", "Available").await;
-    assert_eq!(
-        health(&ready),
-        ("Healthy".into(), "accepting OTLP spans".into())
-    );
-    let judging = with_reason(&policies, "quality", "Available").await;
-    assert_eq!(health(&judging).0, "Healthy");
+    // Pods ready: both Healthy (on a real cluster only when its pods reach this NATS).
+    let ready = match &cluster {
+        Cluster::Emulator(server) => {
+            server.set_deployments_ready(true);
+            let ready = with_reason(&projects, "bot", "Available").await;
+            assert_eq!(
+                health(&ready),
+                ("Healthy".into(), "accepting OTLP spans".into())
+            );
+            let judging = with_reason(&policies, "quality", "Available").await;
+            assert_eq!(health(&judging).0, "Healthy");
+            ready
+        }
+        Cluster::Real(_) => {
+            eprintln!("real cluster: the Healthy step needs worker pods that reach NATS; skipped");
+            starting.clone()
+        }
+    };
 
-    // A generation the controller has not observed yet: Progressing, even with Ready=True.
+    // A generation the controller has not observed yet: Progressing, whatever Ready says.
     let mut ahead = ready.clone();
     ahead["metadata"]["generation"] = json!(ready["metadata"]["generation"].as_i64().unwrap() + 1);
     let (status, message) = health(&ahead);

@@ -62,6 +62,15 @@ fn ready(object: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_rendered_install_reconciles_the_examples_to_ready() {
+    // This test's instruments are the test kit's: its pod runner stands in for the kubelet
+    // and its API server records every request the controller's ServiceAccount makes. On a
+    // real cluster (KUBECONFIG set) `tests/controller.rs` and `tests/gitops.rs` run instead.
+    if support::cluster::real_cluster() {
+        eprintln!(
+            "KUBECONFIG is set: this test needs the test kit's API server and pod runner; skipped"
+        );
+        return;
+    }
     // The examples ask for 3 stream replicas: a three-node JetStream cluster, as the
     // official NATS chart installs.
     let nats = NatsCluster::start(3, &["--user", "umpire", "--pass", PASSWORD]).unwrap();

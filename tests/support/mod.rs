@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+pub mod cluster;
 pub mod tools;
 
 /// A running `umpire` subcommand whose JSON log lines are collected.
