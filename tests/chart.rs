@@ -344,6 +344,31 @@ fn manifests_install_is_the_chart_rendered_with_default_values() {
 }
 
 #[test]
+fn the_kustomization_builds() {
+    let out = Command::new("kubectl")
+        .args(["kustomize", "manifests/install"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = documents(&String::from_utf8(out.stdout).unwrap());
+    let rendered = documents(&render_chart(&[]));
+    assert_eq!(
+        docs.len(),
+        rendered.len() + 1,
+        "the chart's objects and the Namespace"
+    );
+    assert!(
+        docs.iter()
+            .any(|d| d["kind"] == "Namespace" && d["metadata"]["name"] == "umpire-system")
+    );
+}
+
+#[test]
 fn the_dockerfile_passes_hadolint() {
     let out = Command::new(venv_tool("hadolint"))
         .arg(repo().join("Dockerfile"))

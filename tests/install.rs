@@ -12,7 +12,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -37,19 +36,8 @@ const WAIT: Duration = Duration::from_secs(60);
 const PASSWORD: &str = "install-test-password";
 
 fn kubectl(server: &KubeApiServer, args: &[&str]) -> String {
-    let output = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", server.kubeconfig())
-        .env("HOME", server.kubeconfig_dir())
-        .current_dir(repo())
-        .output()
-        .expect("kubectl is installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "kubectl {args:?}:\n{text}");
+    let (ok, text) = server.kubectl(repo(), args).expect("kubectl is installed");
+    assert!(ok, "kubectl {args:?}:\n{text}");
     text
 }
 

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
 
 use umpire_testkit::kubeapi::KubeApiServer;
 
@@ -12,19 +11,7 @@ fn repo() -> &'static Path {
 }
 
 fn kubectl(server: &KubeApiServer, args: &[&str]) -> (bool, String) {
-    let output = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", server.kubeconfig())
-        .env("HOME", server.kubeconfig_dir())
-        .current_dir(repo())
-        .output()
-        .expect("kubectl is installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    server.kubectl(repo(), args).expect("kubectl is installed")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,6 +77,40 @@ fn volume_name(prefix: &str, name: &str) -> String {
     }
 }
 
+/// A Secret volume with only `keys` (read-only for the owner), mounted at `path`.
+fn secret_mount<'k>(
+    volume: &str,
+    secret: &str,
+    keys: impl IntoIterator<Item = &'k String>,
+    path: &str,
+) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: volume.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(
+                keys.into_iter()
+                    .map(|k| KeyToPath {
+                        key: k.clone(),
+                        path: k.clone(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
+            default_mode: Some(0o400),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    };
+    let mount = VolumeMount {
+        name: volume.name.clone(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    (volume, mount)
+}
+
 fn probe(path: &str, port: i32, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -135,58 +169,14 @@ pub fn deployment(pod: WorkerPod<'_>) -> Deployment {
     ];
     for (secret, keys) in &pod.references.secrets {
         let name = volume_name("secret", secret);
-        volumes.push(Volume {
-            name: name.clone(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
-                // Only the keys the spec names, read-only for the owner.
-                items: Some(
-                    keys.iter()
-                        .map(|k| KeyToPath {
-                            key: k.clone(),
-                            path: k.clone(),
-                            mode: None,
-                        })
-                        .collect(),
-                ),
-                default_mode: Some(0o400),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name,
-            mount_path: format!("{SECRET_DIR}/{secret}"),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        let (volume, mount) = secret_mount(&name, secret, keys, &format!("{SECRET_DIR}/{secret}"));
+        volumes.push(volume);
+        mounts.push(mount);
     }
     if let Some(nats) = &pod.nats_secret {
-        volumes.push(Volume {
-            name: "nats".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(nats.name.clone()),
-                items: Some(
-                    nats.keys
-                        .iter()
-                        .map(|k| KeyToPath {
-                            key: k.clone(),
-                            path: k.clone(),
-                            mode: None,
-                        })
-                        .collect(),
-                ),
-                default_mode: Some(0o400),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "nats".into(),
-            mount_path: NATS_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        let (volume, mount) = secret_mount("nats", &nats.name, &nats.keys, NATS_DIR);
+        volumes.push(volume);
+        mounts.push(mount);
     }
     for (config_map, keys) in &pod.references.config_maps {
         let name = volume_name("cm", config_map);

@@ -134,6 +134,23 @@ impl KubeApiServer {
         Ok(path)
     }
 
+    /// Runs `kubectl ARGS` against the emulator from `workdir`; `(succeeded, stdout+stderr)`.
+    pub fn kubectl(&self, workdir: &Path, args: &[&str]) -> std::io::Result<(bool, String)> {
+        let output = std::process::Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            // kubectl caches discovery under $HOME; a private one per emulator.
+            .env("HOME", self.kubeconfig_dir())
+            .current_dir(workdir)
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok((output.status.success(), text))
+    }
+
     /// Every request made as a ServiceAccount so far, allowed or not.
     pub fn access_log(&self) -> Vec<Access> {
         self.shared
