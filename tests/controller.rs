@@ -622,3 +622,62 @@ async fn deletion_with_nats_down_retries_then_completes_with_a_warning() {
             .any(|e| e.reason.as_deref() == Some("StreamsLeftBehind"))
     );
 }
+
+/// Step 7, seen from outside: deleting a TraceProject while its EvalPolicies exist re-created
+/// the project's alert-state KV bucket (a policy reconcile read alert state through a helper
+/// that creates the bucket), and the bucket then outlived everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_project_under_its_policies_leaves_no_alert_bucket() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client().await;
+    let nats = NatsServer::start().unwrap();
+    install_crds(&client).await;
+    let ns = cluster.namespace("orphans");
+    create_namespace(&client, &ns).await;
+    create_namespace(&client, "umpire-system").await;
+    let mut controller = Controller::start(
+        &cluster,
+        &nats,
+        "ctl-orphans",
+        "umpire-system",
+        &["--alert-status-interval", "1s"],
+    );
+    let projects: Api<TraceProject> = Api::namespaced(client.clone(), &ns);
+    let policies: Api<EvalPolicy> = Api::namespaced(client.clone(), &ns);
+    projects
+        .create(
+            &PostParams::default(),
+            &project("bot", &ns, json!({"replicas": 1})),
+        )
+        .await
+        .unwrap();
+    for name in ["quality", "latency"] {
+        policies
+            .create(&PostParams::default(), &policy(name, &ns, "bot"))
+            .await
+            .unwrap();
+    }
+    for name in ["quality", "latency"] {
+        wait_reason(&policies, name, "Available").await;
+    }
+    let bucket = format!("KV_umpire-alerts-{ns}-bot");
+
+    projects
+        .delete("bot", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&projects, "bot").await;
+    for name in ["quality", "latency"] {
+        wait_reason(&policies, name, "ProjectNotFound").await;
+    }
+    let left: Vec<String> = stream_names(&nats)
+        .await
+        .into_iter()
+        .filter(|s| s.contains(&format!("{ns}-bot")) || s.contains(&format!("{ns}_bot")))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "streams left after the project was deleted (looked for {bucket}): {left:?}"
+    );
+    assert_eq!(controller.process.terminate(), Some(0));
+}

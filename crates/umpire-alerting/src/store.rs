@@ -70,6 +70,34 @@ impl AlertStore {
         })
     }
 
+    /// Opens the bucket only if it exists: readers (the controller's status) must never
+    /// create it — a bucket created for a project being deleted would outlive it.
+    pub async fn open_existing(
+        js: &jetstream::Context,
+        bucket: &str,
+        policy: &str,
+    ) -> Result<Option<Self>, StoreError> {
+        let error = |message: String| StoreError {
+            bucket: bucket.to_owned(),
+            message,
+        };
+        let stream = match js.get_stream(format!("KV_{bucket}")).await {
+            Ok(stream) => stream,
+            Err(e) if umpire_nats::streams::is_not_found(&e.kind()) => return Ok(None),
+            Err(e) => return Err(error(e.to_string())),
+        };
+        let kv = js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        Ok(Some(Self {
+            kv,
+            stream,
+            bucket: bucket.to_owned(),
+            policy: policy.to_owned(),
+        }))
+    }
+
     pub fn key(&self, rule: &str, group: &str) -> String {
         let group = if group.is_empty() {
             "all".to_owned()

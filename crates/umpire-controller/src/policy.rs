@@ -131,6 +131,13 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
             write_status(shared, ep, waiting(ep, true, "ProjectNotFound", message)).await?;
             return Ok(Action::await_change());
         }
+        // A project being deleted is going away with its streams and buckets: touch none of
+        // them (reading alert state could re-create a bucket its finalizer just removed).
+        Some(project) if project.metadata.deletion_timestamp.is_some() => {
+            let message = format!("TraceProject {namespace}/{project_name} is being deleted");
+            write_status(shared, ep, waiting(ep, true, "ProjectNotReady", message)).await?;
+            return Ok(Action::await_change());
+        }
         Some(project)
             if !project
                 .status

@@ -131,11 +131,15 @@ pub async fn firing_alerts(
     names: &ProjectNames,
     policy: &str,
 ) -> Result<i32, String> {
-    let mut store = bounded(
+    let store = bounded(
         "opening the alert state",
-        umpire_alerting::store::AlertStore::open(js, &names.alert_state_bucket(), policy, 1),
+        umpire_alerting::store::AlertStore::open_existing(js, &names.alert_state_bucket(), policy),
     )
     .await?;
+    // No bucket yet: no evaluator has stored alert state, so nothing fires.
+    let Some(mut store) = store else {
+        return Ok(0);
+    };
     let alerts = bounded("reading the alert state", store.load()).await?;
     Ok(alerts.iter().filter(|a| a.status.is_firing()).count() as i32)
 }

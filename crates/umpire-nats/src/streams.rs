@@ -69,7 +69,8 @@ fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
         || current.discard != wanted.discard
 }
 
-fn is_not_found(kind: &jetstream::context::GetStreamErrorKind) -> bool {
+/// Whether a stream lookup failed because the stream does not exist.
+pub fn is_not_found(kind: &jetstream::context::GetStreamErrorKind) -> bool {
     matches!(
         kind,
         jetstream::context::GetStreamErrorKind::JetStream(e)
