@@ -681,3 +681,52 @@ async fn deleting_a_project_under_its_policies_leaves_no_alert_bucket() {
     );
     assert_eq!(controller.process.terminate(), Some(0));
 }
+
+/// Step 7, seen from outside: a TraceProject that never became Ready got no Event (policies
+/// got one on every reason change), so `kubectl describe` said nothing about why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_that_never_becomes_ready_gets_an_event() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client().await;
+    let nats = NatsServer::start().unwrap();
+    install_crds(&client).await;
+    let ns = cluster.namespace("stuck");
+    create_namespace(&client, &ns).await;
+    create_namespace(&client, "umpire-system").await;
+    if let Cluster::Emulator(server) = &cluster {
+        server.set_deployments_ready(false);
+    }
+    let mut controller = Controller::start(&cluster, &nats, "ctl-stuck", "umpire-system", &[]);
+    let projects: Api<TraceProject> = Api::namespaced(client.clone(), &ns);
+    projects
+        .create(
+            &PostParams::default(),
+            &project("bot", &ns, json!({"replicas": 2})),
+        )
+        .await
+        .unwrap();
+    wait_reason(&projects, "bot", "IngestUnavailable").await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let event = eventually(
+        "an IngestUnavailable event about the project",
+        WAIT,
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("IngestUnavailable")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bot")
+            })
+        },
+    )
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ingest pods ready"),
+        "{event:?}"
+    );
+    assert_eq!(controller.process.terminate(), Some(0));
+}

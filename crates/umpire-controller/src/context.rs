@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -187,6 +188,36 @@ impl Shared {
             "reconcile failed; retrying"
         );
         Action::requeue(delay)
+    }
+
+    /// An Event when the `Ready` condition flips or changes its reason — including the first
+    /// status of an object that never becomes ready, which must not stay silent.
+    pub async fn ready_event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        before: Option<&[Condition]>,
+        after: &[Condition],
+    ) {
+        let ready = |conditions: &[Condition]| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| (c.status == "True", c.reason.clone()))
+        };
+        let now = ready(after);
+        if before.and_then(ready) == now {
+            return;
+        }
+        if let Some(condition) = after.iter().find(|c| c.type_ == "Ready") {
+            let warning = condition.status != "True";
+            self.event(
+                object,
+                warning,
+                &condition.reason,
+                condition.message.clone(),
+            )
+            .await;
+        }
     }
 
     /// Publishes a Kubernetes Event about `object` (best effort: events are informational).

@@ -67,25 +67,13 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
-    let was_ready = ep.status.as_ref().is_some_and(|s| is_ready(&s.conditions));
-    let now_ready = is_ready(&status.conditions);
-    let reason_changed = ep
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.reason.clone())
-        != status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .map(|c| c.reason.clone());
-    if (was_ready != now_ready || reason_changed)
-        && let Some(ready) = status.conditions.iter().find(|c| c.type_ == "Ready")
-    {
-        shared
-            .event(ep, !now_ready, &ready.reason, ready.message.clone())
-            .await;
-    }
+    shared
+        .ready_event(
+            ep,
+            ep.status.as_ref().map(|s| s.conditions.as_slice()),
+            &status.conditions,
+        )
+        .await;
     Ok(())
 }
 

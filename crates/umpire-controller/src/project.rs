@@ -21,7 +21,7 @@ use crate::apply::{FIELD_MANAGER, apply, network_policies, prune};
 use crate::children::project::{desired, endpoints};
 use crate::children::{MANAGED_BY, Owner, PROJECT_LABEL};
 use crate::context::{Error, Shared, finalizer_outcome};
-use crate::status::{Observed, conditions, is_ready};
+use crate::status::{Observed, conditions};
 use crate::streams;
 
 pub const FINALIZER: &str = "umpire.dev/cleanup";
@@ -82,15 +82,13 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
-    let was_ready = tp.status.as_ref().is_some_and(|s| is_ready(&s.conditions));
-    let now_ready = is_ready(&status.conditions);
-    if was_ready != now_ready {
-        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
-        let (reason, message) = ready
-            .map(|c| (c.reason.clone(), c.message.clone()))
-            .unwrap_or_default();
-        shared.event(tp, !now_ready, &reason, message).await;
-    }
+    shared
+        .ready_event(
+            tp,
+            tp.status.as_ref().map(|s| s.conditions.as_slice()),
+            &status.conditions,
+        )
+        .await;
     Ok(())
 }
 
