@@ -564,3 +564,30 @@ async fn metadata_only_requests_get_partial_objects() {
     assert!(raw["items"][0].get("data").is_none());
     assert_eq!(raw["items"][0]["metadata"]["labels"]["a"], "b");
 }
+
+/// kubectl 1.33 sends some writes (`create namespace`, `create configmap`) as protobuf and
+/// falls back to JSON on 415 Unsupported Media Type, as a real server answers for a type it
+/// cannot decode; any other answer (a 400 here before) fails the command.
+#[tokio::test]
+async fn protobuf_writes_get_415_so_clients_fall_back_to_json() {
+    let server = KubeApiServer::start().await.unwrap();
+    let client = server.client();
+    let request = http::Request::post("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .header(
+            "accept",
+            "application/vnd.kubernetes.protobuf, application/json",
+        )
+        .body(b"k8s\0\n\x0f\n\x02v1\x12\tConfigMap".to_vec())
+        .unwrap();
+    let response = client
+        .send(request.map(kube::client::Body::from))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    // The same object as JSON is accepted.
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    maps.create(&PostParams::default(), &config_map("fallback", &[]))
+        .await
+        .unwrap();
+}

@@ -247,6 +247,20 @@ fn serve(
             return Err(attributes.forbidden(&who));
         }
     }
+    // What a real server answers for a body it cannot decode: kubectl then retries in JSON.
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        && content_type.starts_with("application/vnd.kubernetes.protobuf")
+    {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of type {content_type} is unsupported; send application/json"),
+        ));
+    }
     let namespace = target.namespace.clone().unwrap_or_default();
     if t.namespaced != target.namespace.is_some()
         && (target.name.is_some() || method != Method::GET)
