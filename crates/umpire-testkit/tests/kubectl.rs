@@ -105,3 +105,43 @@ async fn kubectl_applies_server_side_and_prints_columns() {
         "a no-op apply changed something"
     );
 }
+
+/// Events written through `events.k8s.io/v1` (kube-runtime's recorder) show in
+/// `kubectl get events`, which reads the core `v1` view, with kubectl's field selectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_events_lists_events_written_through_events_k8s_io() {
+    let server = KubeApiServer::start().await.unwrap();
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(server.client(), "default");
+    let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bot.17a1", "namespace": "default"},
+        "eventTime": "2026-11-30T21:00:00.000000Z",
+        "regarding": {"apiVersion": "umpire.dev/v1alpha1", "kind": "TraceProject", "name": "bot", "namespace": "default"},
+        "reason": "IngestUnavailable", "note": "0/2 ingest pods ready", "type": "Warning",
+        "action": "Reconcile", "reportingController": "umpire-controller", "reportingInstance": "ctl-a"
+    }))
+    .unwrap();
+    events
+        .create(&kube::api::PostParams::default(), &event)
+        .await
+        .unwrap();
+    let (ok, out) = kubectl(&server, &["get", "events", "-n", "default"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("IngestUnavailable") && out.contains("traceproject/bot"),
+        "{out}"
+    );
+    assert!(out.contains("0/2 ingest pods ready"), "{out}");
+    let (ok, out) = kubectl(
+        &server,
+        &[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "involvedObject.name=other",
+        ],
+    );
+    assert!(ok && !out.contains("IngestUnavailable"), "{out}");
+}

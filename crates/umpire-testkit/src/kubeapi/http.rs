@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::authz;
+use super::events;
 use super::select::{FieldSelector, LabelSelector};
 use super::store::{
     ApiError, Change, DeleteOptions, EventType, PatchKind, Result, Store, WriteOptions,
@@ -193,6 +194,31 @@ enum Served {
     Watch(WatchStream),
 }
 
+fn is_core_events(t: &ResourceType) -> bool {
+    t.group.is_empty() && t.plural == "events"
+}
+
+/// `events.k8s.io/v1` Events as the core view lists them (selectors apply to that view).
+fn new_events_in_core_view(
+    store: &Store,
+    namespace: Option<&str>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> Vec<Value> {
+    let Ok(new) = store.resolve("events.k8s.io", "v1", "events") else {
+        return Vec::new();
+    };
+    let everything = LabelSelector::default();
+    let no_fields = FieldSelector::default();
+    store
+        .list(&new, namespace, &everything, &no_fields, None, None)
+        .0
+        .iter()
+        .map(events::to_core)
+        .filter(|e| labels.matches(e) && fields.matches(e))
+        .collect()
+}
+
 fn parse_body(body: &Bytes) -> Result<Value> {
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice(body))
@@ -311,7 +337,7 @@ fn serve(
             }
             let store = shared.store();
             let limit = query.get("limit").and_then(|l| l.parse().ok());
-            let (items, next, remaining) = store.list(
+            let (mut items, next, remaining) = store.list(
                 &t,
                 ns,
                 &labels,
@@ -319,6 +345,9 @@ fn serve(
                 limit,
                 query.get("continue").map(String::as_str),
             );
+            if is_core_events(&t) {
+                items.extend(new_events_in_core_view(&store, ns, &labels, &fields));
+            }
             let mut metadata = json!({"resourceVersion": store.current_rv().to_string()});
             if let Some(token) = next {
                 metadata["continue"] = json!(token);
@@ -343,7 +372,17 @@ fn serve(
             }))
         }
         (&Method::GET, Some(name)) => {
-            let object = shared.store().get(&t, &namespace, name)?;
+            let object = {
+                let store = shared.store();
+                match store.get(&t, &namespace, name) {
+                    Err(e) if is_core_events(&t) => store
+                        .resolve("events.k8s.io", "v1", "events")
+                        .and_then(|n| store.get(&n, &namespace, name))
+                        .map(|event| events::to_core(&event))
+                        .map_err(|_| e)?,
+                    other => other?,
+                }
+            };
             if wants_table {
                 return ok(table::render(&t, &[object], json!({})));
             }

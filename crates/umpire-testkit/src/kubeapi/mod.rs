@@ -22,6 +22,7 @@
 //! list-type-aware merges, `dryRun`, protobuf, aggregated discovery (clients fall back).
 
 pub mod authz;
+mod events;
 pub mod fields;
 mod http;
 pub mod select;

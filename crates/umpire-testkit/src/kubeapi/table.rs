@@ -43,7 +43,52 @@ fn cell(column: &Value, object: &Value) -> Value {
     }
 }
 
+/// The columns a real server gives core Events: what `kubectl get events` prints.
+fn core_events(items: &[Value], metadata: Value) -> Value {
+    let column = |name: &str, priority: i32| {
+        json!({"name": name, "type": "string", "format": if name == "Name" { "name" } else { "" },
+               "priority": priority, "description": ""})
+    };
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|event| {
+            let seen = event["lastTimestamp"]
+                .as_str()
+                .or_else(|| event["eventTime"].as_str())
+                .and_then(human_age)
+                .map(Value::String)
+                .unwrap_or(Value::Null);
+            let regarding = &event["involvedObject"];
+            let object = format!(
+                "{}/{}",
+                regarding["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_lowercase(),
+                regarding["name"].as_str().unwrap_or_default()
+            );
+            json!({
+                "cells": [seen, event["type"], event["reason"], object, event["message"],
+                          event["metadata"]["name"]],
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": event["metadata"]},
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": [column("Last Seen", 0), column("Type", 0), column("Reason", 0),
+                              column("Object", 0), column("Message", 0), column("Name", 1)],
+        "rows": rows,
+    })
+}
+
 pub fn render(t: &ResourceType, items: &[Value], metadata: Value) -> Value {
+    if t.group.is_empty() && t.plural == "events" {
+        return core_events(items, metadata);
+    }
     let mut columns = vec![json!({
         "name": "Name", "type": "string", "format": "name", "priority": 0,
         "description": "Name must be unique within a namespace.",
