@@ -730,3 +730,29 @@ async fn a_project_that_never_becomes_ready_gets_an_event() {
     );
     assert_eq!(controller.process.terminate(), Some(0));
 }
+
+/// Step 7, seen from outside: a stream configuration NATS refuses (3 replicas on a
+/// single-node server) was reported as `NatsUnavailable` although NATS was up. NATS's own
+/// words, under their own reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_nats_refuses_is_reported_with_its_own_reason() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client().await;
+    let nats = NatsServer::start().unwrap();
+    install_crds(&client).await;
+    let ns = cluster.namespace("refused");
+    create_namespace(&client, &ns).await;
+    create_namespace(&client, "umpire-system").await;
+    let mut controller = Controller::start(&cluster, &nats, "ctl-refused", "umpire-system", &[]);
+    let projects: Api<TraceProject> = Api::namespaced(client.clone(), &ns);
+    let mut tp = project("bot", &ns, json!({"replicas": 1}));
+    tp.spec.stream.as_mut().unwrap().replicas = Some(3);
+    projects.create(&PostParams::default(), &tp).await.unwrap();
+    let refused = wait_reason(&projects, "bot", "StreamRejected").await;
+    let status = serde_json::to_value(&refused).unwrap()["status"].clone();
+    let (_, _, message) = condition(&status, "Ready").unwrap();
+    assert!(message.contains("replicas"), "NATS's own words: {message}");
+    let (ok, reason, _) = condition(&status, "StreamReady").unwrap();
+    assert_eq!((ok.as_str(), reason.as_str()), ("False", "StreamRejected"));
+    assert_eq!(controller.process.terminate(), Some(0));
+}

@@ -225,6 +225,12 @@ async fn argo_cd_health_checks_read_the_status_the_controller_writes() {
     )
     .await;
     let broken = with_reason(&projects, "broken", "InvalidSpec").await;
+    // NATS refuses the stream (3 replicas on a single node): Degraded with NATS's words.
+    create_project("refused", json!({"stream": {"replicas": 3}})).await;
+    let refused = with_reason(&projects, "refused", "StreamRejected").await;
+    let (status, message) = health(&refused);
+    assert_eq!(status, "Degraded");
+    assert!(message.contains("replicas"), "{message}");
     let (status, message) = health(&broken);
     assert_eq!(status, "Degraded");
     assert!(message.starts_with("InvalidSpec: "), "{message}");

@@ -22,7 +22,7 @@ use crate::children::project::{desired, endpoints};
 use crate::children::{MANAGED_BY, Owner, PROJECT_LABEL};
 use crate::context::{Error, Shared, finalizer_outcome};
 use crate::status::{Observed, conditions};
-use crate::streams;
+use crate::streams::{self, StreamProblem};
 
 pub const FINALIZER: &str = "umpire.dev/cleanup";
 
@@ -161,7 +161,12 @@ async fn apply_project(tp: &TraceProject, shared: &Shared) -> Result<Action, Err
             "StreamReady",
             format!("JetStream stream {stream} matches the spec"),
         ),
-        Err(e) => Observed::new("StreamReady", false, "NatsUnavailable", e.clone()),
+        Err(StreamProblem::Rejected(message)) => {
+            Observed::new("StreamReady", false, "StreamRejected", message.clone())
+        }
+        Err(StreamProblem::Unavailable(message)) => {
+            Observed::new("StreamReady", false, "NatsUnavailable", message.clone())
+        }
     };
 
     let wanted = children
@@ -192,7 +197,13 @@ async fn apply_project(tp: &TraceProject, shared: &Shared) -> Result<Action, Err
     );
     let ready = match (&stream, available) {
         (Ok(_), true) => Observed::new("Ready", true, "Available", "accepting OTLP spans"),
-        (Err(_), _) => Observed::new(
+        (Err(StreamProblem::Rejected(_)), _) => Observed::new(
+            "Ready",
+            false,
+            "StreamRejected",
+            stream_condition.message.clone(),
+        ),
+        (Err(StreamProblem::Unavailable(_)), _) => Observed::new(
             "Ready",
             false,
             "StreamUnavailable",
@@ -220,9 +231,15 @@ async fn apply_project(tp: &TraceProject, shared: &Shared) -> Result<Action, Err
     write_status(shared, tp, status).await?;
     match stream {
         Ok(_) => Ok(Action::requeue(shared.resync)),
-        Err(e) => Err(Error::Nats(e)),
+        // Not an outage: retrying fast will not help until the spec or the NATS cluster
+        // changes (a spec change reconciles at once; a grown cluster is seen within a minute).
+        Err(StreamProblem::Rejected(_)) => Ok(Action::requeue(REJECTED_RECHECK)),
+        Err(StreamProblem::Unavailable(message)) => Err(Error::Nats(message)),
     }
 }
+
+/// How often a stream NATS refused is tried again.
+const REJECTED_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Deletes the project's streams. When NATS stays unreachable past the cleanup timeout, the
 /// deletion completes anyway (with a Warning event naming what was left behind) rather than

@@ -21,18 +21,40 @@ async fn bounded<T, E: std::fmt::Display>(
     }
 }
 
+/// Why the span stream is not as the spec asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamProblem {
+    /// NATS refused the configuration; its own words.
+    Rejected(String),
+    /// NATS did not answer.
+    Unavailable(String),
+}
+
+impl StreamProblem {
+    pub fn message(&self) -> &str {
+        match self {
+            StreamProblem::Rejected(m) | StreamProblem::Unavailable(m) => m,
+        }
+    }
+}
+
 /// Creates the span stream, or updates it to the spec's limits.
 pub async fn ensure_project_stream(
     js: &jetstream::Context,
     config: stream::Config,
-) -> Result<String, String> {
+) -> Result<String, StreamProblem> {
     let name = config.name.clone();
-    bounded(
-        &format!("setting up stream {name}"),
-        ensure_stream(js, config),
-    )
-    .await?;
-    Ok(name)
+    match tokio::time::timeout(TIMEOUT, ensure_stream(js, config)).await {
+        Ok(Ok(_)) => Ok(name),
+        Ok(Err(e)) if e.rejected => Err(StreamProblem::Rejected(format!(
+            "NATS refused stream {name}: {}",
+            e.message
+        ))),
+        Ok(Err(e)) => Err(StreamProblem::Unavailable(e.to_string())),
+        Err(_) => Err(StreamProblem::Unavailable(format!(
+            "setting up stream {name}: NATS did not answer within {TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// Creates the policy's durable consumer when missing (evaluators adjust its filter).

@@ -43,5 +43,6 @@ pub async fn ensure_bucket(
         .map_err(|e| StreamSetupError {
             name: format!("KV_{}", settings.bucket),
             message: e.to_string(),
+            rejected: false,
         })
 }

@@ -7,6 +7,21 @@ use async_nats::jetstream::{self, stream};
 pub struct StreamSetupError {
     pub name: String,
     pub message: String,
+    /// NATS answered and refused the configuration (a JetStream API error, e.g. more
+    /// replicas than the cluster has) — retrying will not help until the spec or the
+    /// cluster changes. Otherwise NATS did not answer (unreachable, timed out).
+    pub rejected: bool,
+}
+
+fn refused(kind: &jetstream::context::CreateStreamErrorKind) -> bool {
+    use jetstream::context::CreateStreamErrorKind as Kind;
+    matches!(
+        kind,
+        Kind::JetStream(_)
+            | Kind::InvalidStreamName
+            | Kind::EmptyStreamName
+            | Kind::DomainAndExternalSet
+    )
 }
 
 /// Makes the stream exist with `config`'s settings. Only fields JetStream allows to change
@@ -19,6 +34,12 @@ pub async fn ensure_stream(
     let error = |message: String| StreamSetupError {
         name: name.clone(),
         message,
+        rejected: false,
+    };
+    let rejection = |e: jetstream::context::CreateStreamError| StreamSetupError {
+        name: name.clone(),
+        rejected: refused(&e.kind()),
+        message: e.to_string(),
     };
     match js.get_stream(&name).await {
         Ok(mut existing) => {
@@ -29,18 +50,13 @@ pub async fn ensure_stream(
                 .clone();
             if differs(&info.config, &config) {
                 tracing::info!(event = "stream_updated", stream = %name, "updating stream settings to match the spec");
-                js.update_stream(config)
-                    .await
-                    .map_err(|e| error(e.to_string()))
+                js.update_stream(config).await.map_err(rejection)
             } else {
                 Ok(info)
             }
         }
         Err(e) if is_not_found(&e.kind()) => {
-            let mut created = js
-                .create_stream(config)
-                .await
-                .map_err(|e| error(e.to_string()))?;
+            let mut created = js.create_stream(config).await.map_err(rejection)?;
             created
                 .info()
                 .await
