@@ -40,6 +40,22 @@ async fn ready(port: u16) -> Option<()> {
     response.status().is_success().then_some(())
 }
 
+/// Waits for the pod's readiness endpoint; on timeout the failure shows the pod's output.
+async fn wait_ready(pod: &mut PodProcess, port: u16) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while ready(port).await.is_none() {
+        if std::time::Instant::now() > deadline || pod.exited() {
+            panic!(
+                "pod {} not ready on :{port} (exited: {}):\n{}",
+                pod.name,
+                pod.exited(),
+                pod.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn deployment(api: &Api<Deployment>, name: &str) -> Deployment {
     eventually(&format!("Deployment {name}"), WAIT, || async {
         api.get_opt(name).await.ok().flatten()
@@ -125,15 +141,12 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_credentialed
     let mut ingest_pod = PodProcess::start(&client, &ingest, "bot-ingest-0", binary)
         .await
         .unwrap();
-    eventually("the ingest pod is ready (connected to NATS)", WAIT, || {
-        ready(9464)
-    })
-    .await;
+    wait_ready(&mut ingest_pod, 9464).await;
     let evaluator = deployment(&deployments, "fast-evaluator").await;
     let mut evaluator_pod = PodProcess::start(&client, &evaluator, "fast-evaluator-0", binary)
         .await
         .unwrap();
-    eventually("the evaluator pod is ready", WAIT, || ready(9465)).await;
+    wait_ready(&mut evaluator_pod, 9465).await;
 
     // A span sent over OTLP/HTTP is kept, stored and judged.
     let now = std::time::SystemTime::now()

@@ -95,10 +95,10 @@ impl PodProcess {
         let env = environment(client, &namespace, pod_name, container).await?;
         let mut argv: Vec<String> = match &container.command {
             Some(command) => command.clone(),
-            None => vec![entrypoint.display().to_string()],
+            None => vec![IMAGE_ENTRYPOINT.to_owned()],
         };
         argv.extend(container.args.clone().unwrap_or_default());
-        let script = mount_script(root.path(), &mounts);
+        let script = mount_script(root.path(), entrypoint, &mounts);
         let log = std::fs::File::create(root.path().join("pod.log"))?;
         // `--pdeathsig`: a test process that dies without unwinding takes its pods along
         // (the signal follows the thread that started them, a runtime worker here).
@@ -163,9 +163,18 @@ impl Drop for PodProcess {
 
 /// Overlays the top folders that need new mount points (so the host's `/etc` stays as it
 /// is), then bind-mounts each volume at its path.
-fn mount_script(root: &Path, mounts: &[(PathBuf, PathBuf)]) -> String {
+/// Where the image keeps its entrypoint (the Dockerfile's `/usr/local/bin/umpire`): the
+/// binary under test is bind-mounted there, so volumes over the folder it was built in (an
+/// emptyDir `/tmp` over a checkout in `/tmp`) cannot hide it.
+const IMAGE_ENTRYPOINT: &str = "/usr/local/bin/umpire";
+
+fn mount_script(root: &Path, entrypoint: &Path, mounts: &[(PathBuf, PathBuf)]) -> String {
     let mut overlays = BTreeSet::new();
     let mut targets = Vec::new();
+    let image_entrypoint = Path::new(IMAGE_ENTRYPOINT);
+    if !image_entrypoint.exists() {
+        overlays.insert(PathBuf::from("/usr"));
+    }
     for (source, target) in mounts {
         let resolved = resolve(target);
         if !resolved.is_dir()
@@ -189,6 +198,15 @@ fn mount_script(root: &Path, mounts: &[(PathBuf, PathBuf)]) -> String {
             top.display()
         ));
     }
+    script.push_str(&format!(
+        "mkdir -p {dir}\ntouch {target}\nmount --bind {source} {target}\n",
+        dir = image_entrypoint
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .display(),
+        target = image_entrypoint.display(),
+        source = entrypoint.display()
+    ));
     // A volume over a folder that holds the pod's own files (`/tmp`) goes last, or it would
     // hide the sources of the mounts after it.
     targets.sort_by_key(|(_, target)| root.starts_with(target));
