@@ -44,11 +44,11 @@ async fn ready(port: u16) -> Option<()> {
 async fn wait_ready(pod: &mut PodProcess, port: u16) {
     let deadline = std::time::Instant::now() + WAIT;
     while ready(port).await.is_none() {
-        if std::time::Instant::now() > deadline || pod.exited() {
+        let exited = pod.exited();
+        if std::time::Instant::now() > deadline || exited {
             panic!(
-                "pod {} not ready on :{port} (exited: {}):\n{}",
+                "pod {} not ready on :{port} (exited: {exited}):\n{}",
                 pod.name,
-                pod.exited(),
                 pod.logs()
             );
         }
