@@ -623,18 +623,43 @@ async fn deletion_with_nats_down_retries_then_completes_with_a_warning() {
     );
 }
 
+/// A cluster with the CRDs, a namespace for the test (and the controller's), a nats-server.
+struct Setup {
+    cluster: Cluster,
+    client: kube::Client,
+    nats: NatsServer,
+    ns: String,
+}
+
+impl Setup {
+    async fn new(namespace: &str) -> Self {
+        let cluster = Cluster::start().await;
+        let client = cluster.client().await;
+        let nats = NatsServer::start().unwrap();
+        install_crds(&client).await;
+        let ns = cluster.namespace(namespace);
+        create_namespace(&client, &ns).await;
+        create_namespace(&client, "umpire-system").await;
+        Self {
+            cluster,
+            client,
+            nats,
+            ns,
+        }
+    }
+}
+
 /// Step 7, seen from outside: deleting a TraceProject while its EvalPolicies exist re-created
 /// the project's alert-state KV bucket (a policy reconcile read alert state through a helper
 /// that creates the bucket), and the bucket then outlived everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_project_under_its_policies_leaves_no_alert_bucket() {
-    let cluster = Cluster::start().await;
-    let client = cluster.client().await;
-    let nats = NatsServer::start().unwrap();
-    install_crds(&client).await;
-    let ns = cluster.namespace("orphans");
-    create_namespace(&client, &ns).await;
-    create_namespace(&client, "umpire-system").await;
+    let Setup {
+        cluster,
+        client,
+        nats,
+        ns,
+    } = Setup::new("orphans").await;
     let mut controller = Controller::start(
         &cluster,
         &nats,
@@ -686,13 +711,12 @@ async fn deleting_a_project_under_its_policies_leaves_no_alert_bucket() {
 /// got one on every reason change), so `kubectl describe` said nothing about why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_that_never_becomes_ready_gets_an_event() {
-    let cluster = Cluster::start().await;
-    let client = cluster.client().await;
-    let nats = NatsServer::start().unwrap();
-    install_crds(&client).await;
-    let ns = cluster.namespace("stuck");
-    create_namespace(&client, &ns).await;
-    create_namespace(&client, "umpire-system").await;
+    let Setup {
+        cluster,
+        client,
+        nats,
+        ns,
+    } = Setup::new("stuck").await;
     if let Cluster::Emulator(server) = &cluster {
         server.set_deployments_ready(false);
     }
@@ -736,13 +760,12 @@ async fn a_project_that_never_becomes_ready_gets_an_event() {
 /// words, under their own reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_nats_refuses_is_reported_with_its_own_reason() {
-    let cluster = Cluster::start().await;
-    let client = cluster.client().await;
-    let nats = NatsServer::start().unwrap();
-    install_crds(&client).await;
-    let ns = cluster.namespace("refused");
-    create_namespace(&client, &ns).await;
-    create_namespace(&client, "umpire-system").await;
+    let Setup {
+        cluster,
+        client,
+        nats,
+        ns,
+    } = Setup::new("refused").await;
     let mut controller = Controller::start(&cluster, &nats, "ctl-refused", "umpire-system", &[]);
     let projects: Api<TraceProject> = Api::namespaced(client.clone(), &ns);
     let mut tp = project("bot", &ns, json!({"replicas": 1}));
