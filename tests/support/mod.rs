@@ -14,6 +14,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 pub mod cluster;
+pub mod controller;
 pub mod tools;
 
 /// A running `umpire` subcommand whose JSON log lines are collected.

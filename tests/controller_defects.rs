@@ -1,0 +1,145 @@
+//! Defects of the controller seen from outside (step 7), each reproduced here first: what
+//! running the product whole exposed.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use support::cluster::Cluster;
+use support::controller::*;
+use umpire_api::eval_policy::EvalPolicy;
+use umpire_api::trace_project::TraceProject;
+use umpire_testkit::wait::eventually;
+
+/// Step 7, seen from outside: deleting a TraceProject while its EvalPolicies exist re-created
+/// the project's alert-state KV bucket (a policy reconcile read alert state through a helper
+/// that creates the bucket), and the bucket then outlived everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_project_under_its_policies_leaves_no_alert_bucket() {
+    let Setup {
+        cluster,
+        client,
+        nats,
+        ns,
+    } = Setup::new("orphans").await;
+    let mut controller = Controller::start(
+        &cluster,
+        &nats,
+        "ctl-orphans",
+        "umpire-system",
+        &["--alert-status-interval", "1s"],
+    );
+    let projects: Api<TraceProject> = Api::namespaced(client.clone(), &ns);
+    let policies: Api<EvalPolicy> = Api::namespaced(client.clone(), &ns);
+    projects
+        .create(
+            &PostParams::default(),
+            &project("bot", &ns, json!({"replicas": 1})),
+        )
+        .await
+        .unwrap();
+    for name in ["quality", "latency"] {
+        policies
+            .create(&PostParams::default(), &policy(name, &ns, "bot"))
+            .await
+            .unwrap();
+    }
+    for name in ["quality", "latency"] {
+        wait_reason(&policies, name, "Available").await;
+    }
+    let bucket = format!("KV_umpire-alerts-{ns}-bot");
+
+    projects
+        .delete("bot", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&projects, "bot").await;
+    for name in ["quality", "latency"] {
+        wait_reason(&policies, name, "ProjectNotFound").await;
+    }
+    let left: Vec<String> = stream_names(&nats)
+        .await
+        .into_iter()
+        .filter(|s| s.contains(&format!("{ns}-bot")) || s.contains(&format!("{ns}_bot")))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "streams left after the project was deleted (looked for {bucket}): {left:?}"
+    );
+    assert_eq!(controller.process.terminate(), Some(0));
+}
+
+/// Step 7, seen from outside: a TraceProject that never became Ready got no Event (policies
+/// got one on every reason change), so `kubectl describe` said nothing about why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_that_never_becomes_ready_gets_an_event() {
+    let Setup {
+        cluster,
+        client,
+        nats,
+        ns,
+    } = Setup::new("stuck").await;
+    if let Cluster::Emulator(server) = &cluster {
+        server.set_deployments_ready(false);
+    }
+    let mut controller = Controller::start(&cluster, &nats, "ctl-stuck", "umpire-system", &[]);
+    let projects: Api<TraceProject> = Api::namespaced(client.clone(), &ns);
+    projects
+        .create(
+            &PostParams::default(),
+            &project("bot", &ns, json!({"replicas": 2})),
+        )
+        .await
+        .unwrap();
+    wait_reason(&projects, "bot", "IngestUnavailable").await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let event = eventually(
+        "an IngestUnavailable event about the project",
+        WAIT,
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("IngestUnavailable")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bot")
+            })
+        },
+    )
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ingest pods ready"),
+        "{event:?}"
+    );
+    assert_eq!(controller.process.terminate(), Some(0));
+}
+
+/// Step 7, seen from outside: a stream configuration NATS refuses (3 replicas on a
+/// single-node server) was reported as `NatsUnavailable` although NATS was up. NATS's own
+/// words, under their own reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_nats_refuses_is_reported_with_its_own_reason() {
+    let Setup {
+        cluster,
+        client,
+        nats,
+        ns,
+    } = Setup::new("refused").await;
+    let mut controller = Controller::start(&cluster, &nats, "ctl-refused", "umpire-system", &[]);
+    let projects: Api<TraceProject> = Api::namespaced(client.clone(), &ns);
+    let mut tp = project("bot", &ns, json!({"replicas": 1}));
+    tp.spec.stream.as_mut().unwrap().replicas = Some(3);
+    projects.create(&PostParams::default(), &tp).await.unwrap();
+    let refused = wait_reason(&projects, "bot", "StreamRejected").await;
+    let status = serde_json::to_value(&refused).unwrap()["status"].clone();
+    let (_, _, message) = condition(&status, "Ready").unwrap();
+    assert!(message.contains("replicas"), "NATS's own words: {message}");
+    let (ok, reason, _) = condition(&status, "StreamReady").unwrap();
+    assert_eq!((ok.as_str(), reason.as_str()), ("False", "StreamRejected"));
+    assert_eq!(controller.process.terminate(), Some(0));
+}
