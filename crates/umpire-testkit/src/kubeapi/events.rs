@@ -4,6 +4,10 @@
 
 use serde_json::{Value, json};
 
+use super::select::{FieldSelector, LabelSelector};
+use super::store::Store;
+use super::types::ResourceType;
+
 /// An `events.k8s.io/v1` Event as the core `v1` view shows it.
 pub fn to_core(event: &Value) -> Value {
     let series = &event["series"];
@@ -49,6 +53,31 @@ pub fn to_core(event: &Value) -> Value {
         }
     }
     core
+}
+
+pub fn is_core_events(t: &ResourceType) -> bool {
+    t.group.is_empty() && t.plural == "events"
+}
+
+/// `events.k8s.io/v1` Events as the core view lists them (selectors apply to that view).
+pub fn new_events_in_core_view(
+    store: &Store,
+    namespace: Option<&str>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> Vec<Value> {
+    let Ok(new) = store.resolve("events.k8s.io", "v1", "events") else {
+        return Vec::new();
+    };
+    let everything = LabelSelector::default();
+    let no_fields = FieldSelector::default();
+    store
+        .list(&new, namespace, &everything, &no_fields, None, None)
+        .0
+        .iter()
+        .map(to_core)
+        .filter(|e| labels.matches(e) && fields.matches(e))
+        .collect()
 }
 
 #[cfg(test)]

@@ -194,31 +194,6 @@ enum Served {
     Watch(WatchStream),
 }
 
-fn is_core_events(t: &ResourceType) -> bool {
-    t.group.is_empty() && t.plural == "events"
-}
-
-/// `events.k8s.io/v1` Events as the core view lists them (selectors apply to that view).
-fn new_events_in_core_view(
-    store: &Store,
-    namespace: Option<&str>,
-    labels: &LabelSelector,
-    fields: &FieldSelector,
-) -> Vec<Value> {
-    let Ok(new) = store.resolve("events.k8s.io", "v1", "events") else {
-        return Vec::new();
-    };
-    let everything = LabelSelector::default();
-    let no_fields = FieldSelector::default();
-    store
-        .list(&new, namespace, &everything, &no_fields, None, None)
-        .0
-        .iter()
-        .map(events::to_core)
-        .filter(|e| labels.matches(e) && fields.matches(e))
-        .collect()
-}
-
 fn parse_body(body: &Bytes) -> Result<Value> {
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice(body))
@@ -345,8 +320,10 @@ fn serve(
                 limit,
                 query.get("continue").map(String::as_str),
             );
-            if is_core_events(&t) {
-                items.extend(new_events_in_core_view(&store, ns, &labels, &fields));
+            if events::is_core_events(&t) {
+                items.extend(events::new_events_in_core_view(
+                    &store, ns, &labels, &fields,
+                ));
             }
             let mut metadata = json!({"resourceVersion": store.current_rv().to_string()});
             if let Some(token) = next {
@@ -375,7 +352,7 @@ fn serve(
             let object = {
                 let store = shared.store();
                 match store.get(&t, &namespace, name) {
-                    Err(e) if is_core_events(&t) => store
+                    Err(e) if events::is_core_events(&t) => store
                         .resolve("events.k8s.io", "v1", "events")
                         .and_then(|n| store.get(&n, &namespace, name))
                         .map(|event| events::to_core(&event))
