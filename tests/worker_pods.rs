@@ -1,8 +1,8 @@
 //! Workers run from the controller's own Deployments — started as a kubelet would start them
 //! (the container's args and env, ConfigMap and Secret volumes at their mount paths, in a
-//! private mount namespace) — against a nats-server that requires credentials. The controller
-//! hands its NATS credentials to every worker; the ingest pod accepts OTLP spans and the
-//! evaluator pod judges them.
+//! private mount namespace) — against a nats-server that requires credentials and TLS. The
+//! controller hands its NATS credentials and the CA to every worker; the ingest pod accepts
+//! OTLP spans and the evaluator pod judges them.
 //!
 //! Needs root (mount namespaces). The pods share the host network, so the ports they bind
 //! (4317, 4318, 9464, 9465) must be free while this test runs.
@@ -24,6 +24,7 @@ use umpire_nats::names::ProjectNames;
 use umpire_testkit::kubeapi::KubeApiServer;
 use umpire_testkit::nats::{NatsServer, read_stream};
 use umpire_testkit::pod::PodProcess;
+use umpire_testkit::tls::TestCertificates;
 use umpire_testkit::wait::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -64,7 +65,8 @@ async fn deployment(api: &Api<Deployment>, name: &str) -> Deployment {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn workers_started_from_the_rendered_deployments_connect_to_a_credentialed_nats() {
+async fn workers_started_from_the_rendered_deployments_connect_to_a_nats_requiring_credentials_and_tls()
+ {
     // This test's instruments are the test kit's: its pod runner stands in for the kubelet
     // and its API server records every request the controller's ServiceAccount makes. On a
     // real cluster (KUBECONFIG set) `tests/controller.rs` and `tests/gitops.rs` run instead.
@@ -74,10 +76,36 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_credentialed
         );
         return;
     }
-    let nats = NatsServer::start_with_args(&["--user", "umpire", "--pass", PASSWORD]).unwrap();
+    let tls = tempfile::tempdir().unwrap();
+    let certificates = TestCertificates::write(tls.path()).unwrap();
+    let (cert, key) = (
+        certificates.cert.to_str().unwrap(),
+        certificates.key.to_str().unwrap(),
+    );
+    let nats = NatsServer::start_with_args(&[
+        "--user",
+        "umpire",
+        "--pass",
+        PASSWORD,
+        "--tls",
+        "--tlscert",
+        cert,
+        "--tlskey",
+        key,
+    ])
+    .unwrap();
+    let trusting =
+        || async_nats::ConnectOptions::new().add_root_certificates(certificates.ca.clone());
     assert!(
-        async_nats::connect(nats.url()).await.is_err(),
+        trusting().connect(nats.url()).await.is_err(),
         "the server must refuse clients without credentials"
+    );
+    assert!(
+        async_nats::ConnectOptions::with_user_and_password("umpire".into(), PASSWORD.into())
+            .connect(nats.url())
+            .await
+            .is_err(),
+        "the server must refuse clients that do not trust its certificate"
     );
     let auth = tempfile::tempdir().unwrap();
     std::fs::write(auth.path().join("username"), "umpire\n").unwrap();
@@ -95,6 +123,8 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_credentialed
             &nats.url(),
             "--nats-auth-dir",
             auth.path().to_str().unwrap(),
+            "--nats-tls-dir",
+            tls.path().to_str().unwrap(),
             "--no-leader-election",
             "--admin-listen",
             &admin,
@@ -135,6 +165,15 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_credentialed
     .await;
     let data = copy.data.unwrap();
     assert_eq!(data["password"].0, format!("{PASSWORD}\n").into_bytes());
+    assert_eq!(
+        data["ca.crt"].0,
+        std::fs::read(&certificates.ca).unwrap(),
+        "the CA goes along"
+    );
+    assert!(
+        !data.contains_key("server.key"),
+        "only the TLS keys the workers read"
+    );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
     let ingest = deployment(&deployments, "bot-ingest").await;
     let binary = Path::new(env!("CARGO_BIN_EXE_umpire"));
@@ -172,6 +211,7 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_credentialed
 
     let authenticated =
         async_nats::ConnectOptions::with_user_and_password("umpire".into(), PASSWORD.into())
+            .add_root_certificates(certificates.ca.clone())
             .connect(nats.url())
             .await
             .unwrap();

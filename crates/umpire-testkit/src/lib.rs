@@ -6,6 +6,7 @@
 //!   validates, records, and fails on demand.
 //! - [`kubeapi::KubeApiServer`]: a Kubernetes API server emulator (REST, watch, SSA, GC).
 //! - [`pod::PodProcess`]: one replica of a Deployment's pod, run as a kubelet would.
+//! - [`tls::TestCertificates`]: a test CA and a server certificate for loopback.
 //! - [`wait::eventually`]: await a condition with a deadline.
 
 pub mod judge;
@@ -13,4 +14,5 @@ pub mod kubeapi;
 pub mod nats;
 pub mod pager;
 pub mod pod;
+pub mod tls;
 pub mod wait;
