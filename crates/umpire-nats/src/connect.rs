@@ -34,6 +34,15 @@ impl NatsSettings {
         }
     }
 
+    /// The server URLs: `url` is a comma-separated list, as every NATS client takes it.
+    pub fn servers(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
     /// Connect options carrying the credentials and TLS settings.
     pub fn options(&self) -> Result<ConnectOptions, ConnectError> {
         let mut options = match &self.auth_dir {
@@ -101,7 +110,7 @@ pub async fn connect(
             }
         });
     let client = options
-        .connect(settings.url.as_str())
+        .connect(settings.servers().as_slice())
         .await
         .map_err(|source| ConnectError::Connect {
             url: settings.url.clone(),

@@ -123,3 +123,27 @@ async fn buckets_work_on_the_installed_nats_server() {
     let reopened = ensure_bucket(&js, &settings).await.unwrap();
     assert_eq!(reopened.get("partitions.0").await.unwrap().unwrap(), "a");
 }
+
+/// Step 8, seen from outside: `--nats-url` refused a comma-separated server list, which every
+/// NATS client accepts (and the official chart's clients are given).
+#[tokio::test]
+async fn a_comma_separated_server_list_connects() {
+    let server = NatsServer::start().unwrap();
+    // The first server is down: the client moves on to the next.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let readiness = Readiness::default();
+    let client = connect(
+        &NatsSettings::plain(format!("nats://127.0.0.1:{down}, {}", server.url())),
+        "test",
+        &readiness,
+        "nats",
+    )
+    .await
+    .unwrap();
+    wait_until(|| readiness.status().is_ok()).await;
+    assert!(is_connected(&client));
+}
