@@ -168,6 +168,13 @@ spec:
 
     assert_eq!(second.terminate(), Some(0));
     let _ = ingest.terminate();
+    // A shutdown is not an outage: closing the NATS connections warns of nothing.
+    let closing: Vec<&String> = second
+        .log
+        .iter()
+        .filter(|l| l.contains("\"event\":\"nats_disconnected\""))
+        .collect();
+    assert!(closing.is_empty(), "a clean shutdown logged: {closing:#?}");
     for log in first.log.iter().chain(second.log.iter()) {
         assert!(
             !log.contains(API_KEY),

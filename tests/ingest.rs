@@ -183,4 +183,14 @@ fn the_real_otel_sdk_exports_to_umpire_ingest_over_grpc_and_http() {
         "{}",
         ingest.log.join("\n")
     );
+    // A shutdown is not an outage: closing the NATS connections warns of nothing.
+    let warnings: Vec<&String> = ingest
+        .log
+        .iter()
+        .filter(|l| l.contains("\"level\":\"WARN\""))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "warnings at a clean shutdown: {warnings:#?}"
+    );
 }

@@ -96,12 +96,17 @@ pub async fn connect(
                         readiness.set_ok(check);
                         tracing::info!(event = "nats_connected", "connected to NATS");
                     }
-                    Event::Disconnected | Event::Closed => {
+                    Event::Disconnected => {
                         readiness.set_failing(check, "disconnected from NATS");
                         tracing::warn!(
                             event = "nats_disconnected",
                             "lost the NATS connection; reconnecting"
                         );
+                    }
+                    // The client was closed — the process is shutting down: not an outage.
+                    Event::Closed => {
+                        readiness.set_failing(check, "NATS connection closed");
+                        tracing::info!(event = "nats_closed", "NATS connection closed");
                     }
                     other => {
                         tracing::warn!(event = "nats_event", detail = %other, "NATS client event")
