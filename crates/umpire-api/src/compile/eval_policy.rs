@@ -96,10 +96,11 @@ pub fn compile_eval_policy(
             judges.push(planned);
         }
     }
+    let evaluator = spec.evaluator.clone().unwrap_or_default();
+    let concurrency = evaluator_concurrency(spec, &root, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
-    let evaluator = spec.evaluator.clone().unwrap_or_default();
     Ok(PolicyPlan {
         selector,
         judges,
@@ -108,13 +109,56 @@ pub fn compile_eval_policy(
             .and_then(|r| u32::try_from(r).ok())
             .unwrap_or(1)
             .max(1),
-        concurrency: evaluator
-            .concurrency
-            .and_then(|c| usize::try_from(c).ok())
-            .unwrap_or(DEFAULT_EVALUATOR_CONCURRENCY),
+        concurrency,
         alerts: super::plan_alerts(spec),
         routes: super::plan_routes(spec),
     })
+}
+
+/// Spans in flight per evaluator pod. Each selected span holds one slot while its judges run,
+/// so this bounds every LLM judge's requests in flight too: by default it is at least the
+/// largest `maxConcurrency` of the policy's LLM judges, and a smaller explicit value than a
+/// judge's explicit `maxConcurrency` is refused instead of silently capping the judge.
+fn evaluator_concurrency(
+    spec: &EvalPolicySpec,
+    root: &FieldPath,
+    errors: &mut Vec<FieldError>,
+) -> usize {
+    let llm_max = |judge: &crate::eval_policy::Judge| {
+        judge
+            .llm
+            .as_ref()
+            .map(|llm| llm.max_concurrency.and_then(|c| usize::try_from(c).ok()))
+    };
+    let explicit = spec
+        .evaluator
+        .as_ref()
+        .and_then(|e| e.concurrency)
+        .and_then(|c| usize::try_from(c).ok());
+    match explicit {
+        Some(concurrency) => {
+            for judge in &spec.judges {
+                if let Some(Some(wanted)) = llm_max(judge)
+                    && wanted > concurrency
+                {
+                    errors.push(FieldError::new(
+                        root.field("evaluator").field("concurrency"),
+                        format!(
+                            "{concurrency} spans in flight per pod would cap judge `{}` below its maxConcurrency {wanted}: raise concurrency to at least {wanted} or lower maxConcurrency",
+                            judge.name
+                        ),
+                    ));
+                }
+            }
+            concurrency
+        }
+        None => spec
+            .judges
+            .iter()
+            .filter_map(llm_max)
+            .map(|max| max.unwrap_or(DEFAULT_LLM_CONCURRENCY))
+            .fold(DEFAULT_EVALUATOR_CONCURRENCY, usize::max),
+    }
 }
 
 fn selector(
@@ -589,4 +633,47 @@ fn plan_llm(
 
 fn parse_json_or_yaml(text: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(text).or_else(|_| serde_yaml::from_str(text).map_err(|e| e.to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::validate::NoReferences;
+
+    fn spec(evaluator: serde_json::Value, max_concurrency: Option<i32>) -> EvalPolicySpec {
+        let mut llm = serde_json::json!({"template": "groundedness", "endpoint": "http://judge:8000/v1",
+            "model": "m", "choices": {"grounded": 1.0, "ungrounded": 0.0}});
+        if let Some(max) = max_concurrency {
+            llm["maxConcurrency"] = max.into();
+        }
+        serde_json::from_value(serde_json::json!({
+            "projectRef": {"name": "app"}, "evaluator": evaluator,
+            "judges": [{"name": "fast", "latency": {"maxMs": 1000}}, {"name": "grounded", "llm": llm}]
+        }))
+        .unwrap()
+    }
+
+    /// Step 9, seen from outside: a judge set to 1,000 concurrent requests ran at most 64,
+    /// because the evaluator's default concurrency (spans in flight) capped it silently.
+    #[test]
+    fn the_default_concurrency_lets_every_llm_judge_reach_its_max() {
+        let plan = compile_eval_policy(
+            "team",
+            &spec(serde_json::json!({}), Some(1000)),
+            &NoReferences,
+        )
+        .unwrap();
+        assert_eq!(plan.concurrency, 1000);
+        let plan =
+            compile_eval_policy("team", &spec(serde_json::json!({}), None), &NoReferences).unwrap();
+        assert_eq!(plan.concurrency, DEFAULT_EVALUATOR_CONCURRENCY);
+        let plan = compile_eval_policy(
+            "team",
+            &spec(serde_json::json!({"concurrency": 2000}), Some(1000)),
+            &NoReferences,
+        )
+        .unwrap();
+        assert_eq!(plan.concurrency, 2000, "an explicit, larger value stands");
+    }
 }

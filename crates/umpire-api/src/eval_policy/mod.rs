@@ -183,7 +183,9 @@ pub struct EvaluatorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 50))]
     pub replicas: Option<i32>,
-    /// Spans judged at once per pod (bounds in-flight messages and memory). Default 64.
+    /// Spans judged at once per pod (bounds in-flight messages and memory, and so every LLM
+    /// judge's requests in flight). Default: 64, or the largest `maxConcurrency` of the
+    /// policy's LLM judges; a value below a judge's explicit `maxConcurrency` is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4096))]
     pub concurrency: Option<i32>,
