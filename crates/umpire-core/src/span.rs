@@ -159,6 +159,19 @@ pub enum AiSpanKind {
     Prompt,
 }
 
+/// The GenAI operations Umpire knows (`gen_ai.operation.name`); other values are kept on the
+/// span but not used as subject tokens.
+pub const GENAI_OPERATIONS: [&str; 8] = [
+    "chat",
+    "text_completion",
+    "generate_content",
+    "completion",
+    "embeddings",
+    "execute_tool",
+    "invoke_agent",
+    "create_agent",
+];
+
 impl AiSpanKind {
     pub const ALL: [Self; 10] = [
         Self::Llm,

@@ -32,7 +32,7 @@ impl ProjectNames {
 
     /// `umpire.spans.<ns>.<project>.<kind>.<operation>`: evaluators filter by kind (and GenAI
     /// operation) without decoding. `kind` is the lowercased OpenInference kind or `none`;
-    /// `operation` the GenAI operation or `_`.
+    /// `operation` a known GenAI operation, `other` for any other value, or `_` when unset.
     pub fn spans_subject(&self, kind: &str, operation: &str) -> String {
         format!(
             "umpire.spans.{}.{}.{kind}.{operation}",

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::future::join_all;
+use umpire_core::span::GENAI_OPERATIONS;
 use umpire_nats::names::ProjectNames;
 use umpire_otlp::buffered::BufferedSpan;
 
@@ -46,19 +47,15 @@ pub async fn publish_job(
     }
 }
 
-/// Subject tokens must not contain `.`, `*`, `>` or whitespace.
-fn subject_token(text: &str) -> String {
-    let token: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if token.is_empty() { "_".into() } else { token }
+/// The span's GenAI operation as a subject token: an operation policies can select by (see
+/// `AiSpanKind::from_genai_operation`) as it is, anything else `other`. The value comes from
+/// the client: taken as sent, it would mint subjects without bound (and of any length).
+fn operation_token(operation: &str) -> &'static str {
+    GENAI_OPERATIONS
+        .iter()
+        .find(|known| **known == operation)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// Spans sent before awaiting their acknowledgements: bounds the publishes a job holds
@@ -94,9 +91,9 @@ async fn publish_spans(
                 .ai
                 .operation
                 .as_deref()
-                .map(subject_token)
-                .unwrap_or_else(|| "_".into());
-            let subject = names.spans_subject(&kind, &operation);
+                .map(operation_token)
+                .unwrap_or("_");
+            let subject = names.spans_subject(&kind, operation);
             let id = span.dedup_id();
             let payload = span.to_wire(budget).map_err(|e| e.to_string())?;
             let ack = js
@@ -122,10 +119,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subject_tokens_are_safe() {
-        assert_eq!(subject_token("chat"), "chat");
-        assert_eq!(subject_token("text.completion *"), "text_completion__");
-        assert_eq!(subject_token(""), "_");
+    fn operation_tokens_are_a_bounded_set() {
+        assert_eq!(operation_token("chat"), "chat");
+        assert_eq!(operation_token("execute_tool"), "execute_tool");
+        assert_eq!(operation_token("text.completion *"), "other");
+        assert_eq!(operation_token(">"), "other");
+        assert_eq!(operation_token(&"x".repeat(100_000)), "other");
+        assert_eq!(operation_token(""), "other");
+        // Every token is one a policy can select by.
+        for operation in GENAI_OPERATIONS {
+            assert!(umpire_core::span::AiSpanKind::from_genai_operation(operation).is_some());
+        }
     }
 
     #[test]
