@@ -12,7 +12,9 @@ pub struct RedactionCounts {
     pub attributes_dropped: u64,
 }
 
-/// Redacts resource, span, event and link attributes and status messages.
+/// Redacts resource, scope, span, event and link attributes, span and event names, and status
+/// messages. Names are redacted under the keys `span.name` and `event.name` (unscoped rules
+/// apply to them; rules scoped to attribute keys do not).
 pub fn redact_request(
     request: &mut ExportTraceServiceRequest,
     redactor: &Redactor,
@@ -28,7 +30,13 @@ pub fn redact_request(
             });
         }
         for scope_spans in &mut resource_spans.scope_spans {
+            if let Some(scope) = &mut scope_spans.scope {
+                redact_attributes(&mut scope.attributes, redactor, &mut counts, |key| {
+                    redactor.drops_attribute(key)
+                });
+            }
             for span in &mut scope_spans.spans {
+                redact_text("span.name", &mut span.name, redactor, &mut counts);
                 redact_attributes(&mut span.attributes, redactor, &mut counts, |key| {
                     redactor.drops_attribute(key)
                 });
@@ -37,23 +45,27 @@ pub fn redact_request(
                     redact_attributes(&mut event.attributes, redactor, &mut counts, |key| {
                         redactor.drops_event_attribute(&name, key)
                     });
+                    redact_text("event.name", &mut event.name, redactor, &mut counts);
                 }
                 for link in &mut span.links {
                     redact_attributes(&mut link.attributes, redactor, &mut counts, |key| {
                         redactor.drops_attribute(key)
                     });
                 }
-                if let Some(status) = &mut span.status
-                    && let std::borrow::Cow::Owned(clean) =
-                        redactor.redact_value("status.message", &status.message)
-                {
-                    status.message = clean;
-                    counts.values_rewritten += 1;
+                if let Some(status) = &mut span.status {
+                    redact_text("status.message", &mut status.message, redactor, &mut counts);
                 }
             }
         }
     }
     counts
+}
+
+fn redact_text(key: &str, text: &mut String, redactor: &Redactor, counts: &mut RedactionCounts) {
+    if let std::borrow::Cow::Owned(clean) = redactor.redact_value(key, text) {
+        *text = clean;
+        counts.values_rewritten += 1;
+    }
 }
 
 fn redact_attributes(
@@ -81,12 +93,7 @@ fn redact_value(
     counts: &mut RedactionCounts,
 ) {
     match &mut value.value {
-        Some(any_value::Value::StringValue(text)) => {
-            if let std::borrow::Cow::Owned(clean) = redactor.redact_value(key, text) {
-                *text = clean;
-                counts.values_rewritten += 1;
-            }
-        }
+        Some(any_value::Value::StringValue(text)) => redact_text(key, text, redactor, counts),
         Some(any_value::Value::ArrayValue(array)) => {
             for item in &mut array.values {
                 redact_value(key, item, redactor, counts);
@@ -100,5 +107,67 @@ fn redact_value(
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::Event};
+    use umpire_core::redaction::{RedactionAction, RedactionRule};
+
+    fn text(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Step 9, seen from outside: span names, event names and scope attributes were not
+    /// redacted, so an e-mail address in a span name reached NATS.
+    #[test]
+    fn names_and_scope_attributes_are_redacted_too() {
+        let secret = "ada@example.com";
+        let mut request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "app".into(),
+                        attributes: vec![text("owner", secret)],
+                        ..Default::default()
+                    }),
+                    spans: vec![Span {
+                        name: format!("answer {secret}"),
+                        events: vec![Event {
+                            name: format!("mailed {secret}"),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let redactor = Redactor::new(
+            true,
+            vec![RedactionRule::Rewrite {
+                name: "emails".into(),
+                pattern: regex::Regex::new(r"[\w.+-]+@[\w-]+\.[\w.]+").unwrap(),
+                scope: None,
+                action: RedactionAction::Replace("<email>".into()),
+            }],
+        );
+        let counts = redact_request(&mut request, &redactor);
+        assert_eq!(counts.values_rewritten, 3);
+        assert!(!format!("{request:?}").contains(secret), "{request:?}");
+        let spans = &request.resource_spans[0].scope_spans[0];
+        assert_eq!(spans.spans[0].name, "answer <email>");
+        assert_eq!(spans.spans[0].events[0].name, "mailed <email>");
     }
 }
