@@ -9,19 +9,16 @@ mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
+use support::controller::wait_reason;
 use support::tools::repo;
 use support::{UmpireProcess, create_namespace, free_port, install_crds};
 use umpire_api::eval_policy::EvalPolicy;
 use umpire_api::trace_project::TraceProject;
 use umpire_testkit::nats::NatsServer;
-use umpire_testkit::wait::eventually;
-
-const WAIT: Duration = Duration::from_secs(30);
 
 /// The health script Argo CD would run for `kind`, from the shipped ConfigMap patch.
 fn health_script(kind: &str) -> String {
@@ -101,24 +98,12 @@ fn health(object: &Value) -> (String, String) {
     (status.to_owned(), message.to_owned())
 }
 
-fn reason(object: &Value) -> Option<String> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .and_then(|c| c["reason"].as_str())
-        .map(str::to_owned)
-}
-
+/// The object once its `Ready` reason is `wanted`, as Argo CD would read it.
 async fn with_reason<K>(api: &Api<K>, name: &str, wanted: &str) -> Value
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    eventually(&format!("{name} with reason {wanted}"), WAIT, || async {
-        let object = serde_json::to_value(api.get_opt(name).await.ok()??).ok()?;
-        (reason(&object).as_deref() == Some(wanted)).then_some(object)
-    })
-    .await
+    serde_json::to_value(wait_reason(api, name, wanted).await).unwrap()
 }
 
 fn object(kind: &str, name: &str, spec: Value) -> Value {

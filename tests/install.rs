@@ -19,6 +19,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::Value;
+use support::controller::condition;
 use support::tools::{render_chart, repo};
 use umpire_api::eval_policy::EvalPolicy;
 use umpire_api::trace_project::TraceProject;
@@ -42,10 +43,7 @@ fn kubectl(server: &KubeApiServer, args: &[&str]) -> String {
 }
 
 fn ready(object: &Value) -> bool {
-    object["status"]["conditions"].as_array().is_some_and(|c| {
-        c.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
+    condition(&object["status"], "Ready").is_some_and(|(status, _, _)| status == "True")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -67,7 +67,7 @@ pub async fn network_policies(
     client: &Client,
     namespace: &str,
     selector: &str,
-    desired: &Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
+    desired: Option<&k8s_openapi::api::networking::v1::NetworkPolicy>,
 ) -> Result<Vec<String>, kube::Error> {
     match desired {
         Some(policy) => {

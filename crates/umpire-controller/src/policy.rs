@@ -164,7 +164,13 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
     prune::<ServiceAccount>(client, &namespace, &selector, &keep).await?;
     prune::<ConfigMap>(client, &namespace, &selector, &keep).await?;
     prune::<Deployment>(client, &namespace, &selector, &keep).await?;
-    network_policies(client, &namespace, &selector, &children.network_policy).await?;
+    network_policies(
+        client,
+        &namespace,
+        &selector,
+        children.network_policy.as_ref(),
+    )
+    .await?;
 
     let names = ProjectNames::new(&namespace, project_name);
     let consumer = streams::ensure_policy_consumer(

@@ -143,7 +143,15 @@ async fn apply_project(tp: &TraceProject, shared: &Shared) -> Result<Action, Err
     pruned.extend(prune::<Deployment>(client, &namespace, &selector, &keep).await?);
     pruned.extend(prune::<Service>(client, &namespace, &selector, &keep).await?);
     pruned.extend(prune::<PodDisruptionBudget>(client, &namespace, &selector, &keep).await?);
-    pruned.extend(network_policies(client, &namespace, &selector, &children.network_policy).await?);
+    pruned.extend(
+        network_policies(
+            client,
+            &namespace,
+            &selector,
+            children.network_policy.as_ref(),
+        )
+        .await?,
+    );
     if !pruned.is_empty() {
         tracing::info!(event = "children_pruned", namespace = %namespace, name = %name, pruned = ?pruned, "removed children no longer desired");
     }
