@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
+use umpire_alerting::delivery::report::{DeliveryObserver, PrintedRoutes};
 use umpire_alerting::delivery::{
     Attempt, DeliverySettings, Notifier, consumer_config, run_deliveries,
 };
@@ -324,4 +325,51 @@ async fn the_outbox_delivers_in_order_through_failures_without_loss_or_duplicate
         info.state.messages, 3,
         "the outbox holds what was sent (JetStream ages it out)"
     );
+}
+
+/// `umpire local --print-alerts`: a printed route sends nothing, shows the PagerDuty event it
+/// would send with the routing key's Secret named instead of its value, and reports it.
+#[tokio::test]
+async fn printed_routes_send_nothing_and_never_show_a_secret() {
+    let base = setup().await;
+    let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = reports.clone();
+    let receiver = base.receiver;
+    let routes = vec![PlannedRoute {
+        name: "oncall".into(),
+        target: RouteTarget::PagerDuty {
+            url: receiver.events_url(),
+            routing_key: SecretKeyRef {
+                name: "pd".into(),
+                key: "routing-key".into(),
+            },
+            component: None,
+            class: None,
+        },
+    }];
+    let settings = DeliverySettings {
+        secret_dir: Some(base._secrets.path().to_owned()),
+        printed: PrintedRoutes::All,
+        observer: Some(DeliveryObserver::new(move |report| {
+            seen.lock().unwrap().push(report)
+        })),
+        ..DeliverySettings::default()
+    };
+    let notifier = Notifier::new(routes, settings, base.metrics.clone()).unwrap();
+    let outcome = notifier
+        .attempt(&notification(Action::Trigger, 1, "oncall"))
+        .await;
+    let Attempt::Printed(body) = outcome else {
+        panic!("expected a printed notification, got {outcome:?}");
+    };
+    assert_eq!(body["event_action"], "trigger");
+    assert_eq!(
+        body["routing_key"],
+        "<from Secret pd, key routing-key>",
+        "{body}"
+    );
+    assert!(!body.to_string().contains(ROUTING_KEY));
+    assert!(receiver.events().is_empty(), "nothing may be sent");
+    // Reports come from the delivery loop, not from single attempts.
+    assert!(reports.lock().unwrap().is_empty());
 }

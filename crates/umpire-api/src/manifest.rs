@@ -2,7 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
+
+use crate::validate::{RefLookup, References};
 
 /// One YAML document of a manifest file.
 #[derive(Debug, Clone)]
@@ -141,5 +145,65 @@ mod tests {
             Err(ManifestError::Yaml { line, .. }) => assert!(*line >= 6, "line {line}"),
             other => panic!("expected a YAML error, got {other:?}"),
         }
+    }
+}
+
+/// ConfigMaps found among manifest files, so `schemaRef`s resolve without a cluster
+/// (`umpire check`, `umpire local`).
+#[derive(Default)]
+pub struct ManifestConfigMaps {
+    data: BTreeMap<(String, String), BTreeMap<String, String>>,
+}
+
+impl ManifestConfigMaps {
+    pub fn collect(documents: &[Document]) -> Self {
+        let mut maps = Self::default();
+        for document in documents {
+            let object = &document.object;
+            let is_config_map = object.get("apiVersion").and_then(Value::as_str) == Some("v1")
+                && object.get("kind").and_then(Value::as_str) == Some("ConfigMap");
+            let name = object.pointer("/metadata/name").and_then(Value::as_str);
+            if let (true, Some(name)) = (is_config_map, name) {
+                let data = object
+                    .get("data")
+                    .and_then(Value::as_object)
+                    .map(|data| {
+                        data.iter()
+                            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                maps.data
+                    .insert((namespace_of(object), name.to_owned()), data);
+            }
+        }
+        maps
+    }
+}
+
+impl References for ManifestConfigMaps {
+    fn config_map_value(&self, namespace: &str, name: &str, key: &str) -> RefLookup {
+        match self.data.get(&(namespace.to_owned(), name.to_owned())) {
+            None => RefLookup::Unavailable,
+            Some(data) => data
+                .get(key)
+                .cloned()
+                .map_or(RefLookup::MissingKey, RefLookup::Found),
+        }
+    }
+}
+
+/// `metadata.namespace`, or `default` as kubectl would apply it.
+pub fn namespace_of(object: &Value) -> String {
+    object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_owned()
+}
+
+impl ManifestConfigMaps {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.data.get(&(namespace.to_owned(), name.to_owned()))
     }
 }

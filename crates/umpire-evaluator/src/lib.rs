@@ -22,6 +22,7 @@ use umpire_runtime::admin::AdminServer;
 use umpire_runtime::readiness::Readiness;
 
 use umpire_alerting::delivery::DeliverySettings;
+use umpire_alerting::delivery::report::{DeliveryObserver, PrintedRoutes};
 use umpire_alerting::metrics::AlertMetrics;
 use umpire_alerting::{AlertingConfig, DEFAULT_LEASE_TTL, DEFAULT_TICK};
 
@@ -52,6 +53,9 @@ pub enum EvaluatorError {
 pub struct RunningEvaluator {
     pub admin_addr: SocketAddr,
     pub readiness: Readiness,
+    /// The worker's metrics, as served on the admin endpoint (`umpire local` reads them).
+    pub metrics: Arc<EvaluatorMetrics>,
+    pub alert_metrics: Arc<AlertMetrics>,
     task: JoinHandle<()>,
 }
 
@@ -92,8 +96,24 @@ pub fn dead_letter_stream_config(names: &ProjectNames) -> stream::Config {
     }
 }
 
+/// How notifications leave when the evaluator does not run in a cluster (`umpire local`).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryOverrides {
+    pub printed: PrintedRoutes,
+    pub observer: Option<DeliveryObserver>,
+}
+
 pub async fn start(
     config: EvaluatorConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningEvaluator, EvaluatorError> {
+    start_with(config, DeliveryOverrides::default(), shutdown).await
+}
+
+/// [`start`], with notifications printed or observed as `overrides` say.
+pub async fn start_with(
+    config: EvaluatorConfig,
+    overrides: DeliveryOverrides,
     shutdown: CancellationToken,
 ) -> Result<RunningEvaluator, EvaluatorError> {
     let plan = config.plan()?;
@@ -148,7 +168,7 @@ pub async fn start(
         plan.selector.clone(),
         judges,
         settings,
-        metrics,
+        metrics.clone(),
     );
     let alerting = umpire_alerting::start(
         js.clone(),
@@ -163,10 +183,12 @@ pub async fn start(
             replicas: 1,
             delivery: DeliverySettings {
                 secret_dir: config.secret_dir.clone(),
+                printed: overrides.printed,
+                observer: overrides.observer,
                 ..DeliverySettings::default()
             },
         },
-        alert_metrics,
+        alert_metrics.clone(),
         readiness.clone(),
         shutdown.clone(),
     )?;
@@ -190,6 +212,8 @@ pub async fn start(
     Ok(RunningEvaluator {
         admin_addr,
         readiness,
+        metrics,
+        alert_metrics,
         task,
     })
 }

@@ -344,3 +344,41 @@ fn agent_loop_counts_the_whole_trace() {
         (2, 1, 0)
     );
 }
+
+/// A policy that selects agent and tool spans beside LLM spans (the shipped agent-health
+/// example) must not count every tool span as a cost-judge error: there is no model call
+/// to price. `umpire local --demo` showed one error per tool and agent span.
+#[test]
+fn cost_does_not_apply_to_spans_that_call_no_model() {
+    let spans = fixture("openinference-00");
+    let judge = CostJudge {
+        max_usd: 1.0,
+        prices: vec![ModelPrice {
+            model: "gpt-4o*".into(),
+            input_per_million: 2.5,
+            output_per_million: 10.0,
+        }],
+    };
+    let without_model: Vec<&Span> = spans
+        .iter()
+        .filter(|s| {
+            s.ai.kind != Some(umpire_core::span::AiSpanKind::Llm)
+                && s.ai.request_model.is_none()
+                && s.ai.response_model.is_none()
+        })
+        .collect();
+    assert!(!without_model.is_empty(), "the fixture has chain/tool spans");
+    for span in without_model {
+        assert!(
+            matches!(
+                run(&judge, span),
+                Outcome::Skipped {
+                    reason: umpire_core::judge::SkipReason::NotApplicable
+                }
+            ),
+            "{:?}: {:?}",
+            span.name,
+            run(&judge, span)
+        );
+    }
+}

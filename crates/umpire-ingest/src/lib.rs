@@ -54,6 +54,8 @@ pub struct RunningIngest {
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub readiness: Readiness,
+    /// The worker's metrics, as served on the admin endpoint (`umpire local` reads them).
+    pub metrics: Arc<IngestMetrics>,
     task: JoinHandle<()>,
 }
 
@@ -186,7 +188,7 @@ pub async fn start(
                 .lease_ttl
                 .unwrap_or(sampler::leases::DEFAULT_LEASE_TTL),
         },
-        metrics,
+        metrics.clone(),
     );
     let streams = vec![
         IntakePublisher::stream_config(&names, config.intake_max_bytes, plan.stream.replicas),
@@ -235,6 +237,7 @@ pub async fn start(
         http_addr,
         admin_addr,
         readiness,
+        metrics,
         task,
     })
 }

@@ -1,6 +1,7 @@
 //! Structured logs: JSON lines on stdout, filtered by `UMPIRE_LOG` (or `RUST_LOG`).
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// Log format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -12,16 +13,36 @@ pub enum LogFormat {
     Text,
 }
 
+/// Where log lines go.
+#[derive(Debug)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    /// A file (`umpire local`'s live view owns the terminal).
+    File(std::fs::File),
+}
+
 /// Installs the global subscriber once; later calls (tests) are ignored.
 pub fn init(format: LogFormat) {
+    init_with(format, "info", LogTarget::Stdout);
+}
+
+/// [`init`] with another default level (when `UMPIRE_LOG`/`RUST_LOG` are unset) and target.
+pub fn init_with(format: LogFormat, default_filter: &str, target: LogTarget) {
     let filter = std::env::var("UMPIRE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
+    let writer = match target {
+        LogTarget::Stdout => BoxMakeWriter::new(std::io::stdout),
+        LogTarget::Stderr => BoxMakeWriter::new(std::io::stderr),
+        LogTarget::File(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_ansi(false)
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder
             .json()

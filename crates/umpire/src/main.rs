@@ -39,6 +39,9 @@ enum Command {
     Controller(Box<commands::controller::Args>),
     /// Run a policy's judges offline over recorded spans and gate on pass rates (for CI).
     Eval(commands::eval::Args),
+    /// Run TraceProjects and EvalPolicies from files on this machine, no Kubernetes
+    /// (`--demo`: a built-in project, traffic and incident).
+    Local(Box<commands::local::Args>),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Evaluator(args) => commands::evaluator::run(&args),
         Command::Controller(args) => commands::controller::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
+        Command::Local(args) => commands::local::run(&args),
     };
     match outcome {
         Ok(code) => code,

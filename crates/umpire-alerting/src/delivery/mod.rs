@@ -4,6 +4,7 @@
 //! accepts it, and finished without retry when the receiver rejects it (other 4xx).
 
 pub mod pagerduty;
+pub mod report;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use umpire_nats::names::ProjectNames;
 use umpire_runtime::https::{JsonClient, TransportError, full_jitter, snippet};
 
 use crate::metrics::{AlertMetrics, AttemptLabels, DeliveryLabels, RouteLabels};
+use report::{DeliveryObserver, DeliveryOutcome, PrintedRoutes};
 
 /// How long a delivery may go without progress before another replica takes it over.
 const DELIVERY_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -35,6 +37,10 @@ pub struct DeliverySettings {
     pub max_backoff: Duration,
     /// Where Kubernetes mounts the policy's Secrets: `<dir>/<secret>/<key>`.
     pub secret_dir: Option<PathBuf>,
+    /// Routes printed (reported as [`DeliveryOutcome::Printed`]) instead of sent.
+    pub printed: PrintedRoutes,
+    /// Told about every attempt's outcome.
+    pub observer: Option<DeliveryObserver>,
 }
 
 impl Default for DeliverySettings {
@@ -44,6 +50,8 @@ impl Default for DeliverySettings {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             secret_dir: None,
+            printed: PrintedRoutes::None,
+            observer: None,
         }
     }
 }
@@ -61,6 +69,8 @@ pub enum Attempt {
         reason: String,
         after: Option<Duration>,
     },
+    /// Not sent: printed (`umpire local --print-alerts`); this is the body.
+    Printed(serde_json::Value),
 }
 
 pub struct Notifier {
@@ -115,6 +125,9 @@ impl Notifier {
         let Some(route) = self.routes.get(&notification.route) else {
             return Attempt::Rejected(format!("route {} is not defined", notification.route));
         };
+        if self.settings.printed.includes(&route.name) {
+            return Attempt::Printed(report::preview(route, notification));
+        }
         let prepared = match &route.target {
             RouteTarget::PagerDuty {
                 url,
@@ -180,6 +193,12 @@ impl Notifier {
             headers.push((HeaderName::from_static("x-umpire-signature"), value));
         }
         Ok((url, headers, body))
+    }
+
+    fn report(&self, notification: &Notification, outcome: DeliveryOutcome) {
+        if let Some(observer) = &self.settings.observer {
+            observer.report(notification, outcome);
+        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -331,18 +350,38 @@ async fn deliver(notifier: &Notifier, message: jetstream::Message, shutdown: &Ca
                     .get_or_create(&route)
                     .observe(took);
                 finish(notifier, &notification, "delivered");
+                notifier.report(
+                    &notification,
+                    DeliveryOutcome::Delivered {
+                        attempts: attempt + 1,
+                    },
+                );
                 tracing::info!(event = "notification_delivered", id = %notification.id(), route = %notification.route, attempts = attempt + 1, "notification delivered");
+                let _ = message.double_ack().await;
+                return;
+            }
+            Attempt::Printed(body) => {
+                finish(notifier, &notification, "printed");
+                notifier.report(&notification, DeliveryOutcome::Printed(body));
                 let _ = message.double_ack().await;
                 return;
             }
             Attempt::Rejected(reason) => {
                 finish(notifier, &notification, "rejected");
+                notifier.report(&notification, DeliveryOutcome::Rejected(reason.clone()));
                 tracing::error!(event = "notification_rejected", id = %notification.id(), route = %notification.route, reason, "the receiver rejected the notification; not retrying");
                 let _ = message.double_ack().await;
                 return;
             }
             Attempt::Retry { reason, after } => {
                 let wait = after.unwrap_or_else(|| notifier.backoff(attempt));
+                notifier.report(
+                    &notification,
+                    DeliveryOutcome::Retrying {
+                        attempt: attempt + 1,
+                        reason: reason.clone(),
+                    },
+                );
                 tracing::warn!(event = "notification_retry", id = %notification.id(), route = %notification.route, attempt = attempt + 1, reason, wait_ms = wait.as_millis() as u64, "delivery failed; retrying");
                 attempt += 1;
                 let deadline = Instant::now() + wait;

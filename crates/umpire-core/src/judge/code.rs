@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{CodeJudge, JudgeErrorKind, JudgeInput, Outcome, SkipReason};
 use crate::field::SpanField;
 use crate::json_schema::CompiledJsonSchema;
-use crate::span::StatusCode;
+use crate::span::{AiSpanKind, StatusCode};
 
 /// The field parses as JSON and, with a schema, validates against it.
 #[derive(Debug)]
@@ -339,6 +339,10 @@ impl CodeJudge for CostJudge {
     fn evaluate(&self, input: &JudgeInput<'_>) -> Outcome {
         let ai = &input.span.ai;
         let Some(model) = ai.response_model.as_deref().or(ai.request_model.as_deref()) else {
+            // A chain, tool or agent span made no model call of its own: nothing to price.
+            if ai.kind != Some(AiSpanKind::Llm) {
+                return Outcome::skipped(SkipReason::NotApplicable);
+            }
             return Outcome::failed(JudgeErrorKind::MissingField, "the span names no model");
         };
         let Some(price) = self

@@ -1,72 +1,19 @@
 //! `umpire check PATH...`: validate manifests offline with the CRD schema, its CEL rules and
 //! Umpire's own rules. Exit 0 when every Umpire resource is valid, 1 otherwise.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::Value;
-use umpire_api::manifest::{self, Document};
-use umpire_api::validate::{DocumentKind, RefLookup, References, Validator, classify};
+use umpire_api::manifest::{self, ManifestConfigMaps};
+use umpire_api::validate::{DocumentKind, Validator, classify};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// YAML/JSON files or folders (searched recursively for *.yaml, *.yml, *.json).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
-}
-
-/// ConfigMaps found among the checked files, so `schemaRef`s can be validated offline.
-#[derive(Default)]
-struct ManifestConfigMaps {
-    data: BTreeMap<(String, String), BTreeMap<String, String>>,
-}
-
-impl ManifestConfigMaps {
-    fn collect(documents: &[Document]) -> Self {
-        let mut maps = Self::default();
-        for document in documents {
-            let object = &document.object;
-            let is_config_map = object.get("apiVersion").and_then(Value::as_str) == Some("v1")
-                && object.get("kind").and_then(Value::as_str) == Some("ConfigMap");
-            let name = object.pointer("/metadata/name").and_then(Value::as_str);
-            if let (true, Some(name)) = (is_config_map, name) {
-                let data = object
-                    .get("data")
-                    .and_then(Value::as_object)
-                    .map(|data| {
-                        data.iter()
-                            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                maps.data
-                    .insert((namespace_of(object), name.to_owned()), data);
-            }
-        }
-        maps
-    }
-}
-
-impl References for ManifestConfigMaps {
-    fn config_map_value(&self, namespace: &str, name: &str, key: &str) -> RefLookup {
-        match self.data.get(&(namespace.to_owned(), name.to_owned())) {
-            None => RefLookup::Unavailable,
-            Some(data) => data
-                .get(key)
-                .cloned()
-                .map_or(RefLookup::MissingKey, RefLookup::Found),
-        }
-    }
-}
-
-fn namespace_of(object: &Value) -> String {
-    object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_owned()
 }
 
 fn describe(object: &Value) -> String {

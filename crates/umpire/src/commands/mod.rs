@@ -4,6 +4,7 @@ pub mod crdgen;
 pub mod eval;
 pub mod evaluator;
 pub mod ingest;
+pub mod local;
 
 use std::path::PathBuf;
 
