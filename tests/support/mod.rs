@@ -99,6 +99,15 @@ impl UmpireProcess {
             .collect()
     }
 
+    /// Waits for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.log.push(line);
+        }
+        status.code()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -364,8 +364,7 @@ async fn printed_routes_send_nothing_and_never_show_a_secret() {
     };
     assert_eq!(body["event_action"], "trigger");
     assert_eq!(
-        body["routing_key"],
-        "<from Secret pd, key routing-key>",
+        body["routing_key"], "<from Secret pd, key routing-key>",
         "{body}"
     );
     assert!(!body.to_string().contains(ROUTING_KEY));

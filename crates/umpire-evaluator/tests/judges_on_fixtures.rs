@@ -367,7 +367,10 @@ fn cost_does_not_apply_to_spans_that_call_no_model() {
                 && s.ai.response_model.is_none()
         })
         .collect();
-    assert!(!without_model.is_empty(), "the fixture has chain/tool spans");
+    assert!(
+        !without_model.is_empty(),
+        "the fixture has chain/tool spans"
+    );
     for span in without_model {
         assert!(
             matches!(

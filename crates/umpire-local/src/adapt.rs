@@ -127,11 +127,12 @@ fn adapt_policy(
             "one evaluator runs in this process; LLM limits apply to it whole".into(),
         );
     }
-    for (index, judge) in policy.spec.judges.iter().enumerate() {
-        if let Some(llm) = &judge.llm
-            && let Some(secret) = &llm.api_key_secret_ref
-            && !has_secret(secrets, &policy.namespace, secret)
+    for (index, judge) in policy.spec.judges.iter_mut().enumerate() {
+        if let Some(llm) = &mut judge.llm
+            && let Some(secret) = llm.api_key_secret_ref.clone()
+            && !has_secret(secrets, &policy.namespace, &secret)
         {
+            llm.api_key_secret_ref = None;
             note(
                 format!("spec.judges[{index}].llm.apiKeySecretRef"),
                 format!(
@@ -151,9 +152,12 @@ fn adapt_policy(
             .pager_duty
             .iter()
             .map(|p| &p.routing_key_secret_ref)
-            .chain(route.webhook.iter().flat_map(|w| {
-                w.url_secret_ref.iter().chain(w.hmac_secret_ref.iter())
-            }))
+            .chain(
+                route
+                    .webhook
+                    .iter()
+                    .flat_map(|w| w.url_secret_ref.iter().chain(w.hmac_secret_ref.iter())),
+            )
             .collect();
         if let Some(missing) = needed
             .iter()
@@ -182,7 +186,8 @@ fn has_secret(resources: &LocalResources, namespace: &str, secret: &SecretKeyRef
 mod tests {
     use super::*;
 
-    const EXAMPLES: &str = include_str!("../../../manifests/examples/support-bot.traceproject.yaml");
+    const EXAMPLES: &str =
+        include_str!("../../../manifests/examples/support-bot.traceproject.yaml");
 
     #[test]
     fn what_one_node_cannot_hold_is_adapted_and_said() {
@@ -195,11 +200,22 @@ mod tests {
             },
         );
         let project = &adapted.resources.projects[0];
-        assert_eq!(project.spec.stream.as_ref().and_then(|s| s.replicas), Some(1));
-        let fields: Vec<&str> = adapted.adaptations.iter().map(|a| a.field.as_str()).collect();
+        assert_eq!(
+            project.spec.stream.as_ref().and_then(|s| s.replicas),
+            Some(1)
+        );
+        let fields: Vec<&str> = adapted
+            .adaptations
+            .iter()
+            .map(|a| a.field.as_str())
+            .collect();
         assert_eq!(
             fields,
-            ["spec.stream.replicas", "spec.ingest.replicas", "spec.ingest.auth"]
+            [
+                "spec.stream.replicas",
+                "spec.ingest.replicas",
+                "spec.ingest.auth"
+            ]
         );
         assert!(adapted.adaptations[0].message.contains("3 → 1"));
     }
@@ -215,6 +231,9 @@ mod tests {
             },
         );
         let project = &adapted.resources.projects[0];
-        assert_eq!(project.spec.stream.as_ref().and_then(|s| s.replicas), Some(3));
+        assert_eq!(
+            project.spec.stream.as_ref().and_then(|s| s.replicas),
+            Some(3)
+        );
     }
 }

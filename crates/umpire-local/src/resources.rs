@@ -91,7 +91,10 @@ impl LocalResources {
         Self::from_documents(&documents, Vec::new())
     }
 
-    fn from_documents(documents: &[Document], mut problems: Vec<String>) -> Result<Self, LoadError> {
+    fn from_documents(
+        documents: &[Document],
+        mut problems: Vec<String>,
+    ) -> Result<Self, LoadError> {
         let validator = Validator::new().map_err(|e| LoadError::Invalid(e.to_string()))?;
         let references = ManifestConfigMaps::collect(documents);
         let mut resources = Self::default();
@@ -102,14 +105,20 @@ impl LocalResources {
                 DocumentKind::Umpire(kind) => {
                     let outcome = validator.validate(kind, object, &references);
                     for error in &outcome.findings.errors {
-                        problems.push(format!("  {at}: {} {}: {error}", kind.name(), name_of(object)));
+                        problems.push(format!(
+                            "  {at}: {} {}: {error}",
+                            kind.name(),
+                            name_of(object)
+                        ));
                     }
                     match outcome.resource {
-                        Some(UmpireResource::TraceProject(tp)) => resources.projects.push(Project {
-                            namespace: namespace_of(object),
-                            name: name_of(object),
-                            spec: tp.spec,
-                        }),
+                        Some(UmpireResource::TraceProject(tp)) => {
+                            resources.projects.push(Project {
+                                namespace: namespace_of(object),
+                                name: name_of(object),
+                                spec: tp.spec,
+                            })
+                        }
                         Some(UmpireResource::EvalPolicy(ep)) => resources.policies.push(Policy {
                             namespace: namespace_of(object),
                             name: name_of(object),
@@ -133,7 +142,9 @@ impl LocalResources {
                             }
                             Err(e) => problems.push(format!("  {at}: Secret: {e}")),
                         },
-                        _ => resources.ignored.push(format!("{kind} {}", name_of(object))),
+                        _ => resources
+                            .ignored
+                            .push(format!("{kind} {}", name_of(object))),
                     }
                 }
             }
@@ -167,7 +178,10 @@ impl LocalResources {
     /// Lays ConfigMaps and Secrets out as Kubernetes mounts them for a pod of `namespace`:
     /// `<dir>/<namespace>/configmaps/<name>/<key>` and `…/secrets/<name>/<key>` (mode 0600).
     pub fn materialise(&self, dir: &Path) -> std::io::Result<()> {
-        for (kind, objects) in [("configmaps", &self.config_maps), ("secrets", &self.secrets)] {
+        for (kind, objects) in [
+            ("configmaps", &self.config_maps),
+            ("secrets", &self.secrets),
+        ] {
             for ((namespace, name), data) in objects {
                 let folder = dir.join(namespace).join(kind).join(name);
                 std::fs::create_dir_all(&folder)?;
@@ -213,7 +227,12 @@ fn config_map_data(object: &Value) -> Result<BTreeMap<String, Vec<u8>>, String> 
         .into_iter()
         .map(|(k, v)| (k, v.into_bytes()))
         .collect();
-    data.extend(map.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+    data.extend(
+        map.binary_data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0)),
+    );
     Ok(data)
 }
 

@@ -70,7 +70,10 @@ struct Workers {
 }
 
 /// Runs until `shutdown` (or, for the demo, until its incident has paged and resolved).
-pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<Summary, LocalError> {
+pub async fn run(
+    options: LocalOptions,
+    shutdown: CancellationToken,
+) -> Result<Summary, LocalError> {
     let mut renderer = Renderer::new(options.format);
     let temp = tempfile::Builder::new()
         .prefix("umpire-local-")
@@ -117,6 +120,15 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<S
             print_alerts: options.print_alerts,
         },
     );
+    // Said before anything runs: a worker that then fails to start is explained by them.
+    renderer.events(
+        &adapted
+            .adaptations
+            .iter()
+            .cloned()
+            .map(LocalEvent::Adapted)
+            .collect::<Vec<_>>(),
+    );
     let mounts = data_dir.join("objects");
     adapted
         .resources
@@ -125,7 +137,15 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<S
 
     let workers_stop = CancellationToken::new();
     let board_cell: Arc<std::sync::OnceLock<Board>> = Arc::default();
-    let workers = start_workers(&options, &adapted, &nats, &mounts, &board_cell, &workers_stop).await;
+    let workers = start_workers(
+        &options,
+        &adapted,
+        &nats,
+        &mounts,
+        &board_cell,
+        &workers_stop,
+    )
+    .await;
     let workers = match workers {
         Ok(workers) => workers,
         Err(e) => {
@@ -138,9 +158,6 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<S
     };
     let board = build_board(&workers, &adapted);
     let _ = board_cell.set(board.clone());
-    for adaptation in &adapted.adaptations {
-        board.record_event(LocalEvent::Adapted(adaptation.clone()));
-    }
     let feeders = subscribe_scores(&client, &adapted, &board).await?;
     wait_ready(&workers, &shutdown).await?;
     board.record_event(LocalEvent::Started {
@@ -179,7 +196,7 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<S
         }
         renderer.events(&events);
         ticks += 1;
-        if options.format == OutputFormat::Table || ticks % 5 == 0 {
+        if options.format == OutputFormat::Table || ticks.is_multiple_of(5) {
             renderer.figures(&board);
         }
         if finished_demo {

@@ -83,7 +83,7 @@ async fn complete(Json(request): Json<Value>) -> Response {
 
 /// The share of the answer's words (4+ letters, compared on their first 5) that occur in the
 /// reference documents.
-fn groundedness_overlap(prompt: &str) -> Option<f64> {
+pub(crate) fn groundedness_overlap(prompt: &str) -> Option<f64> {
     let (_, rest) = prompt.split_once("[Reference documents]\n")?;
     let (documents, rest) = rest.split_once("\n\n[Answer]\n")?;
     let answer = rest.split("\n\nAn answer is").next()?;
@@ -107,21 +107,26 @@ mod tests {
     use super::*;
 
     fn prompt(documents: &str, answer: &str) -> String {
-        format!("x\n\n[Question]\nq?\n\n[Reference documents]\n{documents}\n\n[Answer]\n{answer}\n\nAn answer is `grounded` when …")
+        format!(
+            "x\n\n[Question]\nq?\n\n[Reference documents]\n{documents}\n\n[Answer]\n{answer}\n\nAn answer is `grounded` when …"
+        )
     }
 
     #[test]
     fn overlap_tells_grounded_from_invented_answers() {
         let docs = "Returns are accepted within 30 days of delivery with the receipt.";
-        let grounded = groundedness_overlap(&prompt(docs, "Returns are accepted within 30 days of delivery.")).unwrap();
-        let invented = groundedness_overlap(&prompt(docs, "Refunds arrive instantly through cryptocurrency wallets.")).unwrap();
+        let grounded = groundedness_overlap(&prompt(
+            docs,
+            "Returns are accepted within 30 days of delivery.",
+        ))
+        .unwrap();
+        let invented = groundedness_overlap(&prompt(
+            docs,
+            "Refunds arrive instantly through cryptocurrency wallets.",
+        ))
+        .unwrap();
         assert!(grounded >= GROUNDED_OVERLAP, "{grounded}");
         assert!(invented < GROUNDED_OVERLAP, "{invented}");
         assert_eq!(groundedness_overlap("no markers"), None);
     }
-}
-
-#[cfg(test)]
-pub(super) fn overlap_for_tests(prompt: &str) -> f64 {
-    groundedness_overlap(prompt).unwrap_or(-1.0)
 }

@@ -134,18 +134,27 @@ async fn play(
         }
         if phase == Phase::StaleIndex && elapsed >= RECOVER_AT && fired(board) {
             phase = Phase::Healthy;
-            say(board, "RECOVERY: the index is rebuilt — answers are grounded again".into());
+            say(
+                board,
+                "RECOVERY: the index is rebuilt — answers are grounded again".into(),
+            );
         }
         if incident_seen && resolved(board) {
             say(board, "the page resolved: demo complete".into());
             return true;
         }
         if elapsed > GIVE_UP_AFTER {
-            say(board, format!("no page fired and resolved within {}s", GIVE_UP_AFTER.as_secs()));
+            say(
+                board,
+                format!(
+                    "no page fired and resolved within {}s",
+                    GIVE_UP_AFTER.as_secs()
+                ),
+            );
             return false;
         }
         let mut send = vec![traffic::rag_trace(phase)];
-        if tick % agent_every == 0 {
+        if tick.is_multiple_of(agent_every) {
             send.push(traffic::agent_trace());
         }
         tick += 1;
@@ -153,7 +162,10 @@ async fn play(
             if let Err(e) = traffic.send(spans).await
                 && e != last_error
             {
-                say(board, format!("sending failed (retrying with the next trace): {e}"));
+                say(
+                    board,
+                    format!("sending failed (retrying with the next trace): {e}"),
+                );
                 last_error = e;
             }
         }
@@ -188,7 +200,11 @@ mod tests {
 
     #[test]
     fn the_demo_manifests_are_valid_as_published_and_as_run() {
-        let published = fill("https://api.openai.com/v1", "gpt-4o-mini", "        apiKeySecretRef: {name: openai, key: api-key}\n");
+        let published = fill(
+            "https://api.openai.com/v1",
+            "gpt-4o-mini",
+            "        apiKeySecretRef: {name: openai, key: api-key}\n",
+        );
         let resources = LocalResources::from_yaml(&published).unwrap();
         assert_eq!((resources.projects.len(), resources.policies.len()), (1, 2));
         LocalResources::from_yaml(&fill("http://127.0.0.1:9/v1", "stand-in", "")).unwrap();

@@ -92,7 +92,7 @@ impl Traffic {
             }],
         };
         self.sent += 1;
-        if self.sent % 2 == 0 {
+        if self.sent.is_multiple_of(2) {
             self.grpc
                 .export(request)
                 .await
@@ -181,8 +181,7 @@ impl TraceBuilder {
 
 /// A RAG answer (OpenInference): chain → retriever + LLM.
 pub fn rag_trace(phase: Phase) -> Vec<Span> {
-    let (question, document, answer, invented) =
-        KNOWLEDGE[rand::random_range(0..KNOWLEDGE.len())];
+    let (question, document, answer, invented) = KNOWLEDGE[rand::random_range(0..KNOWLEDGE.len())];
     // Even a healthy assistant strays now and then (about 1 answer in 20).
     let strays = rand::random_range(0..20) == 0;
     let (document, answer) = match phase {
@@ -349,8 +348,11 @@ mod tests {
             let prompt = |documents: &str, answer: &str| {
                 format!("[Reference documents]\n{documents}\n\n[Answer]\n{answer}\n\nAn answer is")
             };
-            let grounded = super::super::judge::overlap_for_tests(&prompt(document, answer));
-            let stale = super::super::judge::overlap_for_tests(&prompt(STALE_DOCUMENT, invented));
+            let grounded =
+                super::super::judge::groundedness_overlap(&prompt(document, answer)).unwrap();
+            let stale =
+                super::super::judge::groundedness_overlap(&prompt(STALE_DOCUMENT, invented))
+                    .unwrap();
             assert!(grounded >= 0.7, "{answer}: {grounded}");
             assert!(stale < 0.7, "{invented}: {stale}");
         }

@@ -134,7 +134,10 @@ pub enum LocalEvent {
     },
     /// A line from the demo's script (the incident starts, recovers…).
     #[serde(rename_all = "camelCase")]
-    Demo { at_seconds: f64, message: String },
+    Demo {
+        at_seconds: f64,
+        message: String,
+    },
 }
 
 pub(crate) struct ProjectSource {
@@ -194,7 +197,12 @@ impl Board {
             return;
         };
         for score in &evaluation.scores {
-            let Some(judge) = policy.stats.judges.iter_mut().find(|j| j.name == score.judge) else {
+            let Some(judge) = policy
+                .stats
+                .judges
+                .iter_mut()
+                .find(|j| j.name == score.judge)
+            else {
                 continue;
             };
             match &score.outcome {
@@ -216,7 +224,9 @@ impl Board {
     pub fn record_delivery(&self, report: DeliveryReport) {
         let n = &report.notification;
         let (outcome, body) = match report.outcome {
-            DeliveryOutcome::Delivered { attempts } => (format!("delivered ({attempts} attempt(s))"), None),
+            DeliveryOutcome::Delivered { attempts } => {
+                (format!("delivered ({attempts} attempt(s))"), None)
+            }
             DeliveryOutcome::Printed(body) => ("printed".to_owned(), Some(body)),
             DeliveryOutcome::Rejected(reason) => (format!("rejected: {reason}"), None),
             DeliveryOutcome::Retrying { attempt, reason } => {
@@ -291,11 +301,19 @@ impl Board {
     }
 
     pub fn projects(&self) -> Vec<ProjectStats> {
-        self.lock().projects.iter().map(|p| p.stats.clone()).collect()
+        self.lock()
+            .projects
+            .iter()
+            .map(|p| p.stats.clone())
+            .collect()
     }
 
     pub fn policies(&self) -> Vec<PolicyStats> {
-        self.lock().policies.iter().map(|p| p.stats.clone()).collect()
+        self.lock()
+            .policies
+            .iter()
+            .map(|p| p.stats.clone())
+            .collect()
     }
 
     pub fn recent_notifications(&self) -> Vec<NotificationLine> {

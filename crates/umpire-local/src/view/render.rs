@@ -122,7 +122,10 @@ pub fn plain(event: &LocalEvent) -> String {
             policy,
             rule,
             state,
-        } => format!("{at_seconds:>6.1}s alert    {policy}/{rule} {}", state_word(*state)),
+        } => format!(
+            "{at_seconds:>6.1}s alert    {policy}/{rule} {}",
+            state_word(*state)
+        ),
         LocalEvent::Notification(n) => notification(n),
         LocalEvent::Stats {
             at_seconds,
@@ -177,7 +180,11 @@ fn stats_line(at_seconds: f64, projects: &[ProjectStats], policies: &[PolicyStat
 
 fn table(board: &Board, header: &[String]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "umpire local — {:.0}s — Ctrl-C stops\n", board.seconds());
+    let _ = writeln!(
+        out,
+        "umpire local — {:.0}s — Ctrl-C stops\n",
+        board.seconds()
+    );
     for line in header {
         let _ = writeln!(out, "{line}");
     }

@@ -16,7 +16,11 @@ use umpire_runtime::telemetry::{self, LogFormat, LogTarget};
 pub struct Args {
     /// Files or folders with TraceProjects, EvalPolicies and the ConfigMaps and Secrets they
     /// reference (searched recursively for *.yaml, *.yml, *.json).
-    #[arg(value_name = "PATH", required_unless_present = "demo", conflicts_with = "demo")]
+    #[arg(
+        value_name = "PATH",
+        required_unless_present = "demo",
+        conflicts_with = "demo"
+    )]
     paths: Vec<PathBuf>,
     /// Run the built-in demo: traffic, judges, an incident that pages and resolves.
     #[arg(long)]
@@ -114,17 +118,23 @@ fn print_summary(summary: &Summary, format: OutputFormat) {
             "policies": summary.policies,
             "notifications": summary.notifications,
             "demoCompleted": summary.demo_completed,
+            "demoManifests": summary.demo_yaml,
         });
         println!("{event}");
         return;
     }
     println!("\nSummary after {:.0}s", summary.seconds);
     for p in &summary.projects {
-        println!("  TraceProject {}: {} spans received, {} kept", p.name, p.spans_received, p.spans_kept);
+        println!(
+            "  TraceProject {}: {} spans received, {} kept",
+            p.name, p.spans_received, p.spans_kept
+        );
     }
     for policy in &summary.policies {
         for j in &policy.judges {
-            let rate = j.pass_rate().map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
+            let rate = j
+                .pass_rate()
+                .map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
             println!(
                 "  {}/{}: {} scored, pass rate {rate}, {} errors, {} skipped",
                 policy.name,
@@ -143,7 +153,9 @@ fn print_summary(summary: &Summary, format: OutputFormat) {
     }
     if let Some(yaml) = &summary.demo_yaml {
         if summary.demo_completed {
-            println!("\nThe demo paged and resolved. Its manifests, to copy into your repository:\n");
+            println!(
+                "\nThe demo paged and resolved. Its manifests, to copy into your repository:\n"
+            );
         } else {
             println!("\nThe demo did not complete. Its manifests:\n");
         }
