@@ -239,7 +239,13 @@ fn table(board: &Board, header: &[String]) -> String {
         let _ = writeln!(out, "  none yet");
     }
     for n in recent {
-        let _ = writeln!(out, "  {}", notification(&n).trim_start());
+        // The body is in the plain and JSON output; the table keeps one line each.
+        let line = notification(&n);
+        let _ = writeln!(
+            out,
+            "  {}",
+            line.lines().next().unwrap_or_default().trim_start()
+        );
     }
     out
 }
