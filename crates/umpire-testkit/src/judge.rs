@@ -74,7 +74,13 @@ pub struct JudgeServer {
 
 impl JudgeServer {
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(std::net::IpAddr::from([127, 0, 0, 1])).await
+    }
+
+    /// Listens on `listen` (e.g. a pod network's gateway, for pods in their own network
+    /// namespaces) instead of loopback.
+    pub async fn start_on(listen: std::net::IpAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((listen, 0)).await?;
         let addr = listener.local_addr()?;
         let default_verdict: Verdict = Arc::new(|request: &Recorded| {
             // The first allowed label: from the structured-output enum, else the system prompt.

@@ -12,7 +12,9 @@
 pub mod judge;
 pub mod kubeapi;
 pub mod nats;
+pub mod netns;
 pub mod pager;
 pub mod pod;
+pub mod pod_runner;
 pub mod tls;
 pub mod wait;

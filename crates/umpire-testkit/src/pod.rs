@@ -4,7 +4,8 @@
 //! sees `/etc/umpire/config.yaml` where the pod would, and the host sees nothing), logs kept.
 //!
 //! Needs root (`unshare --mount`, overlay and bind mounts). The pod shares the host's
-//! network: its ports are the container's ports on 127.0.0.1.
+//! network unless started in a network namespace ([`PodProcess::start_in`]; the
+//! [`crate::pod_runner::PodRunner`] gives each pod one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -62,6 +63,19 @@ impl PodProcess {
         entrypoint: &Path,
         extra_env: &[(&str, &str)],
     ) -> Result<Self, PodError> {
+        Self::start_in(client, deployment, pod_name, entrypoint, extra_env, None).await
+    }
+
+    /// Like [`start_with_env`](Self::start_with_env), in the network namespace `netns`
+    /// (`/run/netns/<netns>`, see [`crate::netns::PodNetwork`]) instead of the host's.
+    pub async fn start_in(
+        client: &kube::Client,
+        deployment: &Deployment,
+        pod_name: &str,
+        entrypoint: &Path,
+        extra_env: &[(&str, &str)],
+        netns: Option<&str>,
+    ) -> Result<Self, PodError> {
         let namespace = deployment
             .metadata
             .namespace
@@ -102,8 +116,13 @@ impl PodProcess {
         let log = std::fs::File::create(root.path().join("pod.log"))?;
         // `--pdeathsig`: a test process that dies without unwinding takes its pods along
         // (the signal follows the thread that started them, a runtime worker here).
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--", "unshare"])
+        let mut command = Command::new("setpriv");
+        command.args(["--pdeathsig", "KILL", "--"]);
+        if let Some(netns) = netns {
+            command.args(["nsenter", &format!("--net=/run/netns/{netns}"), "--"]);
+        }
+        let child = command
+            .arg("unshare")
             .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
             .arg(format!("{script}exec \"$@\""))
             .arg("pod")

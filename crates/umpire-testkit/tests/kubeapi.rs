@@ -246,6 +246,7 @@ async fn watches_resume_from_a_version_send_bookmarks_and_expire() {
     let server = KubeApiServer::start_with(EmulatorOptions {
         history_limit: 5,
         bookmark_interval: Duration::from_millis(100),
+        ..EmulatorOptions::default()
     })
     .await
     .unwrap();
@@ -565,20 +566,20 @@ async fn metadata_only_requests_get_partial_objects() {
     assert_eq!(raw["items"][0]["metadata"]["labels"]["a"], "b");
 }
 
-/// kubectl 1.33 sends some writes (`create namespace`, `create configmap`) as protobuf and
-/// falls back to JSON on 415 Unsupported Media Type, as a real server answers for a type it
-/// cannot decode; any other answer (a 400 here before) fails the command.
+/// Protobuf bodies of types the emulator does not decode get 415 Unsupported Media Type, as
+/// a real server answers for what it cannot decode (the types kubectl sends as protobuf are
+/// decoded: `tests/kubectl.rs`).
 #[tokio::test]
-async fn protobuf_writes_get_415_so_clients_fall_back_to_json() {
+async fn protobuf_writes_of_other_types_get_415() {
     let server = KubeApiServer::start().await.unwrap();
     let client = server.client();
-    let request = http::Request::post("/api/v1/namespaces/default/configmaps")
+    let request = http::Request::post("/apis/apps/v1/namespaces/default/deployments")
         .header("content-type", "application/vnd.kubernetes.protobuf")
         .header(
             "accept",
             "application/vnd.kubernetes.protobuf, application/json",
         )
-        .body(b"k8s\0\n\x0f\n\x02v1\x12\tConfigMap".to_vec())
+        .body(b"k8s\0\x0a\x15\x0a\x07apps/v1\x12\x0aDeployment".to_vec())
         .unwrap();
     let response = client
         .send(request.map(kube::client::Body::from))

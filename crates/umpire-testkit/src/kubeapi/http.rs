@@ -248,20 +248,24 @@ fn serve(
             return Err(attributes.forbidden(&who));
         }
     }
-    // What a real server answers for a body it cannot decode: kubectl then retries in JSON.
+    // kubectl writes some built-in types as protobuf (and does not retry in JSON when
+    // refused): those are decoded; others get the 415 a server answers for what it cannot
+    // decode.
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+    let decoded;
+    let body = if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
         && content_type.starts_with("application/vnd.kubernetes.protobuf")
     {
-        return Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            format!("the body of type {content_type} is unsupported; send application/json"),
-        ));
-    }
+        let object = super::protobuf::decode(body)
+            .map_err(|message| ApiError::new(415, "UnsupportedMediaType", message))?;
+        decoded = Bytes::from(object.to_string());
+        &decoded
+    } else {
+        body
+    };
     let namespace = target.namespace.clone().unwrap_or_default();
     if t.namespaced != target.namespace.is_some()
         && (target.name.is_some() || method != Method::GET)

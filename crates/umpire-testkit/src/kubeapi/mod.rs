@@ -25,6 +25,7 @@ pub mod authz;
 mod events;
 pub mod fields;
 mod http;
+mod protobuf;
 pub mod select;
 pub mod store;
 mod table;
@@ -48,6 +49,9 @@ pub struct EmulatorOptions {
     pub history_limit: usize,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// The address to listen on (a port is picked): loopback, or a pod network's gateway
+    /// so pods in their own network namespaces reach the API.
+    pub listen: std::net::IpAddr,
 }
 
 impl Default for EmulatorOptions {
@@ -55,6 +59,7 @@ impl Default for EmulatorOptions {
         Self {
             history_limit: 100_000,
             bookmark_interval: Duration::from_secs(5),
+            listen: std::net::IpAddr::from([127, 0, 0, 1]),
         }
     }
 }
@@ -73,7 +78,7 @@ impl KubeApiServer {
     }
 
     pub async fn start_with(options: EmulatorOptions) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind((options.listen, 0)).await?;
         let address = listener.local_addr()?;
         let shared = Arc::new(http::Shared {
             store: Mutex::new(store::Store::new(options.history_limit)),
@@ -176,6 +181,12 @@ impl KubeApiServer {
 
     fn store(&self) -> std::sync::MutexGuard<'_, store::Store> {
         self.shared.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// From now on Deployment status comes from a [`crate::pod_runner::PodRunner`], not
+    /// from the stand-in.
+    pub fn stop_simulating_deployments(&self) {
+        self.store().stop_simulating_deployments();
     }
 
     /// Whether simulated Deployments report ready pods (default true).

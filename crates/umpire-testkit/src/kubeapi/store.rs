@@ -138,6 +138,8 @@ pub struct Store {
     uid_seed: u64,
     uids: u64,
     deployments_ready: bool,
+    /// False once a pod runner writes Deployment status instead of the stand-in.
+    deployments_simulated: bool,
     writes: Vec<WriteRecord>,
 }
 
@@ -175,6 +177,7 @@ impl Store {
             uid_seed: seed,
             uids: 0,
             deployments_ready: true,
+            deployments_simulated: true,
             writes: Vec::new(),
         }
     }
@@ -956,8 +959,13 @@ impl Store {
         }
     }
 
+    /// Hands Deployment status to a pod runner: the stand-in stops writing it.
+    pub fn stop_simulating_deployments(&mut self) {
+        self.deployments_simulated = false;
+    }
+
     fn simulate_deployment(&mut self, t: &ResourceType, deployment: &Value) {
-        if deployment["metadata"]["deletionTimestamp"].is_string() {
+        if !self.deployments_simulated || deployment["metadata"]["deletionTimestamp"].is_string() {
             return;
         }
         let namespace = deployment["metadata"]["namespace"]
