@@ -92,12 +92,40 @@ fn policy_columns(server: &KubeApiServer) -> (String, String, String) {
     (project_ready, policy.0, policy.1)
 }
 
-/// Sends one GenAI chat span every 100 ms through the real SDK, alternating a gRPC exporter
-/// to one ingest pod and an HTTP exporter to the other; `stale` makes the answers ungrounded.
+/// Sends GenAI chat spans through the real SDK: a gRPC exporter to one ingest pod and an HTTP
+/// exporter to the other, one span every 200 ms each; `stale` makes the answers ungrounded.
 struct Traffic {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn chat_span(provider: &SdkTracerProvider, stale: bool) {
+    let answer = if stale {
+        "STALE: the jacket ships from the moon"
+    } else {
+        "Returns are accepted within 30 days."
+    };
+    let tracer = provider.tracer("e2e");
+    let mut span = tracer.start("chat gpt-4o-mini");
+    span.set_attributes([
+        KeyValue::new("gen_ai.operation.name", "chat"),
+        KeyValue::new("gen_ai.provider.name", "openai"),
+        KeyValue::new("gen_ai.request.model", "gpt-4o-mini"),
+        KeyValue::new("gen_ai.usage.input_tokens", 40),
+        KeyValue::new("gen_ai.usage.output_tokens", 9),
+        KeyValue::new(
+            "gen_ai.input.messages",
+            r#"[{"role":"user","parts":[{"type":"text","content":"How long can I return a jacket?"}]}]"#,
+        ),
+        KeyValue::new(
+            "gen_ai.output.messages",
+            format!(
+                r#"[{{"role":"assistant","parts":[{{"type":"text","content":"{answer}"}}],"finish_reason":"stop"}}]"#
+            ),
+        ),
+    ]);
+    span.end();
 }
 
 impl Traffic {
@@ -109,70 +137,48 @@ impl Traffic {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let (stopping, counting) = (stop.clone(), sent.clone());
-        let thread = std::thread::spawn(move || {
-            let _entered = runtime.enter();
-            let resource = || Resource::builder().with_service_name("shop-assistant").build();
-            let grpc = SdkTracerProvider::builder()
-                .with_simple_exporter(
+        let mut threads = Vec::new();
+        for grpc_exporter in [true, false] {
+            let (stopping, counting, stale) = (stop.clone(), sent.clone(), stale.clone());
+            let (grpc, http, runtime) = (grpc.clone(), http.clone(), runtime.clone());
+            threads.push(std::thread::spawn(move || {
+                // The gRPC exporter needs a runtime entered; the HTTP one is a blocking
+                // client, which must not run inside one.
+                let _entered = grpc_exporter.then(|| runtime.enter());
+                let exporter = if grpc_exporter {
                     opentelemetry_otlp::SpanExporter::builder()
                         .with_tonic()
                         .with_endpoint(format!("http://{grpc}"))
                         .build()
-                        .unwrap(),
-                )
-                .with_resource(resource())
-                .build();
-            let http = SdkTracerProvider::builder()
-                .with_simple_exporter(
+                        .unwrap()
+                } else {
                     opentelemetry_otlp::SpanExporter::builder()
                         .with_http()
                         .with_protocol(Protocol::HttpBinary)
                         .with_endpoint(format!("http://{http}/v1/traces"))
                         .build()
-                        .unwrap(),
-                )
-                .with_resource(resource())
-                .build();
-            let mut n = 0u64;
-            while !stopping.load(Ordering::Relaxed) {
-                let provider = if n % 2 == 0 { &grpc } else { &http };
-                let answer = if stale.load(Ordering::Relaxed) {
-                    "STALE: the jacket ships from the moon"
-                } else {
-                    "Returns are accepted within 30 days."
+                        .unwrap()
                 };
-                let tracer = provider.tracer("e2e");
-                let mut span = tracer.start("chat gpt-4o-mini");
-                span.set_attributes([
-                    KeyValue::new("gen_ai.operation.name", "chat"),
-                    KeyValue::new("gen_ai.provider.name", "openai"),
-                    KeyValue::new("gen_ai.request.model", "gpt-4o-mini"),
-                    KeyValue::new("gen_ai.usage.input_tokens", 40),
-                    KeyValue::new("gen_ai.usage.output_tokens", 9),
-                    KeyValue::new(
-                        "gen_ai.input.messages",
-                        r#"[{"role":"user","parts":[{"type":"text","content":"How long can I return a jacket?"}]}]"#,
-                    ),
-                    KeyValue::new(
-                        "gen_ai.output.messages",
-                        format!(
-                            r#"[{{"role":"assistant","parts":[{{"type":"text","content":"{answer}"}}],"finish_reason":"stop"}}]"#
-                        ),
-                    ),
-                ]);
-                span.end();
-                counting.fetch_add(1, Ordering::Relaxed);
-                n += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = grpc.shutdown();
-            let _ = http.shutdown();
-        });
+                let provider = SdkTracerProvider::builder()
+                    .with_simple_exporter(exporter)
+                    .with_resource(
+                        Resource::builder()
+                            .with_service_name("shop-assistant")
+                            .build(),
+                    )
+                    .build();
+                while !stopping.load(Ordering::Relaxed) {
+                    chat_span(&provider, stale.load(Ordering::Relaxed));
+                    counting.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                let _ = provider.shutdown();
+            }));
+        }
         Self {
             stop,
             sent,
-            thread: Some(thread),
+            threads,
         }
     }
 }
@@ -180,7 +186,7 @@ impl Traffic {
 impl Drop for Traffic {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -207,7 +213,10 @@ async fn wait_for<T>(
                 let tail: String = text.chars().skip(text.len().saturating_sub(4000)).collect();
                 logs.push_str(&format!("\n===== {ns}/{deployment}\n{tail}"));
             }
-            panic!("{what}: not within {WAIT:?}\nrunner problems: {:?}{logs}", runner.problems());
+            panic!(
+                "{what}: not within {WAIT:?}\nrunner problems: {:?}{logs}",
+                runner.problems()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -273,12 +282,27 @@ async fn the_whole_product_pages_and_resolves_as_deployed() {
     .unwrap();
     let manifests = dir.path().join("umpire.yaml");
     std::fs::write(&manifests, render_chart(&[&values])).unwrap();
-    kubectl(&cluster, &["apply", "--server-side", "-f", "manifests/install/namespace.yaml"]);
-    kubectl(&cluster, &["apply", "--server-side", "-f", manifests.to_str().unwrap()]);
+    kubectl(
+        &cluster,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            "manifests/install/namespace.yaml",
+        ],
+    );
+    kubectl(
+        &cluster,
+        &["apply", "--server-side", "-f", manifests.to_str().unwrap()],
+    );
     Api::<Secret>::namespaced(client.clone(), "umpire-system")
         .create(
             &PostParams::default(),
-            &secret("umpire-system", "umpire-nats", &[("username", "umpire"), ("password", NATS_PASSWORD)]),
+            &secret(
+                "umpire-system",
+                "umpire-nats",
+                &[("username", "umpire"), ("password", NATS_PASSWORD)],
+            ),
         )
         .await
         .unwrap();
@@ -292,7 +316,10 @@ async fn the_whole_product_pages_and_resolves_as_deployed() {
             namespaces: vec!["umpire-system".into(), NS.into()],
             extra_env: BTreeMap::from([(
                 "umpire".to_owned(),
-                vec![("KUBECONFIG".to_owned(), account_kubeconfig.display().to_string())],
+                vec![(
+                    "KUBECONFIG".to_owned(),
+                    account_kubeconfig.display().to_string(),
+                )],
             )]),
             network: Some(network.clone()),
             period: Duration::from_millis(200),
@@ -336,7 +363,12 @@ spec:
   judges:
     - name: grounded
       llm:
-        template: groundedness
+        prompt: |
+          Is the answer supported by the store's policies?
+          [Question] {{{{input}}}}
+          [Answer] {{{{output}}}}
+          Answer `grounded` or `ungrounded`.
+        choices: {{grounded: 1.0, ungrounded: 0.0}}
         endpoint: {judge}/v1
         model: judge-model
         apiKeySecretRef: {{name: judge-key, key: api-key}}
@@ -360,24 +392,35 @@ spec:
         ),
     )
     .unwrap();
-    kubectl(&cluster, &["apply", "--server-side", "-f", resources.to_str().unwrap()]);
+    kubectl(
+        &cluster,
+        &["apply", "--server-side", "-f", resources.to_str().unwrap()],
+    );
 
     // The controller's Deployments run: two ingest pods on their own addresses.
-    let ingest: Vec<PodView> = wait_for("two ingest pods and an evaluator ready", &runner, async || {
-        let ingest = runner.pods(NS, "assistant-ingest");
-        let evaluator = runner.pods(NS, "quality-evaluator");
-        (ingest.len() == 2
-            && ingest.iter().all(|p| p.ready)
-            && !evaluator.is_empty()
-            && evaluator.iter().all(|p| p.ready))
-        .then_some(ingest)
-    })
+    let ingest: Vec<PodView> = wait_for(
+        "two ingest pods and an evaluator ready",
+        &runner,
+        async || {
+            let ingest = runner.pods(NS, "assistant-ingest");
+            let evaluator = runner.pods(NS, "quality-evaluator");
+            (ingest.len() == 2
+                && ingest.iter().all(|p| p.ready)
+                && !evaluator.is_empty()
+                && evaluator.iter().all(|p| p.ready))
+            .then_some(ingest)
+        },
+    )
     .await;
     assert_ne!(ingest[0].ip, ingest[1].ip);
-    wait_for("kubectl shows both Ready, nothing firing", &runner, async || {
-        let (project, policy, firing) = policy_columns(&cluster);
-        (project == "True" && policy == "True" && firing == "0").then_some(())
-    })
+    wait_for(
+        "kubectl shows both Ready, nothing firing",
+        &runner,
+        async || {
+            let (project, policy, firing) = policy_columns(&cluster);
+            (project == "True" && policy == "True" && firing == "0").then_some(())
+        },
+    )
     .await;
 
     // Healthy traffic through the real SDK, then a regression.
@@ -392,14 +435,21 @@ spec:
         (judge.requests().len() >= 20).then_some(())
     })
     .await;
-    assert!(pager.events().is_empty(), "healthy traffic paged: {:?}", pager.events().iter().map(|e| &e.body).collect::<Vec<_>>());
+    assert!(
+        pager.events().is_empty(),
+        "healthy traffic paged: {:?}",
+        pager.events().iter().map(|e| &e.body).collect::<Vec<_>>()
+    );
     stale.store(true, Ordering::Relaxed);
     let trigger = wait_for("the regression pages", &runner, async || {
         pager.events().into_iter().find(|e| e.action() == "trigger")
     })
     .await;
     assert_eq!(trigger.body["routing_key"], ROUTING_KEY);
-    assert_eq!(trigger.body["dedup_key"], "umpire/shop/quality/grounded-drop");
+    assert_eq!(
+        trigger.body["dedup_key"],
+        "umpire/shop/quality/grounded-drop"
+    );
     assert_eq!(trigger.body["payload"]["severity"], "critical");
     assert_eq!(trigger.body["payload"]["component"], "assistant");
     assert_eq!(trigger.body["payload"]["class"], "grounded");
@@ -427,7 +477,11 @@ spec:
         assert!(logs.contains(&pod.name), "{}", pod.name);
     }
     // No secret reached a log.
-    for (ns, deployment) in [("umpire-system", "umpire"), (NS, "assistant-ingest"), (NS, "quality-evaluator")] {
+    for (ns, deployment) in [
+        ("umpire-system", "umpire"),
+        (NS, "assistant-ingest"),
+        (NS, "quality-evaluator"),
+    ] {
         let logs = runner.logs(ns, deployment);
         for secret in [NATS_PASSWORD, ROUTING_KEY, JUDGE_KEY] {
             assert!(!logs.contains(secret), "{ns}/{deployment} logged a secret");

@@ -28,7 +28,9 @@ fn ip(args: &[&str]) -> Result<(), NetworkError> {
         .output()
         .map_err(|e| error(e.to_string()))?;
     if !output.status.success() {
-        return Err(error(String::from_utf8_lossy(&output.stderr).trim().to_owned()));
+        return Err(error(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
     }
     Ok(())
 }
@@ -82,7 +84,12 @@ impl PodNetwork {
 
     /// The host's address on the network: servers pods must reach listen here.
     pub fn gateway(&self) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(self.subnet[0], self.subnet[1], self.subnet[2], 1))
+        IpAddr::V4(Ipv4Addr::new(
+            self.subnet[0],
+            self.subnet[1],
+            self.subnet[2],
+            1,
+        ))
     }
 
     /// A namespace with its own address for a new pod.
@@ -94,7 +101,10 @@ impl PodNetwork {
             host
         };
         let netns = format!("{}p{host}", self.tag);
-        let (outside, inside) = (format!("{}h{host}", self.tag), format!("{}c{host}", self.tag));
+        let (outside, inside) = (
+            format!("{}h{host}", self.tag),
+            format!("{}c{host}", self.tag),
+        );
         let _ = ip(&["netns", "del", &netns]);
         ip(&["netns", "add", &netns])?;
         self.state
@@ -105,7 +115,9 @@ impl PodNetwork {
         let address = Ipv4Addr::new(self.subnet[0], self.subnet[1], self.subnet[2], host);
         let cidr = format!("{address}/24");
         let gateway = self.gateway().to_string();
-        ip(&["link", "add", &outside, "type", "veth", "peer", "name", &inside])?;
+        ip(&[
+            "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+        ])?;
         ip(&["link", "set", &inside, "netns", &netns])?;
         ip(&["link", "set", &outside, "master", &self.bridge, "up"])?;
         ip(&["-n", &netns, "addr", "add", &cidr, "dev", &inside])?;

@@ -119,7 +119,12 @@ impl PodRunner {
         let key = (namespace.to_owned(), deployment.to_owned());
         let mut text = state.finished_logs.get(&key).cloned().unwrap_or_default();
         for pod in state.pods.get(&key).into_iter().flatten() {
-            text.push_str(&format!("--- pod {}\n{}{}", pod.name, pod.earlier_logs, pod.process.logs()));
+            text.push_str(&format!(
+                "--- pod {}\n{}{}",
+                pod.name,
+                pod.earlier_logs,
+                pod.process.logs()
+            ));
         }
         text
     }
@@ -385,7 +390,12 @@ async fn stop_pod(
     })
     .await;
     if let Ok(pod) = pod {
-        let logs = format!("--- pod {} (stopped)\n{}{}", pod.name, pod.earlier_logs, pod.process.logs());
+        let logs = format!(
+            "--- pod {} (stopped)\n{}{}",
+            pod.name,
+            pod.earlier_logs,
+            pod.process.logs()
+        );
         lock(state)
             .finished_logs
             .entry(key.clone())
@@ -420,10 +430,19 @@ fn readiness_probe(deployment: &Deployment) -> Option<(String, u16)> {
     Some((get.path.clone().unwrap_or_else(|| "/".into()), port))
 }
 
-async fn write_status(client: &kube::Client, deployment: &Deployment, pods: &[RunningPod], template: u64) {
+async fn write_status(
+    client: &kube::Client,
+    deployment: &Deployment,
+    pods: &[RunningPod],
+    template: u64,
+) {
     let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
     let name = deployment.metadata.name.clone().unwrap_or_default();
-    let desired = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
     let ready = pods.iter().filter(|p| p.ready).count() as i32;
     let updated = pods.iter().filter(|p| p.template == template).count() as i32;
     let available = ready >= desired;

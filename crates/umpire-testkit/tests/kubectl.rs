@@ -153,17 +153,65 @@ async fn kubectl_create_sends_protobuf_and_it_is_understood() {
     let server = KubeApiServer::start().await.unwrap();
     for args in [
         vec!["create", "namespace", "team-a"],
-        vec!["create", "configmap", "settings", "-n", "team-a", "--from-literal=mode=fast"],
-        vec!["create", "secret", "generic", "token", "-n", "team-a", "--from-literal=token=s3cret"],
+        vec![
+            "create",
+            "configmap",
+            "settings",
+            "-n",
+            "team-a",
+            "--from-literal=mode=fast",
+        ],
+        vec![
+            "create",
+            "secret",
+            "generic",
+            "token",
+            "-n",
+            "team-a",
+            "--from-literal=token=s3cret",
+        ],
         vec!["create", "serviceaccount", "robot", "-n", "team-a"],
     ] {
         let (ok, out) = kubectl(&server, &args);
         assert!(ok, "kubectl {args:?}: {out}");
     }
-    let (ok, out) = kubectl(&server, &["get", "configmap", "settings", "-n", "team-a", "-o", "jsonpath={.data.mode}"]);
+    let (ok, out) = kubectl(
+        &server,
+        &[
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.mode}",
+        ],
+    );
     assert!(ok && out.trim() == "fast", "{out}");
-    let (ok, out) = kubectl(&server, &["get", "secret", "token", "-n", "team-a", "-o", "jsonpath={.data.token}"]);
+    let (ok, out) = kubectl(
+        &server,
+        &[
+            "get",
+            "secret",
+            "token",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.token}",
+        ],
+    );
     assert!(ok && out.trim() == "czNjcmV0", "{out}");
-    let (ok, out) = kubectl(&server, &["get", "serviceaccount", "robot", "-n", "team-a", "-o", "name"]);
+    let (ok, out) = kubectl(
+        &server,
+        &[
+            "get",
+            "serviceaccount",
+            "robot",
+            "-n",
+            "team-a",
+            "-o",
+            "name",
+        ],
+    );
     assert!(ok && out.contains("serviceaccount/robot"), "{out}");
 }
