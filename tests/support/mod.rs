@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 pub mod cluster;
 pub mod controller;
 pub mod tools;
+pub mod traffic;
 
 /// A running `umpire` subcommand whose JSON log lines are collected.
 pub struct UmpireProcess {

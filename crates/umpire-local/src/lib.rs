@@ -9,6 +9,7 @@ pub mod nats_server;
 pub mod resources;
 mod session;
 pub mod view;
+mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,33 +1,22 @@
 //! One `umpire local` run: NATS, workers, feeders of the live view, and the orderly stop.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use umpire_alerting::delivery::report::{DeliveryObserver, PrintedRoutes};
-use umpire_core::score::SpanEvaluation;
-use umpire_evaluator::config::EvaluatorConfig;
-use umpire_evaluator::{DeliveryOverrides, RunningEvaluator};
-use umpire_ingest::RunningIngest;
-use umpire_ingest::config::{IngestConfig, ListenAddresses};
 use umpire_nats::connect::NatsSettings;
-use umpire_nats::names::ProjectNames;
 use umpire_runtime::readiness::Readiness;
 
-use crate::adapt::{Adapted, Environment, adapt};
+use crate::LocalOptions;
+use crate::adapt::{Environment, adapt};
 use crate::demo::Demo;
 use crate::nats_server::{NatsServerError, PrivateNats};
-use crate::resources::{LoadError, LocalResources, mount_dirs};
+use crate::resources::{LoadError, LocalResources};
 use crate::view::render::{OutputFormat, Renderer};
-use crate::view::{
-    AlertState, AlertStats, Board, JudgeStats, LocalEvent, PolicySource, PolicyStats,
-    ProjectSource, ProjectStats,
-};
-use crate::{LocalOptions, nth_port};
+use crate::view::{Board, LocalEvent, PolicyStats, ProjectStats};
+use crate::workers::{Workers, build_board, start_workers, subscribe_scores};
 
 /// How long the workers may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,11 +51,6 @@ pub struct Summary {
     /// The demo's manifests, to copy into a repository.
     pub demo_yaml: Option<String>,
     pub demo_completed: bool,
-}
-
-struct Workers {
-    ingests: Vec<(String, RunningIngest)>,
-    evaluators: Vec<(String, RunningEvaluator)>,
 }
 
 /// Runs until `shutdown` (or, for the demo, until its incident has paged and resolved).
@@ -257,172 +241,6 @@ async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, LocalErr
         ));
     }
     Ok(client)
-}
-
-async fn start_workers(
-    options: &LocalOptions,
-    adapted: &Adapted,
-    nats: &NatsSettings,
-    mounts: &std::path::Path,
-    board: &Arc<std::sync::OnceLock<Board>>,
-    stop: &CancellationToken,
-) -> Result<Workers, LocalError> {
-    let resources = &adapted.resources;
-    let mut ingests = Vec::new();
-    for (index, project) in resources.projects.iter().enumerate() {
-        let offset = u16::try_from(index).unwrap_or(u16::MAX);
-        let (_, secrets) = mount_dirs(mounts, &project.namespace);
-        let mut config = IngestConfig::for_project(
-            &project.namespace,
-            &project.name,
-            project.spec.clone(),
-            nats.clone(),
-        );
-        config.listen = ListenAddresses {
-            grpc: nth_port(options.grpc_listen, offset.saturating_mul(2)),
-            http: nth_port(options.http_listen, offset.saturating_mul(2)),
-            admin: nth_port(options.admin_listen, offset),
-        };
-        config.member_id = Some(format!("local-{}", project.name));
-        config.auth_token_file = project
-            .spec
-            .ingest
-            .as_ref()
-            .and_then(|i| i.auth.as_ref())
-            .map(|a| {
-                secrets
-                    .join(&a.bearer_token_secret_ref.name)
-                    .join(&a.bearer_token_secret_ref.key)
-            });
-        let name = format!("{}/{}", project.namespace, project.name);
-        let running = umpire_ingest::start(config, stop.child_token())
-            .await
-            .map_err(|e| LocalError::Worker {
-                what: format!("ingest for TraceProject {name}"),
-                message: e.to_string(),
-            })?;
-        ingests.push((name, running));
-    }
-    let mut evaluators = Vec::new();
-    for (index, policy) in resources.policies.iter().enumerate() {
-        let offset = u16::try_from(resources.projects.len() + index).unwrap_or(u16::MAX);
-        let (config_maps, secrets) = mount_dirs(mounts, &policy.namespace);
-        let mut config = EvaluatorConfig::for_policy(
-            &policy.namespace,
-            &policy.name,
-            policy.spec.clone(),
-            nats.clone(),
-            Some(secrets),
-            Some(config_maps),
-        );
-        config.admin_listen = nth_port(options.admin_listen, offset);
-        let name = format!("{}/{}", policy.namespace, policy.name);
-        let printed: BTreeSet<String> = adapted
-            .printed_routes
-            .iter()
-            .find(|(p, _)| p == &name)
-            .map(|(_, routes)| routes.clone())
-            .unwrap_or_default();
-        let cell = board.clone();
-        let overrides = DeliveryOverrides {
-            printed: PrintedRoutes::Only(printed),
-            observer: Some(DeliveryObserver::new(move |report| {
-                if let Some(board) = cell.get() {
-                    board.record_delivery(report);
-                }
-            })),
-        };
-        let running = umpire_evaluator::start_with(config, overrides, stop.child_token())
-            .await
-            .map_err(|e| LocalError::Worker {
-                what: format!("evaluator for EvalPolicy {name}"),
-                message: e.to_string(),
-            })?;
-        evaluators.push((policy.name.clone(), running));
-    }
-    Ok(Workers {
-        ingests,
-        evaluators,
-    })
-}
-
-fn build_board(workers: &Workers, adapted: &Adapted) -> Board {
-    let projects = workers
-        .ingests
-        .iter()
-        .zip(&adapted.resources.projects)
-        .map(|((_, running), project)| ProjectSource {
-            stats: ProjectStats {
-                name: project.name.clone(),
-                grpc: running.grpc_addr.to_string(),
-                http: running.http_addr.to_string(),
-                spans_received: 0,
-                spans_kept: 0,
-            },
-            metrics: running.metrics.clone(),
-        })
-        .collect();
-    let policies = workers
-        .evaluators
-        .iter()
-        .zip(&adapted.resources.policies)
-        .map(|((_, running), policy)| PolicySource {
-            stats: PolicyStats {
-                name: policy.name.clone(),
-                project: policy.spec.project_ref.name.clone(),
-                judges: policy
-                    .spec
-                    .judges
-                    .iter()
-                    .map(|j| JudgeStats::named(&j.name))
-                    .collect(),
-                alerts: policy
-                    .spec
-                    .alerts
-                    .iter()
-                    .flatten()
-                    .map(|a| AlertStats {
-                        rule: a.name.clone(),
-                        state: AlertState::Ok,
-                        fired: 0,
-                    })
-                    .collect(),
-            },
-            alert_metrics: running.alert_metrics.clone(),
-        })
-        .collect();
-    Board::new(projects, policies)
-}
-
-/// Follows each policy's published scores (a core subscription: the view may miss some
-/// under load, the stream keeps them all).
-async fn subscribe_scores(
-    client: &async_nats::Client,
-    adapted: &Adapted,
-    board: &Board,
-) -> Result<Vec<JoinHandle<()>>, LocalError> {
-    let mut feeders = Vec::new();
-    for policy in &adapted.resources.policies {
-        let names = ProjectNames::new(&policy.namespace, &policy.spec.project_ref.name);
-        let subject = names.scores_subject(&policy.name);
-        let mut subscription =
-            client
-                .subscribe(subject.clone())
-                .await
-                .map_err(|e| LocalError::Nats {
-                    url: subject.clone(),
-                    message: e.to_string(),
-                })?;
-        let board = board.clone();
-        feeders.push(tokio::spawn(async move {
-            while let Some(message) = subscription.next().await {
-                if let Ok(evaluation) = serde_json::from_slice::<SpanEvaluation>(&message.payload) {
-                    board.record_scores(&evaluation);
-                }
-            }
-        }));
-    }
-    Ok(feeders)
 }
 
 async fn wait_ready(workers: &Workers, shutdown: &CancellationToken) -> Result<(), LocalError> {

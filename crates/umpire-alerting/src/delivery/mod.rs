@@ -3,6 +3,7 @@
 //! resolve), retried with backoff on 429, 5xx and transport errors until the receiver
 //! accepts it, and finished without retry when the receiver rejects it (other 4xx).
 
+mod outbox_consumer;
 pub mod pagerduty;
 pub mod report;
 pub mod webhook;
@@ -10,21 +11,18 @@ pub mod webhook;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, AckKind, consumer};
 use bytes::Bytes;
-use futures::StreamExt;
 use hyper::StatusCode;
 use hyper::header::{HeaderName, HeaderValue};
-use tokio_util::sync::CancellationToken;
 use umpire_api::common::SecretKeyRef;
 use umpire_api::compile::{PlannedRoute, RouteTarget, WebhookUrl};
 use umpire_core::alert::notification::Notification;
-use umpire_nats::names::ProjectNames;
 use umpire_runtime::https::{JsonClient, TransportError, full_jitter, snippet};
 
-use crate::metrics::{AlertMetrics, AttemptLabels, DeliveryLabels, RouteLabels};
+use crate::metrics::{AlertMetrics, AttemptLabels};
+pub use outbox_consumer::{consumer_config, run_deliveries};
 use report::{DeliveryObserver, DeliveryOutcome, PrintedRoutes};
 
 /// How long a delivery may go without progress before another replica takes it over.
@@ -255,166 +253,4 @@ fn rfc3339(unix_nano: u64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
-}
-
-/// The durable consumer delivering one policy's notifications.
-pub fn consumer_config(names: &ProjectNames, policy: &str) -> consumer::pull::Config {
-    consumer::pull::Config {
-        durable_name: Some(names.notifier_consumer(policy)),
-        description: Some(format!("Umpire notifications of EvalPolicy {policy}")),
-        filter_subject: names.notifications_subject(policy),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: DELIVERY_ACK_WAIT,
-        // One in flight across every replica: deliveries stay in order.
-        max_ack_pending: 1,
-        max_deliver: -1,
-        deliver_policy: consumer::DeliverPolicy::All,
-        ..Default::default()
-    }
-}
-
-/// Delivers notifications until shutdown. Runs on every replica; the consumer hands each
-/// notification to one of them at a time.
-pub async fn run_deliveries(
-    consumer: consumer::PullConsumer,
-    notifier: Notifier,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(1)
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await;
-        let mut messages = match messages {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::warn!(event = "notifier_pull_failed", error = %e, "retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(message)) => {
-                    if let Ok(info) = message.info() {
-                        notifier.metrics.outbox_pending.set(info.pending as i64 + 1);
-                    }
-                    deliver(&notifier, message, &shutdown).await;
-                    notifier.metrics.outbox_pending.dec();
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(event = "notifier_pull_failed", error = %e, "re-subscribing");
-                    break;
-                }
-                None => break,
-            }
-        }
-    }
-}
-
-async fn deliver(notifier: &Notifier, message: jetstream::Message, shutdown: &CancellationToken) {
-    let notification: Notification = match serde_json::from_slice(&message.payload) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!(event = "notification_undecodable", error = %e, "dropping an undecodable outbox entry");
-            let _ = message.ack_with(AckKind::Term).await;
-            return;
-        }
-    };
-    let route = RouteLabels {
-        route: notification.route.clone(),
-    };
-    let due = notification.due_unix_nano;
-    let mut attempt = 0u32;
-    let mut last_progress = Instant::now();
-    loop {
-        if attempt == 0 {
-            let delay = unix_nanos(SystemTime::now()).saturating_sub(due) as f64 / 1e9;
-            notifier.metrics.delay.get_or_create(&route).observe(delay);
-        }
-        let outcome = notifier.attempt(&notification).await;
-        match outcome {
-            Attempt::Delivered => {
-                let took = unix_nanos(SystemTime::now()).saturating_sub(due) as f64 / 1e9;
-                notifier
-                    .metrics
-                    .delivery_time
-                    .get_or_create(&route)
-                    .observe(took);
-                finish(notifier, &notification, "delivered");
-                notifier.report(
-                    &notification,
-                    DeliveryOutcome::Delivered {
-                        attempts: attempt + 1,
-                    },
-                );
-                tracing::info!(event = "notification_delivered", id = %notification.id(), route = %notification.route, attempts = attempt + 1, "notification delivered");
-                let _ = message.double_ack().await;
-                return;
-            }
-            Attempt::Printed(body) => {
-                finish(notifier, &notification, "printed");
-                notifier.report(&notification, DeliveryOutcome::Printed(body));
-                let _ = message.double_ack().await;
-                return;
-            }
-            Attempt::Rejected(reason) => {
-                finish(notifier, &notification, "rejected");
-                notifier.report(&notification, DeliveryOutcome::Rejected(reason.clone()));
-                tracing::error!(event = "notification_rejected", id = %notification.id(), route = %notification.route, reason, "the receiver rejected the notification; not retrying");
-                let _ = message.double_ack().await;
-                return;
-            }
-            Attempt::Retry { reason, after } => {
-                let wait = after.unwrap_or_else(|| notifier.backoff(attempt));
-                notifier.report(
-                    &notification,
-                    DeliveryOutcome::Retrying {
-                        attempt: attempt + 1,
-                        reason: reason.clone(),
-                    },
-                );
-                tracing::warn!(event = "notification_retry", id = %notification.id(), route = %notification.route, attempt = attempt + 1, reason, wait_ms = wait.as_millis() as u64, "delivery failed; retrying");
-                attempt += 1;
-                let deadline = Instant::now() + wait;
-                while Instant::now() < deadline {
-                    // Keep the message ours while we wait.
-                    if last_progress.elapsed() >= DELIVERY_ACK_WAIT / 3 {
-                        let _ = message.ack_with(AckKind::Progress).await;
-                        last_progress = Instant::now();
-                    }
-                    let step = deadline
-                        .saturating_duration_since(Instant::now())
-                        .min(DELIVERY_ACK_WAIT / 3);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {
-                            // Hand it to another replica at once.
-                            let _ = message.ack_with(AckKind::Nak(None)).await;
-                            return;
-                        }
-                        _ = tokio::time::sleep(step) => {}
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn finish(notifier: &Notifier, notification: &Notification, outcome: &'static str) {
-    notifier
-        .metrics
-        .deliveries
-        .get_or_create(&DeliveryLabels {
-            route: notification.route.clone(),
-            outcome,
-        })
-        .inc();
 }
