@@ -4,13 +4,15 @@
 //! controller hands its NATS credentials and the CA to every worker; the ingest pod accepts
 //! OTLP spans and the evaluator pod judges them.
 //!
-//! Needs root (mount namespaces). The pods share the host network, so the ports they bind
-//! (4317, 4318, 9464, 9465) must be free while this test runs.
+//! Needs root (mount and network namespaces). The test kit's pod runner starts the pods from
+//! the Deployments, each in a network namespace of its own, and reports their readiness.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -23,7 +25,8 @@ use umpire_api::trace_project::TraceProject;
 use umpire_nats::names::ProjectNames;
 use umpire_testkit::kubeapi::KubeApiServer;
 use umpire_testkit::nats::{NatsServer, read_stream};
-use umpire_testkit::pod::PodProcess;
+use umpire_testkit::netns::PodNetwork;
+use umpire_testkit::pod_runner::{PodRunner, RunnerOptions};
 use umpire_testkit::tls::TestCertificates;
 use umpire_testkit::wait::eventually;
 
@@ -32,29 +35,6 @@ const PASSWORD: &str = "correct-horse-battery-staple";
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-async fn ready(port: u16) -> Option<()> {
-    let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-        .await
-        .ok()?;
-    response.status().is_success().then_some(())
-}
-
-/// Waits for the pod's readiness endpoint; on timeout the failure shows the pod's output.
-async fn wait_ready(pod: &mut PodProcess, port: u16) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while ready(port).await.is_none() {
-        let exited = pod.exited();
-        if std::time::Instant::now() > deadline || exited {
-            panic!(
-                "pod {} not ready on :{port} (exited: {exited}):\n{}",
-                pod.name,
-                pod.logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn deployment(api: &Api<Deployment>, name: &str) -> Deployment {
@@ -76,8 +56,10 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_nats_requiri
         );
         return;
     }
+    let network = Arc::new(PodNetwork::create().unwrap());
+    let gateway = network.gateway();
     let tls = tempfile::tempdir().unwrap();
-    let certificates = TestCertificates::write(tls.path()).unwrap();
+    let certificates = TestCertificates::write_for(tls.path(), &[gateway]).unwrap();
     let (cert, key) = (
         certificates.cert.to_str().unwrap(),
         certificates.key.to_str().unwrap(),
@@ -92,17 +74,21 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_nats_requiri
         cert,
         "--tlskey",
         key,
+        "-a",
+        &gateway.to_string(),
     ])
     .unwrap();
+    // Pods reach NATS at the pod network's gateway.
+    let nats_url = format!("nats://{gateway}:{}", nats.port());
     let trusting =
         || async_nats::ConnectOptions::new().add_root_certificates(certificates.ca.clone());
     assert!(
-        trusting().connect(nats.url()).await.is_err(),
+        trusting().connect(nats_url.as_str()).await.is_err(),
         "the server must refuse clients without credentials"
     );
     assert!(
         async_nats::ConnectOptions::with_user_and_password("umpire".into(), PASSWORD.into())
-            .connect(nats.url())
+            .connect(nats_url.as_str())
             .await
             .is_err(),
         "the server must refuse clients that do not trust its certificate"
@@ -120,7 +106,7 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_nats_requiri
         &[
             "controller",
             "--nats-url",
-            &nats.url(),
+            &nats_url,
             "--nats-auth-dir",
             auth.path().to_str().unwrap(),
             "--nats-tls-dir",
@@ -175,17 +161,29 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_nats_requiri
         "only the TLS keys the workers read"
     );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
-    let ingest = deployment(&deployments, "bot-ingest").await;
-    let binary = Path::new(env!("CARGO_BIN_EXE_umpire"));
-    let mut ingest_pod = PodProcess::start(&client, &ingest, "bot-ingest-0", binary)
-        .await
-        .unwrap();
-    wait_ready(&mut ingest_pod, 9464).await;
-    let evaluator = deployment(&deployments, "fast-evaluator").await;
-    let mut evaluator_pod = PodProcess::start(&client, &evaluator, "fast-evaluator-0", binary)
-        .await
-        .unwrap();
-    wait_ready(&mut evaluator_pod, 9465).await;
+    deployment(&deployments, "bot-ingest").await;
+    deployment(&deployments, "fast-evaluator").await;
+    cluster.stop_simulating_deployments();
+    let runner = PodRunner::start(
+        client.clone(),
+        RunnerOptions {
+            entrypoint: PathBuf::from(env!("CARGO_BIN_EXE_umpire")),
+            namespaces: vec!["shop".into()],
+            extra_env: BTreeMap::new(),
+            network: Some(network.clone()),
+            period: Duration::from_millis(200),
+        },
+    );
+    let ingest_ip = eventually("the ingest and evaluator pods are ready", WAIT, || async {
+        let ingest = runner.pods("shop", "bot-ingest");
+        let evaluator = runner.pods("shop", "fast-evaluator");
+        (ingest.len() == 1 && ingest[0].ready && evaluator.len() == 1 && evaluator[0].ready)
+            .then(|| ingest[0].ip)
+            .flatten()
+    })
+    .await;
+    let ready = deployments.get("bot-ingest").await.unwrap().status.unwrap();
+    assert_eq!(ready.ready_replicas, Some(1), "the runner wrote the status");
 
     // A span sent over OTLP/HTTP is kept, stored and judged.
     let now = std::time::SystemTime::now()
@@ -201,18 +199,23 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_nats_requiri
             "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
                            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}}]}]}]}]});
     let response = reqwest::Client::new()
-        .post("http://127.0.0.1:4318/v1/traces")
+        .post(format!("http://{ingest_ip}:4318/v1/traces"))
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200, "{}", ingest_pod.logs());
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        runner.logs("shop", "bot-ingest")
+    );
 
     let authenticated =
         async_nats::ConnectOptions::with_user_and_password("umpire".into(), PASSWORD.into())
             .add_root_certificates(certificates.ca.clone())
-            .connect(nats.url())
+            .connect(nats_url.as_str())
             .await
             .unwrap();
     let js = async_nats::jetstream::new(authenticated);
@@ -227,16 +230,15 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_nats_requiri
         evaluation["spanId"],
         "eee19b7ec3c1b174",
         "{evaluation}\n{}",
-        evaluator_pod.logs()
+        runner.logs("shop", "fast-evaluator")
     );
 
-    ingest_pod.terminate();
-    evaluator_pod.terminate();
-    assert!(ingest_pod.exited() && evaluator_pod.exited());
-    for (name, logs) in [
-        ("ingest", ingest_pod.logs()),
-        ("evaluator", evaluator_pod.logs()),
-    ] {
+    let logs = [
+        ("ingest", runner.logs("shop", "bot-ingest")),
+        ("evaluator", runner.logs("shop", "fast-evaluator")),
+    ];
+    runner.shutdown().await;
+    for (name, logs) in logs {
         assert!(!logs.contains(PASSWORD), "{name} logged the NATS password");
         assert!(
             !logs.contains("Authorization Violation"),

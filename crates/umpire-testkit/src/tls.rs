@@ -23,6 +23,12 @@ pub struct TestCertificates {
 impl TestCertificates {
     /// A new CA and a server certificate it signed, written into `dir`.
     pub fn write(dir: &Path) -> Result<Self, TlsError> {
+        Self::write_for(dir, &[])
+    }
+
+    /// Like [`write`](Self::write), the server certificate also valid for `addresses` (a pod
+    /// network's gateway, where pods reach the server).
+    pub fn write_for(dir: &Path, addresses: &[std::net::IpAddr]) -> Result<Self, TlsError> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -31,7 +37,9 @@ impl TestCertificates {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
         let server_key = KeyPair::generate()?;
         // IP literals become IP-address SANs: clients verify `127.0.0.1` by address.
-        let server_params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])?;
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        names.extend(addresses.iter().map(ToString::to_string));
+        let server_params = CertificateParams::new(names)?;
         let server = server_params.signed_by(&server_key, &ca)?;
         let certificates = Self {
             ca: dir.join("ca.crt"),
