@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::notification::{Action, Notification, dedup_key};
-use super::rule::{AlertRule, Metric, RuleEvaluation, Threshold, show};
+use super::rule::{AlertRule, Metric, NoData, RuleEvaluation, Threshold, Verdict, show};
 use super::state::{AlertStatus, Transition};
 use super::window::BucketSeries;
 use crate::score::SpanEvaluation;
@@ -28,6 +28,9 @@ struct Group {
     trailing: BucketSeries,
     status: AlertStatus,
     last: Option<RuleEvaluation>,
+    /// Since when this engine has watched the group (first tick or sample): an absence is
+    /// only an absence once a whole window has been watched.
+    watched_since_ns: Option<u64>,
 }
 
 struct RuleState {
@@ -52,6 +55,7 @@ impl RuleState {
             trailing: BucketSeries::new(coarse),
             status: AlertStatus::default(),
             last: None,
+            watched_since_ns: None,
         }
     }
 }
@@ -178,6 +182,8 @@ impl AlertEngine {
                 continue;
             };
             let at = evaluation.observed_at_unix_nano.min(now_ns);
+            let since = group.watched_since_ns.get_or_insert(at);
+            *since = (*since).min(at);
             group.recent.add(at, sample, evaluation.trace_id);
             if state.rule.baseline().is_some() {
                 group.trailing.add(at, sample, evaluation.trace_id);
@@ -199,6 +205,7 @@ impl AlertEngine {
                 window + state.rule.baseline().unwrap_or_default().as_nanos() as u64,
             );
             for (key, group) in state.groups.iter_mut() {
+                group.watched_since_ns.get_or_insert(now_ns);
                 group.recent.prune(now_ns.saturating_sub(window));
                 group.trailing.prune(keep_from);
                 if let Some(n) = step(&scope, &state.rule, key, group, now_ns) {
@@ -226,6 +233,14 @@ fn step(
     now_ns: u64,
 ) -> Option<Notification> {
     let evaluation = rule.evaluate(&group.recent, &group.trailing, now_ns);
+    let watched = now_ns.saturating_sub(group.watched_since_ns.unwrap_or(now_ns));
+    if matches!(evaluation.verdict, Verdict::NoData)
+        && rule.no_data == NoData::Alert
+        && watched < rule.window.as_nanos() as u64
+    {
+        group.last = Some(evaluation);
+        return None;
+    }
     let before = group.status.phase.clone();
     let transition = group.status.step(rule, &evaluation, now_ns);
     group.last = Some(evaluation.clone());
@@ -620,5 +635,29 @@ mod tests {
         let notes = run(&mut engine, 100, 300, 2, "m", |_, _| true);
         assert_eq!(notes.len(), 1);
         assert_eq!((notes[0].action, notes[0].episode), (Action::Resolve, 3));
+    }
+
+    /// `umpire local manifests/examples` paged "no traffic" 0.1 s after start: a window
+    /// that has not been watched for its whole length has not shown an absence yet.
+    #[test]
+    fn no_data_alerts_only_after_a_whole_window_was_watched() {
+        let mut silent = rule(Threshold::Below(1.0), 0, &[]);
+        silent.metric = Metric::Judge {
+            judge: "grounded".into(),
+            aggregation: Aggregation::Count,
+        };
+        silent.no_data = NoData::Alert;
+        let start = 1_000 * S;
+        let mut engine = engine(vec![silent]);
+        let mut notes = Vec::new();
+        for second in 0..59 {
+            notes.extend(engine.tick(start + second * S));
+        }
+        assert!(notes.is_empty(), "paged before a window passed: {notes:?}");
+        for second in 59..62 {
+            notes.extend(engine.tick(start + second * S));
+        }
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].action, Action::Trigger);
     }
 }
