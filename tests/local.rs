@@ -160,6 +160,7 @@ fn without_nats_server_local_says_how_to_install_it() {
         .args(["local", "manifests/examples", "--format", "plain"])
         .current_dir(repo())
         .env("PATH", "/nonexistent")
+        .env_remove("UMPIRE_NATS_SERVER")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));

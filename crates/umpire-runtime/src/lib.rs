@@ -1,6 +1,7 @@
 //! What every long-running Umpire role shares.
 
 pub mod admin;
+pub mod binaries;
 pub mod https;
 pub mod readiness;
 pub mod shutdown;

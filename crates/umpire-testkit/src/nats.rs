@@ -11,7 +11,7 @@ use tempfile::TempDir;
 #[derive(Debug, thiserror::Error)]
 pub enum NatsServerError {
     #[error(
-        "nats-server not found (set NATS_SERVER or install it: apt-get install -y nats-server): {0}"
+        "nats-server not found (run .ci/setup, which installs the pinned release into .venv, or set UMPIRE_NATS_SERVER): {0}"
     )]
     NotFound(std::io::Error),
     #[error("preparing the server's folder: {0}")]
@@ -93,7 +93,7 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> Result<(), NatsServerError> {
-        let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
+        let binary = umpire_runtime::binaries::nats_server();
         let log = self.log_path();
         // Readiness is read from a fresh log: the marker line must come from this start.
         let _ = std::fs::remove_file(&log);
