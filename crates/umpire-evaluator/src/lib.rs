@@ -159,6 +159,7 @@ pub async fn start_with(
         project = %project,
         judges = ?judges.names().collect::<Vec<_>>(),
         filter = %consumer_config.filter_subject,
+        filters = ?consumer_config.filter_subjects,
         admin = %admin_addr,
         "evaluator starting"
     );
@@ -269,15 +270,20 @@ async fn set_up(
             let name = config.durable_name.clone().unwrap_or_default();
             match stream.get_consumer::<consumer::pull::Config>(&name).await {
                 Ok(mut existing) => {
-                    let current = existing.info().await.map_err(|e| e.to_string())?.config.filter_subject.clone();
-                    if current != config.filter_subject {
-                        // Filter changes are updates on nats-server 2.10+; on 2.9 the old
-                        // (broader or different) filter stays and selection happens here.
-                        if let Err(e) = stream.update_consumer(config.clone()).await {
-                            tracing::warn!(event = "consumer_update_failed", error = %e, "keeping the existing consumer filter");
-                        }
+                    let current = existing.info().await.map_err(|e| e.to_string())?.config.clone();
+                    if current.filter_subject != config.filter_subject
+                        || current.filter_subjects != config.filter_subjects
+                    {
+                        // The policy's selection changed: the consumer follows it (an update
+                        // keeps its position in the stream).
+                        tracing::info!(event = "consumer_filter_updated", from = ?(&current.filter_subject, &current.filter_subjects), to = ?(&config.filter_subject, &config.filter_subjects), "updating the policy consumer's filter");
+                        stream
+                            .update_consumer(config.clone())
+                            .await
+                            .map_err(|e| format!("updating the consumer's filter: {e}"))
+                    } else {
+                        Ok(existing)
                     }
-                    Ok(existing)
                 }
                 Err(_) => stream.create_consumer(config.clone()).await.map_err(|e| e.to_string()),
             }

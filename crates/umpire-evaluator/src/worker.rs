@@ -93,19 +93,25 @@ impl Worker {
         settings: &WorkerSettings,
         selector: &SpanSelector,
     ) -> consumer::pull::Config {
-        // With a single kind filter (and no trace-level judges, which need every span) the
-        // server filters; otherwise the selector filters here. nats-server 2.9 has one filter
-        // subject per consumer.
-        let filter = match selector.subject_filters() {
-            Some(filters) if filters.len() == 1 && !settings.needs_trace => {
-                format!(
-                    "umpire.spans.{}.{}.{}",
-                    names.namespace(),
-                    names.project(),
-                    filters[0]
-                )
-            }
-            _ => names.spans_wildcard(),
+        // When the selection maps to span kinds (and no trace-level judge needs every span of
+        // a trace), the server filters: one subject per kind (JetStream 2.10+ consumers take
+        // several). Otherwise the selector filters here.
+        let subjects: Vec<String> = match selector.subject_filters() {
+            Some(filters) if !settings.needs_trace && !filters.is_empty() => filters
+                .iter()
+                .map(|filter| {
+                    format!(
+                        "umpire.spans.{}.{}.{filter}",
+                        names.namespace(),
+                        names.project()
+                    )
+                })
+                .collect(),
+            _ => vec![names.spans_wildcard()],
+        };
+        let (filter, filters) = match subjects.as_slice() {
+            [one] => (one.clone(), Vec::new()),
+            _ => (String::new(), subjects),
         };
         let max_ack_pending = if settings.needs_trace {
             20_000
@@ -116,6 +122,7 @@ impl Worker {
             durable_name: Some(names.policy_consumer(&settings.policy)),
             description: Some(format!("Umpire EvalPolicy {}", settings.policy)),
             filter_subject: filter,
+            filter_subjects: filters,
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: settings.ack_wait,
             max_deliver: -1,

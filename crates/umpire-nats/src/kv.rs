@@ -1,13 +1,11 @@
-//! Key-value buckets. async-nats' `create_key_value` first queries the account, and parsing
-//! that answer fails on nats-server 2.9 (Debian's package): the reply lacks fields newer
-//! servers send. The bucket's stream follows the documented KV layout (ADR-8), so we create
-//! it as a stream and open it with `get_key_value`, which works on 2.9 and later alike.
+//! Key-value buckets, through async-nats' KV API (JetStream 2.10 and later).
 
+use std::error::Error as _;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, context::CreateStreamError, kv, stream};
 
-use crate::streams::{StreamSetupError, ensure_stream};
+use crate::streams::{StreamSetupError, refused};
 
 #[derive(Debug, Clone)]
 pub struct BucketSettings {
@@ -19,30 +17,32 @@ pub struct BucketSettings {
     pub replicas: usize,
 }
 
+/// Creates the bucket, or updates its settings (replicas, age, history) to `settings`.
 pub async fn ensure_bucket(
     js: &jetstream::Context,
     settings: &BucketSettings,
 ) -> Result<kv::Store, StreamSetupError> {
-    let config = stream::Config {
-        name: format!("KV_{}", settings.bucket),
-        description: Some(settings.description.clone()),
-        subjects: vec![format!("$KV.{}.>", settings.bucket)],
-        max_messages_per_subject: settings.history.max(1),
+    let config = kv::Config {
+        bucket: settings.bucket.clone(),
+        description: settings.description.clone(),
+        history: settings.history.max(1),
         max_age: settings.max_age,
         storage: stream::StorageType::File,
         num_replicas: settings.replicas.max(1),
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
-    ensure_stream(js, config).await?;
-    js.get_key_value(&settings.bucket)
+    js.create_or_update_key_value(config)
         .await
         .map_err(|e| StreamSetupError {
             name: format!("KV_{}", settings.bucket),
-            message: e.to_string(),
-            rejected: false,
+            // NATS answered and refused (e.g. more replicas than the cluster has).
+            rejected: e
+                .source()
+                .and_then(|s| s.downcast_ref::<CreateStreamError>())
+                .is_some_and(|s| refused(&s.kind())),
+            message: match e.source() {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            },
         })
 }

@@ -13,7 +13,7 @@ pub struct StreamSetupError {
     pub rejected: bool,
 }
 
-fn refused(kind: &jetstream::context::CreateStreamErrorKind) -> bool {
+pub(crate) fn refused(kind: &jetstream::context::CreateStreamErrorKind) -> bool {
     use jetstream::context::CreateStreamErrorKind as Kind;
     matches!(
         kind,
