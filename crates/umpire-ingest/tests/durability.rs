@@ -16,36 +16,6 @@ const CLIENTS: u32 = 4;
 const REQUESTS_PER_CLIENT: u32 = 60;
 const SPANS_PER_REQUEST: u32 = 10;
 
-/// Sends one request until ingest accepts it, backing off on retryable answers.
-async fn send_until_accepted(url: &str, request: &umpire_otlp::ExportTraceServiceRequest) {
-    let client = reqwest::Client::new();
-    let body = prost::Message::encode_to_vec(request);
-    let mut delay = Duration::from_millis(50);
-    for _ in 0..400 {
-        let sent = client
-            .post(url)
-            .header("content-type", "application/x-protobuf")
-            .timeout(Duration::from_secs(10))
-            .body(body.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(response) if response.status() == 200 => return,
-            Ok(response) => {
-                let status = response.status().as_u16();
-                assert!(
-                    matches!(status, 429 | 502 | 503 | 504),
-                    "non-retryable answer {status}"
-                );
-            }
-            Err(_) => {}
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
-    }
-    panic!("a request was never accepted");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_acknowledged_is_lost_across_a_nats_crash() {
     let mut nats = NatsServer::start().unwrap();

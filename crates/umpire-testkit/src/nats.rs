@@ -197,6 +197,21 @@ impl NatsCluster {
     pub fn url(&self) -> String {
         self.nodes[0].url()
     }
+
+    /// Every node's URL, comma-separated (a client that must survive losing any one node).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node named `umpire-<i>` (as stream and consumer leaders are reported).
+    pub fn node_named(&mut self, name: &str) -> Option<&mut NatsServer> {
+        let index: usize = name.strip_prefix("umpire-")?.parse().ok()?;
+        self.nodes.get_mut(index)
+    }
 }
 
 fn free_port() -> std::io::Result<u16> {

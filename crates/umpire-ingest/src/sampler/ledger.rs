@@ -66,9 +66,17 @@ impl MessageLedger {
     }
 
     /// Forgets a partition's messages without acknowledging them (the lease was lost: the
-    /// new owner receives them again).
-    pub fn forget_partition(&mut self, partition: u32) {
-        self.held.retain(|_, held| held.partition != partition);
+    /// new owner receives them again) and returns their ackers, to hand them back at once.
+    pub fn forget_partition(&mut self, partition: u32) -> Vec<Acker> {
+        let keys: Vec<MessageKey> = self
+            .held
+            .iter()
+            .filter(|(_, held)| held.partition == partition)
+            .map(|(key, _)| *key)
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.held.remove(&key).map(|held| held.acker))
+            .collect()
     }
 
     pub fn held_for(&self, partition: u32) -> usize {

@@ -485,7 +485,16 @@ impl SamplingLoop {
         }
         self.draining.remove(&partition);
         self.buffer.take_partition(partition);
-        self.ledger.forget_partition(partition);
+        // Handed back now (NAK), the messages go to the partition's next owner at once
+        // instead of after the intake's ack wait (decisionWait + 60 s). If NATS cannot take
+        // the NAK, the ack wait still brings them back.
+        for acker in self.ledger.forget_partition(partition) {
+            self.acks.spawn(async move {
+                if let Err(e) = acker.ack_with(async_nats::jetstream::AckKind::Nak(None)).await {
+                    tracing::debug!(event = "intake_nak_failed", error = %e, "handing back an intake message failed; it is redelivered after the ack wait");
+                }
+            });
+        }
     }
 
     /// Gives back surplus partitions once nothing of theirs is pending.

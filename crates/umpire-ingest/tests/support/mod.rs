@@ -252,8 +252,11 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap()
 }
 
+/// A JetStream context on `nats_url` (comma-separated URLs: any of the servers).
 pub async fn jetstream(nats_url: &str) -> jetstream::Context {
-    jetstream::new(async_nats::connect(nats_url).await.unwrap())
+    let servers: Vec<async_nats::ServerAddr> =
+        nats_url.split(',').map(|u| u.parse().unwrap()).collect();
+    jetstream::new(async_nats::connect(servers).await.unwrap())
 }
 
 /// Waits until the span stream holds `count` messages, then returns them decoded.
@@ -293,4 +296,34 @@ pub fn by_trace(spans: &[(StoredMessage, DomainSpan)]) -> BTreeMap<String, Vec<S
 
 pub fn keep_all(decision_wait: &str) -> Value {
     json!({"sampling": {"decisionWait": decision_wait}})
+}
+
+/// Sends one request until ingest accepts it, backing off on retryable answers.
+pub async fn send_until_accepted(url: &str, request: &umpire_otlp::ExportTraceServiceRequest) {
+    let client = reqwest::Client::new();
+    let body = prost::Message::encode_to_vec(request);
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..400 {
+        let sent = client
+            .post(url)
+            .header("content-type", "application/x-protobuf")
+            .timeout(Duration::from_secs(10))
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status() == 200 => return,
+            Ok(response) => {
+                let status = response.status().as_u16();
+                assert!(
+                    matches!(status, 429 | 502 | 503 | 504),
+                    "non-retryable answer {status}"
+                );
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+    panic!("a request was never accepted");
 }
