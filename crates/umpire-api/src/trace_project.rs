@@ -52,6 +52,20 @@ pub struct TraceProjectSpec {
     pub export: Option<Vec<ExportTarget>>,
 }
 
+impl TraceProjectSpec {
+    /// JetStream replicas of every stream and bucket of the project (`stream.replicas`,
+    /// default 1): its spans and also its scores, dead letters, leases, alert state and
+    /// outbox, so an R3 project keeps nothing on one node only.
+    pub fn stream_replicas(&self) -> usize {
+        self.stream
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .and_then(|r| usize::try_from(r).ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+}
+
 /// Sizing and access of the ingest service.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

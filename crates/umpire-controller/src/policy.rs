@@ -111,7 +111,8 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
     // Wait (a condition, not an error loop) for the project; its watch wakes us up.
     let project_name = &ep.spec.project_ref.name;
     let projects: Api<TraceProject> = Api::namespaced(shared.client.clone(), &namespace);
-    match projects.get_opt(project_name).await? {
+    let project = projects.get_opt(project_name).await?;
+    match &project {
         None => {
             let message = format!(
                 "TraceProject {namespace}/{project_name} does not exist; create it or fix spec.projectRef.name"
@@ -148,7 +149,11 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
         uid: ep.uid().unwrap_or_default(),
     };
     let context = shared.worker_context()?;
-    let children = desired(&owner, &ep.spec, &context);
+    // The missing-project case returned above.
+    let Some(project_spec) = project.map(|p| p.spec) else {
+        return Ok(Action::await_change());
+    };
+    let children = desired(&owner, &ep.spec, &project_spec, &context);
     let client = &shared.client;
     apply(client, &namespace, &children.service_account).await?;
     if let Some(secret) = &children.nats_secret {
@@ -177,7 +182,7 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
         &shared.js,
         &names,
         umpire_evaluator::durable_consumer_config(
-            &evaluator_config(&owner, &ep.spec, &context),
+            &evaluator_config(&owner, &ep.spec, &project_spec, &context),
             &plan,
         ),
     )

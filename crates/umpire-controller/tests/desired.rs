@@ -35,6 +35,11 @@ fn owner(kind: &str, name: &str) -> Owner {
     }
 }
 
+/// The policies' TraceProject: the shipped example (3 stream replicas).
+fn example_project() -> TraceProjectSpec {
+    serde_json::from_value(example("support-bot.traceproject.yaml")["spec"].clone()).unwrap()
+}
+
 #[test]
 fn trace_project_children() {
     let manifest = example("support-bot.traceproject.yaml");
@@ -52,7 +57,12 @@ fn trace_project_children() {
 fn eval_policy_children() {
     let manifest = example("answer-quality.evalpolicy.yaml");
     let spec: EvalPolicySpec = serde_json::from_value(manifest["spec"].clone()).unwrap();
-    let children = policy::desired(&owner("EvalPolicy", "answer-quality"), &spec, &context());
+    let children = policy::desired(
+        &owner("EvalPolicy", "answer-quality"),
+        &spec,
+        &example_project(),
+        &context(),
+    );
     insta::assert_yaml_snapshot!("evaluator_config_map", children.config_map);
     insta::assert_yaml_snapshot!("evaluator_deployment", children.deployment);
 }
@@ -140,7 +150,12 @@ fn pod_options_shape_the_worker_pods() {
 fn worker_replicas_spread_across_nodes_by_default() {
     let manifest = example("answer-quality.evalpolicy.yaml");
     let spec: EvalPolicySpec = serde_json::from_value(manifest["spec"].clone()).unwrap();
-    let children = policy::desired(&owner("EvalPolicy", "answer-quality"), &spec, &context());
+    let children = policy::desired(
+        &owner("EvalPolicy", "answer-quality"),
+        &spec,
+        &example_project(),
+        &context(),
+    );
     let template = pod_template(&children.deployment);
     let spread = &template["spec"]["topologySpreadConstraints"][0];
     assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
@@ -163,13 +178,23 @@ fn install_defaults_apply_where_the_resource_sets_nothing() {
         ..context()
     };
     spec.evaluator.as_mut().unwrap().resources = None;
-    let children = policy::desired(&owner("EvalPolicy", "answer-quality"), &spec, &ctx);
+    let children = policy::desired(
+        &owner("EvalPolicy", "answer-quality"),
+        &spec,
+        &example_project(),
+        &ctx,
+    );
     let resources = &pod_template(&children.deployment)["spec"]["containers"][0]["resources"];
     assert_eq!(resources["requests"]["cpu"], "50m");
     let own: k8s_openapi::api::core::v1::ResourceRequirements =
         serde_json::from_value(serde_json::json!({"requests": {"cpu": "2"}})).unwrap();
     spec.evaluator.as_mut().unwrap().resources = Some(own);
-    let children = policy::desired(&owner("EvalPolicy", "answer-quality"), &spec, &ctx);
+    let children = policy::desired(
+        &owner("EvalPolicy", "answer-quality"),
+        &spec,
+        &example_project(),
+        &ctx,
+    );
     let resources = &pod_template(&children.deployment)["spec"]["containers"][0]["resources"];
     assert_eq!(
         resources["requests"]["cpu"], "2",
@@ -195,7 +220,7 @@ fn workers_get_their_own_copy_of_the_nats_credentials() {
     let manifest = example("answer-quality.evalpolicy.yaml");
     let spec: EvalPolicySpec = serde_json::from_value(manifest["spec"].clone()).unwrap();
     let owner = owner("EvalPolicy", "answer-quality");
-    let plain = policy::desired(&owner, &spec, &context());
+    let plain = policy::desired(&owner, &spec, &example_project(), &context());
     assert!(plain.nats_secret.is_none(), "no credentials, no Secret");
 
     let ctx = Context {
@@ -206,7 +231,7 @@ fn workers_get_their_own_copy_of_the_nats_credentials() {
         ]),
         ..context()
     };
-    let children = policy::desired(&owner, &spec, &ctx);
+    let children = policy::desired(&owner, &spec, &example_project(), &ctx);
     let secret = children.nats_secret.clone().unwrap();
     assert_eq!(
         secret.metadata.name.as_deref(),
@@ -247,7 +272,7 @@ fn workers_get_their_own_copy_of_the_nats_credentials() {
         ]),
         ..context()
     };
-    let children = policy::desired(&owner, &spec, &rotated);
+    let children = policy::desired(&owner, &spec, &example_project(), &rotated);
     let template = pod_template(&children.deployment);
     assert_ne!(
         template["metadata"]["annotations"]["umpire.dev/nats-secret-hash"],
@@ -296,9 +321,14 @@ fn workers_get_a_network_policy_when_the_install_asks() {
 
     let manifest = example("answer-quality.evalpolicy.yaml");
     let spec: EvalPolicySpec = serde_json::from_value(manifest["spec"].clone()).unwrap();
-    let evaluator = policy::desired(&owner("EvalPolicy", "answer-quality"), &spec, &ctx)
-        .network_policy
-        .unwrap();
+    let evaluator = policy::desired(
+        &owner("EvalPolicy", "answer-quality"),
+        &spec,
+        &example_project(),
+        &ctx,
+    )
+    .network_policy
+    .unwrap();
     let evaluator = serde_json::to_value(&evaluator).unwrap();
     assert_eq!(
         evaluator["spec"]["ingress"].as_array().unwrap().len(),

@@ -49,6 +49,11 @@ pub struct EvaluatorConfig {
         with = "optional_duration"
     )]
     pub ack_wait: Option<Duration>,
+    /// JetStream replicas of the project's scores and dead letters and of the policy's alert
+    /// state, leases and outbox: the TraceProject's `stream.replicas`, so an R3 project keeps
+    /// no state on one node only. Default 1.
+    #[serde(default = "one_replica")]
+    pub state_replicas: usize,
     /// How long the alert leader's lease lives without renewal: the longest a crashed
     /// leader delays alerts. Default 15s.
     #[serde(
@@ -57,6 +62,10 @@ pub struct EvaluatorConfig {
         with = "optional_duration"
     )]
     pub alert_lease_ttl: Option<Duration>,
+}
+
+fn one_replica() -> usize {
+    1
 }
 
 fn default_admin() -> SocketAddr {
@@ -126,6 +135,7 @@ impl EvaluatorConfig {
             config_map_dir,
             trace_settle: None,
             ack_wait: None,
+            state_replicas: 1,
             alert_lease_ttl: None,
         }
     }

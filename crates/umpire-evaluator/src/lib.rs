@@ -66,7 +66,7 @@ impl RunningEvaluator {
 }
 
 /// The score stream: every policy's scores and span observations for one project.
-pub fn scores_stream_config(names: &ProjectNames) -> stream::Config {
+pub fn scores_stream_config(names: &ProjectNames, replicas: usize) -> stream::Config {
     stream::Config {
         name: names.scores_stream(),
         description: Some(format!(
@@ -80,11 +80,12 @@ pub fn scores_stream_config(names: &ProjectNames) -> stream::Config {
         duplicate_window: Duration::from_secs(15 * 60),
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::Old,
+        num_replicas: replicas.max(1),
         ..Default::default()
     }
 }
 
-pub fn dead_letter_stream_config(names: &ProjectNames) -> stream::Config {
+pub fn dead_letter_stream_config(names: &ProjectNames, replicas: usize) -> stream::Config {
     stream::Config {
         name: names.dead_letter_stream(),
         description: Some("Umpire: span messages evaluators could not decode".into()),
@@ -92,6 +93,7 @@ pub fn dead_letter_stream_config(names: &ProjectNames) -> stream::Config {
         max_age: Duration::from_secs(14 * 24 * 3600),
         max_bytes: 1 << 30,
         storage: stream::StorageType::File,
+        num_replicas: replicas.max(1),
         ..Default::default()
     }
 }
@@ -181,7 +183,7 @@ pub async fn start_with(
             member: member_name(),
             lease_ttl: config.alert_lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
             tick: DEFAULT_TICK,
-            replicas: 1,
+            replicas: config.state_replicas,
             delivery: DeliverySettings {
                 secret_dir: config.secret_dir.clone(),
                 printed: overrides.printed,
@@ -194,11 +196,19 @@ pub async fn start_with(
         shutdown.clone(),
     )?;
     let setup_readiness = readiness.clone();
+    let replicas = config.state_replicas;
     let task = tokio::spawn(async move {
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
-        if let Some(consumer) =
-            set_up(&js, &names, consumer_config, &setup_readiness, &shutdown).await
+        if let Some(consumer) = set_up(
+            &js,
+            &names,
+            replicas,
+            consumer_config,
+            &setup_readiness,
+            &shutdown,
+        )
+        .await
         {
             worker.run(consumer, shutdown).await;
         }
@@ -254,6 +264,7 @@ pub fn durable_consumer_config(
 async fn set_up(
     js: &jetstream::Context,
     names: &ProjectNames,
+    replicas: usize,
     config: consumer::pull::Config,
     readiness: &Readiness,
     shutdown: &CancellationToken,
@@ -261,8 +272,8 @@ async fn set_up(
     let mut attempt = 0u32;
     loop {
         let result: Result<consumer::PullConsumer, String> = async {
-            ensure_stream(js, scores_stream_config(names)).await.map_err(|e| e.to_string())?;
-            ensure_stream(js, dead_letter_stream_config(names)).await.map_err(|e| e.to_string())?;
+            ensure_stream(js, scores_stream_config(names, replicas)).await.map_err(|e| e.to_string())?;
+            ensure_stream(js, dead_letter_stream_config(names, replicas)).await.map_err(|e| e.to_string())?;
             let stream = js
                 .get_stream(names.spans_stream())
                 .await

@@ -86,6 +86,11 @@ pub(crate) async fn start_workers(
             Some(config_maps),
         );
         config.admin_listen = nth_port(options.admin_listen, offset);
+        config.state_replicas = resources
+            .projects
+            .iter()
+            .find(|p| p.namespace == policy.namespace && p.name == policy.spec.project_ref.name)
+            .map_or(1, |p| p.spec.stream_replicas());
         let name = format!("{}/{}", policy.namespace, policy.name);
         let printed: BTreeSet<String> = adapted
             .printed_routes

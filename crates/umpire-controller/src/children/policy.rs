@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use umpire_api::eval_policy::EvalPolicySpec;
+use umpire_api::trace_project::TraceProjectSpec;
 use umpire_evaluator::config::EvaluatorConfig;
 
 use super::network;
@@ -30,21 +31,35 @@ pub fn evaluator_name(policy: &str) -> String {
 }
 
 /// The evaluator config the pods read, as YAML.
-pub fn evaluator_config(owner: &Owner, spec: &EvalPolicySpec, ctx: &Context) -> EvaluatorConfig {
-    EvaluatorConfig::for_policy(
-        &owner.namespace,
-        &owner.name,
-        spec.clone(),
-        ctx.worker_nats(),
-        Some(SECRET_DIR.into()),
-        Some(CONFIG_MAP_DIR.into()),
-    )
+/// `project` is the policy's TraceProject: its stream replicas are the policy state's.
+pub fn evaluator_config(
+    owner: &Owner,
+    spec: &EvalPolicySpec,
+    project: &TraceProjectSpec,
+    ctx: &Context,
+) -> EvaluatorConfig {
+    EvaluatorConfig {
+        state_replicas: project.stream_replicas(),
+        ..EvaluatorConfig::for_policy(
+            &owner.namespace,
+            &owner.name,
+            spec.clone(),
+            ctx.worker_nats(),
+            Some(SECRET_DIR.into()),
+            Some(CONFIG_MAP_DIR.into()),
+        )
+    }
 }
 
-pub fn desired(owner: &Owner, spec: &EvalPolicySpec, ctx: &Context) -> PolicyChildren {
+pub fn desired(
+    owner: &Owner,
+    spec: &EvalPolicySpec,
+    project: &TraceProjectSpec,
+    ctx: &Context,
+) -> PolicyChildren {
     let name = evaluator_name(&owner.name);
     let labels = labels("evaluator", &owner.name, POLICY_LABEL);
-    let config = serde_yaml::to_string(&evaluator_config(owner, spec, ctx))
+    let config = serde_yaml::to_string(&evaluator_config(owner, spec, project, ctx))
         .unwrap_or_else(|e| unreachable!("an evaluator config always serialises: {e}"));
     let hash = config_hash(&config);
     let references = References::find(&serde_json::to_value(spec).unwrap_or_default());
