@@ -33,6 +33,7 @@ async fn run_policy(nats: &NatsServer, kinds: &[&str]) {
         config_map_dir: None,
         trace_settle: None,
         ack_wait: None,
+        state_replicas: 1,
         alert_lease_ttl: None,
     };
     let shutdown = CancellationToken::new();

@@ -123,6 +123,7 @@ async fn start_evaluator(
         config_map_dir: None,
         trace_settle: Some(Duration::from_millis(500)),
         ack_wait: Some(Duration::from_secs(10)),
+        state_replicas: 1,
         alert_lease_ttl: None,
     };
     let shutdown = CancellationToken::new();
