@@ -6,114 +6,18 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use support::UmpireProcess;
-use umpire_core::ids::{SpanId, TraceId};
-use umpire_core::judge::{Outcome, Verdict};
-use umpire_core::score::{JudgeScore, SpanEvaluation};
+use support::scores::{HEALTHY, REGRESSED, STOPPED, leaders, publish_scores};
 use umpire_testkit::nats::NatsServer;
 use umpire_testkit::pager::PagerDutyReceiver;
 use umpire_testkit::wait::eventually;
 
 const ROUTING_KEY: &str = "e2e0routing0key0000000000000000a";
-const SCORES: &str = "umpire.scores.team.bot.quality";
-
-/// Healthy: both models pass ~90 %. Regressed: gpt-4o passes ~40 %.
-const HEALTHY: u8 = 0;
-const REGRESSED: u8 = 1;
-const STOPPED: u8 = 2;
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-fn evaluation(n: u64, model: &str, passed: bool) -> SpanEvaluation {
-    let mut trace = [0u8; 16];
-    trace[8..].copy_from_slice(&n.to_be_bytes());
-    let now = now_nanos();
-    SpanEvaluation {
-        id: format!("quality/{n:032x}/{n:016x}"),
-        policy: "quality".into(),
-        trace_id: TraceId(trace),
-        span_id: SpanId(n.to_be_bytes()),
-        observed_at_unix_nano: now,
-        scored_at_unix_nano: now,
-        latency_ms: 800.0,
-        groups: BTreeMap::from([("gen_ai.request.model".to_owned(), model.to_owned())]),
-        model: Some(model.to_owned()),
-        scores: vec![JudgeScore {
-            judge: "grounded".into(),
-            outcome: Outcome::Scored(Verdict {
-                value: if passed { 1.0 } else { 0.0 },
-                passed,
-                label: None,
-                explanation: None,
-                measurement: None,
-                usage: None,
-            }),
-            judge_latency_ms: 1.0,
-        }],
-    }
-}
-
-/// Publishes 40 evaluations a second per model until stopped: random passes (seeded) at
-/// the phase's rates.
-async fn publish_scores(js: jetstream::Context, phase: Arc<AtomicU8>) {
-    let mut state = 0x5eed_u64;
-    let mut random = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) % 100
-    };
-    let mut ticks = tokio::time::interval(Duration::from_millis(25));
-    let mut n = 0u64;
-    loop {
-        ticks.tick().await;
-        let phase = phase.load(Ordering::SeqCst);
-        if phase == STOPPED {
-            return;
-        }
-        for model in ["gpt-4o", "gpt-4o-mini"] {
-            n += 1;
-            let rate = if phase == REGRESSED && model == "gpt-4o" {
-                40
-            } else {
-                90
-            };
-            let evaluation = evaluation(n, model, random() < rate);
-            let payload = serde_json::to_vec(&evaluation).unwrap();
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", evaluation.id.as_str());
-            js.publish_with_headers(SCORES, headers, payload.into())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
-    }
-}
-
-fn leaders(processes: &mut [UmpireProcess]) -> Vec<usize> {
-    let mut found = Vec::new();
-    for (i, p) in processes.iter_mut().enumerate() {
-        let acquired = p.events("alert_leadership_acquired").len();
-        let left =
-            p.events("alert_leadership_lost").len() + p.events("alert_leadership_released").len();
-        if acquired > left {
-            found.push(i);
-        }
-    }
-    found
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_page_and_one_resolve_per_group_through_a_leader_crash_and_receiver_errors() {
@@ -169,7 +73,7 @@ spec:
     })
     .await;
     let phase = Arc::new(AtomicU8::new(HEALTHY));
-    let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone()));
+    let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 40));
 
     // Exactly one replica leads.
     let leader = eventually("an alert leader", Duration::from_secs(30), || {

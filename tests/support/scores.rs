@@ -1,0 +1,114 @@
+//! Score streams for alerting tests: evaluations published as evaluators publish them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use umpire_core::ids::{SpanId, TraceId};
+use umpire_core::judge::{Outcome, Verdict};
+use umpire_core::score::{JudgeScore, SpanEvaluation};
+
+use super::UmpireProcess;
+
+pub const SCORES: &str = "umpire.scores.team.bot.quality";
+
+/// Healthy: both models pass ~90 %. Regressed: gpt-4o passes ~40 %.
+pub const HEALTHY: u8 = 0;
+pub const REGRESSED: u8 = 1;
+pub const STOPPED: u8 = 2;
+
+pub fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+pub fn evaluation(n: u64, model: &str, passed: bool) -> SpanEvaluation {
+    let mut trace = [0u8; 16];
+    trace[8..].copy_from_slice(&n.to_be_bytes());
+    let now = now_nanos();
+    SpanEvaluation {
+        id: format!("quality/{n:032x}/{n:016x}"),
+        policy: "quality".into(),
+        trace_id: TraceId(trace),
+        span_id: SpanId(n.to_be_bytes()),
+        observed_at_unix_nano: now,
+        scored_at_unix_nano: now,
+        latency_ms: 800.0,
+        groups: BTreeMap::from([("gen_ai.request.model".to_owned(), model.to_owned())]),
+        model: Some(model.to_owned()),
+        scores: vec![JudgeScore {
+            judge: "grounded".into(),
+            outcome: Outcome::Scored(Verdict {
+                value: if passed { 1.0 } else { 0.0 },
+                passed,
+                label: None,
+                explanation: None,
+                measurement: None,
+                usage: None,
+            }),
+            judge_latency_ms: 1.0,
+        }],
+    }
+}
+
+/// Publishes 40 evaluations a second per model until stopped: random passes (seeded) at
+/// the phase's rates.
+pub async fn publish_scores(js: jetstream::Context, phase: Arc<AtomicU8>, regressed_rate: u64) {
+    let mut state = 0x5eed_u64;
+    let mut random = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % 100
+    };
+    let mut ticks = tokio::time::interval(Duration::from_millis(25));
+    let mut n = 0u64;
+    loop {
+        ticks.tick().await;
+        let phase = phase.load(Ordering::SeqCst);
+        if phase == STOPPED {
+            return;
+        }
+        for model in ["gpt-4o", "gpt-4o-mini"] {
+            n += 1;
+            let rate = if phase == REGRESSED && model == "gpt-4o" {
+                regressed_rate
+            } else {
+                90
+            };
+            let evaluation = evaluation(n, model, random() < rate);
+            let payload = serde_json::to_vec(&evaluation).unwrap();
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", evaluation.id.as_str());
+            // Retried until stored (a cluster node may be down): a score is never skipped.
+            loop {
+                let sent = js
+                    .publish_with_headers(SCORES, headers.clone(), payload.clone().into())
+                    .await;
+                if let Ok(ack) = sent
+                    && ack.await.is_ok()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+pub fn leaders(processes: &mut [UmpireProcess]) -> Vec<usize> {
+    let mut found = Vec::new();
+    for (i, p) in processes.iter_mut().enumerate() {
+        let acquired = p.events("alert_leadership_acquired").len();
+        let left =
+            p.events("alert_leadership_lost").len() + p.events("alert_leadership_released").len();
+        if acquired > left {
+            found.push(i);
+        }
+    }
+    found
+}
