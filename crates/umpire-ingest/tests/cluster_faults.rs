@@ -107,3 +107,37 @@ async fn killing_the_span_stream_leader_loses_nothing_acknowledged() {
         "only {stored} of {total} acknowledged spans stored {CATCH_UP:?} after the load"
     );
 }
+
+/// The whole cluster goes down and comes back (same ports, same storage): ingest reconnects,
+/// re-acquires its partitions and stores what clients send afterwards, no operator involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_cluster_restart_needs_no_operator() {
+    let mut cluster = NatsCluster::start(3, &[]).unwrap();
+    let urls = cluster.urls();
+    let spec = json!({"sampling": {"decisionWait": "500ms"}, "stream": {"replicas": 3}});
+    let ingest = TestIngest::start(&urls, spec).await;
+    let send = |from: u32, to: u32| {
+        let url = ingest.http.clone();
+        async move {
+            for trace in from..to {
+                let spans: Vec<_> = (0..5).map(|i| span(trace, i, false, 1, vec![])).collect();
+                send_until_accepted(&url, &request(spans)).await;
+            }
+        }
+    };
+    send(1, 21).await;
+    let js = jetstream(&urls).await;
+    kept_spans(&js, 100).await;
+
+    eprintln!("injected: all three nodes killed, then restarted");
+    for node in &mut cluster.nodes {
+        node.kill();
+    }
+    for node in &mut cluster.nodes {
+        node.restart().unwrap();
+    }
+    send(21, 41).await;
+    let spans = kept_spans(&js, 200).await;
+    let ids: BTreeSet<String> = spans.iter().map(|(_, s)| s.dedup_id()).collect();
+    assert_eq!((spans.len(), ids.len()), (200, 200), "every span once");
+}
