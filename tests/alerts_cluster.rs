@@ -82,12 +82,7 @@ spec:
     let spawn = || UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
     let _replicas = [spawn(), spawn()];
 
-    let servers: Vec<async_nats::ServerAddr> = cluster
-        .nodes
-        .iter()
-        .map(|n| n.url().parse().unwrap())
-        .collect();
-    let js = jetstream::new(async_nats::connect(servers).await.unwrap());
+    let js = jetstream::new(cluster.client().await.unwrap());
     leader_of(&js, "UMPIRE_SCORES_team_bot").await;
     let phase = Arc::new(AtomicU8::new(HEALTHY));
     let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 20));

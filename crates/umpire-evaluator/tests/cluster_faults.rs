@@ -3,16 +3,15 @@
 //! policy's consumer is killed and restarted while spans flow. Every selected span is judged,
 //! and no span gets two scores.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
+use support::R3Workers;
 use umpire_core::score::SpanEvaluation;
-use umpire_evaluator::config::EvaluatorConfig;
-use umpire_ingest::config::{IngestConfig, ListenAddresses};
-use umpire_nats::connect::NatsSettings;
 use umpire_nats::names::ProjectNames;
 use umpire_testkit::nats::{NatsCluster, read_stream};
 use umpire_testkit::wait::eventually;
@@ -55,69 +54,20 @@ async fn send(url: &str, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_span_judged_once_through_the_loss_of_the_consumer_leader() {
     let mut cluster = NatsCluster::start(3, &[]).unwrap();
-    let nats = NatsSettings {
-        url: cluster.urls(),
-        ..Default::default()
-    };
-    let shutdown = CancellationToken::new();
-    let ingest = umpire_ingest::start(
-        IngestConfig {
-            listen: ListenAddresses {
-                grpc: "127.0.0.1:0".parse().unwrap(),
-                http: "127.0.0.1:0".parse().unwrap(),
-                admin: "127.0.0.1:0".parse().unwrap(),
-            },
-            ..IngestConfig::for_project(
-                "team",
-                "bot",
-                serde_json::from_value(
-                    json!({"sampling": {"decisionWait": "200ms"}, "stream": {"replicas": 3}}),
-                )
-                .unwrap(),
-                nats.clone(),
-            )
+    let workers = R3Workers::start(
+        &cluster,
+        json!({
+            "projectRef": {"name": "bot"},
+            "judges": [{"name": "fast", "latency": {"maxMs": 60000}}],
+        }),
+        |config| {
+            config.trace_settle = Some(Duration::from_millis(200));
+            config.ack_wait = Some(Duration::from_secs(10));
         },
-        shutdown.clone(),
     )
-    .await
-    .unwrap();
-    let evaluator = umpire_evaluator::start(
-        EvaluatorConfig {
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
-            state_replicas: 3,
-            trace_settle: Some(Duration::from_millis(200)),
-            ack_wait: Some(Duration::from_secs(10)),
-            ..EvaluatorConfig::for_policy(
-                "team",
-                "quality",
-                serde_json::from_value(json!({
-                    "projectRef": {"name": "bot"},
-                    "judges": [{"name": "fast", "latency": {"maxMs": 60000}}],
-                }))
-                .unwrap(),
-                nats,
-                None,
-                None,
-            )
-        },
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    for readiness in [ingest.readiness.clone(), evaluator.readiness.clone()] {
-        eventually("worker ready", Duration::from_secs(30), || {
-            let readiness = readiness.clone();
-            async move { readiness.status().ok() }
-        })
-        .await;
-    }
-    let url = format!("http://{}/v1/traces", ingest.http_addr);
-    let servers: Vec<async_nats::ServerAddr> = cluster
-        .nodes
-        .iter()
-        .map(|n| n.url().parse().unwrap())
-        .collect();
-    let js = jetstream::new(async_nats::connect(servers).await.unwrap());
+    .await;
+    let url = format!("http://{}/v1/traces", workers.ingest.http_addr);
+    let js = jetstream::new(cluster.client().await.unwrap());
     let names = ProjectNames::new("team", "bot");
 
     for n in 0..SPANS / 3 {
@@ -176,7 +126,5 @@ async fn every_span_judged_once_through_the_loss_of_the_consumer_leader() {
     );
     assert_eq!(ids.len() as u64, SPANS, "every span judged");
     assert_eq!(scores.len(), ids.len(), "no span scored twice");
-    shutdown.cancel();
-    ingest.wait().await;
-    evaluator.wait().await;
+    workers.stop().await;
 }

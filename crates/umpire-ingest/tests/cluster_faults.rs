@@ -32,25 +32,14 @@ async fn killing_the_span_stream_leader_loses_nothing_acknowledged() {
     let js = jetstream(&urls).await;
     let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
 
-    let mut clients = Vec::new();
-    for client in 0..CLIENTS {
-        let url = ingest.http.clone();
-        let acknowledged = acknowledged.clone();
-        clients.push(tokio::spawn(async move {
-            for n in 0..REQUESTS_PER_CLIENT {
-                let trace = client * 10_000 + n + 1;
-                let spans: Vec<_> = (0..SPANS_PER_REQUEST)
-                    .map(|i| span(trace, i, false, 1, vec![]))
-                    .collect();
-                let ids: Vec<String> = (0..SPANS_PER_REQUEST)
-                    .map(|i| format!("{}-{:08x}{:08x}", trace_hex(trace), trace, i + 1))
-                    .collect();
-                send_until_accepted(&url, &request(spans)).await;
-                acknowledged.lock().unwrap().extend(ids);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
-    }
+    let clients = client_load(
+        &ingest.http,
+        CLIENTS,
+        REQUESTS_PER_CLIENT,
+        SPANS_PER_REQUEST,
+        Duration::from_millis(20),
+        &acknowledged,
+    );
 
     let total = (CLIENTS * REQUESTS_PER_CLIENT * SPANS_PER_REQUEST) as usize;
     eventually("load under way", Duration::from_secs(30), || {

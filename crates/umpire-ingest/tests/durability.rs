@@ -22,24 +22,14 @@ async fn nothing_acknowledged_is_lost_across_a_nats_crash() {
     let ingest = TestIngest::start(&nats.url(), keep_all("200ms")).await;
     let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
 
-    let mut clients = Vec::new();
-    for client in 0..CLIENTS {
-        let url = ingest.http.clone();
-        let acknowledged = acknowledged.clone();
-        clients.push(tokio::spawn(async move {
-            for n in 0..REQUESTS_PER_CLIENT {
-                let trace = client * 10_000 + n + 1;
-                let spans: Vec<_> = (0..SPANS_PER_REQUEST)
-                    .map(|i| span(trace, i, false, 1, vec![]))
-                    .collect();
-                let ids: Vec<String> = (0..SPANS_PER_REQUEST)
-                    .map(|i| format!("{}-{:08x}{:08x}", trace_hex(trace), trace, i + 1))
-                    .collect();
-                send_until_accepted(&url, &request(spans)).await;
-                acknowledged.lock().unwrap().extend(ids);
-            }
-        }));
-    }
+    let clients = client_load(
+        &ingest.http,
+        CLIENTS,
+        REQUESTS_PER_CLIENT,
+        SPANS_PER_REQUEST,
+        Duration::ZERO,
+        &acknowledged,
+    );
 
     // Crash NATS once the load is under way, keep it down for a moment, bring it back.
     let total = (CLIENTS * REQUESTS_PER_CLIENT * SPANS_PER_REQUEST) as usize;

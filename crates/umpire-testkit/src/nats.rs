@@ -207,6 +207,16 @@ impl NatsCluster {
             .join(",")
     }
 
+    /// A client that knows every node, so it survives losing any one.
+    pub async fn client(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let servers: Vec<async_nats::ServerAddr> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.url().parse().ok())
+            .collect();
+        async_nats::connect(servers).await
+    }
+
     /// The node named `umpire-<i>` (as stream and consumer leaders are reported).
     pub fn node_named(&mut self, name: &str) -> Option<&mut NatsServer> {
         let index: usize = name.strip_prefix("umpire-")?.parse().ok()?;

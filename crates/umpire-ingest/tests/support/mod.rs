@@ -327,3 +327,41 @@ pub async fn send_until_accepted(url: &str, request: &umpire_otlp::ExportTraceSe
     }
     panic!("a request was never accepted");
 }
+
+/// Span ids (`<trace hex>-<span id>`) ingest acknowledged to the clients.
+pub type Acknowledged = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+
+/// `clients` OTLP/HTTP clients, each sending `requests` requests of `spans` spans (one trace
+/// per request) until accepted, pausing `pause` between requests; every acknowledged span id
+/// lands in `acknowledged`.
+pub fn client_load(
+    url: &str,
+    clients: u32,
+    requests: u32,
+    spans: u32,
+    pause: Duration,
+    acknowledged: &Acknowledged,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|client| {
+            let url = url.to_owned();
+            let acknowledged = acknowledged.clone();
+            tokio::spawn(async move {
+                for n in 0..requests {
+                    let trace = client * 10_000 + n + 1;
+                    let batch: Vec<_> = (0..spans)
+                        .map(|i| span(trace, i, false, 1, vec![]))
+                        .collect();
+                    let ids: Vec<String> = (0..spans)
+                        .map(|i| format!("{}-{:08x}{:08x}", trace_hex(trace), trace, i + 1))
+                        .collect();
+                    send_until_accepted(&url, &request(batch)).await;
+                    acknowledged.lock().unwrap().extend(ids);
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            })
+        })
+        .collect()
+}
