@@ -235,10 +235,16 @@ async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, LocalErr
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if !client.server_info().jetstream {
-        return Err(error(
-            "JetStream is not enabled (start nats-server with -js)".into(),
-        ));
+    // A server that has just started may accept clients before JetStream is up: ask until
+    // JetStream answers, within the same deadline.
+    let js = async_nats::jetstream::new(client.clone());
+    while js.query_account().await.is_err() {
+        if Instant::now() > deadline {
+            return Err(error(
+                "JetStream is not enabled (start nats-server with -js)".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(client)
 }
