@@ -150,15 +150,15 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
     {
         use umpire_core::alert::state::{AlertStatus, Phase};
         let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-        let store = umpire_alerting::store::AlertStore::open(
+        let store = umpire_contract::alert_state::AlertStore::open(
             &js,
-            &format!("umpire-alerts-{ns}-bot"),
+            &umpire_nats::topology::ProjectNames::new(&ns, "bot"),
             "quality",
             1,
         )
         .await
         .unwrap();
-        let firing = umpire_alerting::store::StoredAlert {
+        let firing = umpire_contract::alert_state::StoredAlert {
             rule: "slow".into(),
             group: String::new(),
             values: Default::default(),

@@ -22,7 +22,7 @@ use serde_json::json;
 use support::{UmpireProcess, create_namespace, free_port, install_crds};
 use umpire_api::eval_policy::EvalPolicy;
 use umpire_api::trace_project::TraceProject;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 use umpire_testkit::kubeapi::KubeApiServer;
 use umpire_testkit::nats::{NatsServer, read_stream};
 use umpire_testkit::netns::PodNetwork;

@@ -18,12 +18,12 @@ use umpire_core::alert::notification::{Action, Notification};
 use umpire_core::alert::rule::AlertRule;
 use umpire_core::alert::state::AlertStatus;
 use umpire_core::score::SpanEvaluation;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 
 use crate::leader::PolicyLease;
 use crate::metrics::{AlertMetrics, RuleLabels, TransitionLabels};
 use crate::outbox;
-use crate::store::{AlertStore, StoredAlert};
+use umpire_contract::alert_state::{AlertStore, StoredAlert};
 
 /// Span evaluation ids remembered to drop re-published duplicates the score stream's
 /// duplicate window no longer catches.

@@ -11,7 +11,6 @@ pub mod evaluation;
 pub mod leader;
 pub mod metrics;
 pub mod outbox;
-pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,15 +20,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use umpire_api::compile::PlannedRoute;
 use umpire_core::alert::rule::AlertRule;
-use umpire_nats::names::ProjectNames;
 use umpire_nats::streams::ensure_stream;
+use umpire_nats::topology::{self, ProjectNames};
 use umpire_runtime::readiness::Readiness;
+use umpire_runtime::retry::set_up_until_ready;
 
 use crate::delivery::{DeliverySettings, Notifier, run_deliveries};
 use crate::evaluation::AlertEvaluator;
 use crate::leader::PolicyLease;
 use crate::metrics::AlertMetrics;
-use crate::store::AlertStore;
+use umpire_contract::alert_state::AlertStore;
 
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 pub const DEFAULT_TICK: Duration = Duration::from_millis(250);
@@ -96,76 +96,51 @@ async fn set_up(
     AlertEvaluator,
     async_nats::jetstream::consumer::PullConsumer,
 )> {
-    let mut attempt = 0u32;
-    loop {
-        let result: Result<_, String> = async {
-            let names = &config.names;
-            ensure_stream(js, outbox::outbox_stream_config(names, config.replicas))
-                .await
-                .map_err(|e| e.to_string())?;
-            let consumer = js
-                .get_stream(names.notifications_stream())
-                .await
-                .map_err(|e| format!("outbox stream: {e}"))?
-                .get_or_create_consumer(
-                    &names.notifier_consumer(&config.policy),
-                    delivery::consumer_config(names, &config.policy),
-                )
-                .await
-                .map_err(|e| format!("notifier consumer: {e}"))?;
-            let lease = PolicyLease::open(
-                js,
-                &names.alert_lease_bucket(),
-                &config.policy,
-                &config.member,
-                config.lease_ttl,
-                config.replicas,
-            )
+    set_up_until_ready(READINESS_CHECK, readiness, shutdown, || async {
+        let names = &config.names;
+        ensure_stream(js, topology::outbox_stream(names, config.replicas))
             .await
             .map_err(|e| e.to_string())?;
-            let store = AlertStore::open(
-                js,
-                &names.alert_state_bucket(),
-                &config.policy,
-                config.replicas,
+        let consumer = js
+            .get_stream(names.notifications_stream())
+            .await
+            .map_err(|e| format!("outbox stream: {e}"))?
+            .get_or_create_consumer(
+                &names.notifier_consumer(&config.policy),
+                topology::notifier_consumer(names, &config.policy),
             )
             .await
+            .map_err(|e| format!("notifier consumer: {e}"))?;
+        let lease = PolicyLease::open(
+            js,
+            names,
+            &config.policy,
+            &config.member,
+            config.lease_ttl,
+            config.replicas,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let store = AlertStore::open(js, names, &config.policy, config.replicas)
+            .await
             .map_err(|e| e.to_string())?;
-            // The leader replays scores; the stream is made by the evaluator workers.
-            js.get_stream(names.scores_stream())
-                .await
-                .map_err(|e| format!("score stream {}: {e}", names.scores_stream()))?;
-            Ok((
-                AlertEvaluator {
-                    js: js.clone(),
-                    names: names.clone(),
-                    policy: config.policy.clone(),
-                    rules: config.rules.clone(),
-                    lease,
-                    store,
-                    metrics: metrics.clone(),
-                    tick: config.tick,
-                },
-                consumer,
-            ))
-        }
-        .await;
-        match result {
-            Ok(parts) => {
-                readiness.set_ok(READINESS_CHECK);
-                return Some(parts);
-            }
-            Err(e) => {
-                attempt += 1;
-                readiness.set_failing(READINESS_CHECK, &e);
-                if attempt % 10 == 1 {
-                    tracing::warn!(event = "alerting_setup_failed", error = %e, "retrying");
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-        }
-    }
+        // The leader replays scores; the stream is made by the evaluator workers.
+        js.get_stream(names.scores_stream())
+            .await
+            .map_err(|e| format!("score stream {}: {e}", names.scores_stream()))?;
+        Ok::<_, String>((
+            AlertEvaluator {
+                js: js.clone(),
+                names: names.clone(),
+                policy: config.policy.clone(),
+                rules: config.rules.clone(),
+                lease,
+                store,
+                metrics: metrics.clone(),
+                tick: config.tick,
+            },
+            consumer,
+        ))
+    })
+    .await
 }

@@ -10,17 +10,16 @@ use async_nats::jetstream;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use umpire_alerting::delivery::report::{DeliveryObserver, PrintedRoutes};
-use umpire_alerting::delivery::{
-    Attempt, DeliverySettings, Notifier, consumer_config, run_deliveries,
-};
+use umpire_alerting::delivery::{Attempt, DeliverySettings, Notifier, run_deliveries};
 use umpire_alerting::metrics::{AlertMetrics, AttemptLabels, DeliveryLabels};
-use umpire_alerting::outbox::{outbox_stream_config, publish};
+use umpire_alerting::outbox::publish;
 use umpire_api::common::SecretKeyRef;
 use umpire_api::compile::{PlannedRoute, RouteTarget, WebhookUrl};
 use umpire_core::alert::notification::{Action, Notification, dedup_key};
 use umpire_core::alert::rule::Severity;
-use umpire_nats::names::ProjectNames;
 use umpire_nats::streams::ensure_stream;
+use umpire_nats::topology::ProjectNames;
+use umpire_nats::topology::{notifier_consumer, outbox_stream};
 use umpire_testkit::nats::NatsServer;
 use umpire_testkit::pager::PagerDutyReceiver;
 use umpire_testkit::wait::eventually;
@@ -100,8 +99,10 @@ async fn setup() -> Setup {
     ];
     let metrics = Arc::new(AlertMetrics::new(&mut Registry::default()));
     let settings = DeliverySettings {
-        initial_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(100),
+        backoff: umpire_runtime::retry::Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+        ),
         secret_dir: Some(secrets.path().to_owned()),
         ..DeliverySettings::default()
     };
@@ -253,9 +254,7 @@ async fn the_outbox_delivers_in_order_through_failures_without_loss_or_duplicate
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = jetstream::new(client);
     let names = ProjectNames::new("ml", "support-bot");
-    ensure_stream(&js, outbox_stream_config(&names, 1))
-        .await
-        .unwrap();
+    ensure_stream(&js, outbox_stream(&names, 1)).await.unwrap();
     let setup = setup().await;
     setup.receiver.fail_next(&[429, 500, 502, 429]);
     let subject = names.notifications_subject("quality");
@@ -275,7 +274,7 @@ async fn the_outbox_delivers_in_order_through_failures_without_loss_or_duplicate
 
     let stream = js.get_stream(names.notifications_stream()).await.unwrap();
     let consumer = stream
-        .get_or_create_consumer("notifier-quality", consumer_config(&names, "quality"))
+        .get_or_create_consumer("notifier-quality", notifier_consumer(&names, "quality"))
         .await
         .unwrap();
     let shutdown = CancellationToken::new();

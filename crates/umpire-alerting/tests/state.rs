@@ -6,22 +6,24 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use umpire_alerting::leader::PolicyLease;
-use umpire_alerting::store::{AlertStore, StoredAlert};
+use umpire_contract::alert_state::{AlertStore, StoredAlert};
 use umpire_core::alert::state::{AlertStatus, Phase};
+use umpire_nats::topology::ProjectNames;
 use umpire_testkit::nats::NatsServer;
 
 #[tokio::test]
 async fn one_leader_at_a_time_and_takeover_after_expiry() {
     let server = NatsServer::start().unwrap();
     let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let names = ProjectNames::new("ml", "bot");
     let ttl = Duration::from_secs(2);
-    let mut a = PolicyLease::open(&js, "leases", "quality", "a", ttl, 1)
+    let mut a = PolicyLease::open(&js, &names, "quality", "a", ttl, 1)
         .await
         .unwrap();
-    let mut b = PolicyLease::open(&js, "leases", "quality", "b", ttl, 1)
+    let mut b = PolicyLease::open(&js, &names, "quality", "b", ttl, 1)
         .await
         .unwrap();
-    let mut other_policy = PolicyLease::open(&js, "leases", "latency", "b", ttl, 1)
+    let mut other_policy = PolicyLease::open(&js, &names, "latency", "b", ttl, 1)
         .await
         .unwrap();
 
@@ -55,8 +57,9 @@ async fn one_leader_at_a_time_and_takeover_after_expiry() {
 async fn alert_state_round_trips_per_policy() {
     let server = NatsServer::start().unwrap();
     let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let mut quality = AlertStore::open(&js, "alerts", "quality", 1).await.unwrap();
-    let mut latency = AlertStore::open(&js, "alerts", "latency", 1).await.unwrap();
+    let names = ProjectNames::new("ml", "bot");
+    let mut quality = AlertStore::open(&js, &names, "quality", 1).await.unwrap();
+    let mut latency = AlertStore::open(&js, &names, "latency", 1).await.unwrap();
     assert!(quality.load().await.unwrap().is_empty());
     let firing = StoredAlert {
         rule: "grounded-drop".into(),

@@ -16,9 +16,12 @@ use serde::Serialize;
 use umpire_api::validate::{FieldError, NoReferences, UmpireKind, Validator};
 use umpire_nats::auth::{AUTH_KEYS, SecretFiles, TLS_KEYS};
 use umpire_nats::connect::NatsSettings;
+use umpire_runtime::retry::Backoff;
 
 use crate::children;
 use crate::metrics::{ControllerMetrics, FailureLabels};
+
+const RECONCILE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 
 /// Why a reconcile failed (it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +166,8 @@ impl Shared {
             .remove(&Self::key(object));
     }
 
-    /// Per-object exponential backoff: 1s, 2s, 4s … capped at 5 minutes.
+    /// Per-object exponential backoff: 1s, 2s, 4s … capped at 5 minutes (the shared retry
+    /// policy's ceiling: no jitter, so the logged delay is the one applied).
     pub fn backoff<K: Resource<DynamicType = ()>>(&self, object: &K, error: &Error) -> Action {
         let kind = K::kind(&()).into_owned();
         self.metrics
@@ -176,7 +180,7 @@ impl Shared {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let count = failures.entry(Self::key(object)).or_insert(0);
         *count = count.saturating_add(1);
-        let delay = Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300));
+        let delay = RECONCILE_BACKOFF.ceiling(*count - 1);
         tracing::warn!(
             event = "reconcile_failed",
             kind = %kind,

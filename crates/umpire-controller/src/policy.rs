@@ -14,7 +14,7 @@ use umpire_api::compile::{PolicyPlan, compile_eval_policy};
 use umpire_api::eval_policy::{EvalPolicy, EvalPolicyStatus};
 use umpire_api::trace_project::TraceProject;
 use umpire_api::validate::{NoReferences, UmpireKind};
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 
 use crate::apply::{FIELD_MANAGER, apply, network_policies, prune};
 use crate::children::policy::{desired, evaluator_config};
@@ -181,10 +181,7 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
     let consumer = streams::ensure_policy_consumer(
         &shared.js,
         &names,
-        umpire_evaluator::durable_consumer_config(
-            &evaluator_config(&owner, &ep.spec, &project_spec, &context),
-            &plan,
-        ),
+        evaluator_config(&owner, &ep.spec, &project_spec, &context).policy_consumer(&plan),
     )
     .await;
 

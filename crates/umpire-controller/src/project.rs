@@ -15,7 +15,7 @@ use serde_json::json;
 use umpire_api::compile::{ProjectPlan, compile_trace_project};
 use umpire_api::trace_project::{OtlpEndpoints, TraceProject, TraceProjectStatus};
 use umpire_api::validate::UmpireKind;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 
 use crate::apply::{FIELD_MANAGER, apply, network_policies, prune};
 use crate::children::project::{desired, endpoints};
@@ -159,7 +159,10 @@ async fn apply_project(tp: &TraceProject, shared: &Shared) -> Result<Action, Err
     let names = ProjectNames::new(&namespace, &name);
     let stream = streams::ensure_project_stream(
         &shared.js,
-        umpire_ingest::spans_stream_config(&names, &plan),
+        umpire_nats::topology::span_stream(
+            &names,
+            &umpire_contract::ingest::span_stream_limits(&plan),
+        ),
     )
     .await;
     let stream_condition = match &stream {

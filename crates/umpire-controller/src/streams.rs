@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use umpire_nats::names::ProjectNames;
+use umpire_nats::consumers::ensure_consumer;
 use umpire_nats::streams::ensure_stream;
+use umpire_nats::topology::ProjectNames;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -57,7 +58,8 @@ pub async fn ensure_project_stream(
     }
 }
 
-/// Creates the policy's durable consumer when missing (evaluators adjust its filter).
+/// Creates the policy's durable consumer, or updates its filter to the policy's selection
+/// (the same rule its evaluators apply).
 pub async fn ensure_policy_consumer(
     js: &jetstream::Context,
     names: &ProjectNames,
@@ -70,19 +72,11 @@ pub async fn ensure_policy_consumer(
         js.get_stream(&stream_name),
     )
     .await?;
-    if bounded(
-        "looking up the consumer",
-        stream.get_consumer::<consumer::pull::Config>(&name),
+    bounded(
+        &format!("consumer {name}"),
+        ensure_consumer(&stream, config),
     )
-    .await
-    .is_err()
-    {
-        bounded(
-            &format!("creating consumer {name}"),
-            stream.create_consumer(config),
-        )
-        .await?;
-    }
+    .await?;
     Ok(name)
 }
 
@@ -155,7 +149,7 @@ pub async fn firing_alerts(
 ) -> Result<i32, String> {
     let store = bounded(
         "opening the alert state",
-        umpire_alerting::store::AlertStore::open_existing(js, &names.alert_state_bucket(), policy),
+        umpire_contract::alert_state::AlertStore::open_existing(js, names, policy),
     )
     .await?;
     // No bucket yet: no evaluator has stored alert state, so nothing fires.

@@ -10,15 +10,14 @@ use umpire_core::judge::{CodeJudge, JudgeErrorKind, JudgeInput, Outcome, TraceCo
 use umpire_core::span::Span;
 use umpire_llm::{ApiKey, ClientSettings, LlmRunner, OpenAiClient, RunnerLimits};
 
-use crate::references::MountedReferences;
+use umpire_contract::references::MountedReferences;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JudgeSetupError {
-    #[error("judge {judge}: reading the API key from {path}: {source}")]
+    #[error("judge {judge}: reading the API key: {source}")]
     ApiKey {
         judge: String,
-        path: String,
-        source: std::io::Error,
+        source: umpire_runtime::secrets::SecretError,
     },
     #[error("judge {judge}: {message}")]
     Client { judge: String, message: String },
@@ -60,19 +59,18 @@ impl PolicyJudges {
             let runnable = match &planned.implementation {
                 JudgeImplementation::Code(judge) => Runnable::Code(judge.clone()),
                 JudgeImplementation::Llm { judge, endpoint } => {
-                    let api_key = match endpoint
-                        .api_key
-                        .as_ref()
-                        .and_then(|r| references.secret_file(r))
-                    {
-                        Some(path) => Some(ApiKey::from_file(&path).map_err(|source| {
-                            JudgeSetupError::ApiKey {
-                                judge: planned.name.clone(),
-                                path: path.display().to_string(),
-                                source,
-                            }
-                        })?),
-                        None => default_key.clone(),
+                    let secrets = references.mounted_secrets();
+                    let api_key = match (&endpoint.api_key, secrets.dir()) {
+                        (Some(key), Some(_)) => Some(
+                            secrets
+                                .read(&key.name, &key.key)
+                                .map(ApiKey::from)
+                                .map_err(|source| JudgeSetupError::ApiKey {
+                                    judge: planned.name.clone(),
+                                    source,
+                                })?,
+                        ),
+                        _ => default_key.clone(),
                     };
                     let mut settings = ClientSettings::new(endpoint.base_url.clone());
                     settings.api_key = api_key;

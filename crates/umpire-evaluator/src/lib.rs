@@ -2,35 +2,37 @@
 //! stream, shared by all replicas of the policy; judges; scores published to the project's
 //! score stream with idempotent ids.
 
-pub mod config;
 pub mod judging;
 pub mod metrics;
-pub mod references;
 pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::consumers::ensure_consumer;
 use umpire_nats::streams::ensure_stream;
+use umpire_nats::topology::{self, ProjectNames};
 use umpire_runtime::admin::AdminServer;
 use umpire_runtime::readiness::Readiness;
+use umpire_runtime::retry::set_up_until_ready;
 
 use umpire_alerting::delivery::DeliverySettings;
 use umpire_alerting::delivery::report::{DeliveryObserver, PrintedRoutes};
 use umpire_alerting::metrics::AlertMetrics;
 use umpire_alerting::{AlertingConfig, DEFAULT_LEASE_TTL, DEFAULT_TICK};
 
-use crate::config::{ConfigError, DEFAULT_ACK_WAIT, DEFAULT_TRACE_SETTLE, EvaluatorConfig};
 use crate::judging::{JudgeSetupError, PolicyJudges};
 use crate::metrics::EvaluatorMetrics;
 use crate::worker::{Worker, WorkerSettings};
 use umpire_api::compile::PolicyPlan;
+use umpire_contract::evaluator::{
+    ConfigError, DEFAULT_ACK_WAIT, DEFAULT_TRACE_SETTLE, EvaluatorConfig,
+};
 
 const SETUP_CHECK: &str = "consumer";
 
@@ -62,39 +64,6 @@ pub struct RunningEvaluator {
 impl RunningEvaluator {
     pub async fn wait(self) {
         let _ = self.task.await;
-    }
-}
-
-/// The score stream: every policy's scores and span observations for one project.
-pub fn scores_stream_config(names: &ProjectNames, replicas: usize) -> stream::Config {
-    stream::Config {
-        name: names.scores_stream(),
-        description: Some(format!(
-            "Umpire: scores of TraceProject {}/{}",
-            names.namespace(),
-            names.project()
-        )),
-        subjects: vec![names.scores_wildcard()],
-        max_age: Duration::from_secs(8 * 24 * 3600),
-        max_bytes: 4 << 30,
-        duplicate_window: Duration::from_secs(15 * 60),
-        storage: stream::StorageType::File,
-        discard: stream::DiscardPolicy::Old,
-        num_replicas: replicas.max(1),
-        ..Default::default()
-    }
-}
-
-pub fn dead_letter_stream_config(names: &ProjectNames, replicas: usize) -> stream::Config {
-    stream::Config {
-        name: names.dead_letter_stream(),
-        description: Some("Umpire: span messages evaluators could not decode".into()),
-        subjects: vec![names.dead_letter_wildcard()],
-        max_age: Duration::from_secs(14 * 24 * 3600),
-        max_bytes: 1 << 30,
-        storage: stream::StorageType::File,
-        num_replicas: replicas.max(1),
-        ..Default::default()
     }
 }
 
@@ -153,7 +122,7 @@ pub async fn start_with(
     let admin_addr = admin.local_addr().unwrap_or(config.admin_listen);
 
     let settings = worker_settings(&config, &plan);
-    let consumer_config = Worker::consumer_config(&names, &settings, &plan.selector);
+    let consumer_config = config.policy_consumer(&plan);
     tracing::info!(
         event = "evaluator_starting",
         namespace = %config.namespace,
@@ -248,17 +217,6 @@ fn worker_settings(config: &EvaluatorConfig, plan: &PolicyPlan) -> WorkerSetting
     }
 }
 
-/// The policy's durable consumer on its project's span stream, exactly as its evaluators
-/// create it (the controller creates it first, so no span published after the policy is
-/// accepted is missed while pods start).
-pub fn durable_consumer_config(
-    config: &EvaluatorConfig,
-    plan: &PolicyPlan,
-) -> consumer::pull::Config {
-    let names = ProjectNames::new(&config.namespace, &config.spec.project_ref.name);
-    Worker::consumer_config(&names, &worker_settings(config, plan), &plan.selector)
-}
-
 /// Score and dead-letter streams, and the policy's durable consumer on the span stream
 /// (which ingest or the controller creates), retried until NATS accepts or shutdown.
 async fn set_up(
@@ -269,53 +227,22 @@ async fn set_up(
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> Option<consumer::PullConsumer> {
-    let mut attempt = 0u32;
-    loop {
-        let result: Result<consumer::PullConsumer, String> = async {
-            ensure_stream(js, scores_stream_config(names, replicas)).await.map_err(|e| e.to_string())?;
-            ensure_stream(js, dead_letter_stream_config(names, replicas)).await.map_err(|e| e.to_string())?;
-            let stream = js
-                .get_stream(names.spans_stream())
-                .await
-                .map_err(|e| format!("span stream {} is not available yet: {e}", names.spans_stream()))?;
-            let name = config.durable_name.clone().unwrap_or_default();
-            match stream.get_consumer::<consumer::pull::Config>(&name).await {
-                Ok(mut existing) => {
-                    let current = existing.info().await.map_err(|e| e.to_string())?.config.clone();
-                    if current.filter_subject != config.filter_subject
-                        || current.filter_subjects != config.filter_subjects
-                    {
-                        // The policy's selection changed: the consumer follows it (an update
-                        // keeps its position in the stream).
-                        tracing::info!(event = "consumer_filter_updated", from = ?(&current.filter_subject, &current.filter_subjects), to = ?(&config.filter_subject, &config.filter_subjects), "updating the policy consumer's filter");
-                        stream
-                            .update_consumer(config.clone())
-                            .await
-                            .map_err(|e| format!("updating the consumer's filter: {e}"))
-                    } else {
-                        Ok(existing)
-                    }
-                }
-                Err(_) => stream.create_consumer(config.clone()).await.map_err(|e| e.to_string()),
-            }
-        }
-        .await;
-        match result {
-            Ok(consumer) => {
-                readiness.set_ok(SETUP_CHECK);
-                return Some(consumer);
-            }
-            Err(e) => {
-                attempt += 1;
-                readiness.set_failing(SETUP_CHECK, &e);
-                if attempt % 10 == 1 {
-                    tracing::warn!(event = "evaluator_setup_failed", error = %e, "retrying");
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-        }
-    }
+    set_up_until_ready(SETUP_CHECK, readiness, shutdown, || async {
+        ensure_stream(js, topology::scores_stream(names, replicas))
+            .await
+            .map_err(|e| e.to_string())?;
+        ensure_stream(js, topology::dead_letter_stream(names, replicas))
+            .await
+            .map_err(|e| e.to_string())?;
+        let stream = js.get_stream(names.spans_stream()).await.map_err(|e| {
+            format!(
+                "span stream {} is not available yet: {e}",
+                names.spans_stream()
+            )
+        })?;
+        ensure_consumer(&stream, config.clone())
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
 }

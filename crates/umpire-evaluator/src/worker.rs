@@ -17,7 +17,8 @@ use umpire_core::judge::TraceContext;
 use umpire_core::score::{JudgeScore, SpanEvaluation};
 use umpire_core::select::SpanSelector;
 use umpire_core::span::Span;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
+use umpire_runtime::retry::Backoff;
 
 use crate::judging::PolicyJudges;
 use crate::metrics::EvaluatorMetrics;
@@ -84,53 +85,6 @@ impl Worker {
             waiting: HashMap::new(),
             arrival: VecDeque::new(),
             tasks: JoinSet::new(),
-        }
-    }
-
-    /// The durable consumer's settings: one per policy, shared by its replicas.
-    pub fn consumer_config(
-        names: &ProjectNames,
-        settings: &WorkerSettings,
-        selector: &SpanSelector,
-    ) -> consumer::pull::Config {
-        // When the selection maps to span kinds (and no trace-level judge needs every span of
-        // a trace), the server filters: one subject per kind (JetStream 2.10+ consumers take
-        // several). Otherwise the selector filters here.
-        let subjects: Vec<String> = match selector.subject_filters() {
-            Some(filters) if !settings.needs_trace && !filters.is_empty() => filters
-                .iter()
-                .map(|filter| {
-                    format!(
-                        "umpire.spans.{}.{}.{filter}",
-                        names.namespace(),
-                        names.project()
-                    )
-                })
-                .collect(),
-            _ => vec![names.spans_wildcard()],
-        };
-        let (filter, filters) = match subjects.as_slice() {
-            [one] => (one.clone(), Vec::new()),
-            _ => (String::new(), subjects),
-        };
-        let max_ack_pending = if settings.needs_trace {
-            20_000
-        } else {
-            (settings.concurrency * 4).max(256)
-        };
-        consumer::pull::Config {
-            durable_name: Some(names.policy_consumer(&settings.policy)),
-            description: Some(format!("Umpire EvalPolicy {}", settings.policy)),
-            filter_subject: filter,
-            filter_subjects: filters,
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: settings.ack_wait,
-            max_deliver: -1,
-            max_ack_pending: i64::try_from(max_ack_pending).unwrap_or(i64::MAX),
-            // A policy judges live traffic from the moment its consumer exists (the controller
-            // creates it with the policy, before evaluator pods start).
-            deliver_policy: consumer::DeliverPolicy::New,
-            ..Default::default()
         }
     }
 
@@ -354,7 +308,6 @@ async fn publish(shared: &Shared, evaluation: &SpanEvaluation) -> bool {
     };
     let payload = bytes::Bytes::from(payload);
     let subject = shared.names.scores_subject(&shared.settings.policy);
-    let mut delay = Duration::from_millis(100);
     for attempt in 0..6 {
         let message = PublishMessage::build()
             .payload(payload.clone())
@@ -374,8 +327,7 @@ async fn publish(shared: &Shared, evaluation: &SpanEvaluation) -> bool {
                 "publishing scores failed; retrying"
             );
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(Backoff::PUBLISH.delay(attempt)).await;
     }
     false
 }
@@ -443,10 +395,10 @@ async fn fetch(
                 if failures % 10 == 1 {
                     tracing::warn!(event = "pull_failed", error = %e, "cannot pull spans; retrying");
                 }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                if !Backoff::SET_UP.wait(failures - 1, &stop).await {
+                    return;
                 }
+                continue;
             }
         };
         loop {

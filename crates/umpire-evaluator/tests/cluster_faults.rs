@@ -12,7 +12,7 @@ use async_nats::jetstream;
 use serde_json::json;
 use support::R3Workers;
 use umpire_core::score::SpanEvaluation;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 use umpire_testkit::nats::{NatsCluster, read_stream};
 use umpire_testkit::wait::eventually;
 

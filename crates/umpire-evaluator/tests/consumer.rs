@@ -8,9 +8,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use umpire_evaluator::config::EvaluatorConfig;
+use umpire_contract::evaluator::EvaluatorConfig;
 use umpire_nats::connect::NatsSettings;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 use umpire_testkit::nats::NatsServer;
 use umpire_testkit::wait::eventually;
 

@@ -8,7 +8,7 @@ mod support;
 use async_nats::jetstream;
 use serde_json::json;
 use support::R3Workers;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 use umpire_testkit::nats::NatsCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

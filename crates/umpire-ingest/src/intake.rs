@@ -1,12 +1,12 @@
 //! Publishing received spans to the intake stream, one subject per trace partition. A
 //! request is acknowledged to the client only after JetStream acknowledged every message.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use futures::future::join_all;
 use prost::Message;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 use umpire_otlp::batching::{Partitioned, fit_to_size};
 
 /// Room left under the server's max payload for headers and protocol framing.
@@ -71,24 +71,6 @@ pub struct IntakePublisher {
 impl IntakePublisher {
     pub fn new(js: jetstream::Context, names: ProjectNames) -> Self {
         Self { js, names }
-    }
-
-    pub fn stream_config(names: &ProjectNames, max_bytes: u64, replicas: usize) -> stream::Config {
-        stream::Config {
-            name: names.intake_stream(),
-            description: Some("Umpire: spans awaiting their trace's sampling decision".into()),
-            subjects: vec![names.intake_wildcard()],
-            // Each partition's consumer removes what it acknowledged.
-            retention: stream::RetentionPolicy::WorkQueue,
-            max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
-            max_age: Duration::from_secs(3600),
-            // Full means "sampling is behind": refuse new data (clients retry) rather than
-            // silently dropping what was already acknowledged.
-            discard: stream::DiscardPolicy::New,
-            num_replicas: replicas,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        }
     }
 
     /// Publishes every part, chunked to fit the payload limit. Returns the number of spans

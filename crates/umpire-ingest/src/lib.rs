@@ -2,7 +2,6 @@
 //! OTLP gRPC/HTTP → redact → intake stream (per trace partition) → tail sampling by the
 //! partition's owner → normalised spans in the project's span stream.
 
-pub mod config;
 pub mod intake;
 pub mod metrics;
 pub mod receiver;
@@ -16,19 +15,19 @@ use async_nats::jetstream::{self, stream};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use umpire_api::compile::ProjectPlan;
-use umpire_nats::names::ProjectNames;
 use umpire_nats::streams::ensure_stream;
+use umpire_nats::topology::{self, ProjectNames};
 use umpire_runtime::admin::AdminServer;
 use umpire_runtime::readiness::Readiness;
+use umpire_runtime::retry::set_up_until_ready;
 
-use crate::config::{ConfigError, IngestConfig};
 use crate::intake::IntakePublisher;
 use crate::metrics::IngestMetrics;
 use crate::receiver::ExportPipeline;
 use crate::receiver::grpc::GrpcReceiver;
 use crate::receiver::http::HttpReceiver;
 use crate::sampler::{Sampler, SamplerSettings};
+use umpire_contract::ingest::{ConfigError, IngestConfig, span_stream_limits};
 
 const STREAMS_CHECK: &str = "streams";
 
@@ -63,31 +62,6 @@ impl RunningIngest {
     /// Waits until the worker has shut down (after `shutdown` was cancelled).
     pub async fn wait(self) {
         let _ = self.task.await;
-    }
-}
-
-/// The span stream: kept spans, deduplicated by span id within the duplicate window.
-pub fn spans_stream_config(names: &ProjectNames, plan: &ProjectPlan) -> stream::Config {
-    let limits = &plan.stream;
-    stream::Config {
-        name: names.spans_stream(),
-        description: Some(format!(
-            "Umpire: kept spans of TraceProject {}/{}",
-            names.namespace(),
-            names.project()
-        )),
-        subjects: vec![names.spans_wildcard()],
-        max_age: limits.max_age,
-        max_bytes: i64::try_from(limits.max_bytes).unwrap_or(i64::MAX),
-        max_messages: limits
-            .max_messages
-            .and_then(|m| i64::try_from(m).ok())
-            .unwrap_or(-1),
-        num_replicas: limits.replicas,
-        duplicate_window: limits.duplicate_window,
-        discard: stream::DiscardPolicy::Old,
-        storage: stream::StorageType::File,
-        ..Default::default()
     }
 }
 
@@ -191,8 +165,8 @@ pub async fn start(
         metrics.clone(),
     );
     let streams = vec![
-        IntakePublisher::stream_config(&names, config.intake_max_bytes, plan.stream.replicas),
-        spans_stream_config(&names, &plan),
+        topology::intake_stream(&names, config.intake_max_bytes, plan.stream.replicas),
+        topology::span_stream(&names, &span_stream_limits(&plan)),
     ];
 
     tracing::info!(
@@ -275,31 +249,11 @@ async fn set_up_streams(
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) {
-    let mut attempt = 0u32;
-    loop {
-        let mut failure = None;
+    set_up_until_ready(STREAMS_CHECK, readiness, shutdown, || async {
         for config in &configs {
-            if let Err(e) = ensure_stream(js, config.clone()).await {
-                failure = Some(e);
-                break;
-            }
+            ensure_stream(js, config.clone()).await?;
         }
-        match failure {
-            None => {
-                readiness.set_ok(STREAMS_CHECK);
-                return;
-            }
-            Some(e) => {
-                attempt += 1;
-                readiness.set_failing(STREAMS_CHECK, &e.to_string());
-                if attempt % 10 == 1 {
-                    tracing::warn!(event = "stream_setup_failed", error = %e, "retrying");
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-        }
-    }
+        Ok::<_, umpire_nats::streams::StreamSetupError>(())
+    })
+    .await;
 }

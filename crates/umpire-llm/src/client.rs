@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use umpire_core::judge::llm::{
     ChatBackend, ChatError, ChatFuture, ChatRequest, ChatResponse, ResponseFormat,
 };
-use umpire_runtime::https::{JsonClient, TransportError, full_jitter, snippet};
+use umpire_runtime::https::{JsonClient, TransportError, snippet};
+use umpire_runtime::retry::Backoff;
 
 use crate::secret::ApiKey;
 
@@ -21,9 +22,8 @@ pub struct ClientSettings {
     /// Per attempt.
     pub timeout: Duration,
     pub max_retries: u32,
-    /// First backoff step; doubles per retry up to `max_backoff`, with full jitter.
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
+    /// Waits between retries (exponential, full jitter).
+    pub backoff: Backoff,
     /// Completion tokens the model may use for a verdict.
     pub max_completion_tokens: u32,
 }
@@ -35,8 +35,7 @@ impl ClientSettings {
             api_key: None,
             timeout: Duration::from_secs(30),
             max_retries: 3,
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(10),
+            backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(10)),
             max_completion_tokens: 512,
         }
     }
@@ -104,11 +103,7 @@ impl OpenAiClient {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        full_jitter(
-            self.settings.initial_backoff,
-            self.settings.max_backoff,
-            attempt,
-        )
+        self.settings.backoff.delay(attempt)
     }
 
     async fn attempt(&self, body: &Value) -> Attempt {

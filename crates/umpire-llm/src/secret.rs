@@ -1,22 +1,26 @@
-//! The judge API key: read from a file (a mounted Secret), never printed.
+//! The judge API key: a mounted Secret's value (read by `umpire_runtime::secrets`), never
+//! printed.
 
 use std::fmt;
-use std::path::Path;
+
+use umpire_runtime::secrets::SecretValue;
 
 #[derive(Clone)]
-pub struct ApiKey(String);
+pub struct ApiKey(SecretValue);
 
 impl ApiKey {
     pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into().trim().to_owned())
-    }
-
-    pub fn from_file(path: &Path) -> std::io::Result<Self> {
-        std::fs::read_to_string(path).map(Self::new)
+        Self(SecretValue::new(key))
     }
 
     pub(crate) fn expose(&self) -> &str {
-        &self.0
+        self.0.expose()
+    }
+}
+
+impl From<SecretValue> for ApiKey {
+    fn from(value: SecretValue) -> Self {
+        Self(value)
     }
 }
 

@@ -48,7 +48,7 @@ fn client(server: &JudgeServer, retries: u32) -> OpenAiClient {
     let mut settings = ClientSettings::new(server.url());
     settings.api_key = Some(ApiKey::new("sk-test-key"));
     settings.max_retries = retries;
-    settings.initial_backoff = Duration::from_millis(10);
+    settings.backoff.initial = Duration::from_millis(10);
     settings.timeout = Duration::from_millis(500);
     OpenAiClient::new(settings).unwrap()
 }

@@ -7,13 +7,13 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use umpire_alerting::delivery::report::{DeliveryObserver, PrintedRoutes};
+use umpire_contract::evaluator::EvaluatorConfig;
+use umpire_contract::ingest::{IngestConfig, ListenAddresses};
 use umpire_core::score::SpanEvaluation;
-use umpire_evaluator::config::EvaluatorConfig;
 use umpire_evaluator::{DeliveryOverrides, RunningEvaluator};
 use umpire_ingest::RunningIngest;
-use umpire_ingest::config::{IngestConfig, ListenAddresses};
 use umpire_nats::connect::NatsSettings;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 
 use crate::adapt::Adapted;
 use crate::resources::mount_dirs;

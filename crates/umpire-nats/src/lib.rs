@@ -1,9 +1,12 @@
-//! The one way Umpire talks to NATS.
+//! The one way Umpire talks to NATS: connecting, the topology (names and settings of every
+//! stream, consumer and bucket), idempotent set-up, and leases.
 
 pub mod auth;
 pub mod connect;
+pub mod consumers;
 pub mod kv;
-pub mod names;
+pub mod lease;
 pub mod streams;
+pub mod topology;
 
 pub use async_nats;

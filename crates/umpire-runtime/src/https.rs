@@ -134,9 +134,3 @@ pub fn snippet(text: &str) -> String {
         Some((end, _)) => format!("{}…", &text[..end]),
     }
 }
-
-/// Full jitter: a random wait in [0, min(max, initial × 2^attempt)].
-pub fn full_jitter(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    let ceiling = initial.saturating_mul(1 << attempt.min(16)).min(max);
-    Duration::from_millis(rand::random_range(0..=ceiling.as_millis() as u64))
-}

@@ -4,6 +4,8 @@ pub mod admin;
 pub mod binaries;
 pub mod https;
 pub mod readiness;
+pub mod retry;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -19,20 +19,19 @@ use hyper::header::{HeaderName, HeaderValue};
 use umpire_api::common::SecretKeyRef;
 use umpire_api::compile::{PlannedRoute, RouteTarget, WebhookUrl};
 use umpire_core::alert::notification::Notification;
-use umpire_runtime::https::{JsonClient, TransportError, full_jitter, snippet};
+use umpire_runtime::https::{JsonClient, TransportError, snippet};
+use umpire_runtime::retry::Backoff;
+use umpire_runtime::secrets::MountedSecrets;
 
 use crate::metrics::{AlertMetrics, AttemptLabels};
-pub use outbox_consumer::{consumer_config, run_deliveries};
+pub use outbox_consumer::run_deliveries;
 use report::{DeliveryObserver, DeliveryOutcome, PrintedRoutes};
-
-/// How long a delivery may go without progress before another replica takes it over.
-const DELIVERY_ACK_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
     pub timeout: Duration,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
+    /// Waits between attempts (exponential, full jitter, at least 50 ms).
+    pub backoff: Backoff,
     /// Where Kubernetes mounts the policy's Secrets: `<dir>/<secret>/<key>`.
     pub secret_dir: Option<PathBuf>,
     /// Routes printed (reported as [`DeliveryOutcome::Printed`]) instead of sent.
@@ -45,8 +44,8 @@ impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(10),
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(60),
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60))
+                .with_floor(Duration::from_millis(50)),
             secret_dir: None,
             printed: PrintedRoutes::None,
             observer: None,
@@ -97,24 +96,12 @@ impl Notifier {
         })
     }
 
+    /// A route's Secret value, read at every attempt (a rotated key is used at once).
     fn secret(&self, reference: &SecretKeyRef) -> Result<String, String> {
-        let Some(dir) = &self.settings.secret_dir else {
-            return Err(format!(
-                "secret {}/{} is not mounted (no secret directory)",
-                reference.name, reference.key
-            ));
-        };
-        let path = dir.join(&reference.name).join(&reference.key);
-        std::fs::read_to_string(&path)
-            .map(|text| text.trim().to_owned())
-            .map_err(|e| {
-                format!(
-                    "secret {}/{} is not readable: {}",
-                    reference.name,
-                    reference.key,
-                    e.kind()
-                )
-            })
+        MountedSecrets::new(self.settings.secret_dir.clone())
+            .read(&reference.name, &reference.key)
+            .map(|value| value.expose().to_owned())
+            .map_err(|e| e.to_string())
     }
 
     /// Sends a notification once. Secrets are read at every attempt, so a rotated key is
@@ -200,12 +187,7 @@ impl Notifier {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        full_jitter(
-            self.settings.initial_backoff,
-            self.settings.max_backoff,
-            attempt,
-        )
-        .max(Duration::from_millis(50))
+        self.settings.backoff.delay(attempt)
     }
 }
 

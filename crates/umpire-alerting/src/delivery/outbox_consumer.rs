@@ -7,27 +7,12 @@ use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use umpire_core::alert::notification::Notification;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::NOTIFIER_ACK_WAIT;
+use umpire_runtime::retry::Backoff;
 
 use super::report::DeliveryOutcome;
-use super::{Attempt, DELIVERY_ACK_WAIT, Notifier, unix_nanos};
+use super::{Attempt, Notifier, unix_nanos};
 use crate::metrics::{DeliveryLabels, RouteLabels};
-
-/// The durable consumer delivering one policy's notifications.
-pub fn consumer_config(names: &ProjectNames, policy: &str) -> consumer::pull::Config {
-    consumer::pull::Config {
-        durable_name: Some(names.notifier_consumer(policy)),
-        description: Some(format!("Umpire notifications of EvalPolicy {policy}")),
-        filter_subject: names.notifications_subject(policy),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: DELIVERY_ACK_WAIT,
-        // One in flight across every replica: deliveries stay in order.
-        max_ack_pending: 1,
-        max_deliver: -1,
-        deliver_policy: consumer::DeliverPolicy::All,
-        ..Default::default()
-    }
-}
 
 /// Delivers notifications until shutdown. Runs on every replica; the consumer hands each
 /// notification to one of them at a time.
@@ -36,6 +21,7 @@ pub async fn run_deliveries(
     notifier: Notifier,
     shutdown: CancellationToken,
 ) {
+    let mut failures = 0u32;
     loop {
         let messages = consumer
             .stream()
@@ -44,13 +30,17 @@ pub async fn run_deliveries(
             .messages()
             .await;
         let mut messages = match messages {
-            Ok(messages) => messages,
+            Ok(messages) => {
+                failures = 0;
+                messages
+            }
             Err(e) => {
                 tracing::warn!(event = "notifier_pull_failed", error = %e, "retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                if !Backoff::SET_UP.wait(failures, &shutdown).await {
+                    return;
                 }
+                failures = failures.saturating_add(1);
+                continue;
             }
         };
         loop {
@@ -143,13 +133,13 @@ async fn deliver(notifier: &Notifier, message: jetstream::Message, shutdown: &Ca
                 let deadline = Instant::now() + wait;
                 while Instant::now() < deadline {
                     // Keep the message ours while we wait.
-                    if last_progress.elapsed() >= DELIVERY_ACK_WAIT / 3 {
+                    if last_progress.elapsed() >= NOTIFIER_ACK_WAIT / 3 {
                         let _ = message.ack_with(AckKind::Progress).await;
                         last_progress = Instant::now();
                     }
                     let step = deadline
                         .saturating_duration_since(Instant::now())
-                        .min(DELIVERY_ACK_WAIT / 3);
+                        .min(NOTIFIER_ACK_WAIT / 3);
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             // Hand it to another replica at once.

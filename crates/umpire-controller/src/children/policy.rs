@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use umpire_api::eval_policy::EvalPolicySpec;
 use umpire_api::trace_project::TraceProjectSpec;
-use umpire_evaluator::config::EvaluatorConfig;
+use umpire_contract::evaluator::EvaluatorConfig;
 
 use super::network;
 use super::pod::{self, CONFIG_MAP_DIR, SECRET_DIR, WorkerPod};

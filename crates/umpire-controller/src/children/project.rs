@@ -15,7 +15,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use umpire_api::trace_project::TraceProjectSpec;
-use umpire_ingest::config::IngestConfig;
+use umpire_contract::ingest::IngestConfig;
 
 use super::network;
 use super::pod::{self, SECRET_DIR, WorkerPod};

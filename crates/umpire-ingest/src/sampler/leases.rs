@@ -1,9 +1,9 @@
 //! Which replica owns which trace partition.
 //!
 //! Each replica heartbeats `members.<id>` in a per-project KV bucket whose entries expire
-//! after the lease TTL, and holds `partitions.<n>` keys created with compare-and-set: at most
-//! one replica holds a partition at a time, and a crashed replica's partitions free up when
-//! its keys expire. Each replica aims for `ceil(partitions / members)` and releases extras,
+//! after the lease TTL, and holds `partitions.<n>` keys through the one lease mechanism
+//! ([`umpire_nats::lease`], also behind alert leadership): at most one replica holds a
+//! partition at a time, and a crashed replica's partitions free up when its keys expire. Each replica aims for `ceil(partitions / members)` and releases extras,
 //! so partitions spread evenly as replicas come and go.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,19 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use futures::TryStreamExt;
-use umpire_nats::kv::{BucketSettings, ensure_bucket};
+pub use umpire_nats::lease::LeaseError;
+use umpire_nats::lease::{Lease, LeaseBucket};
+use umpire_nats::topology::{ProjectNames, ingest_lease_bucket};
 
 /// How long a lease lives without renewal, by default. Renewal happens every third of it.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
-
-#[derive(Debug, thiserror::Error)]
-#[error("partition leases ({bucket}): {message}")]
-pub struct LeaseError {
-    bucket: String,
-    message: String,
-}
 
 /// What changed in one lease round.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -37,16 +32,11 @@ pub struct LeaseChanges {
 }
 
 pub struct PartitionLeases {
-    kv: kv::Store,
+    bucket: LeaseBucket,
+    /// The bucket's stream: live members are listed from its subjects.
     stream: jetstream::stream::Stream,
-    bucket: String,
-    member: String,
     partitions: u32,
-    /// A holder stops using a partition when its last renewal is older than this (4/5 of
-    /// the TTL), so it stops before the key can expire and be taken by another replica.
-    self_fence: Duration,
-    /// Partition → (KV revision, last successful renewal).
-    held: BTreeMap<u32, (u64, Instant)>,
+    held: BTreeMap<u32, Lease>,
     /// Partitions being drained for release: renewed but not counted towards the share.
     releasing: BTreeSet<u32>,
 }
@@ -54,53 +44,42 @@ pub struct PartitionLeases {
 impl PartitionLeases {
     pub async fn open(
         js: &jetstream::Context,
-        bucket: &str,
+        names: &ProjectNames,
         member: &str,
         partitions: u32,
         replicas: usize,
         ttl: Duration,
     ) -> Result<Self, LeaseError> {
-        let error = |message: String| LeaseError {
-            bucket: bucket.to_owned(),
-            message,
-        };
-        let settings = BucketSettings {
-            bucket: bucket.to_owned(),
-            description: "Umpire ingest membership and trace-partition leases".into(),
-            history: 1,
-            max_age: ttl,
-            replicas,
-        };
-        let kv = ensure_bucket(js, &settings)
-            .await
-            .map_err(|e| error(e.to_string()))?;
+        let settings = ingest_lease_bucket(names, ttl, replicas);
+        let bucket = LeaseBucket::open(js, &settings, member).await?;
         let stream = js
-            .get_stream(format!("KV_{bucket}"))
+            .get_stream(format!("KV_{}", settings.bucket))
             .await
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|e| LeaseError {
+                bucket: settings.bucket.clone(),
+                message: e.to_string(),
+            })?;
         Ok(Self {
-            kv,
+            bucket,
             stream,
-            bucket: bucket.to_owned(),
-            member: member.to_owned(),
             partitions,
-            self_fence: ttl * 4 / 5,
             held: BTreeMap::new(),
             releasing: BTreeSet::new(),
         })
     }
 
     pub fn member(&self) -> &str {
-        &self.member
+        self.bucket.member()
     }
 
     /// Drops partitions whose last renewal is too old to be sure nobody else holds them
     /// (self-fencing); returns them.
     pub fn fence(&mut self, now: Instant) -> Vec<u32> {
+        let ttl = self.bucket.ttl();
         let stale: Vec<u32> = self
             .held
             .iter()
-            .filter(|(_, (_, renewed))| now.duration_since(*renewed) >= self.self_fence)
+            .filter(|(_, lease)| !lease.is_valid(now, ttl))
             .map(|(p, _)| *p)
             .collect();
         for partition in &stale {
@@ -116,44 +95,43 @@ impl PartitionLeases {
     }
 
     /// Heartbeat, renew, and rebalance once.
-    pub async fn round(&mut self, now: Instant) -> Result<LeaseChanges, LeaseError> {
+    pub async fn round(&mut self) -> Result<LeaseChanges, LeaseError> {
         let error = |message: String| LeaseError {
-            bucket: self.bucket.clone(),
+            bucket: self.bucket.bucket().to_owned(),
             message,
         };
+        let member = self.bucket.member().to_owned();
+        let kv = self.bucket.store().clone();
         let mut changes = LeaseChanges::default();
         // The heartbeat carries how many partitions this member counts as its own, so peers
         // can tell when someone is starved.
         let counted = self.held.len() - self.releasing.len();
-        self.kv
-            .put(
-                format!("members.{}", self.member),
-                counted.to_string().into(),
-            )
+        kv.put(format!("members.{member}"), counted.to_string().into())
             .await
             .map_err(|e| error(e.to_string()))?;
         // Live members are the member subjects still in the bucket's stream (expired
         // heartbeats are gone); one request, unlike a key-listing consumer.
+        let bucket = self.bucket.bucket().to_owned();
         let members: Vec<String> = self
             .stream
-            .info_with_subjects(format!("$KV.{}.members.>", self.bucket))
+            .info_with_subjects(format!("$KV.{bucket}.members.>"))
             .await
             .map_err(|e| error(e.to_string()))?
             .map_ok(|(subject, _)| subject)
             .try_collect()
             .await
             .map_err(|e| error(e.to_string()))?;
-        let prefix = format!("$KV.{}.", self.bucket);
+        let prefix = format!("$KV.{bucket}.");
         let mut others = Vec::new();
         for subject in &members {
             let Some(key) = subject.strip_prefix(&prefix) else {
                 continue;
             };
-            if key.strip_prefix("members.") == Some(self.member.as_str()) {
+            if key.strip_prefix("members.") == Some(member.as_str()) {
                 continue;
             }
             // A member that left (deleted key) reads as absent.
-            if let Some(count) = self.kv.get(key).await.map_err(|e| error(e.to_string()))? {
+            if let Some(count) = kv.get(key).await.map_err(|e| error(e.to_string()))? {
                 others.push(
                     std::str::from_utf8(&count)
                         .ok()
@@ -164,27 +142,17 @@ impl PartitionLeases {
         }
         changes.members = others.len() + 1;
 
-        let held: Vec<(u32, u64)> = self.held.iter().map(|(p, (rev, _))| (*p, *rev)).collect();
-        for (partition, revision) in held {
-            // Compare-and-set on our last revision: it succeeds only if nobody else took the
-            // partition meanwhile (and the key did not expire).
-            match self
-                .kv
-                .update(
-                    partition_key(partition),
-                    self.member.clone().into(),
-                    revision,
-                )
-                .await
-            {
-                Ok(revision) => {
-                    self.held.insert(partition, (revision, now));
-                }
-                Err(_) => {
-                    self.held.remove(&partition);
-                    self.releasing.remove(&partition);
-                    changes.lost.push(partition);
-                }
+        let held: Vec<u32> = self.held.keys().copied().collect();
+        for partition in held {
+            let Some(lease) = self.held.get_mut(&partition) else {
+                continue;
+            };
+            // A renewal NATS did not answer keeps the lease until its self-fence passes
+            // ([`Self::fence`]); one refused means someone else holds it now.
+            if let Ok(false) = self.bucket.renew(lease).await {
+                self.held.remove(&partition);
+                self.releasing.remove(&partition);
+                changes.lost.push(partition);
             }
         }
 
@@ -206,8 +174,7 @@ impl PartitionLeases {
             }
             ShareAction::Acquire(mut wanted) if self.releasing.is_empty() => {
                 // Start from a member-specific offset so replicas do not all race for partition 0.
-                let offset = self
-                    .member
+                let offset = member
                     .bytes()
                     .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
                 for step in 0..self.partitions {
@@ -218,12 +185,10 @@ impl PartitionLeases {
                     if self.held.contains_key(&partition) {
                         continue;
                     }
-                    if let Ok(revision) = self
-                        .kv
-                        .create(partition_key(partition), self.member.clone().into())
-                        .await
+                    if let Ok(Some(lease)) =
+                        self.bucket.try_acquire(&partition_key(partition)).await
                     {
-                        self.held.insert(partition, (revision, now));
+                        self.held.insert(partition, lease);
                         changes.acquired.push(partition);
                         wanted -= 1;
                     }
@@ -237,11 +202,8 @@ impl PartitionLeases {
     /// Gives a drained partition back.
     pub async fn release(&mut self, partition: u32) {
         self.releasing.remove(&partition);
-        if let Some((revision, _)) = self.held.remove(&partition) {
-            let _ = self
-                .kv
-                .delete_expect_revision(partition_key(partition), Some(revision))
-                .await;
+        if let Some(lease) = self.held.remove(&partition) {
+            self.bucket.release(lease).await;
         }
     }
 
@@ -251,7 +213,12 @@ impl PartitionLeases {
         for partition in partitions {
             self.release(partition).await;
         }
-        let _ = self.kv.delete(format!("members.{}", self.member)).await;
+        let member = self.bucket.member().to_owned();
+        let _ = self
+            .bucket
+            .store()
+            .delete(format!("members.{member}"))
+            .await;
     }
 }
 
@@ -298,7 +265,7 @@ pub fn spawn_lease_task(
                     }
                     None => return,
                 },
-                _ = rounds.tick() => match tokio::time::timeout(ttl / 3, leases.round(Instant::now())).await {
+                _ = rounds.tick() => match tokio::time::timeout(ttl / 3, leases.round()).await {
                     Ok(Ok(changes)) => {
                         if updates.send(LeaseUpdate { changes, share: leases.share() }).is_err() {
                             return;

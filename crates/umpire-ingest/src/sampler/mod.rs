@@ -28,10 +28,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::ids::TraceId;
 use umpire_core::sampling::{Decision, TailSampler};
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 use umpire_otlp::ExportTraceServiceRequest;
 use umpire_otlp::buffered::{BufferedSpan, SpanOrigin};
 use umpire_otlp::convert::span_ids;
+use umpire_runtime::retry::Backoff;
 
 use self::buffer::{MessageKey, PendingTrace, TraceBuffer};
 use self::leases::{LeaseCommand, LeaseUpdate, PartitionLeases, spawn_lease_task};
@@ -103,10 +104,11 @@ impl Sampler {
     /// Runs until `shutdown`, then decides everything buffered, publishes what is kept,
     /// acknowledges, and gives its partitions back.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), leases::LeaseError> {
+        let mut attempt = 0u32;
         let leases = loop {
             let opened = PartitionLeases::open(
                 &self.control,
-                &self.names.ingest_bucket(),
+                &self.names,
                 &self.settings.member,
                 self.settings.partitions,
                 self.settings.kv_replicas,
@@ -117,10 +119,10 @@ impl Sampler {
                 Ok(leases) => break leases,
                 Err(e) => {
                     tracing::warn!(event = "leases_unavailable", error = %e, "retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    if !Backoff::SET_UP.wait(attempt, &shutdown).await {
+                        return Ok(());
                     }
+                    attempt = attempt.saturating_add(1);
                 }
             }
         };
@@ -586,15 +588,7 @@ async fn fetch_partition(
     deliveries: mpsc::Sender<Delivery>,
     cancel: CancellationToken,
 ) {
-    let config = consumer::pull::Config {
-        durable_name: Some(names.intake_consumer(partition)),
-        filter_subject: names.intake_subject(partition),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait,
-        max_deliver: -1,
-        max_ack_pending: 20_000,
-        ..Default::default()
-    };
+    let config = umpire_nats::topology::intake_consumer(&names, partition, ack_wait);
     let mut failures = 0u32;
     while !cancel.is_cancelled() {
         let messages = async {
@@ -622,10 +616,10 @@ async fn fetch_partition(
                 if failures % 10 == 1 {
                     tracing::warn!(event = "intake_pull_failed", partition, error = %e, "cannot pull intake messages; retrying");
                 }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                if !Backoff::SET_UP.wait(failures - 1, &cancel).await {
+                    return;
                 }
+                continue;
             }
         };
         loop {

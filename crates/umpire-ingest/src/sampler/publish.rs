@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::future::join_all;
 use umpire_core::span::GENAI_OPERATIONS;
-use umpire_nats::names::ProjectNames;
+use umpire_nats::topology::ProjectNames;
 use umpire_otlp::buffered::BufferedSpan;
+use umpire_runtime::retry::Backoff;
 
 use super::buffer::MessageKey;
 use crate::intake::PAYLOAD_HEADROOM;
@@ -25,18 +26,13 @@ pub struct PublishOutcome {
     pub elapsed: Duration,
 }
 
-/// Exponential backoff for retries: 100 ms doubling to 5 s.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
-}
-
 pub async fn publish_job(
     js: jetstream::Context,
     names: ProjectNames,
     job: PublishJob,
 ) -> PublishOutcome {
     if job.attempt > 0 {
-        tokio::time::sleep(backoff(job.attempt)).await;
+        tokio::time::sleep(Backoff::PUBLISH.delay(job.attempt - 1)).await;
     }
     let started = Instant::now();
     let result = publish_spans(&js, &names, &job.spans).await;
@@ -130,11 +126,5 @@ mod tests {
         for operation in GENAI_OPERATIONS {
             assert!(umpire_core::span::AiSpanKind::from_genai_operation(operation).is_some());
         }
-    }
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(20), Duration::from_secs(5));
     }
 }

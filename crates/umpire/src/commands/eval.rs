@@ -10,12 +10,12 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
+use umpire_contract::evaluator::{manifest_parts, plan_policy};
+use umpire_contract::references::MountedReferences;
 use umpire_core::ids::TraceId;
 use umpire_core::judge::{Outcome, TraceContext};
 use umpire_core::span::Span;
-use umpire_evaluator::config::{manifest_parts, plan_policy};
 use umpire_evaluator::judging::PolicyJudges;
-use umpire_evaluator::references::MountedReferences;
 use umpire_otlp::decode::{Encoding, decode_request};
 
 #[derive(clap::Args)]

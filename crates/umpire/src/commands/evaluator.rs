@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use umpire_evaluator::config::{EvaluatorConfig, RuntimeDefaults};
+use umpire_contract::evaluator::{EvaluatorConfig, RuntimeDefaults};
 use umpire_runtime::telemetry::{self, LogFormat};
 
 #[derive(clap::Args)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use umpire_ingest::config::{IngestConfig, ListenAddresses, RuntimeDefaults};
+use umpire_contract::ingest::{IngestConfig, ListenAddresses, RuntimeDefaults};
 use umpire_runtime::telemetry::{self, LogFormat};
 
 #[derive(clap::Args)]

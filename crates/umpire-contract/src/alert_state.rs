@@ -1,4 +1,4 @@
-//! Alert state in a NATS KV bucket per project: `<policy>.<rule>.<group hash>` (or `.all`
+//! Alert state in a NATS KV bucket per project ([`alert_state_bucket`]): `<policy>.<rule>.<group hash>` (or `.all`
 //! for ungrouped rules) → the group's values and [`AlertStatus`]. Written by the policy's
 //! leader after every state change and read by a new leader before it evaluates, so a
 //! restart neither forgets a firing alert nor pages it again.
@@ -10,7 +10,8 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use umpire_core::alert::notification::group_hash;
 use umpire_core::alert::state::AlertStatus;
-use umpire_nats::kv::{BucketSettings, ensure_bucket};
+use umpire_nats::kv::ensure_bucket;
+use umpire_nats::topology::{ProjectNames, alert_state_bucket};
 
 #[derive(Debug, thiserror::Error)]
 #[error("alert state ({bucket}): {message}")]
@@ -40,20 +41,15 @@ pub struct AlertStore {
 impl AlertStore {
     pub async fn open(
         js: &jetstream::Context,
-        bucket: &str,
+        names: &ProjectNames,
         policy: &str,
         replicas: usize,
     ) -> Result<Self, StoreError> {
+        let settings = alert_state_bucket(names, replicas);
+        let bucket = settings.bucket.clone();
         let error = |message: String| StoreError {
-            bucket: bucket.to_owned(),
+            bucket: bucket.clone(),
             message,
-        };
-        let settings = BucketSettings {
-            bucket: bucket.to_owned(),
-            description: "Umpire alert state: pending and firing alerts of each EvalPolicy".into(),
-            history: 1,
-            max_age: std::time::Duration::ZERO,
-            replicas,
         };
         let kv = ensure_bucket(js, &settings)
             .await
@@ -65,7 +61,7 @@ impl AlertStore {
         Ok(Self {
             kv,
             stream,
-            bucket: bucket.to_owned(),
+            bucket: bucket.clone(),
             policy: policy.to_owned(),
         })
     }
@@ -74,9 +70,10 @@ impl AlertStore {
     /// create it — a bucket created for a project being deleted would outlive it.
     pub async fn open_existing(
         js: &jetstream::Context,
-        bucket: &str,
+        names: &ProjectNames,
         policy: &str,
     ) -> Result<Option<Self>, StoreError> {
+        let bucket = &names.alert_state_bucket();
         let error = |message: String| StoreError {
             bucket: bucket.to_owned(),
             message,

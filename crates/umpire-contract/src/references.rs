@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use umpire_api::common::SecretKeyRef;
 use umpire_api::validate::{RefLookup, References};
+use umpire_runtime::secrets::MountedSecrets;
 
 #[derive(Debug, Clone, Default)]
 pub struct MountedReferences {
@@ -14,10 +14,9 @@ pub struct MountedReferences {
 }
 
 impl MountedReferences {
-    pub fn secret_file(&self, reference: &SecretKeyRef) -> Option<PathBuf> {
-        self.secrets
-            .as_ref()
-            .map(|dir| dir.join(&reference.name).join(&reference.key))
+    /// The Secrets, read through the one mounted-Secret reader.
+    pub fn mounted_secrets(&self) -> MountedSecrets {
+        MountedSecrets::new(self.secrets.clone())
     }
 }
 

@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use async_nats::jetstream::consumer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use umpire_api::compile::{PolicyPlan, compile_eval_policy};
 use umpire_api::eval_policy::EvalPolicySpec;
 use umpire_api::validate::{UmpireKind, Validator};
 use umpire_nats::connect::NatsSettings;
+use umpire_nats::topology::{self, PolicyConsumer, ProjectNames};
 
 use crate::references::MountedReferences;
 
@@ -39,14 +41,14 @@ pub struct EvaluatorConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "optional_duration"
+        with = "crate::duration"
     )]
     pub trace_settle: Option<Duration>,
     /// Redelivery timeout of a span message. Default 5m (LLM judges retry for a while).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "optional_duration"
+        with = "crate::duration"
     )]
     pub ack_wait: Option<Duration>,
     /// JetStream replicas of the project's scores and dead letters and of the policy's alert
@@ -59,7 +61,7 @@ pub struct EvaluatorConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "optional_duration"
+        with = "crate::duration"
     )]
     pub alert_lease_ttl: Option<Duration>,
 }
@@ -70,27 +72,6 @@ fn one_replica() -> usize {
 
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9465))
-}
-
-mod optional_duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use umpire_api::common::Duration;
-
-    pub fn serialize<S: Serializer>(
-        value: &Option<std::time::Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(d) => serializer.serialize_str(&format!("{}ms", d.as_millis())),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<std::time::Duration>, D::Error> {
-        Ok(Option::<Duration>::deserialize(deserializer)?.map(|d| d.as_std()))
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +168,38 @@ impl EvaluatorConfig {
     /// The attributes alert rules group by: every score carries their values.
     pub fn group_keys(&self) -> BTreeSet<String> {
         group_keys(&self.spec)
+    }
+
+    /// Names of the policy's project.
+    pub fn project_names(&self) -> ProjectNames {
+        ProjectNames::new(&self.namespace, &self.spec.project_ref.name)
+    }
+
+    /// The policy's durable consumer on its project's span stream, exactly as its
+    /// evaluators create it (the controller creates it first, so no span published after
+    /// the policy is accepted is missed while pods start).
+    pub fn policy_consumer(&self, plan: &PolicyPlan) -> consumer::pull::Config {
+        // When the selection maps to span kinds and no trace-level judge needs every span
+        // of a trace, the server filters; otherwise the evaluator's selector does.
+        let needs_trace = plan.needs_trace();
+        let max_ack_pending = if needs_trace {
+            20_000
+        } else {
+            (plan.concurrency * 4).max(256)
+        };
+        topology::policy_consumer(
+            &self.project_names(),
+            &PolicyConsumer {
+                policy: self.policy.clone(),
+                span_filters: if needs_trace {
+                    None
+                } else {
+                    plan.selector.subject_filters()
+                },
+                ack_wait: self.ack_wait.unwrap_or(DEFAULT_ACK_WAIT),
+                max_ack_pending,
+            },
+        )
     }
 }
 

@@ -10,6 +10,8 @@ use umpire_api::compile::{ProjectPlan, compile_trace_project};
 use umpire_api::trace_project::TraceProjectSpec;
 use umpire_api::validate::{NoReferences, UmpireKind, Validator};
 use umpire_nats::connect::NatsSettings;
+use umpire_nats::topology::SpanStreamLimits;
+use umpire_runtime::secrets::{SecretError, read_secret_file};
 
 /// Partitions traces are hashed into; each is owned by one ingest replica at a time. It
 /// bounds useful replicas per project and must be the same on every replica.
@@ -43,7 +45,7 @@ pub struct IngestConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "optional_duration"
+        with = "crate::duration"
     )]
     pub intake_ack_wait: Option<std::time::Duration>,
     /// Advanced: how long a partition lease lives without renewal (renewed every third of
@@ -51,31 +53,9 @@ pub struct IngestConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "optional_duration"
+        with = "crate::duration"
     )]
     pub lease_ttl: Option<std::time::Duration>,
-}
-
-/// Durations in the config file use the same syntax as in resources (`10s`, `1m30s`).
-mod optional_duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use umpire_api::common::Duration;
-
-    pub fn serialize<S: Serializer>(
-        value: &Option<std::time::Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(d) => serializer.serialize_str(&format!("{}ms", d.as_millis())),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<std::time::Duration>, D::Error> {
-        Ok(Option::<Duration>::deserialize(deserializer)?.map(|d| d.as_std()))
-    }
 }
 
 fn default_partitions() -> u32 {
@@ -119,11 +99,8 @@ pub enum ConfigError {
         "spec.ingest.auth requires a bearer token: set authTokenFile (or UMPIRE_INGEST_TOKEN_FILE)"
     )]
     MissingToken,
-    #[error("reading the bearer token file {path}: {source}")]
-    Token {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("the bearer token: {0}")]
+    Token(#[from] SecretError),
     #[error("partitions must be between 1 and 1024, not {0}")]
     Partitions(u32),
 }
@@ -233,12 +210,7 @@ impl IngestConfig {
             .and_then(|i| i.auth.as_ref())
             .is_some();
         match (&self.auth_token_file, required) {
-            (Some(path), _) => std::fs::read_to_string(path)
-                .map(|token| Some(token.trim().to_owned()))
-                .map_err(|source| ConfigError::Token {
-                    path: path.clone(),
-                    source,
-                }),
+            (Some(path), _) => Ok(Some(read_secret_file(path)?.expose().to_owned())),
             (None, true) => Err(ConfigError::MissingToken),
             (None, false) => Ok(None),
         }
@@ -256,5 +228,17 @@ impl IngestConfig {
                     rand::random::<u16>()
                 )
             })
+    }
+}
+
+/// The span stream's limits, from the compiled TraceProject: what the controller creates
+/// and ingest keeps up to date ([`umpire_nats::topology::span_stream`]).
+pub fn span_stream_limits(plan: &ProjectPlan) -> SpanStreamLimits {
+    SpanStreamLimits {
+        max_age: plan.stream.max_age,
+        max_bytes: plan.stream.max_bytes,
+        max_messages: plan.stream.max_messages,
+        replicas: plan.stream.replicas,
+        duplicate_window: plan.stream.duplicate_window,
     }
 }

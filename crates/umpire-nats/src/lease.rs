@@ -1,0 +1,149 @@
+//! The one lease mechanism: ingest's trace partitions and the evaluators' alert leadership
+//! are both "at most one holder of a key at a time", held in a KV bucket whose entries
+//! expire after the lease TTL.
+//!
+//! A holder takes a key by creating it (compare-and-set: fails while anyone holds it),
+//! renews it every third of the TTL by updating its last revision (fails if anyone else
+//! wrote it meanwhile), and stops acting on it by itself once its last successful renewal is
+//! older than 4/5 of the TTL — before the key can expire and be taken — so two holders
+//! never act at once while clocks run at similar rates. The key's revision is the lease's
+//! fencing token.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+
+use crate::kv::{BucketSettings, ensure_bucket};
+
+#[derive(Debug, thiserror::Error)]
+#[error("leases ({bucket}): {message}")]
+pub struct LeaseError {
+    pub bucket: String,
+    pub message: String,
+}
+
+/// A bucket of leases held by one member (a replica).
+pub struct LeaseBucket {
+    kv: kv::Store,
+    bucket: String,
+    member: String,
+    ttl: Duration,
+}
+
+/// A lease this member holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    key: String,
+    revision: u64,
+    renewed: Instant,
+}
+
+impl Lease {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The key's revision at the last create or renewal: a fencing token that grows with
+    /// every write, whoever the holder.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Whether the holder may still act at `now`: its last renewal is recent enough that
+    /// the key cannot have expired and been taken by someone else.
+    pub fn is_valid(&self, now: Instant, ttl: Duration) -> bool {
+        now.saturating_duration_since(self.renewed) < self_fence(ttl)
+    }
+}
+
+/// After this long without a renewal, a holder stops acting on its lease.
+pub fn self_fence(ttl: Duration) -> Duration {
+    ttl * 4 / 5
+}
+
+impl LeaseBucket {
+    /// Opens (creating or updating) the bucket; its entries live `settings.max_age`, the TTL.
+    pub async fn open(
+        js: &jetstream::Context,
+        settings: &BucketSettings,
+        member: &str,
+    ) -> Result<Self, LeaseError> {
+        let kv = ensure_bucket(js, settings).await.map_err(|e| LeaseError {
+            bucket: settings.bucket.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            kv,
+            bucket: settings.bucket.clone(),
+            member: member.to_owned(),
+            ttl: settings.max_age,
+        })
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The bucket itself, for what leases carry alongside (e.g. membership heartbeats).
+    pub fn store(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    /// Takes `key`; `Ok(None)` while someone else holds it.
+    pub async fn try_acquire(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        // Counted from when the request was sent, not answered: conservative for fencing.
+        let sent = Instant::now();
+        match self.kv.create(key, self.member.clone().into()).await {
+            Ok(revision) => Ok(Some(Lease {
+                key: key.to_owned(),
+                revision,
+                renewed: sent,
+            })),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(self.error(e.to_string())),
+        }
+    }
+
+    /// Renews `lease`; `Ok(false)` when it was lost (taken over, or expired). On `Err` NATS
+    /// did not answer: the lease stays valid until its self-fence passes.
+    pub async fn renew(&self, lease: &mut Lease) -> Result<bool, LeaseError> {
+        let sent = Instant::now();
+        match self
+            .kv
+            .update(&lease.key, self.member.clone().into(), lease.revision)
+            .await
+        {
+            Ok(revision) => {
+                lease.revision = revision;
+                lease.renewed = sent;
+                Ok(true)
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(self.error(e.to_string())),
+        }
+    }
+
+    /// Gives `lease` up at once (a drained partition, a graceful shutdown), so the next
+    /// holder need not wait for the TTL. Best effort: if it fails, the key expires.
+    pub async fn release(&self, lease: Lease) {
+        let _ = self
+            .kv
+            .delete_expect_revision(&lease.key, Some(lease.revision))
+            .await;
+    }
+
+    fn error(&self, message: String) -> LeaseError {
+        LeaseError {
+            bucket: self.bucket.clone(),
+            message,
+        }
+    }
+}

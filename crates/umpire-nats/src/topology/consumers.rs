@@ -1,0 +1,123 @@
+//! Durable consumers: one per intake partition, one per policy on the span stream, one per
+//! policy on the outbox.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer;
+
+use super::ProjectNames;
+
+/// The intake partition's consumer: the sampler that owns the partition reads it.
+pub fn intake_consumer(
+    names: &ProjectNames,
+    partition: u32,
+    ack_wait: Duration,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(names.intake_consumer(partition)),
+        filter_subject: names.intake_subject(partition),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait,
+        max_deliver: -1,
+        max_ack_pending: 20_000,
+        ..Default::default()
+    }
+}
+
+/// What a policy's consumer on the span stream reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConsumer {
+    pub policy: String,
+    /// Span subject tails (`<kind>.<operation>`, wildcards allowed) the server filters on;
+    /// `None`: every span of the project (the evaluator filters, or needs whole traces).
+    pub span_filters: Option<Vec<String>>,
+    pub ack_wait: Duration,
+    pub max_ack_pending: usize,
+}
+
+/// The durable consumer an EvalPolicy's evaluators share. JetStream 2.10+ consumers take
+/// several filter subjects, and an update keeps the consumer's position, so a policy whose
+/// selection changes follows it without replaying or skipping spans.
+pub fn policy_consumer(names: &ProjectNames, wanted: &PolicyConsumer) -> consumer::pull::Config {
+    let subjects: Vec<String> = match &wanted.span_filters {
+        Some(filters) if !filters.is_empty() => filters
+            .iter()
+            .map(|tail| {
+                format!(
+                    "umpire.spans.{}.{}.{tail}",
+                    names.namespace(),
+                    names.project()
+                )
+            })
+            .collect(),
+        _ => vec![names.spans_wildcard()],
+    };
+    let (filter, filters) = match subjects.as_slice() {
+        [one] => (one.clone(), Vec::new()),
+        _ => (String::new(), subjects),
+    };
+    consumer::pull::Config {
+        durable_name: Some(names.policy_consumer(&wanted.policy)),
+        description: Some(format!("Umpire EvalPolicy {}", wanted.policy)),
+        filter_subject: filter,
+        filter_subjects: filters,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: wanted.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: i64::try_from(wanted.max_ack_pending).unwrap_or(i64::MAX),
+        // A policy judges live traffic from the moment its consumer exists (the controller
+        // creates it with the policy, before evaluator pods start).
+        deliver_policy: consumer::DeliverPolicy::New,
+        ..Default::default()
+    }
+}
+
+/// How long a delivery may go without progress before another replica takes it over.
+pub const NOTIFIER_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The durable consumer delivering one policy's notifications: one in flight across every
+/// replica, so deliveries stay in order.
+pub fn notifier_consumer(names: &ProjectNames, policy: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(names.notifier_consumer(policy)),
+        description: Some(format!("Umpire notifications of EvalPolicy {policy}")),
+        filter_subject: names.notifications_subject(policy),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: NOTIFIER_ACK_WAIT,
+        max_ack_pending: 1,
+        max_deliver: -1,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_consumers_filter_on_the_server_when_they_can() {
+        let names = ProjectNames::new("ml", "bot");
+        let mut wanted = PolicyConsumer {
+            policy: "quality".into(),
+            span_filters: Some(vec!["llm.>".into(), "agent.>".into()]),
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: 256,
+        };
+        let config = policy_consumer(&names, &wanted);
+        assert_eq!(
+            config.filter_subjects,
+            ["umpire.spans.ml.bot.llm.>", "umpire.spans.ml.bot.agent.>"]
+        );
+        assert!(config.filter_subject.is_empty());
+
+        wanted.span_filters = Some(vec!["llm.>".into()]);
+        let config = policy_consumer(&names, &wanted);
+        assert_eq!(config.filter_subject, "umpire.spans.ml.bot.llm.>");
+        assert!(config.filter_subjects.is_empty());
+
+        wanted.span_filters = None;
+        let config = policy_consumer(&names, &wanted);
+        assert_eq!(config.filter_subject, "umpire.spans.ml.bot.>");
+    }
+}
