@@ -6,9 +6,10 @@
 
 mod support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use support::UmpireProcess;
@@ -38,14 +39,11 @@ async fn leader_of(js: &jetstream::Context, stream: &str) -> String {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_trigger_and_one_resolve_through_the_loss_of_the_outbox_leader() {
-    let mut cluster = NatsCluster::start(3, &[]).unwrap();
-    let pager = PagerDutyReceiver::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("secrets/pd")).unwrap();
-    std::fs::write(dir.path().join("secrets/pd/routing-key"), ROUTING_KEY).unwrap();
-    let config = dir.path().join("evaluator.yaml");
+/// An evaluator config for policy `quality` (R3 state, 3 s leader lease) talking to `nats`.
+fn write_config(dir: &Path, name: &str, nats: &str, pager: &PagerDutyReceiver) -> String {
+    std::fs::create_dir_all(dir.join("secrets/pd")).unwrap();
+    std::fs::write(dir.join("secrets/pd/routing-key"), ROUTING_KEY).unwrap();
+    let config = dir.join(name);
     std::fs::write(
         &config,
         format!(
@@ -72,13 +70,20 @@ spec:
   routes:
     - {{name: oncall, pagerDuty: {{url: "{pd}", routingKeySecretRef: {{name: pd, key: routing-key}}}}}}
 "#,
-            nats = cluster.urls(),
-            secrets = dir.path().join("secrets").display(),
+            secrets = dir.join("secrets").display(),
             pd = pager.events_url(),
         ),
     )
     .unwrap();
-    let config = config.to_str().unwrap().to_owned();
+    config.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trigger_and_one_resolve_through_the_loss_of_the_outbox_leader() {
+    let mut cluster = NatsCluster::start(3, &[]).unwrap();
+    let pager = PagerDutyReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "evaluator.yaml", &cluster.urls(), &pager);
     let spawn = || UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
     let _replicas = [spawn(), spawn()];
 
@@ -113,6 +118,101 @@ spec:
     tokio::time::sleep(Duration::from_secs(10)).await;
     phase.store(STOPPED, Ordering::SeqCst);
     publisher.await.unwrap();
+    let actions: Vec<String> = pager
+        .events()
+        .iter()
+        .map(|e| e.action().to_owned())
+        .collect();
+    eprintln!("received: {actions:?}");
+    assert_eq!(
+        actions,
+        ["trigger", "resolve"],
+        "exactly one page and one resolve"
+    );
+}
+
+/// The alert leader's only NATS node is frozen (SIGSTOP) for four lease TTLs while its
+/// alert fires, and the incident recovers during the pause: the other replica takes the
+/// lease (the frozen leader stops acting at 4/5 of the TTL, before the key can expire),
+/// replays the scores and resolves. When the node runs again the old leader stays a
+/// follower: the receiver gets exactly one trigger and one resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_never_notifies_beside_its_successor() {
+    const PAUSE: Duration = Duration::from_secs(12);
+    let mut cluster = NatsCluster::start(3, &[]).unwrap();
+    let pager = PagerDutyReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let only_node_0 = write_config(dir.path(), "a.yaml", &cluster.nodes[0].url(), &pager);
+    let other_nodes = format!("{},{}", cluster.nodes[1].url(), cluster.nodes[2].url());
+    let nodes_1_and_2 = write_config(dir.path(), "b.yaml", &other_nodes, &pager);
+    // The test's own client must not stall with node 0.
+    let servers: Vec<async_nats::ServerAddr> = cluster.nodes[1..]
+        .iter()
+        .map(|node| node.url().parse().unwrap())
+        .collect();
+    let js = jetstream::new(async_nats::connect(servers).await.unwrap());
+
+    // A starts first and becomes leader; B follows.
+    let _a = UmpireProcess::spawn_with_env(
+        &["evaluator", "--config", &only_node_0],
+        dir.path(),
+        &[("POD_NAME", "replica-a")],
+    );
+    let leader = || async {
+        let kv = js
+            .get_key_value("umpire-alert-leases-team-bot")
+            .await
+            .ok()?;
+        let holder = kv.get("quality").await.ok()??;
+        Some(String::from_utf8_lossy(&holder).into_owned())
+    };
+    let first = eventually("a leader", Duration::from_secs(30), || async {
+        leader().await
+    })
+    .await;
+    assert_eq!(first, "replica-a");
+    let _b = UmpireProcess::spawn_with_env(
+        &["evaluator", "--config", &nodes_1_and_2],
+        dir.path(),
+        &[("POD_NAME", "replica-b")],
+    );
+    leader_of(&js, "UMPIRE_SCORES_team_bot").await;
+    let phase = Arc::new(AtomicU8::new(HEALTHY));
+    let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 20));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    phase.store(REGRESSED, Ordering::SeqCst);
+    eventually("the trigger", Duration::from_secs(30), || async {
+        pager.events().into_iter().find(|e| e.action() == "trigger")
+    })
+    .await;
+
+    eprintln!(
+        "injected: paused node 0, replica A's (the alert leader's) only server, for {PAUSE:?}; the incident recovers meanwhile"
+    );
+    cluster.nodes[0].pause();
+    let paused = Instant::now();
+    phase.store(HEALTHY, Ordering::SeqCst);
+    let successor = eventually("a new leader", Duration::from_secs(30), || async {
+        leader().await.filter(|holder| holder == "replica-b")
+    })
+    .await;
+    eprintln!(
+        "{successor} took the lease {:.1?} after the pause began",
+        paused.elapsed()
+    );
+    let remaining = PAUSE.saturating_sub(paused.elapsed());
+    tokio::time::sleep(remaining).await;
+    cluster.nodes[0].resume();
+    eventually("the resolve", Duration::from_secs(60), || async {
+        pager.events().into_iter().find(|e| e.action() == "resolve")
+    })
+    .await;
+    // Two more windows after the old leader is back: nothing else arrives, and it stays a
+    // follower.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    phase.store(STOPPED, Ordering::SeqCst);
+    publisher.await.unwrap();
+    assert_eq!(leader().await.as_deref(), Some("replica-b"));
     let actions: Vec<String> = pager
         .events()
         .iter()

@@ -105,6 +105,7 @@ pub struct IngestMetrics {
     pub buffered_traces: Gauge,
     pub publish_duration: Histogram,
     pub publish_failures: Counter,
+    pub publish_duplicates: Counter,
     pub partitions_owned: Gauge,
     pub intake_decode_failures: Counter,
 }
@@ -135,6 +136,7 @@ impl IngestMetrics {
             buffered_traces: Gauge::default(),
             publish_duration: latency_histogram(),
             publish_failures: Counter::default(),
+            publish_duplicates: Counter::default(),
             partitions_owned: Gauge::default(),
             intake_decode_failures: Counter::default(),
         };
@@ -228,6 +230,11 @@ impl IngestMetrics {
             "publish_failures",
             "Failed attempts to publish kept spans (retried)",
             metrics.publish_failures.clone(),
+        );
+        r.register(
+            "publish_duplicates",
+            "Kept spans JetStream already held (same span id within the duplicate window): a retry whose first attempt was stored, or another owner deciding the same trace",
+            metrics.publish_duplicates.clone(),
         );
         r.register(
             "partitions_owned",

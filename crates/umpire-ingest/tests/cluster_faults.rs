@@ -130,3 +130,97 @@ async fn a_whole_cluster_restart_needs_no_operator() {
     let ids: BTreeSet<String> = spans.iter().map(|(_, s)| s.dedup_id()).collect();
     assert_eq!((spans.len(), ids.len()), (200, 200), "every span once");
 }
+
+/// A node frozen (SIGSTOP) for three lease TTLs: replica A talks only to it, replica B to
+/// the other two. A keeps its connection but nothing answers, so it must stop acting on its
+/// partitions by itself (self-fence at 4/5 of the TTL) before B may take them (at expiry).
+/// Sampled every 20 ms while the node is frozen, the two replicas never own more than the
+/// 16 partitions between them; every span acknowledged to a client is stored exactly once,
+/// and once the node runs again the partitions spread back to A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_node_past_the_lease_ttl_leaves_one_owner_per_partition() {
+    const PARTITIONS: f64 = 16.0;
+    const PAUSE: Duration = Duration::from_secs(9);
+    let mut cluster = NatsCluster::start(3, &[]).unwrap();
+    let spec = json!({"sampling": {"decisionWait": "1s"}, "stream": {"replicas": 3}});
+    let replica = |member: &str| Options {
+        member: member.into(),
+        ..Options::default()
+    };
+    let a =
+        TestIngest::start_with(&cluster.nodes[0].url(), spec.clone(), replica("replica-a")).await;
+    let b_urls = format!("{},{}", cluster.nodes[1].url(), cluster.nodes[2].url());
+    let b = TestIngest::start_with(&b_urls, spec, replica("replica-b")).await;
+    eventually(
+        "partitions spread over both replicas",
+        Duration::from_secs(30),
+        || async {
+            let (a, b) = (
+                a.metric("umpire_ingest_partitions_owned").await,
+                b.metric("umpire_ingest_partitions_owned").await,
+            );
+            (a >= 1.0 && b >= 1.0 && a + b == PARTITIONS).then_some(())
+        },
+    )
+    .await;
+
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let clients = client_load(
+        &b.http,
+        CLIENTS,
+        REQUESTS_PER_CLIENT,
+        SPANS_PER_REQUEST,
+        Duration::from_millis(30),
+        &acknowledged,
+    );
+    let total = (CLIENTS * REQUESTS_PER_CLIENT * SPANS_PER_REQUEST) as usize;
+    eventually("load under way", Duration::from_secs(30), || {
+        let count = acknowledged.lock().unwrap().len();
+        async move { (count >= total / 5).then_some(()) }
+    })
+    .await;
+
+    let owned_by_a = a.metric("umpire_ingest_partitions_owned").await;
+    eprintln!(
+        "injected: node {} (replica A's only server; A owned {owned_by_a} partitions) paused for {PAUSE:?}, three lease TTLs, under load",
+        cluster.nodes[0].url()
+    );
+    cluster.nodes[0].pause();
+    let paused = Instant::now();
+    let (mut most_owned, mut b_took_all) = (0.0f64, false);
+    while paused.elapsed() < PAUSE {
+        let (owned_a, owned_b) = (
+            a.metric("umpire_ingest_partitions_owned").await,
+            b.metric("umpire_ingest_partitions_owned").await,
+        );
+        most_owned = most_owned.max(owned_a + owned_b);
+        b_took_all |= owned_b == PARTITIONS && owned_a == 0.0;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.nodes[0].resume();
+    eprintln!(
+        "while paused: at most {most_owned} partitions owned at once; B took all of them: {b_took_all}"
+    );
+    assert!(
+        most_owned <= PARTITIONS,
+        "two owners at once: {most_owned} partitions owned"
+    );
+    assert!(b_took_all, "B never took over A's partitions");
+
+    for client in clients {
+        client.await.unwrap();
+    }
+    let js = jetstream(&b_urls).await;
+    let spans = kept_spans(&js, total).await;
+    let ids: BTreeSet<String> = spans.iter().map(|(_, s)| s.dedup_id()).collect();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    eprintln!(
+        "lost: {} of {total} acknowledged spans; stored twice: {}; A's duplicate publishes: {}",
+        acknowledged.difference(&ids).count(),
+        spans.len() - ids.len(),
+        a.metric("umpire_ingest_publish_duplicates_total").await
+    );
+    assert_eq!(spans.len(), ids.len(), "no span stored twice");
+    assert_eq!(ids, acknowledged, "every acknowledged span stored");
+    a.wait_partitions(1.0).await;
+}

@@ -78,6 +78,25 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open but nothing answers — a
+    /// node stalled by a GC pause, a hung disk or an overloaded VM, not a crashed one.
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status();
+        }
+    }
+
     /// Starts the server again on the same port with the same storage.
     pub fn restart(&mut self) -> Result<(), NatsServerError> {
         self.kill();

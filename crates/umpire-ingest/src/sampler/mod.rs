@@ -398,8 +398,9 @@ impl SamplingLoop {
         // Whatever happens to this job, a slot is free.
         self.run_queued();
         match result {
-            Ok(()) => {
+            Ok(duplicates) => {
                 self.metrics().spans_kept.inc_by(job.spans.len() as u64);
+                self.metrics().publish_duplicates.inc_by(duplicates);
                 self.metrics()
                     .publish_duration
                     .observe(elapsed.as_secs_f64());

@@ -22,7 +22,8 @@ pub struct PublishJob {
 
 pub struct PublishOutcome {
     pub job: PublishJob,
-    pub result: Result<(), String>,
+    /// Spans JetStream reported as duplicates, or why publishing failed.
+    pub result: Result<u64, String>,
     pub elapsed: Duration,
 }
 
@@ -62,7 +63,7 @@ async fn publish_spans(
     js: &jetstream::Context,
     names: &ProjectNames,
     spans: &[BufferedSpan],
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let client = js.client();
     if !umpire_nats::connect::is_connected(&client) {
         return Err("not connected to NATS".into());
@@ -72,6 +73,7 @@ async fn publish_spans(
         .max_payload
         .saturating_sub(PAYLOAD_HEADROOM)
         .max(64 * 1024);
+    let mut duplicates = 0;
     for chunk in spans.chunks(ACK_CHUNK) {
         let mut acks = Vec::with_capacity(chunk.len());
         for buffered in chunk {
@@ -104,10 +106,12 @@ async fn publish_spans(
             acks.push(ack);
         }
         for result in join_all(acks.into_iter().map(|a| a.into_future())).await {
-            result.map_err(|e| e.to_string())?;
+            if result.map_err(|e| e.to_string())?.duplicate {
+                duplicates += 1;
+            }
         }
     }
-    Ok(())
+    Ok(duplicates)
 }
 
 #[cfg(test)]
