@@ -188,3 +188,34 @@ spec:
             .all(|r| r.headers["authorization"] == format!("Bearer {API_KEY}"))
     );
 }
+
+/// As for ingest: an EvalPolicy breaking a CEL rule of the CRD is refused before the
+/// evaluator starts, with the rule's message.
+#[test]
+fn a_policy_the_api_server_would_refuse_is_refused_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write(
+        dir.path(),
+        "policy.yaml",
+        r#"apiVersion: umpire.dev/v1alpha1
+kind: EvalPolicy
+metadata: {name: bad, namespace: team}
+spec:
+  projectRef: {name: bot}
+  judges: [{name: fast, latency: {maxMs: 100}}]
+  alerts:
+    - {name: slow, metric: {judge: fast, aggregate: passRate}, window: 5m, condition: {below: 85}, severity: warning, route: hook}
+  routes:
+    - {name: hook, webhook: {url: "http://127.0.0.1:9/hook"}}
+"#,
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_umpire"))
+        .args(["evaluator", "--config", &manifest])
+        .args(["--nats-url", "nats://127.0.0.1:1"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("write 0.85, not 85"), "{stderr}");
+}

@@ -194,3 +194,29 @@ fn the_real_otel_sdk_exports_to_umpire_ingest_over_grpc_and_http() {
         "warnings at a clean shutdown: {warnings:#?}"
     );
 }
+
+/// A hand-written config is checked as `umpire check` and the API server would before
+/// anything starts (the worker library itself carries no schema or CEL engine): a spec
+/// breaking one of the CRD's CEL rules is refused with the rule's message.
+#[test]
+fn a_spec_the_api_server_would_refuse_is_refused_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("project.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: umpire.dev/v1alpha1\nkind: TraceProject\nmetadata: {name: bad, namespace: team}\nspec:\n  ingest:\n    replicas: 2\n    autoscaling: {minReplicas: 1, maxReplicas: 3}\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_umpire"))
+        .args(["ingest", "--config"])
+        .arg(&manifest)
+        .args(["--nats-url", "nats://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("set either replicas or autoscaling, not both"),
+        "{stderr}"
+    );
+}

@@ -62,3 +62,76 @@ pub fn free_port() -> anyhow::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// The NATS a benchmark runs against: one node, or a three-node JetStream cluster (routes on
+/// loopback, the project at three replicas) — what teams run in production.
+pub enum BenchNats {
+    Single(umpire_testkit::nats::NatsServer),
+    Cluster(umpire_testkit::nats::NatsCluster),
+}
+
+impl BenchNats {
+    pub fn start(cluster: bool) -> anyhow::Result<Self> {
+        Ok(if cluster {
+            Self::Cluster(umpire_testkit::nats::NatsCluster::start(3, &[])?)
+        } else {
+            Self::Single(umpire_testkit::nats::NatsServer::start()?)
+        })
+    }
+
+    /// Every node's URL, comma-separated (what `--nats-url` and configs take).
+    pub fn url(&self) -> String {
+        match self {
+            Self::Single(server) => server.url(),
+            Self::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    /// Stream replicas a project gets on this NATS.
+    pub fn replicas(&self) -> usize {
+        match self {
+            Self::Single(_) => 1,
+            Self::Cluster(cluster) => cluster.nodes.len(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Single(_) => "nats-server, one node".into(),
+            Self::Cluster(cluster) => format!(
+                "nats-server cluster of {} nodes, project at R{}",
+                cluster.nodes.len(),
+                self.replicas()
+            ),
+        }
+    }
+
+    /// A client, once JetStream answers (a new cluster elects its meta leader first).
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        let client = match self {
+            Self::Single(server) => async_nats::connect(server.url()).await?,
+            Self::Cluster(cluster) => cluster.client().await?,
+        };
+        let js = async_nats::jetstream::new(client.clone());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Err(e) = js.query_account().await {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "JetStream did not answer within 30 s: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(client)
+    }
+
+    /// CPU every node has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let pids: Vec<u32> = match self {
+            Self::Single(server) => server.pid().into_iter().collect(),
+            Self::Cluster(cluster) => cluster.nodes.iter().filter_map(|n| n.pid()).collect(),
+        };
+        pids.into_iter()
+            .map(cpu_time)
+            .try_fold(Duration::ZERO, |sum, cpu| Ok(sum + cpu?))
+    }
+}

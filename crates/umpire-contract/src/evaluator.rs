@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use umpire_api::compile::{PolicyPlan, compile_eval_policy};
 use umpire_api::eval_policy::EvalPolicySpec;
-use umpire_api::validate::{UmpireKind, Validator};
 use umpire_nats::connect::NatsSettings;
 use umpire_nats::topology::{self, PolicyConsumer, ProjectNames};
 
@@ -155,14 +154,9 @@ impl EvaluatorConfig {
         }
     }
 
-    /// Validates the spec as `umpire check` and the API server would, and compiles it.
+    /// Compiles the spec ([`plan_policy`]).
     pub fn plan(&self) -> Result<PolicyPlan, ConfigError> {
-        plan_policy(
-            &self.namespace,
-            &self.policy,
-            &self.spec,
-            &self.references(),
-        )
+        plan_policy(&self.namespace, &self.spec, &self.references())
     }
 
     /// The attributes alert rules group by: every score carries their values.
@@ -220,32 +214,23 @@ pub fn manifest_parts(value: &Value) -> Result<(String, String, EvalPolicySpec),
     Ok((namespace, name, spec))
 }
 
+/// Compiles a policy (which also checks what the CRD cannot: regexes, templates, referenced
+/// JSON Schemas). The schema and CEL rules are checked by the controller and `umpire check`
+/// (`crate::validation`).
 pub fn plan_policy(
     namespace: &str,
-    name: &str,
     spec: &EvalPolicySpec,
     references: &MountedReferences,
 ) -> Result<PolicyPlan, ConfigError> {
-    let object = serde_json::json!({
-        "apiVersion": umpire_api::validate::API_VERSION,
-        "kind": "EvalPolicy",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    });
-    let validator = Validator::new().map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    let outcome = validator.validate(UmpireKind::EvalPolicy, &object, references);
-    let lines = |errors: &[umpire_api::validate::FieldError]| {
-        errors
-            .iter()
-            .map(|e| format!("  {e}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    if !outcome.findings.errors.is_empty() {
-        return Err(ConfigError::Invalid(lines(&outcome.findings.errors)));
-    }
-    compile_eval_policy(namespace, spec, references)
-        .map_err(|errors| ConfigError::Invalid(lines(&errors)))
+    compile_eval_policy(namespace, spec, references).map_err(|errors| {
+        ConfigError::Invalid(
+            errors
+                .iter()
+                .map(|e| format!("  {e}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })
 }
 
 pub fn group_keys(spec: &EvalPolicySpec) -> BTreeSet<String> {

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use umpire_api::compile::{ProjectPlan, compile_trace_project};
 use umpire_api::trace_project::TraceProjectSpec;
-use umpire_api::validate::{NoReferences, UmpireKind, Validator};
 use umpire_nats::connect::NatsSettings;
 use umpire_nats::topology::SpanStreamLimits;
 use umpire_runtime::secrets::{SecretError, read_secret_file};
@@ -168,27 +167,12 @@ impl IngestConfig {
         serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))
     }
 
-    /// Validates the spec exactly as `umpire check` and the API server would, and compiles it.
+    /// Compiles the spec (which also checks what the CRD cannot: regexes, policies). The
+    /// schema and CEL rules are the controller's and `umpire check`'s business — see
+    /// `crate::validation` — so workers carry no schema or CEL engine.
     pub fn plan(&self) -> Result<ProjectPlan, ConfigError> {
         if !(1..=1024).contains(&self.partitions) {
             return Err(ConfigError::Partitions(self.partitions));
-        }
-        let object = serde_json::json!({
-            "apiVersion": umpire_api::validate::API_VERSION,
-            "kind": "TraceProject",
-            "metadata": {"name": self.project, "namespace": self.namespace},
-            "spec": self.spec,
-        });
-        let validator = Validator::new().map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let outcome = validator.validate(UmpireKind::TraceProject, &object, &NoReferences);
-        if !outcome.findings.errors.is_empty() {
-            let lines: Vec<String> = outcome
-                .findings
-                .errors
-                .iter()
-                .map(|e| format!("  {e}"))
-                .collect();
-            return Err(ConfigError::Invalid(lines.join("\n")));
         }
         compile_trace_project(&self.spec).map_err(|errors| {
             ConfigError::Invalid(

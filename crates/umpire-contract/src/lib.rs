@@ -10,3 +10,5 @@ mod duration;
 pub mod evaluator;
 pub mod ingest;
 pub mod references;
+#[cfg(feature = "validation")]
+pub mod validation;

@@ -16,11 +16,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use async_nats::jetstream;
 use clap::Parser;
-use umpire_bench::{cpu_time, free_port, memory_mib, quantile};
+use umpire_bench::{BenchNats, cpu_time, free_port, memory_mib, quantile};
 use umpire_core::ids::{SpanId, TraceId};
 use umpire_core::judge::{Outcome, Verdict};
 use umpire_core::score::{JudgeScore, SpanEvaluation};
-use umpire_testkit::nats::NatsServer;
 use umpire_testkit::pager::PagerDutyReceiver;
 
 #[derive(Parser)]
@@ -35,6 +34,9 @@ struct Args {
     /// Length of each healthy and each broken phase, in seconds.
     #[arg(long, default_value_t = 20)]
     phase: u64,
+    /// Run against a three-node JetStream cluster with the policy's state at R3.
+    #[arg(long)]
+    cluster: bool,
 }
 
 fn now_nanos() -> u64 {
@@ -78,9 +80,10 @@ fn evaluation(n: u64, group: u64, passed: bool) -> SpanEvaluation {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let nats = NatsServer::start().context("starting nats-server")?;
+    let nats = BenchNats::start(args.cluster).context("starting nats-server")?;
+    println!("{}", nats.describe());
     let receiver = PagerDutyReceiver::start().await?;
-    let js = jetstream::new(async_nats::connect(nats.url()).await?);
+    let js = jetstream::new(nats.client().await?);
     let dir = std::env::temp_dir().join(format!("umpire-alert-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let port = free_port()?;
@@ -92,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
 namespace: perf
 policy: bench
 nats: {{url: "{nats}"}}
+stateReplicas: {replicas}
 adminListen: 127.0.0.1:{port}
 spec:
   projectRef: {{name: bench}}
@@ -112,6 +116,7 @@ spec:
     - {{name: hook, webhook: {{url: "{hook}"}}}}
 "#,
             nats = nats.url(),
+            replicas = nats.replicas(),
             hook = receiver.hook_url(),
         ),
     )?;

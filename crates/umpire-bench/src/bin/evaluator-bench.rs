@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::jetstream::{self, stream};
 use clap::Parser;
-use umpire_bench::{cpu_time, free_port, memory_mib};
+use umpire_bench::{BenchNats, cpu_time, free_port, memory_mib};
 use umpire_core::ids::{SpanId, TraceId};
 use umpire_core::span::{AiSpanKind, AiView, Span, Status, StatusCode, TokenUsage};
 use umpire_testkit::judge::JudgeServer;
-use umpire_testkit::nats::NatsServer;
 
 #[derive(Parser)]
 struct Args {
@@ -31,6 +30,9 @@ struct Args {
     /// Verdicts for the LLM run.
     #[arg(long, default_value_t = 1_000)]
     llm_spans: u64,
+    /// Run against a three-node JetStream cluster with the project at R3.
+    #[arg(long)]
+    cluster: bool,
 }
 
 fn span(n: u64, project_end: u64) -> Span {
@@ -123,7 +125,7 @@ async fn evaluations(js: &jetstream::Context) -> u64 {
 
 fn write_config(
     dir: &std::path::Path,
-    nats: &str,
+    nats: &BenchNats,
     admin_port: u16,
     policy: &str,
     judges: &str,
@@ -132,7 +134,9 @@ fn write_config(
     std::fs::write(
         &path,
         format!(
-            "namespace: perf\npolicy: {policy}\nnats: {{url: \"{nats}\"}}\nadminListen: 127.0.0.1:{admin_port}\nspec:\n  projectRef: {{name: bench}}\n  select: {{kinds: [LLM]}}\n  evaluator: {{concurrency: 256}}\n  judges:\n{judges}"
+            "namespace: perf\npolicy: {policy}\nnats: {{url: \"{}\"}}\nstateReplicas: {}\nadminListen: 127.0.0.1:{admin_port}\nspec:\n  projectRef: {{name: bench}}\n  select: {{kinds: [LLM]}}\n  evaluator: {{concurrency: 256}}\n  judges:\n{judges}",
+            nats.url(),
+            nats.replicas()
         ),
     )?;
     Ok(path)
@@ -182,8 +186,9 @@ impl Evaluator {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let nats = NatsServer::start().context("starting nats-server")?;
-    let client = async_nats::connect(nats.url()).await?;
+    let nats = BenchNats::start(args.cluster).context("starting nats-server")?;
+    println!("{}", nats.describe());
+    let client = nats.client().await?;
     let js = jetstream::ContextBuilder::new()
         .max_ack_inflight(8192)
         .build(client);
@@ -191,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
         name: "UMPIRE_SPANS_perf_bench".into(),
         subjects: vec!["umpire.spans.perf.bench.>".into()],
         duplicate_window: Duration::from_secs(300),
+        num_replicas: nats.replicas(),
         ..Default::default()
     })
     .await?;
@@ -200,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
     // 1. Code judges.
     let judges = "    - {name: valid-json, json: {}}\n    - {name: fast, latency: {maxMs: 4000}}\n    - {name: no-errors, errorStatus: {}}\n    - {name: no-refusal, notContains: {values: [\"As an AI language model\"]}}\n";
     let port = free_port()?;
-    let config = write_config(&dir, &nats.url(), port, "code", judges)?;
+    let config = write_config(&dir, &nats, port, "code", judges)?;
     let evaluator = Evaluator::start(&args.umpire, &config, port).await?;
     let pid = evaluator.child.id();
     let cpu_before = cpu_time(pid)?;
@@ -235,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
         judge.url()
     );
     let port = free_port()?;
-    let config = write_config(&dir, &nats.url(), port, "llm", &judges)?;
+    let config = write_config(&dir, &nats, port, "llm", &judges)?;
     std::fs::write(
         &config,
         std::fs::read_to_string(&config)?.replace("concurrency: 256", "concurrency: 1000"),

@@ -21,9 +21,8 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-use umpire_bench::{cpu_time, free_port, memory_mib, quantile};
+use umpire_bench::{BenchNats, cpu_time, free_port, memory_mib, quantile};
 use umpire_otlp::ExportTraceServiceRequest;
-use umpire_testkit::nats::NatsServer;
 
 #[derive(Parser)]
 struct Args {
@@ -39,6 +38,9 @@ struct Args {
     /// Concurrent requests in flight.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Run against a three-node JetStream cluster with the project at R3.
+    #[arg(long)]
+    cluster: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -210,12 +212,13 @@ async fn metric(admin: &str, name: &str) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let nats = NatsServer::start().context("starting nats-server")?;
+    let nats = BenchNats::start(args.cluster).context("starting nats-server")?;
     let dir = tempfile_dir()?;
     let manifest = dir.join("bench.yaml");
     std::fs::write(
         &manifest,
-        "apiVersion: umpire.dev/v1alpha1\nkind: TraceProject\nmetadata: {name: bench, namespace: perf}\nspec:\n  ingest: {maxRequestSize: 16Mi}\n  sampling:\n    decisionWait: 2s\n    policies:\n      - {name: errors, statusCode: [ERROR]}\n      - {name: baseline, probabilistic: {percentage: 10}}\n  redaction:\n    rules:\n      - {name: emails, pattern: '[\\w.+-]+@[\\w-]+\\.[\\w.]+', replace: '<email>'}\n",
+        "apiVersion: umpire.dev/v1alpha1\nkind: TraceProject\nmetadata: {name: bench, namespace: perf}\nspec:\n  ingest: {maxRequestSize: 16Mi}\n  stream: {replicas: REPLICAS}\n  sampling:\n    decisionWait: 2s\n    policies:\n      - {name: errors, statusCode: [ERROR]}\n      - {name: baseline, probabilistic: {percentage: 10}}\n  redaction:\n    rules:\n      - {name: emails, pattern: '[\\w.+-]+@[\\w-]+\\.[\\w.]+', replace: '<email>'}\n"
+            .replace("REPLICAS", &nats.replicas().to_string()),
     )?;
     let ports = (free_port()?, free_port()?, free_port()?);
     let mut child = std::process::Command::new(&args.umpire)
@@ -246,8 +249,11 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
-        "umpire ingest pid {pid}; batch {} spans, concurrency {}, {} s per run",
-        args.batch, args.concurrency, args.seconds
+        "umpire ingest pid {pid}; batch {} spans, concurrency {}, {} s per run; {}",
+        args.batch,
+        args.concurrency,
+        args.seconds,
+        nats.describe()
     );
 
     let load = Arc::new(Load {
@@ -266,8 +272,7 @@ async fn main() -> anyhow::Result<()> {
         let failures_before = load.failures.load(Ordering::Relaxed);
         let received_before = metric(&admin, "umpire_ingest_spans_received_total").await;
         let cpu_before = cpu_time(pid)?;
-        let nats_pid = nats.pid().context("nats-server is running")?;
-        let nats_cpu_before = cpu_time(nats_pid)?;
+        let nats_cpu_before = nats.cpu_time()?;
         let own_cpu_before = cpu_time(std::process::id())?;
         let started = Instant::now();
         let until = started + Duration::from_secs(args.seconds);
@@ -295,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
         let cpu = cpu_time(pid)? - cpu_before;
         println!(
             "  (same window: nats-server CPU {:.2}s, load generator CPU {:.2}s)",
-            (cpu_time(nats_pid)? - nats_cpu_before).as_secs_f64(),
+            (nats.cpu_time()? - nats_cpu_before).as_secs_f64(),
             (cpu_time(std::process::id())? - own_cpu_before).as_secs_f64()
         );
         let per_core = received / cpu.as_secs_f64();

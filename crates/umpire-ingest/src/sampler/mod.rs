@@ -11,6 +11,8 @@
 pub mod buffer;
 pub mod leases;
 pub mod ledger;
+mod outcomes;
+mod partitions;
 mod publish;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -18,7 +20,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, message::Acker};
+use async_nats::jetstream;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lru::LruCache;
@@ -34,10 +36,10 @@ use umpire_otlp::buffered::{BufferedSpan, SpanOrigin};
 use umpire_otlp::convert::span_ids;
 use umpire_runtime::retry::Backoff;
 
-use self::buffer::{MessageKey, PendingTrace, TraceBuffer};
+use self::buffer::{PendingTrace, TraceBuffer};
 use self::leases::{LeaseCommand, LeaseUpdate, PartitionLeases, spawn_lease_task};
 use self::ledger::MessageLedger;
-use self::publish::{PublishJob, PublishOutcome, publish_job};
+use self::publish::{PublishJob, PublishOutcome};
 use crate::intake::{CODEC_HEADER, decompress};
 use crate::metrics::{IngestMetrics, PolicyLabels, ReasonLabels};
 
@@ -362,171 +364,6 @@ impl SamplingLoop {
         }
     }
 
-    /// Queues a publication; at most `MAX_CONCURRENT_PUBLISHES` run at once, so their
-    /// unacknowledged publishes stay within the context's budget.
-    fn start_publish(&mut self, job: PublishJob) {
-        self.publishing_spans += job.spans.len();
-        *self
-            .publishing_per_partition
-            .entry(job.partition)
-            .or_default() += 1;
-        self.queued.push_back(job);
-        self.run_queued();
-    }
-
-    fn run_queued(&mut self) {
-        while self.publishing.len() < MAX_CONCURRENT_PUBLISHES {
-            let Some(job) = self.queued.pop_front() else {
-                break;
-            };
-            let js = self.sampler.js.clone();
-            let names = self.sampler.names.clone();
-            self.publishing.push(Box::pin(publish_job(js, names, job)));
-        }
-    }
-
-    fn on_published(&mut self, outcome: PublishOutcome) {
-        let PublishOutcome {
-            mut job,
-            result,
-            elapsed,
-        } = outcome;
-        self.publishing_spans -= job.spans.len();
-        if let Some(count) = self.publishing_per_partition.get_mut(&job.partition) {
-            *count = count.saturating_sub(1);
-        }
-        // Whatever happens to this job, a slot is free.
-        self.run_queued();
-        match result {
-            Ok(duplicates) => {
-                self.metrics().spans_kept.inc_by(job.spans.len() as u64);
-                self.metrics().publish_duplicates.inc_by(duplicates);
-                self.metrics()
-                    .publish_duration
-                    .observe(elapsed.as_secs_f64());
-                for key in job.messages {
-                    self.release(key);
-                }
-            }
-            Err(e) => {
-                self.metrics().publish_failures.inc();
-                if self.fetchers.contains_key(&job.partition)
-                    || self.draining.contains(&job.partition)
-                {
-                    if job.attempt % 10 == 0 {
-                        tracing::warn!(event = "publish_retry", attempt = job.attempt, error = %e, "publishing kept spans failed; retrying");
-                    }
-                    job.attempt += 1;
-                    self.start_publish(job);
-                }
-                // Otherwise the partition is gone: its new owner receives the messages again.
-            }
-        }
-    }
-
-    fn release(&mut self, key: MessageKey) {
-        if let Some(acker) = self.ledger.release(key) {
-            self.ack(acker);
-        }
-    }
-
-    fn ack_if_settled(&mut self, key: MessageKey) {
-        if let Some(acker) = self.ledger.release_if_unreferenced(key) {
-            self.ack(acker);
-        }
-    }
-
-    fn ack(&mut self, acker: Acker) {
-        self.acks.spawn(async move {
-            if let Err(e) = acker.ack().await {
-                tracing::debug!(event = "intake_ack_failed", error = %e, "acknowledging an intake message failed; it will be redelivered");
-            }
-        });
-    }
-
-    fn on_lease_update(&mut self, update: LeaseUpdate) {
-        let LeaseUpdate { changes, share } = update;
-        let now = Instant::now();
-        for partition in changes.lost {
-            tracing::warn!(
-                event = "partition_lost",
-                partition,
-                "lost a partition lease"
-            );
-            self.lose(partition);
-        }
-        for partition in changes.surplus {
-            tracing::info!(
-                event = "partition_release",
-                partition,
-                members = changes.members,
-                "releasing a partition to rebalance"
-            );
-            if let Some(token) = self.fetchers.remove(&partition) {
-                token.cancel();
-            }
-            self.draining.insert(partition);
-            for (trace_id, trace) in self.buffer.take_partition(partition) {
-                self.settle(trace_id, trace, now, Some("rebalance"));
-            }
-        }
-        for partition in changes.acquired {
-            tracing::info!(
-                event = "partition_acquired",
-                partition,
-                members = changes.members,
-                "acquired a partition"
-            );
-            self.start_fetcher(partition);
-        }
-        self.sampler.tail.set_share(share);
-    }
-
-    fn lose(&mut self, partition: u32) {
-        if let Some(token) = self.fetchers.remove(&partition) {
-            token.cancel();
-        }
-        self.draining.remove(&partition);
-        self.buffer.take_partition(partition);
-        // Handed back now (NAK), the messages go to the partition's next owner at once
-        // instead of after the intake's ack wait (decisionWait + 60 s). If NATS cannot take
-        // the NAK, the ack wait still brings them back.
-        for acker in self.ledger.forget_partition(partition) {
-            self.acks.spawn(async move {
-                if let Err(e) = acker.ack_with(async_nats::jetstream::AckKind::Nak(None)).await {
-                    tracing::debug!(event = "intake_nak_failed", error = %e, "handing back an intake message failed; it is redelivered after the ack wait");
-                }
-            });
-        }
-    }
-
-    /// Gives back surplus partitions once nothing of theirs is pending.
-    fn release_drained(&mut self) {
-        let done: Vec<u32> = self
-            .draining
-            .iter()
-            .filter(|p| {
-                self.ledger.held_for(**p) == 0
-                    && self.publishing_per_partition.get(p).copied().unwrap_or(0) == 0
-            })
-            .copied()
-            .collect();
-        for partition in done {
-            self.draining.remove(&partition);
-            let _ = self.lease_commands.send(LeaseCommand::Release(partition));
-        }
-    }
-
-    fn start_fetcher(&mut self, partition: u32) {
-        let token = CancellationToken::new();
-        self.fetchers.insert(partition, token.clone());
-        let js = self.sampler.js.clone();
-        let names = self.sampler.names.clone();
-        let ack_wait = self.sampler.settings.ack_wait;
-        let tx = self.deliveries_tx.clone();
-        tokio::spawn(fetch_partition(js, names, partition, ack_wait, tx, token));
-    }
-
     fn update_gauges(&self) {
         let metrics = self.metrics();
         metrics
@@ -577,69 +414,5 @@ impl SamplingLoop {
         }
         self.update_gauges();
         tracing::info!(event = "sampler_stopped", "sampler drained and left");
-    }
-}
-
-/// Pulls one partition's intake messages until cancelled, re-creating the pull after errors.
-async fn fetch_partition(
-    js: jetstream::Context,
-    names: ProjectNames,
-    partition: u32,
-    ack_wait: Duration,
-    deliveries: mpsc::Sender<Delivery>,
-    cancel: CancellationToken,
-) {
-    let config = umpire_nats::topology::intake_consumer(&names, partition, ack_wait);
-    let mut failures = 0u32;
-    while !cancel.is_cancelled() {
-        let messages = async {
-            let stream = js
-                .get_stream(names.intake_stream())
-                .await
-                .map_err(|e| e.to_string())?;
-            let consumer: consumer::PullConsumer = stream
-                .get_or_create_consumer(&names.intake_consumer(partition), config.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            consumer
-                .stream()
-                .max_messages_per_batch(512)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let mut messages = match messages.await {
-            Ok(messages) => messages,
-            Err(e) => {
-                failures += 1;
-                if failures % 10 == 1 {
-                    tracing::warn!(event = "intake_pull_failed", partition, error = %e, "cannot pull intake messages; retrying");
-                }
-                if !Backoff::SET_UP.wait(failures - 1, &cancel).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                next = messages.next() => match next {
-                    Some(Ok(message)) => {
-                        failures = 0;
-                        if deliveries.send(Delivery { partition, message }).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(event = "intake_pull_error", partition, error = %e, "intake pull interrupted");
-                        break;
-                    }
-                    None => break,
-                },
-            }
-        }
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use umpire_contract::evaluator::{manifest_parts, plan_policy};
 use umpire_contract::references::MountedReferences;
+use umpire_contract::validation::validate_policy_spec;
 use umpire_core::ids::TraceId;
 use umpire_core::judge::{Outcome, TraceContext};
 use umpire_core::span::Span;
@@ -99,7 +100,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let plan = plan_policy(&namespace, &name, &spec, &references)?;
+    validate_policy_spec(&namespace, &name, &spec, &references)
+        .map_err(|lines| anyhow::anyhow!("the EvalPolicy spec is invalid:\n{lines}"))?;
+    let plan = plan_policy(&namespace, &spec, &references)?;
     let thresholds = thresholds(args)?;
     let spans = read_spans(&args.spans)?;
     let mut contexts: HashMap<TraceId, TraceContext> = HashMap::new();

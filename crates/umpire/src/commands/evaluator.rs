@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use umpire_contract::evaluator::{EvaluatorConfig, RuntimeDefaults};
+use umpire_contract::validation::validate_policy;
 use umpire_runtime::telemetry::{self, LogFormat};
 
 #[derive(clap::Args)]
@@ -43,6 +44,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         config_map_dir: args.config_map_dir.clone(),
     };
     let config = EvaluatorConfig::load(&args.config, &defaults)?;
+    validate_policy(&config)
+        .map_err(|lines| anyhow::anyhow!("the EvalPolicy spec is invalid:\n{lines}"))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use umpire_contract::ingest::{IngestConfig, ListenAddresses, RuntimeDefaults};
+use umpire_contract::validation::validate_project;
 use umpire_runtime::telemetry::{self, LogFormat};
 
 #[derive(clap::Args)]
@@ -49,6 +50,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         auth_token_file: args.token_file.clone(),
     };
     let config = IngestConfig::load(&args.config, &defaults)?;
+    validate_project(&config)
+        .map_err(|lines| anyhow::anyhow!("the TraceProject spec is invalid:\n{lines}"))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();

@@ -1,0 +1,247 @@
+//! Messages and tool calls, from each convention's shape: GenAI JSON messages with typed
+//! parts, indexed `gen_ai.prompt.N.*` / `llm.input_messages.N.*` attributes, and message
+//! span events.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::*;
+use crate::span::{Attributes, Message, SpanEvent, ToolCall, value_text};
+
+/// Text of GenAI "parts" (`[{type: text, content}]`), a plain string, or a list of strings.
+pub(super) fn parts_text(value: &Value) -> String {
+    match parse_json_text(value) {
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| match part {
+                Value::String(text) => Some(text.clone()),
+                Value::Object(_) => part_text(part),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => value.as_str().map(str::to_owned).unwrap_or_default(),
+    }
+}
+
+pub(super) fn part_text(part: &Value) -> Option<String> {
+    let kind = part.get("type").and_then(Value::as_str).unwrap_or("text");
+    (kind == "text").then(|| {
+        part.get("content")
+            .or_else(|| part.get("text"))
+            .and_then(non_empty_text)
+    })?
+}
+
+/// `gen_ai.input.messages` / `gen_ai.output.messages`: `[{role, parts: [...], finish_reason}]`.
+pub(super) fn genai_messages(value: Option<&Value>) -> Vec<Message> {
+    let Some(Value::Array(messages)) = value.and_then(parse_json_text) else {
+        return Vec::new();
+    };
+    messages
+        .iter()
+        .map(|message| {
+            let role = message
+                .get("role")
+                .and_then(Value::as_str)
+                .unwrap_or("user")
+                .to_owned();
+            let parts = message
+                .get("parts")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let texts: Vec<String> = parts.iter().filter_map(part_text).collect();
+            let tool_calls = parts
+                .iter()
+                .filter(|p| p.get("type").and_then(Value::as_str) == Some("tool_call"))
+                .map(|p| ToolCall {
+                    id: p.get("id").and_then(non_empty_text),
+                    name: p.get("name").and_then(non_empty_text).unwrap_or_default(),
+                    arguments: p.get("arguments").and_then(arguments_text),
+                })
+                .collect();
+            let response = parts
+                .iter()
+                .find(|p| p.get("type").and_then(Value::as_str) == Some("tool_call_response"));
+            let content = if texts.is_empty() {
+                response
+                    .and_then(|r| r.get("response").or_else(|| r.get("result")))
+                    .and_then(non_empty_text)
+            } else {
+                Some(texts.join("\n"))
+            };
+            Message {
+                role,
+                content,
+                tool_calls,
+                tool_call_id: response.and_then(|r| r.get("id")).and_then(non_empty_text),
+            }
+        })
+        .collect()
+}
+
+/// Tool-call arguments as JSON text, whether the instrumentation stored text or an object.
+pub(super) fn arguments_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Attributes `<prefix><N>.<rest>` grouped by N, in index order.
+pub(super) fn indexed_groups<'a>(
+    attributes: &'a Attributes,
+    prefix: &str,
+) -> BTreeMap<usize, BTreeMap<&'a str, &'a Value>> {
+    let mut groups: BTreeMap<usize, BTreeMap<&str, &Value>> = BTreeMap::new();
+    for (key, value) in attributes.range::<str, _>((
+        std::ops::Bound::Included(prefix),
+        std::ops::Bound::Unbounded,
+    )) {
+        let Some(rest) = key.strip_prefix(prefix) else {
+            break;
+        };
+        let Some((index, field)) = rest.split_once('.') else {
+            continue;
+        };
+        if let Ok(index) = index.parse::<usize>() {
+            groups.entry(index).or_default().insert(field, value);
+        }
+    }
+    groups
+}
+
+/// Messages from indexed attributes: OpenInference `llm.input_messages.N.message.role` or
+/// older GenAI `gen_ai.prompt.N.role` (`field_prefix` is `message.` or empty).
+pub(super) fn indexed_messages(
+    attributes: &Attributes,
+    prefix: &str,
+    field_prefix: &str,
+) -> Vec<Message> {
+    indexed_groups(attributes, prefix)
+        .into_values()
+        .map(|fields| {
+            let field = |name: &str| {
+                fields
+                    .get(format!("{field_prefix}{name}").as_str())
+                    .copied()
+            };
+            let calls_prefix = format!("{field_prefix}tool_calls.");
+            let mut calls: BTreeMap<usize, ToolCall> = BTreeMap::new();
+            let mut contents: BTreeMap<usize, String> = BTreeMap::new();
+            let contents_prefix = format!("{field_prefix}contents.");
+            for (key, value) in &fields {
+                if let Some(rest) = key.strip_prefix(&calls_prefix)
+                    && let Some((index, name)) = rest.split_once('.')
+                    && let Ok(index) = index.parse::<usize>()
+                {
+                    let call = calls.entry(index).or_default();
+                    match name.trim_start_matches("tool_call.") {
+                        "function.name" | "name" => call.name = value_text(value),
+                        "function.arguments" | "arguments" => {
+                            call.arguments = arguments_text(value)
+                        }
+                        "id" => call.id = non_empty_text(value),
+                        _ => {}
+                    }
+                } else if let Some(rest) = key.strip_prefix(&contents_prefix)
+                    && let Some((index, name)) = rest.split_once('.')
+                    && name == "message_content.text"
+                    && let Ok(index) = index.parse::<usize>()
+                {
+                    contents.insert(index, value_text(value));
+                }
+            }
+            let content = field("content").and_then(non_empty_text).or_else(|| {
+                (!contents.is_empty())
+                    .then(|| contents.into_values().collect::<Vec<_>>().join("\n"))
+            });
+            Message {
+                role: field("role")
+                    .map(value_text)
+                    .unwrap_or_else(|| "user".into()),
+                content,
+                tool_calls: calls.into_values().filter(|c| !c.name.is_empty()).collect(),
+                tool_call_id: field("tool_call_id").and_then(non_empty_text),
+            }
+        })
+        .collect()
+}
+
+/// Older GenAI message events: `gen_ai.{system,user,assistant,tool}.message`.
+pub(super) fn event_messages(events: &[SpanEvent]) -> Vec<Message> {
+    events
+        .iter()
+        .filter_map(|event| {
+            let role = event
+                .name
+                .strip_prefix("gen_ai.")?
+                .strip_suffix(".message")?;
+            Some(Message {
+                role: event
+                    .attributes
+                    .get("role")
+                    .and_then(non_empty_text)
+                    .unwrap_or_else(|| role.to_owned()),
+                content: event.attributes.get("content").and_then(non_empty_text),
+                tool_calls: event
+                    .attributes
+                    .get("tool_calls")
+                    .map(tool_calls_json)
+                    .unwrap_or_default(),
+                tool_call_id: event.attributes.get("id").and_then(non_empty_text),
+            })
+        })
+        .collect()
+}
+
+/// Older GenAI `gen_ai.choice` events: `message` as JSON `{role, content, tool_calls}` or
+/// flat `content`.
+pub(super) fn choice_event_messages(events: &[SpanEvent]) -> Vec<Message> {
+    events
+        .iter()
+        .filter(|event| event.name == "gen_ai.choice")
+        .map(|event| {
+            let message = event.attributes.get("message").and_then(parse_json_text);
+            let field = |name: &str| {
+                message
+                    .as_ref()
+                    .and_then(|m| m.get(name).cloned())
+                    .or_else(|| event.attributes.get(name).cloned())
+            };
+            Message {
+                role: field("role")
+                    .as_ref()
+                    .and_then(non_empty_text)
+                    .unwrap_or_else(|| "assistant".into()),
+                content: field("content").as_ref().and_then(non_empty_text),
+                tool_calls: field("tool_calls")
+                    .as_ref()
+                    .map(tool_calls_json)
+                    .unwrap_or_default(),
+                tool_call_id: None,
+            }
+        })
+        .collect()
+}
+
+/// OpenAI-style tool calls JSON: `[{id, type, function: {name, arguments}}]`.
+pub(super) fn tool_calls_json(value: &Value) -> Vec<ToolCall> {
+    let Some(Value::Array(calls)) = parse_json_text(value) else {
+        return Vec::new();
+    };
+    calls
+        .iter()
+        .filter_map(|call| {
+            let function = call.get("function").unwrap_or(call);
+            Some(ToolCall {
+                id: call.get("id").and_then(non_empty_text),
+                name: function.get("name").and_then(non_empty_text)?,
+                arguments: function.get("arguments").and_then(arguments_text),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! Each convention, read from attributes and events as instrumentations write them.
+
+use super::*;
+use serde_json::json;
+
+fn attrs(pairs: &[(&str, Value)]) -> Attributes {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn reads_older_genai_indexed_attributes() {
+    let view = read_ai_view(
+        &attrs(&[
+            ("gen_ai.system", json!("openai")),
+            ("gen_ai.request.model", json!("gpt-4o")),
+            ("gen_ai.prompt.0.role", json!("system")),
+            ("gen_ai.prompt.0.content", json!("Be brief.")),
+            ("gen_ai.prompt.1.role", json!("user")),
+            ("gen_ai.prompt.1.content", json!("Weather in Oslo?")),
+            ("gen_ai.completion.0.role", json!("assistant")),
+            ("gen_ai.completion.0.finish_reason", json!("tool_calls")),
+            (
+                "gen_ai.completion.0.tool_calls.0.name",
+                json!("get_weather"),
+            ),
+            (
+                "gen_ai.completion.0.tool_calls.0.arguments",
+                json!("{\"city\":\"Oslo\"}"),
+            ),
+            ("gen_ai.completion.0.tool_calls.0.id", json!("call_1")),
+            ("gen_ai.usage.prompt_tokens", json!(12)),
+            ("gen_ai.usage.completion_tokens", json!("5")),
+            ("llm.request.functions.0.name", json!("get_weather")),
+            (
+                "llm.request.functions.0.parameters",
+                json!("{\"type\":\"object\"}"),
+            ),
+        ]),
+        &[],
+        StatusCode::Unset,
+    );
+    assert_eq!(view.kind, Some(AiSpanKind::Llm));
+    assert_eq!(view.provider.as_deref(), Some("openai"));
+    assert_eq!(view.system_instructions.as_deref(), Some("Be brief."));
+    assert_eq!(view.input.as_deref(), Some("Weather in Oslo?"));
+    assert_eq!(view.output, None);
+    assert_eq!(
+        view.tool_calls,
+        [ToolCall {
+            id: Some("call_1".into()),
+            name: "get_weather".into(),
+            arguments: Some("{\"city\":\"Oslo\"}".into())
+        }]
+    );
+    assert_eq!(view.finish_reasons, ["tool_calls"]);
+    assert_eq!(
+        view.usage,
+        TokenUsage {
+            input: Some(12),
+            output: Some(5),
+            total: None
+        }
+    );
+    assert_eq!(view.tool_definitions[0].name, "get_weather");
+    assert_eq!(
+        view.tool_definitions[0].parameters,
+        Some(json!({"type": "object"}))
+    );
+}
+
+#[test]
+fn reads_older_genai_message_events() {
+    let event = |name: &str, attributes: Attributes| SpanEvent {
+        name: name.into(),
+        time_unix_nano: 0,
+        attributes,
+    };
+    let events = [
+        event(
+            "gen_ai.system.message",
+            attrs(&[("content", json!("Be brief."))]),
+        ),
+        event(
+            "gen_ai.user.message",
+            attrs(&[("content", json!("Hi there"))]),
+        ),
+        event(
+            "gen_ai.choice",
+            attrs(&[
+                ("index", json!(0)),
+                (
+                    "message",
+                    json!("{\"role\":\"assistant\",\"content\":\"Hello!\"}"),
+                ),
+                ("finish_reason", json!("stop")),
+            ]),
+        ),
+    ];
+    let view = read_ai_view(
+        &attrs(&[("gen_ai.operation.name", json!("chat"))]),
+        &events,
+        StatusCode::Ok,
+    );
+    assert_eq!(view.kind, Some(AiSpanKind::Llm));
+    assert_eq!(view.input.as_deref(), Some("Hi there"));
+    assert_eq!(view.output.as_deref(), Some("Hello!"));
+    assert_eq!(view.system_instructions.as_deref(), Some("Be brief."));
+    assert_eq!(view.input_messages.len(), 2);
+}
+
+#[test]
+fn reads_tool_spans_and_errors() {
+    let view = read_ai_view(
+        &attrs(&[
+            ("openinference.span.kind", json!("TOOL")),
+            ("tool.name", json!("search")),
+            ("input.value", json!("{\"q\":\"refunds\"}")),
+            ("output.value", json!("3 results")),
+        ]),
+        &[SpanEvent {
+            name: "exception".into(),
+            time_unix_nano: 0,
+            attributes: attrs(&[("exception.type", json!("TimeoutError"))]),
+        }],
+        StatusCode::Error,
+    );
+    assert_eq!(view.kind, Some(AiSpanKind::Tool));
+    let tool = view.tool.unwrap();
+    assert_eq!(
+        (tool.name.as_str(), tool.result.as_deref()),
+        ("search", Some("3 results"))
+    );
+    assert_eq!(view.input.as_deref(), Some("{\"q\":\"refunds\"}"));
+    assert_eq!(view.error_type.as_deref(), Some("TimeoutError"));
+}
+
+#[test]
+fn non_ai_spans_have_an_empty_view() {
+    let view = read_ai_view(
+        &attrs(&[("http.method", json!("GET"))]),
+        &[],
+        StatusCode::Unset,
+    );
+    assert_eq!(view, AiView::default());
+}

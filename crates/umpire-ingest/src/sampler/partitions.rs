@@ -1,0 +1,163 @@
+//! Partitions coming and going: the lease task's changes start and stop intake fetchers,
+//! lost partitions hand their held messages back at once, surplus ones drain first.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use umpire_nats::topology::ProjectNames;
+use umpire_runtime::retry::Backoff;
+
+use super::leases::{LeaseCommand, LeaseUpdate};
+use super::{Delivery, SamplingLoop};
+
+impl SamplingLoop {
+    pub(super) fn on_lease_update(&mut self, update: LeaseUpdate) {
+        let LeaseUpdate { changes, share } = update;
+        let now = Instant::now();
+        for partition in changes.lost {
+            tracing::warn!(
+                event = "partition_lost",
+                partition,
+                "lost a partition lease"
+            );
+            self.lose(partition);
+        }
+        for partition in changes.surplus {
+            tracing::info!(
+                event = "partition_release",
+                partition,
+                members = changes.members,
+                "releasing a partition to rebalance"
+            );
+            if let Some(token) = self.fetchers.remove(&partition) {
+                token.cancel();
+            }
+            self.draining.insert(partition);
+            for (trace_id, trace) in self.buffer.take_partition(partition) {
+                self.settle(trace_id, trace, now, Some("rebalance"));
+            }
+        }
+        for partition in changes.acquired {
+            tracing::info!(
+                event = "partition_acquired",
+                partition,
+                members = changes.members,
+                "acquired a partition"
+            );
+            self.start_fetcher(partition);
+        }
+        self.sampler.tail.set_share(share);
+    }
+
+    pub(super) fn lose(&mut self, partition: u32) {
+        if let Some(token) = self.fetchers.remove(&partition) {
+            token.cancel();
+        }
+        self.draining.remove(&partition);
+        self.buffer.take_partition(partition);
+        // Handed back now (NAK), the messages go to the partition's next owner at once
+        // instead of after the intake's ack wait (decisionWait + 60 s). If NATS cannot take
+        // the NAK, the ack wait still brings them back.
+        for acker in self.ledger.forget_partition(partition) {
+            self.acks.spawn(async move {
+                if let Err(e) = acker.ack_with(async_nats::jetstream::AckKind::Nak(None)).await {
+                    tracing::debug!(event = "intake_nak_failed", error = %e, "handing back an intake message failed; it is redelivered after the ack wait");
+                }
+            });
+        }
+    }
+
+    /// Gives back surplus partitions once nothing of theirs is pending.
+    pub(super) fn release_drained(&mut self) {
+        let done: Vec<u32> = self
+            .draining
+            .iter()
+            .filter(|p| {
+                self.ledger.held_for(**p) == 0
+                    && self.publishing_per_partition.get(p).copied().unwrap_or(0) == 0
+            })
+            .copied()
+            .collect();
+        for partition in done {
+            self.draining.remove(&partition);
+            let _ = self.lease_commands.send(LeaseCommand::Release(partition));
+        }
+    }
+
+    pub(super) fn start_fetcher(&mut self, partition: u32) {
+        let token = CancellationToken::new();
+        self.fetchers.insert(partition, token.clone());
+        let js = self.sampler.js.clone();
+        let names = self.sampler.names.clone();
+        let ack_wait = self.sampler.settings.ack_wait;
+        let tx = self.deliveries_tx.clone();
+        tokio::spawn(fetch_partition(js, names, partition, ack_wait, tx, token));
+    }
+}
+
+/// Pulls one partition's intake messages until cancelled, re-creating the pull after errors.
+async fn fetch_partition(
+    js: jetstream::Context,
+    names: ProjectNames,
+    partition: u32,
+    ack_wait: Duration,
+    deliveries: mpsc::Sender<Delivery>,
+    cancel: CancellationToken,
+) {
+    let config = umpire_nats::topology::intake_consumer(&names, partition, ack_wait);
+    let mut failures = 0u32;
+    while !cancel.is_cancelled() {
+        let messages = async {
+            let stream = js
+                .get_stream(names.intake_stream())
+                .await
+                .map_err(|e| e.to_string())?;
+            let consumer: consumer::PullConsumer = stream
+                .get_or_create_consumer(&names.intake_consumer(partition), config.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer
+                .stream()
+                .max_messages_per_batch(512)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let mut messages = match messages.await {
+            Ok(messages) => messages,
+            Err(e) => {
+                failures += 1;
+                if failures % 10 == 1 {
+                    tracing::warn!(event = "intake_pull_failed", partition, error = %e, "cannot pull intake messages; retrying");
+                }
+                if !Backoff::SET_UP.wait(failures - 1, &cancel).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                next = messages.next() => match next {
+                    Some(Ok(message)) => {
+                        failures = 0;
+                        if deliveries.send(Delivery { partition, message }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(event = "intake_pull_error", partition, error = %e, "intake pull interrupted");
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+}
