@@ -197,3 +197,87 @@ spec:
         assert!(replica.log.iter().all(|l| !l.contains(ROUTING_KEY)));
     }
 }
+
+/// An alert fires, then its rule is removed from the policy (the evaluator restarts with the
+/// new spec, as a rollout does): the receiver gets the resolve for the open incident, and
+/// the stored state forgets the alert — nothing stays firing, nothing counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_firing_rule_resolves_its_incident_and_forgets_it() {
+    let nats = NatsServer::start().unwrap();
+    let pager = PagerDutyReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets/pd")).unwrap();
+    std::fs::write(dir.path().join("secrets/pd/routing-key"), ROUTING_KEY).unwrap();
+    let write = |alerts: &str| {
+        let config = dir.path().join("evaluator.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+namespace: team
+policy: quality
+nats: {{url: "{nats}"}}
+adminListen: 127.0.0.1:0
+secretDir: {secrets}
+alertLeaseTtl: 3s
+spec:
+  projectRef: {{name: bot}}
+  judges: [{{name: grounded, latency: {{maxMs: 60000}}}}]
+{alerts}
+  routes:
+    - {{name: oncall, pagerDuty: {{url: "{pd}", routingKeySecretRef: {{name: pd, key: routing-key}}}}}}
+"#,
+                nats = nats.url(),
+                secrets = dir.path().join("secrets").display(),
+                pd = pager.events_url(),
+            ),
+        )
+        .unwrap();
+        config.to_str().unwrap().to_owned()
+    };
+    let config = write(
+        "  alerts:\n    - {name: grounded-drop, metric: {judge: grounded, aggregate: passRate}, window: 3s, minSamples: 20, condition: {below: 0.75}, severity: critical, route: oncall}",
+    );
+    let mut evaluator = UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    eventually("the score stream", Duration::from_secs(30), || async {
+        js.get_stream("UMPIRE_SCORES_team_bot")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let phase = Arc::new(AtomicU8::new(REGRESSED));
+    let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 10));
+    let trigger = eventually("the trigger", Duration::from_secs(30), || async {
+        pager.events().into_iter().find(|e| e.action() == "trigger")
+    })
+    .await;
+    phase.store(STOPPED, Ordering::SeqCst);
+    publisher.await.unwrap();
+    assert_eq!(evaluator.terminate(), Some(0));
+
+    // The rule is gone from the policy (here every rule: the alerts section is removed).
+    let config = write("");
+    let _evaluator = UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
+    let resolve = eventually("the resolve", Duration::from_secs(30), || async {
+        pager.events().into_iter().find(|e| e.action() == "resolve")
+    })
+    .await;
+    assert_eq!(resolve.dedup_key(), trigger.dedup_key());
+    let kv = js.get_key_value("umpire-alerts-team-bot").await.unwrap();
+    let stored = eventually("the alert forgotten", Duration::from_secs(10), || async {
+        let keys: Vec<String> = futures::TryStreamExt::try_collect(kv.keys().await.ok()?)
+            .await
+            .ok()?;
+        keys.is_empty().then_some(keys)
+    })
+    .await;
+    assert!(stored.is_empty());
+    let actions: Vec<String> = pager
+        .events()
+        .iter()
+        .map(|e| e.action().to_owned())
+        .collect();
+    assert_eq!(actions, ["trigger", "resolve"]);
+}

@@ -172,6 +172,7 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
                 repeats: 0,
                 value: Some(4200.0),
             },
+            trigger: None,
         };
         store.save(&firing).await.unwrap();
     }

@@ -42,8 +42,10 @@ pub struct AlertEvaluator {
 }
 
 /// Why a replica stopped leading.
-enum Stepped {
+pub(crate) enum Stepped {
     Shutdown,
+    /// The policy has no rules: its leftover alerts are retired, nothing else to do.
+    Done,
     Lost(String),
 }
 
@@ -81,6 +83,13 @@ impl AlertEvaluator {
                     );
                     return;
                 }
+                Stepped::Done => {
+                    tracing::info!(
+                        event = "alert_rules_absent",
+                        "the policy has no alert rules; leftover alerts retired"
+                    );
+                    return;
+                }
                 Stepped::Lost(reason) => {
                     tracing::warn!(
                         event = "alert_leadership_lost",
@@ -107,8 +116,23 @@ impl AlertEvaluator {
             Ok(stored) => stored,
             Err(e) => return Stepped::Lost(e.to_string()),
         };
+        // Alerts of rules no longer in the policy are resolved (when firing) and forgotten,
+        // so they neither stay open at the receiver nor count as firing.
+        let (stored, retired): (Vec<_>, Vec<_>) = stored
+            .into_iter()
+            .partition(|alert| self.rules.iter().any(|rule| rule.name == alert.rule));
+        if let Err(stepped) = self.retire(retired).await {
+            return stepped;
+        }
+        if self.rules.is_empty() {
+            return Stepped::Done;
+        }
         let mut persisted = HashMap::new();
+        let mut triggers = HashMap::new();
         for alert in stored {
+            if let Some(trigger) = alert.trigger.clone() {
+                triggers.insert((alert.rule.clone(), alert.group.clone()), trigger);
+            }
             engine.restore(
                 &alert.rule,
                 &alert.group,
@@ -164,7 +188,7 @@ impl AlertEvaluator {
                         continue;
                     }
                     let notes = engine.tick(now_nanos());
-                    if let Err(stepped) = self.apply(notes, &engine, &mut persisted).await {
+                    if let Err(stepped) = self.apply(notes, &engine, &mut persisted, &mut triggers).await {
                         return stepped;
                     }
                     continue;
@@ -210,7 +234,9 @@ impl AlertEvaluator {
                 },
             };
             if !notes.is_empty()
-                && let Err(stepped) = self.apply(notes, &engine, &mut persisted).await
+                && let Err(stepped) = self
+                    .apply(notes, &engine, &mut persisted, &mut triggers)
+                    .await
             {
                 return stepped;
             }
@@ -246,6 +272,7 @@ impl AlertEvaluator {
         notes: Vec<Notification>,
         engine: &AlertEngine,
         persisted: &mut HashMap<(String, String), AlertStatus>,
+        triggers: &mut HashMap<(String, String), Notification>,
     ) -> Result<(), Stepped> {
         let subject = self.names.notifications_subject(&self.policy);
         for note in &notes {
@@ -296,11 +323,25 @@ impl AlertEvaluator {
             if persisted.get(&key).is_none() && same_state(&AlertStatus::default(), view.status) {
                 continue;
             }
+            // A firing alert keeps the trigger it sent, for a resolve if its rule goes.
+            let sent = notes.iter().find(|n| {
+                n.action == Action::Trigger && n.rule == view.rule && n.group == view.group
+            });
+            match sent {
+                Some(trigger) if view.status.is_firing() => {
+                    triggers.insert(key.clone(), trigger.clone());
+                }
+                _ if !view.status.is_firing() => {
+                    triggers.remove(&key);
+                }
+                _ => {}
+            }
             changed.push(StoredAlert {
                 rule: view.rule.to_owned(),
                 group: view.group.to_owned(),
                 values: view.values.clone(),
                 status: view.status.clone(),
+                trigger: triggers.get(&key).cloned(),
             });
         }
         for (rule, count) in firing {
@@ -336,7 +377,7 @@ impl AlertEvaluator {
     }
 
     /// Waits a moment before a retry, giving up if leadership lapsed meanwhile.
-    async fn wait_as_leader(&mut self) -> Result<(), Stepped> {
+    pub(crate) async fn wait_as_leader(&mut self) -> Result<(), Stepped> {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if !self.lease.is_leader(Instant::now()) {
             match self.lease.renew().await {
@@ -353,7 +394,7 @@ fn same_state(a: &AlertStatus, b: &AlertStatus) -> bool {
     a.phase == b.phase && a.episode == b.episode && a.repeats == b.repeats
 }
 
-fn now_nanos() -> u64 {
+pub(crate) fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)

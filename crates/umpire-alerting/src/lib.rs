@@ -11,6 +11,7 @@ pub mod evaluation;
 pub mod leader;
 pub mod metrics;
 pub mod outbox;
+mod retired;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +66,10 @@ pub fn start(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> Result<Option<JoinHandle<()>>, AlertingError> {
-    if config.rules.is_empty() {
+    // Without rules the leader still runs once: alerts stored for rules the policy no
+    // longer has are resolved and forgotten (see `retired`). A policy without routes has
+    // nowhere to send anything and never had alerts.
+    if config.rules.is_empty() && config.routes.is_empty() {
         return Ok(None);
     }
     let notifier = Notifier::new(

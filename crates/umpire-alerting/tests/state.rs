@@ -75,6 +75,7 @@ async fn alert_state_round_trips_per_policy() {
             repeats: 0,
             value: Some(0.4),
         },
+        trigger: None,
     };
     let pending = StoredAlert {
         rule: "slow".into(),
@@ -86,6 +87,7 @@ async fn alert_state_round_trips_per_policy() {
             repeats: 0,
             value: None,
         },
+        trigger: None,
     };
     quality.save(&firing).await.unwrap();
     quality.save(&pending).await.unwrap();

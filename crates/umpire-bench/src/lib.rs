@@ -1,6 +1,8 @@
 //! Shared by the benchmark binaries: measuring another process's CPU and memory from
 //! `/proc`, and latency percentiles.
 
+pub mod traffic;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

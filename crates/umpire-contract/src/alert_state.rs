@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use umpire_core::alert::notification::group_hash;
+use umpire_core::alert::notification::{Notification, group_hash};
 use umpire_core::alert::state::AlertStatus;
 use umpire_nats::kv::ensure_bucket;
 use umpire_nats::topology::{ProjectNames, alert_state_bucket};
@@ -29,6 +29,10 @@ pub struct StoredAlert {
     pub group: String,
     pub values: BTreeMap<String, String>,
     pub status: AlertStatus,
+    /// The trigger sent for the current firing episode: what a resolve needs if the rule
+    /// leaves the policy while firing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Notification>,
 }
 
 pub struct AlertStore {
@@ -147,6 +151,14 @@ impl AlertStore {
             .await
             .map_err(|e| self.error(e.to_string()))?;
         Ok(())
+    }
+
+    /// Forgets an alert (its rule left the policy).
+    pub async fn delete(&self, rule: &str, group: &str) -> Result<(), StoreError> {
+        self.kv
+            .purge(self.key(rule, group))
+            .await
+            .map_err(|e| self.error(e.to_string()))
     }
 
     fn error(&self, message: String) -> StoreError {

@@ -1,11 +1,13 @@
 //! Ingest throughput and latency, per CPU-second of the `umpire ingest` process.
 //!
 //! Starts a private nats-server and `umpire ingest` (release build recommended), drives
-//! OTLP/gRPC and OTLP/HTTP protobuf load from this process with realistic GenAI spans and a
-//! 10% probabilistic tail-sampling policy, and reports:
+//! OTLP/gRPC and OTLP/HTTP protobuf load from this process with realistic GenAI traffic
+//! ([`umpire_bench::traffic`]: agent runs of 5–20 spans, varied payloads) and a probabilistic
+//! tail-sampling policy (`--kept-percent`, default 10) plus an errors policy, and reports:
 //! - spans accepted per CPU-second used by the ingest process (user + system, from /proc),
 //!   counting every span through decode → redact → intake → sample → publish;
-//! - request latency p50/p99 at half the measured maximum rate;
+//! - request latency p50/p99 at half the measured maximum rate, from each request's scheduled
+//!   send time (paced, staggered senders: no coordinated omission);
 //! - the ingest process's RSS.
 //!
 //! `cargo run --release -p umpire-bench --bin ingest-bench -- --umpire target/release/umpire`
@@ -17,12 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
+use umpire_bench::traffic::request;
 use umpire_bench::{BenchNats, cpu_time, free_port, memory_mib, quantile};
-use umpire_otlp::ExportTraceServiceRequest;
 
 #[derive(Parser)]
 struct Args {
@@ -41,90 +40,16 @@ struct Args {
     /// Run against a three-node JetStream cluster with the project at R3.
     #[arg(long)]
     cluster: bool,
+    /// Percentage of traces the probabilistic policy keeps (plus the 2 % with a failing
+    /// tool call, kept by the errors policy).
+    #[arg(long, default_value_t = 10.0)]
+    kept_percent: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Transport {
     Grpc,
     Http,
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
-/// A request of `batch` spans in traces of 4 (an agent turn: agent, LLM, tool, LLM), with
-/// realistic GenAI attributes (~1 KiB per LLM span), and unique ids from `sequence`.
-fn request(sequence: u64, batch: usize) -> ExportTraceServiceRequest {
-    let now = 1_800_000_000_000_000_000u64 + sequence * 1_000;
-    let spans = (0..batch)
-        .map(|i| {
-            let trace = sequence * batch as u64 / 4 + (i / 4) as u64;
-            let mut trace_id = [0u8; 16];
-            trace_id[..8].copy_from_slice(&trace.to_be_bytes());
-            trace_id[8..].copy_from_slice(&0x9e37_79b9_7f4a_7c15u64.wrapping_mul(trace | 1).to_be_bytes());
-            let mut span_id = [0u8; 8];
-            span_id.copy_from_slice(&(sequence * batch as u64 + i as u64 + 1).to_be_bytes());
-            let role = i % 4;
-            let attributes = match role {
-                0 => vec![kv("gen_ai.operation.name", "invoke_agent"), kv("gen_ai.agent.name", "support")],
-                2 => vec![kv("gen_ai.operation.name", "execute_tool"), kv("gen_ai.tool.name", "get_weather"), kv("gen_ai.tool.call.id", "call_1")],
-                _ => vec![
-                    kv("gen_ai.operation.name", "chat"),
-                    kv("gen_ai.provider.name", "openai"),
-                    kv("gen_ai.request.model", "gpt-4o-mini"),
-                    kv("gen_ai.response.model", "gpt-4o-mini-2026-01-01"),
-                    int("gen_ai.usage.input_tokens", 412),
-                    int("gen_ai.usage.output_tokens", 96),
-                    kv("gen_ai.input.messages", r#"[{"role":"system","parts":[{"type":"text","content":"You are the ACME support assistant. Answer only from the context and cite the document ids you used."}]},{"role":"user","parts":[{"type":"text","content":"My order 4411 arrived damaged, can I get a refund or a replacement? You can reach me at customer@example.com."}]}]"#),
-                    kv("gen_ai.output.messages", r#"[{"role":"assistant","parts":[{"type":"text","content":"I'm sorry your order arrived damaged. Refunds are accepted within 30 days of delivery with a receipt; for damaged items we can also ship a replacement at no cost. Which would you prefer?"}],"finish_reason":"stop"}]"#),
-                ],
-            };
-            Span {
-                trace_id: trace_id.to_vec(),
-                span_id: span_id.to_vec(),
-                name: format!("span-{role}"),
-                kind: 3,
-                start_time_unix_nano: now,
-                end_time_unix_nano: now + 250_000_000,
-                attributes,
-                status: Some(Status { code: 0, message: String::new() }),
-                ..Default::default()
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", "support-bot"),
-                    kv("deployment.environment", "bench"),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
 }
 
 struct Load {
@@ -164,13 +89,17 @@ async fn drive(
             let mut next = Instant::now()
                 + interval.map_or(Duration::ZERO, |i| i * worker as u32 / concurrency as u32);
             while Instant::now() < until {
+                // Paced: latency counts from when the request was due, not from when this
+                // worker got round to sending it, so a stall that delays later sends is
+                // counted in theirs too (no coordinated omission).
+                let mut started = Instant::now();
                 if let Some(interval) = interval {
                     tokio::time::sleep_until(next.into()).await;
+                    started = next;
                     next += interval;
                 }
                 let request = request(load.sequence.fetch_add(1, Ordering::Relaxed), batch);
                 let body = request.encode_to_vec();
-                let started = Instant::now();
                 let ok = match &mut grpc {
                     Some(client) => client.export(request).await.is_ok(),
                     None => http
@@ -217,8 +146,9 @@ async fn main() -> anyhow::Result<()> {
     let manifest = dir.join("bench.yaml");
     std::fs::write(
         &manifest,
-        "apiVersion: umpire.dev/v1alpha1\nkind: TraceProject\nmetadata: {name: bench, namespace: perf}\nspec:\n  ingest: {maxRequestSize: 16Mi}\n  stream: {replicas: REPLICAS}\n  sampling:\n    decisionWait: 2s\n    policies:\n      - {name: errors, statusCode: [ERROR]}\n      - {name: baseline, probabilistic: {percentage: 10}}\n  redaction:\n    rules:\n      - {name: emails, pattern: '[\\w.+-]+@[\\w-]+\\.[\\w.]+', replace: '<email>'}\n"
-            .replace("REPLICAS", &nats.replicas().to_string()),
+        "apiVersion: umpire.dev/v1alpha1\nkind: TraceProject\nmetadata: {name: bench, namespace: perf}\nspec:\n  ingest: {maxRequestSize: 16Mi}\n  stream: {replicas: REPLICAS}\n  sampling:\n    decisionWait: 2s\n    policies:\n      - {name: errors, statusCode: [ERROR]}\n      - {name: baseline, probabilistic: {percentage: KEPT}}\n  redaction:\n    rules:\n      - {name: emails, pattern: '[\\w.+-]+@[\\w-]+\\.[\\w.]+', replace: '<email>'}\n"
+            .replace("REPLICAS", &nats.replicas().to_string())
+            .replace("KEPT", &args.kept_percent.to_string()),
     )?;
     let ports = (free_port()?, free_port()?, free_port()?);
     let mut child = std::process::Command::new(&args.umpire)

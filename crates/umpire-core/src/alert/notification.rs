@@ -56,6 +56,34 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// The resolve of a firing alert whose rule left the policy (removed, renamed): same
+    /// dedup key and episode as its trigger, so the receiver closes that incident.
+    pub fn retired(trigger: &Notification, now_ns: u64) -> Notification {
+        let group = if trigger.group.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", trigger.group)
+        };
+        let description = "the rule was removed from the policy".to_owned();
+        Notification {
+            action: Action::Resolve,
+            value: None,
+            baseline: None,
+            samples: 0,
+            summary: format!(
+                "[{}] {}/{}{group} resolved: {description}",
+                trigger.severity.as_str(),
+                trigger.policy,
+                trigger.rule
+            ),
+            description,
+            at_unix_nano: now_ns,
+            due_unix_nano: now_ns,
+            example_trace_ids: Vec::new(),
+            ..trigger.clone()
+        }
+    }
+
     /// The id used to deduplicate this notification in the outbox.
     pub fn id(&self) -> String {
         let action = match self.action {

@@ -1,0 +1,50 @@
+//! Alerts whose rule left the policy (removed or renamed in git, then applied): a new leader
+//! finds them in the stored state. A firing one is resolved at its receiver — through the
+//! outbox, like every notification, with its trigger's dedup key and episode — and every
+//! one is forgotten, so `firingAlerts` stops counting it and a rule re-added later under
+//! the same name starts clean.
+
+use umpire_contract::alert_state::StoredAlert;
+use umpire_core::alert::notification::Notification;
+
+use crate::evaluation::{AlertEvaluator, Stepped, now_nanos};
+use crate::metrics::TransitionLabels;
+use crate::outbox;
+
+impl AlertEvaluator {
+    pub(crate) async fn retire(&mut self, alerts: Vec<StoredAlert>) -> Result<(), Stepped> {
+        let subject = self.names.notifications_subject(&self.policy);
+        for alert in alerts {
+            if alert.status.is_firing() {
+                match &alert.trigger {
+                    Some(trigger) => {
+                        let resolve = Notification::retired(trigger, now_nanos());
+                        while let Err(e) = outbox::publish(&self.js, &subject, &resolve).await {
+                            self.metrics.outbox_publish_failures.inc();
+                            tracing::warn!(event = "outbox_publish_failed", error = %e, "retrying");
+                            self.wait_as_leader().await?;
+                        }
+                        self.metrics
+                            .transitions
+                            .get_or_create(&TransitionLabels {
+                                rule: alert.rule.clone(),
+                                transition: "resolve",
+                            })
+                            .inc();
+                        tracing::info!(event = "alert_retired", rule = %alert.rule, group = %alert.group, id = %resolve.id(), "the rule left the policy: its firing alert is resolved");
+                    }
+                    // Stored before triggers were kept: nothing to resolve with.
+                    None => {
+                        tracing::warn!(event = "alert_retired_unresolved", rule = %alert.rule, group = %alert.group, "the rule left the policy while firing, but its trigger is not stored: resolve it at the receiver by hand")
+                    }
+                }
+            }
+            while let Err(e) = self.store.delete(&alert.rule, &alert.group).await {
+                self.metrics.state_write_failures.inc();
+                tracing::warn!(event = "alert_state_write_failed", error = %e, "retrying");
+                self.wait_as_leader().await?;
+            }
+        }
+        Ok(())
+    }
+}
