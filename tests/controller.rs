@@ -35,7 +35,7 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
         &nats,
         "ctl-a",
         "umpire-system",
-        &["--alert-status-interval", "1s"],
+        &["--alert-status-interval", "1s", "--cleanup-timeout", "4s"],
     );
 
     // A policy whose project does not exist yet waits with a condition, and creates nothing.
@@ -339,12 +339,33 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
     .await;
 
     // Deleting the policy removes its consumer; deleting the project removes its streams,
-    // and the children go with their owners.
+    // and the children go with their owners. Its firing alert cannot be resolved here (no
+    // evaluator runs in this test): after the cleanup timeout the deletion goes on with a
+    // warning, and the alert state is forgotten.
     policies
         .delete("quality", &DeleteParams::default())
         .await
         .unwrap();
     wait_gone(&policies, "quality").await;
+    eventually("an AlertsLeftOpen warning event", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("AlertsLeftOpen")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .then_some(())
+    })
+    .await;
+    {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let kv = js
+            .get_key_value(format!("umpire-alerts-{ns}-bot"))
+            .await
+            .unwrap();
+        assert_eq!(kv.get("quality.slow.all").await.unwrap(), None);
+    }
     assert!(!consumer_exists(&nats, &format!("UMPIRE_SPANS_{ns}_bot"), "policy-quality").await);
     wait_gone(&deployments, "quality-evaluator").await;
     projects

@@ -116,15 +116,20 @@ impl AlertEvaluator {
             Ok(stored) => stored,
             Err(e) => return Stepped::Lost(e.to_string()),
         };
-        // Alerts of rules no longer in the policy are resolved (when firing) and forgotten,
-        // so they neither stay open at the receiver nor count as firing.
+        // Alerts of rules no longer in the policy — every alert, when the policy is being
+        // deleted — are resolved (when firing) and forgotten, so they neither stay open at
+        // the receiver nor count as firing.
+        let deleting = match self.store.is_retired().await {
+            Ok(deleting) => deleting,
+            Err(e) => return Stepped::Lost(e.to_string()),
+        };
         let (stored, retired): (Vec<_>, Vec<_>) = stored
             .into_iter()
-            .partition(|alert| self.rules.iter().any(|rule| rule.name == alert.rule));
+            .partition(|alert| !deleting && self.rules.iter().any(|rule| rule.name == alert.rule));
         if let Err(stepped) = self.retire(retired).await {
             return stepped;
         }
-        if self.rules.is_empty() {
+        if deleting || self.rules.is_empty() {
             return Stepped::Done;
         }
         let mut persisted = HashMap::new();
@@ -177,6 +182,10 @@ impl AlertEvaluator {
                         Ok(true) => {}
                         Ok(false) => return Stepped::Lost("another replica holds the lease".into()),
                         Err(e) => tracing::warn!(event = "alert_lease_renewal_failed", error = %e, "lease renewal failed"),
+                    }
+                    // The controller marks a policy being deleted; its alerts end with it.
+                    if let Ok(true) = self.store.is_retired().await {
+                        return self.retire_everything().await;
                     }
                     continue;
                 }

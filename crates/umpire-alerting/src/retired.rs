@@ -1,5 +1,6 @@
-//! Alerts whose rule left the policy (removed or renamed in git, then applied): a new leader
-//! finds them in the stored state. A firing one is resolved at its receiver — through the
+//! Alerts whose rule left the policy (removed or renamed in git, then applied; or the whole
+//! policy, being deleted — the controller marks it): a new leader finds them in the stored
+//! state, a running one sees the deletion mark at its next lease renewal. A firing one is resolved at its receiver — through the
 //! outbox, like every notification, with its trigger's dedup key and episode — and every
 //! one is forgotten, so `firingAlerts` stops counting it and a rule re-added later under
 //! the same name starts clean.
@@ -12,6 +13,23 @@ use crate::metrics::TransitionLabels;
 use crate::outbox;
 
 impl AlertEvaluator {
+    /// The policy is being deleted: every alert is resolved (if firing) and forgotten.
+    pub(crate) async fn retire_everything(&mut self) -> Stepped {
+        let alerts = match self.store.load().await {
+            Ok(alerts) => alerts,
+            Err(e) => return Stepped::Lost(e.to_string()),
+        };
+        tracing::info!(
+            event = "alert_policy_deleting",
+            alerts = alerts.len(),
+            "the policy is being deleted: resolving its alerts"
+        );
+        match self.retire(alerts).await {
+            Ok(()) => Stepped::Done,
+            Err(stepped) => stepped,
+        }
+    }
+
     pub(crate) async fn retire(&mut self, alerts: Vec<StoredAlert>) -> Result<(), Stepped> {
         let subject = self.names.notifications_subject(&self.policy);
         for alert in alerts {

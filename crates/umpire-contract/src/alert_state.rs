@@ -153,6 +153,42 @@ impl AlertStore {
         Ok(())
     }
 
+    /// The marker of a policy being deleted: `_retired.<policy>` (a leading `_` cannot start
+    /// a policy name, so it never falls under another policy's keys).
+    fn retired_key(&self) -> String {
+        format!("_retired.{}", self.policy)
+    }
+
+    /// Marks the policy as being deleted: its alert leader resolves every firing alert at
+    /// its route, forgets them all, and stops evaluating.
+    pub async fn retire_policy(&self) -> Result<(), StoreError> {
+        self.kv
+            .put(self.retired_key(), "deleting".into())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(e.to_string()))
+    }
+
+    pub async fn is_retired(&self) -> Result<bool, StoreError> {
+        self.kv
+            .get(self.retired_key())
+            .await
+            .map(|value| value.is_some())
+            .map_err(|e| self.error(e.to_string()))
+    }
+
+    /// Removes the policy's marker and any alert left (a policy re-created under the same
+    /// name starts clean).
+    pub async fn clear_policy(&mut self) -> Result<(), StoreError> {
+        for alert in self.load().await? {
+            self.delete(&alert.rule, &alert.group).await?;
+        }
+        self.kv
+            .purge(self.retired_key())
+            .await
+            .map_err(|e| self.error(e.to_string()))
+    }
+
     /// Forgets an alert (its rule left the policy).
     pub async fn delete(&self, rule: &str, group: &str) -> Result<(), StoreError> {
         self.kv

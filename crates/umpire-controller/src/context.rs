@@ -34,6 +34,10 @@ pub enum Error {
     Finalizer(String),
     #[error("the resource has no namespace")]
     NoNamespace,
+    /// Not a failure: a deletion waits for something to finish (the finalizer helper only
+    /// keeps its finalizer when the cleanup returns an error). Polled at `after`.
+    #[error("waiting: {reason}")]
+    Waiting { reason: String, after: Duration },
 }
 
 /// The reconcile's own error out of kube-runtime's finalizer wrapper.
@@ -52,6 +56,7 @@ impl Error {
             Error::Nats(_) => "nats",
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "invalid",
+            Error::Waiting { .. } => "waiting",
         }
     }
 }
@@ -169,6 +174,9 @@ impl Shared {
     /// Per-object exponential backoff: 1s, 2s, 4s … capped at 5 minutes (the shared retry
     /// policy's ceiling: no jitter, so the logged delay is the one applied).
     pub fn backoff<K: Resource<DynamicType = ()>>(&self, object: &K, error: &Error) -> Action {
+        if let Error::Waiting { after, .. } = error {
+            return Action::requeue(*after);
+        }
         let kind = K::kind(&()).into_owned();
         self.metrics
             .failures

@@ -22,7 +22,10 @@ use crate::children::{MANAGED_BY, Owner, POLICY_LABEL};
 use crate::context::{Error, Shared, finalizer_outcome};
 use crate::project::{FINALIZER, deletion_age};
 use crate::status::{Observed, conditions, is_ready};
-use crate::streams;
+use crate::streams::{self, AlertsRetiring};
+
+/// How often a deletion checks whether the policy's alerts are resolved.
+const RETIRE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn validate(shared: &Shared, ep: &EvalPolicy) -> Result<PolicyPlan, String> {
     let namespace = ep.namespace().unwrap_or_default();
@@ -256,8 +259,57 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
 async fn cleanup(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error> {
     let namespace = ep.namespace().ok_or(Error::NoNamespace)?;
     let names = ProjectNames::new(&namespace, &ep.spec.project_ref.name);
-    match streams::delete_policy_consumers(&shared.js, &names, &ep.name_any()).await {
-        Ok(()) => Ok(Action::await_change()),
+    let policy = ep.name_any();
+    // Its evaluators still run while the finalizer holds the policy: they resolve its open
+    // alerts at their routes before the consumers (and then the pods) go.
+    let retiring = match streams::retire_policy_alerts(&shared.js, &names, &policy).await {
+        Ok(retiring) => retiring,
+        Err(e) => AlertsRetiring::Pending(e),
+    };
+    if let AlertsRetiring::Pending(left) = retiring {
+        tracing::info!(event = "policy_alerts_retiring", namespace = %namespace, policy = %policy, left = %left, "deleting: waiting for the policy's alerts to be resolved");
+        if deletion_age(ep) <= shared.cleanup_timeout {
+            let status = EvalPolicyStatus {
+                conditions: conditions(
+                    &ep.status.clone().unwrap_or_default().conditions,
+                    &[Observed::new(
+                        "Ready",
+                        false,
+                        "CleanupPending",
+                        format!(
+                            "deleting: resolving the policy's open alerts (gives up after {:?}): {left}",
+                            shared.cleanup_timeout
+                        ),
+                    )],
+                    ep.metadata.generation,
+                ),
+                ..ep.status.clone().unwrap_or_default()
+            };
+            write_status(shared, ep, status).await?;
+            return Err(Error::Waiting {
+                reason: left,
+                after: RETIRE_POLL,
+            });
+        }
+        shared
+            .event(
+                ep,
+                true,
+                "AlertsLeftOpen",
+                format!(
+                    "gave up resolving the policy's alerts after {:?} (are its evaluators running?): {left}; resolve them at the receiver",
+                    shared.cleanup_timeout
+                ),
+            )
+            .await;
+    }
+    match streams::delete_policy_consumers(&shared.js, &names, &policy).await {
+        Ok(()) => {
+            if let Err(e) = streams::forget_policy_alerts(&shared.js, &names, &policy).await {
+                tracing::warn!(event = "alert_state_left", namespace = %namespace, policy = %policy, error = %e, "could not forget the deleted policy's alert state");
+            }
+            Ok(Action::await_change())
+        }
         Err(e) if deletion_age(ep) > shared.cleanup_timeout => {
             shared
                 .event(

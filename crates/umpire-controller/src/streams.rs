@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
+use umpire_contract::alert_state::AlertStore;
 use umpire_nats::consumers::ensure_consumer;
 use umpire_nats::streams::ensure_stream;
 use umpire_nats::topology::ProjectNames;
@@ -149,7 +150,7 @@ pub async fn firing_alerts(
 ) -> Result<i32, String> {
     let store = bounded(
         "opening the alert state",
-        umpire_contract::alert_state::AlertStore::open_existing(js, names, policy),
+        AlertStore::open_existing(js, names, policy),
     )
     .await?;
     // No bucket yet: no evaluator has stored alert state, so nothing fires.
@@ -158,4 +159,82 @@ pub async fn firing_alerts(
     };
     let alerts = bounded("reading the alert state", store.load()).await?;
     Ok(alerts.iter().filter(|a| a.status.is_firing()).count() as i32)
+}
+
+/// Where a deleted policy's alerts stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertsRetiring {
+    /// None left open, and the outbox delivered what was sent for them.
+    Done,
+    /// Still resolving or delivering: what is left.
+    Pending(String),
+}
+
+/// Marks the policy as being deleted so its alert leader resolves and forgets its alerts,
+/// and reports whether that is finished (no alert stored, the notifier's queue empty).
+pub async fn retire_policy_alerts(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+    policy: &str,
+) -> Result<AlertsRetiring, String> {
+    let store = bounded(
+        "opening the alert state",
+        AlertStore::open_existing(js, names, policy),
+    )
+    .await?;
+    // No bucket: no evaluator of the project ever stored alert state.
+    let Some(mut store) = store else {
+        return Ok(AlertsRetiring::Done);
+    };
+    bounded("marking the policy deleted", store.retire_policy()).await?;
+    let open = bounded("reading the alert state", store.load())
+        .await?
+        .len();
+    if open > 0 {
+        return Ok(AlertsRetiring::Pending(format!(
+            "{open} alert(s) of the policy still stored; its alert leader resolves them"
+        )));
+    }
+    let stream = match bounded("the outbox", js.get_stream(names.notifications_stream())).await {
+        Ok(stream) => stream,
+        Err(e) if is_not_found(&e) => return Ok(AlertsRetiring::Done),
+        Err(e) => return Err(e),
+    };
+    let mut notifier = match bounded(
+        "the notifier consumer",
+        stream.get_consumer::<consumer::pull::Config>(&names.notifier_consumer(policy)),
+    )
+    .await
+    {
+        Ok(consumer) => consumer,
+        Err(e) if is_not_found(&e) => return Ok(AlertsRetiring::Done),
+        Err(e) => return Err(e),
+    };
+    let info = bounded("the notifier's queue", notifier.info()).await?;
+    let queued = info.num_pending + info.num_ack_pending as u64;
+    Ok(if queued == 0 {
+        AlertsRetiring::Done
+    } else {
+        AlertsRetiring::Pending(format!(
+            "{queued} notification(s) of the policy still being delivered"
+        ))
+    })
+}
+
+/// Removes the deleted policy's mark and any alert left, so a policy re-created under the
+/// same name starts clean.
+pub async fn forget_policy_alerts(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+    policy: &str,
+) -> Result<(), String> {
+    let store = bounded(
+        "opening the alert state",
+        AlertStore::open_existing(js, names, policy),
+    )
+    .await?;
+    match store {
+        Some(mut store) => bounded("forgetting the alert state", store.clear_policy()).await,
+        None => Ok(()),
+    }
 }

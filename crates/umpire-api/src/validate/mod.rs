@@ -54,6 +54,8 @@ pub struct Findings {
     pub notes: Vec<FieldError>,
 }
 
+// Only the validator records findings.
+#[cfg(feature = "validation")]
 impl Findings {
     pub(crate) fn error(&mut self, path: FieldPath, message: impl Into<String>) {
         self.errors.push(FieldError::new(path, message.into()));
