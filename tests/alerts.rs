@@ -25,43 +25,7 @@ async fn one_page_and_one_resolve_per_group_through_a_leader_crash_and_receiver_
     let nats = NatsServer::start().unwrap();
     let pager = PagerDutyReceiver::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("secrets/pd")).unwrap();
-    std::fs::write(dir.path().join("secrets/pd/routing-key"), ROUTING_KEY).unwrap();
-    let config = dir.path().join("evaluator.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-namespace: team
-policy: quality
-nats: {{url: "{nats}"}}
-adminListen: 127.0.0.1:0
-secretDir: {secrets}
-alertLeaseTtl: 3s
-spec:
-  projectRef: {{name: bot}}
-  judges: [{{name: grounded, latency: {{maxMs: 60000}}}}]
-  alerts:
-    - name: grounded-regression
-      metric: {{judge: grounded, aggregate: passRate}}
-      window: 5s
-      minSamples: 50
-      groupBy: [gen_ai.request.model]
-      condition: {{regression: {{baseline: 20s, maxRelativeDrop: 0.2, confidence: 0.99}}}}
-      for: 2s
-      clearFor: 3s
-      severity: critical
-      route: oncall
-  routes:
-    - {{name: oncall, pagerDuty: {{url: "{pd}", routingKeySecretRef: {{name: pd, key: routing-key}}}}}}
-"#,
-            nats = nats.url(),
-            secrets = dir.path().join("secrets").display(),
-            pd = pager.events_url(),
-        ),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap().to_owned();
+    let config = write_policy(dir.path(), &nats, &pager, REGRESSION);
     let spawn = || UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
     let mut replicas = vec![spawn(), spawn(), spawn()];
 
@@ -198,6 +162,9 @@ spec:
         assert!(replica.log.iter().all(|l| !l.contains(ROUTING_KEY)));
     }
 }
+
+/// Grouped by model: a regression against each group's own 20 s baseline.
+const REGRESSION: &str = "  alerts:\n    - name: grounded-regression\n      metric: {judge: grounded, aggregate: passRate}\n      window: 5s\n      minSamples: 50\n      groupBy: [gen_ai.request.model]\n      condition: {regression: {baseline: 20s, maxRelativeDrop: 0.2, confidence: 0.99}}\n      for: 2s\n      clearFor: 3s\n      severity: critical\n      route: oncall";
 
 const GROUNDED_DROP: &str = "  alerts:\n    - {name: grounded-drop, metric: {judge: grounded, aggregate: passRate}, window: 3s, minSamples: 20, condition: {below: 0.75}, severity: critical, route: oncall}";
 

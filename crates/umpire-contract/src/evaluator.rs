@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use umpire_api::compile::{PolicyPlan, compile_eval_policy};
 use umpire_api::eval_policy::EvalPolicySpec;
 use umpire_nats::connect::NatsSettings;
 use umpire_nats::topology::{self, PolicyConsumer, ProjectNames};
 
+use crate::document::{self, Document};
+
+/// What a `--config` file must be.
+const EXPECTED: &str = "an evaluator config or EvalPolicy";
 use crate::references::MountedReferences;
 
 pub const DEFAULT_TRACE_SETTLE: Duration = Duration::from_secs(2);
@@ -75,13 +78,8 @@ fn default_admin() -> SocketAddr {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: not an evaluator config or EvalPolicy: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    File(#[from] document::ReadError),
     #[error("the EvalPolicy spec is invalid:\n{0}")]
     Invalid(String),
 }
@@ -121,18 +119,12 @@ impl EvaluatorConfig {
     }
 
     pub fn load(path: &Path, defaults: &RuntimeDefaults) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let parse_error = |message: String| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        };
-        let value: Value = serde_yaml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
-        if value.get("kind").and_then(Value::as_str) == Some("EvalPolicy") {
-            let (namespace, name, spec) = manifest_parts(&value).map_err(parse_error)?;
-            return Ok(Self {
+        match document::read::<EvalPolicySpec>(path, "EvalPolicy", EXPECTED)? {
+            Document::Manifest {
+                namespace,
+                name,
+                spec,
+            } => Ok(Self {
                 admin_listen: defaults.admin_listen,
                 ..Self::for_policy(
                     &namespace,
@@ -142,9 +134,15 @@ impl EvaluatorConfig {
                     defaults.secret_dir.clone(),
                     defaults.config_map_dir.clone(),
                 )
-            });
+            }),
+            Document::Config(value) => serde_json::from_value(value).map_err(|e| {
+                ConfigError::File(document::ReadError::Parse {
+                    path: path.to_owned(),
+                    expected: EXPECTED,
+                    message: e.to_string(),
+                })
+            }),
         }
-        serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))
     }
 
     pub fn references(&self) -> MountedReferences {
@@ -195,23 +193,6 @@ impl EvaluatorConfig {
             },
         )
     }
-}
-
-/// Namespace, name and spec of an EvalPolicy manifest.
-pub fn manifest_parts(value: &Value) -> Result<(String, String, EvalPolicySpec), String> {
-    let namespace = value
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_owned();
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .ok_or("metadata.name is missing")?
-        .to_owned();
-    let spec = serde_json::from_value(value.get("spec").cloned().unwrap_or(Value::Null))
-        .map_err(|e| e.to_string())?;
-    Ok((namespace, name, spec))
 }
 
 /// Compiles a policy (which also checks what the CRD cannot: regexes, templates, referenced

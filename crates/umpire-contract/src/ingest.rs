@@ -5,10 +5,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use umpire_api::compile::{ProjectPlan, compile_trace_project};
 use umpire_api::trace_project::TraceProjectSpec;
 use umpire_nats::connect::NatsSettings;
+
+use crate::document::{self, Document};
+
+/// What a `--config` file must be.
+const EXPECTED: &str = "an ingest config or TraceProject";
 use umpire_nats::topology::SpanStreamLimits;
 use umpire_runtime::secrets::{SecretError, read_secret_file};
 
@@ -85,13 +89,8 @@ impl Default for ListenAddresses {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: not a valid ingest config or TraceProject: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    File(#[from] document::ReadError),
     #[error("the TraceProject spec is invalid:\n{0}")]
     Invalid(String),
     #[error(
@@ -137,34 +136,24 @@ impl IngestConfig {
 
     /// Reads an ingest config, or a TraceProject manifest completed with `defaults`.
     pub fn load(path: &Path, defaults: &RuntimeDefaults) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let parse_error = |message: String| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        };
-        let value: Value = serde_yaml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
-        if value.get("kind").and_then(Value::as_str) == Some("TraceProject") {
-            let namespace = value
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            let name = value
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| parse_error("metadata.name is missing".into()))?;
-            let spec: TraceProjectSpec =
-                serde_json::from_value(value.get("spec").cloned().unwrap_or(Value::Null))
-                    .map_err(|e| parse_error(e.to_string()))?;
-            return Ok(Self {
+        match document::read::<TraceProjectSpec>(path, "TraceProject", EXPECTED)? {
+            Document::Manifest {
+                namespace,
+                name,
+                spec,
+            } => Ok(Self {
                 listen: defaults.listen.clone(),
                 auth_token_file: defaults.auth_token_file.clone(),
-                ..Self::for_project(namespace, name, spec, defaults.nats.clone())
-            });
+                ..Self::for_project(&namespace, &name, spec, defaults.nats.clone())
+            }),
+            Document::Config(value) => serde_json::from_value(value).map_err(|e| {
+                ConfigError::File(document::ReadError::Parse {
+                    path: path.to_owned(),
+                    expected: EXPECTED,
+                    message: e.to_string(),
+                })
+            }),
         }
-        serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))
     }
 
     /// Compiles the spec (which also checks what the CRD cannot: regexes, policies). The

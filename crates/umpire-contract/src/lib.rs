@@ -6,6 +6,7 @@
 //! [`umpire_nats::topology`]).
 
 pub mod alert_state;
+pub mod document;
 mod duration;
 pub mod evaluator;
 pub mod ingest;

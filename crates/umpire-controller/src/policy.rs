@@ -269,23 +269,15 @@ async fn cleanup(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error> {
     if let AlertsRetiring::Pending(left) = retiring {
         tracing::info!(event = "policy_alerts_retiring", namespace = %namespace, policy = %policy, left = %left, "deleting: waiting for the policy's alerts to be resolved");
         if deletion_age(ep) <= shared.cleanup_timeout {
-            let status = EvalPolicyStatus {
-                conditions: conditions(
-                    &ep.status.clone().unwrap_or_default().conditions,
-                    &[Observed::new(
-                        "Ready",
-                        false,
-                        "CleanupPending",
-                        format!(
-                            "deleting: resolving the policy's open alerts (gives up after {:?}): {left}",
-                            shared.cleanup_timeout
-                        ),
-                    )],
-                    ep.metadata.generation,
+            cleanup_pending(
+                shared,
+                ep,
+                format!(
+                    "deleting: resolving the policy's open alerts (gives up after {:?}): {left}",
+                    shared.cleanup_timeout
                 ),
-                ..ep.status.clone().unwrap_or_default()
-            };
-            write_status(shared, ep, status).await?;
+            )
+            .await?;
             return Err(Error::Waiting {
                 reason: left,
                 after: RETIRE_POLL,
@@ -325,24 +317,29 @@ async fn cleanup(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
         Err(e) => {
-            let status = EvalPolicyStatus {
-                conditions: conditions(
-                    &ep.status.clone().unwrap_or_default().conditions,
-                    &[Observed::new(
-                        "Ready",
-                        false,
-                        "CleanupPending",
-                        format!(
-                            "deleting: waiting for NATS to delete the consumers (gives up after {:?}): {e}",
-                            shared.cleanup_timeout
-                        ),
-                    )],
-                    ep.metadata.generation,
+            cleanup_pending(
+                shared,
+                ep,
+                format!(
+                    "deleting: waiting for NATS to delete the consumers (gives up after {:?}): {e}",
+                    shared.cleanup_timeout
                 ),
-                ..ep.status.clone().unwrap_or_default()
-            };
-            write_status(shared, ep, status).await?;
+            )
+            .await?;
             Err(Error::Nats(e))
         }
     }
+}
+
+/// A deletion still in progress: `Ready` false with reason `CleanupPending` and `message`.
+async fn cleanup_pending(shared: &Shared, ep: &EvalPolicy, message: String) -> Result<(), Error> {
+    let status = EvalPolicyStatus {
+        conditions: conditions(
+            &ep.status.clone().unwrap_or_default().conditions,
+            &[Observed::new("Ready", false, "CleanupPending", message)],
+            ep.metadata.generation,
+        ),
+        ..ep.status.clone().unwrap_or_default()
+    };
+    write_status(shared, ep, status).await
 }

@@ -10,7 +10,9 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use umpire_contract::evaluator::{manifest_parts, plan_policy};
+use umpire_api::eval_policy::EvalPolicySpec;
+use umpire_contract::document::manifest_parts;
+use umpire_contract::evaluator::plan_policy;
 use umpire_contract::references::MountedReferences;
 use umpire_contract::validation::validate_policy_spec;
 use umpire_core::ids::TraceId;
@@ -81,7 +83,8 @@ struct Report {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (name, policy) = read_policy(&args.policy)?;
-    let (namespace, _, spec) = manifest_parts(&policy).map_err(anyhow::Error::msg)?;
+    let (namespace, _, spec): (_, _, EvalPolicySpec) =
+        manifest_parts(&policy).map_err(anyhow::Error::msg)?;
     let references = MountedReferences {
         config_maps: args.config_map_dir.clone(),
         secrets: args.secret_dir.clone(),
