@@ -176,11 +176,22 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
         };
         store.save(&firing).await.unwrap();
     }
-    eventually("firingAlerts = 1", WAIT, || async {
-        let ep = policies.get("quality").await.ok()?;
-        (ep.status?.firing_alerts == Some(1)).then_some(())
+    let status = eventually("firingAlerts = 1", WAIT, || async {
+        let status = policies.get("quality").await.ok()?.status?;
+        (status.firing_alerts == Some(1)).then_some(status)
     })
     .await;
+    // The alert itself is listed, with its state and since when.
+    let listed = status.alerts.unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].rule.as_str(), listed[0].state, listed[0].value),
+        (
+            "slow",
+            umpire_api::eval_policy::AlertState::Firing,
+            Some(4200.0)
+        )
+    );
 
     // Secrets are mounted (only the named keys), never copied into the ConfigMap.
     let evaluator = deployments.get("quality-evaluator").await.unwrap();

@@ -219,21 +219,26 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
         ),
     };
     let has_alerts = ep.spec.alerts.as_ref().is_some_and(|a| !a.is_empty());
-    let firing = if has_alerts {
-        match streams::firing_alerts(&shared.js, &names, &name).await {
-            Ok(count) => Some(count),
+    let (firing, alerts) = if has_alerts {
+        match streams::alerts(&shared.js, &names, &name).await {
+            Ok((count, listed)) => (Some(count), Some(listed)),
             Err(e) => {
-                tracing::warn!(event = "alert_state_unreadable", namespace = %namespace, name = %name, error = %e, "keeping the last firingAlerts");
-                ep.status.as_ref().and_then(|s| s.firing_alerts)
+                tracing::warn!(event = "alert_state_unreadable", namespace = %namespace, name = %name, error = %e, "keeping the last firingAlerts and alerts");
+                let previous = ep.status.as_ref();
+                (
+                    previous.and_then(|s| s.firing_alerts),
+                    previous.and_then(|s| s.alerts.clone()),
+                )
             }
         }
     } else {
-        Some(0)
+        (Some(0), Some(Vec::new()))
     };
     let previous = ep.status.clone().unwrap_or_default();
     let status = EvalPolicyStatus {
         observed_generation: generation,
         firing_alerts: firing,
+        alerts,
         conditions: conditions(
             &previous.conditions,
             &[
@@ -245,7 +250,6 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
         ),
         judges: Some(ep.spec.judges.len() as i32),
         consumer: Some(names.policy_consumer(&name)),
-        ..previous
     };
     write_status(shared, ep, status).await?;
     match consumer {

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use umpire_api::eval_policy::{AlertState, AlertStatus};
 use umpire_contract::alert_state::AlertStore;
+use umpire_core::alert::state::Phase;
 use umpire_nats::consumers::ensure_consumer;
 use umpire_nats::streams::ensure_stream;
 use umpire_nats::topology::ProjectNames;
@@ -142,12 +145,16 @@ pub async fn delete_policy_consumers(
     Ok(())
 }
 
-/// Alerts of `policy` firing now, from the alert state its evaluators keep in NATS KV.
-pub async fn firing_alerts(
+/// Alerts status lists at most (the count covers all).
+const LISTED_ALERTS: usize = 50;
+
+/// Alerts of `policy` firing now (count) and pending or firing (the first
+/// [`LISTED_ALERTS`], firing first), from the alert state its evaluators keep in NATS KV.
+pub async fn alerts(
     js: &jetstream::Context,
     names: &ProjectNames,
     policy: &str,
-) -> Result<i32, String> {
+) -> Result<(i32, Vec<AlertStatus>), String> {
     let store = bounded(
         "opening the alert state",
         AlertStore::open_existing(js, names, policy),
@@ -155,10 +162,38 @@ pub async fn firing_alerts(
     .await?;
     // No bucket yet: no evaluator has stored alert state, so nothing fires.
     let Some(mut store) = store else {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     };
-    let alerts = bounded("reading the alert state", store.load()).await?;
-    Ok(alerts.iter().filter(|a| a.status.is_firing()).count() as i32)
+    let stored = bounded("reading the alert state", store.load()).await?;
+    let firing = stored.iter().filter(|a| a.status.is_firing()).count() as i32;
+    let mut listed: Vec<AlertStatus> = stored
+        .iter()
+        .filter_map(|alert| {
+            let (state, since_ns) = match alert.status.phase {
+                Phase::Firing { since_ns, .. } => (AlertState::Firing, since_ns),
+                Phase::Pending { since_ns } => (AlertState::Pending, since_ns),
+                Phase::Inactive => return None,
+            };
+            let since = k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(since_ns))
+                .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+            Some(AlertStatus {
+                rule: alert.rule.clone(),
+                group: alert.group.clone(),
+                state,
+                since: Time(since),
+                value: alert.status.value,
+            })
+        })
+        .collect();
+    listed.sort_by(|a, b| {
+        (a.state != AlertState::Firing, &a.rule, &a.group).cmp(&(
+            b.state != AlertState::Firing,
+            &b.rule,
+            &b.group,
+        ))
+    });
+    listed.truncate(LISTED_ALERTS);
+    Ok((firing, listed))
 }
 
 /// Where a deleted policy's alerts stand.

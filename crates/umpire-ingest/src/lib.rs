@@ -167,6 +167,7 @@ pub async fn start(
     let streams = vec![
         topology::intake_stream(&names, config.intake_max_bytes, plan.stream.replicas),
         topology::span_stream(&names, &span_stream_limits(&plan)),
+        topology::dead_letter_stream(&names, plan.stream.replicas),
     ];
 
     tracing::info!(

@@ -106,6 +106,7 @@ pub struct IngestMetrics {
     pub publish_duration: Histogram,
     pub publish_failures: Counter,
     pub publish_duplicates: Counter,
+    pub spans_dead_lettered: Counter,
     pub partitions_owned: Gauge,
     pub intake_decode_failures: Counter,
 }
@@ -137,6 +138,7 @@ impl IngestMetrics {
             publish_duration: latency_histogram(),
             publish_failures: Counter::default(),
             publish_duplicates: Counter::default(),
+            spans_dead_lettered: Counter::default(),
             partitions_owned: Gauge::default(),
             intake_decode_failures: Counter::default(),
         };
@@ -235,6 +237,11 @@ impl IngestMetrics {
             "publish_duplicates",
             "Kept spans JetStream already held (same span id within the duplicate window): a retry whose first attempt was stored, or another owner deciding the same trace",
             metrics.publish_duplicates.clone(),
+        );
+        r.register(
+            "spans_dead_lettered",
+            "Kept spans that can never be published (undecodable, or too large after truncation), stored on the dead-letter stream with the reason",
+            metrics.spans_dead_lettered.clone(),
         );
         r.register(
             "partitions_owned",

@@ -52,7 +52,12 @@ impl Lease {
     /// Whether the holder may still act at `now`: its last renewal is recent enough that
     /// the key cannot have expired and been taken by someone else.
     pub fn is_valid(&self, now: Instant, ttl: Duration) -> bool {
-        now.saturating_duration_since(self.renewed) < self_fence(ttl)
+        now < self.valid_until(ttl)
+    }
+
+    /// When the holder must stop acting unless it renews first.
+    pub fn valid_until(&self, ttl: Duration) -> Instant {
+        self.renewed + self_fence(ttl)
     }
 }
 

@@ -171,11 +171,30 @@ pub fn fit_to_size(
 }
 
 /// Shortens the span's largest string values (span and event attributes) until its encoded
-/// size is within `budget`, marking each and listing the keys in `umpire.truncated`.
+/// size is within `budget`, marking each and listing the keys in `umpire.truncated`. A span
+/// of very many small values then loses whole collections — events, links, and attributes
+/// largest first — listed the same way, so every span fits: none can block its partition.
 pub fn truncate_span(span: &mut OtlpSpan, budget: usize) {
     let mut truncated_keys: Vec<String> = Vec::new();
     // Room for the marker attribute itself.
     let budget = budget.saturating_sub(256);
+    let mut no_status = String::new();
+    let status_message = match span.status.as_mut() {
+        Some(status) => &mut status.message,
+        None => &mut no_status,
+    };
+    for (field, text) in [("name", &mut span.name), ("status.message", status_message)] {
+        if text.len() > LONGEST_NAME {
+            let mut cut = LONGEST_NAME;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let removed = text.len() - cut;
+            text.truncate(cut);
+            text.push_str(&truncation_marker(removed));
+            truncated_keys.push(field.to_owned());
+        }
+    }
     while span.encoded_len() > budget {
         let excess = span.encoded_len() - budget;
         let Some((key, text)) = largest_string(span) else {
@@ -200,6 +219,7 @@ pub fn truncate_span(span: &mut OtlpSpan, budget: usize) {
             truncated_keys.push(key);
         }
     }
+    shed_collections(span, budget, &mut truncated_keys);
     if !truncated_keys.is_empty() {
         span.attributes.retain(|kv| kv.key != TRUNCATED_ATTRIBUTE);
         span.attributes.push(KeyValue {
@@ -219,14 +239,69 @@ pub fn truncate_span(span: &mut OtlpSpan, budget: usize) {
     }
 }
 
+/// Span names and status messages longer than this are cut (they are labels, not content).
+const LONGEST_NAME: usize = 1024;
+
+/// Drops events, then links, then attributes (largest first) while the span exceeds
+/// `budget`, naming what went in `truncated_keys`.
+fn shed_collections(span: &mut OtlpSpan, budget: usize, truncated_keys: &mut Vec<String>) {
+    if span.encoded_len() > budget && !span.events.is_empty() {
+        truncated_keys.push(format!("events ({} dropped)", span.events.len()));
+        span.dropped_events_count = span
+            .dropped_events_count
+            .saturating_add(u32::try_from(span.events.len()).unwrap_or(u32::MAX));
+        span.events.clear();
+    }
+    if span.encoded_len() > budget && !span.links.is_empty() {
+        truncated_keys.push(format!("links ({} dropped)", span.links.len()));
+        span.dropped_links_count = span
+            .dropped_links_count
+            .saturating_add(u32::try_from(span.links.len()).unwrap_or(u32::MAX));
+        span.links.clear();
+    }
+    let excess = span.encoded_len().saturating_sub(budget);
+    if excess == 0 {
+        return;
+    }
+    let mut by_size: Vec<(usize, usize)> = span
+        .attributes
+        .iter()
+        .enumerate()
+        .map(|(i, kv)| (kv.encoded_len() + 2, i))
+        .collect();
+    by_size.sort_unstable_by(|a, b| b.cmp(a));
+    let mut freed = 0;
+    let mut drop = vec![false; span.attributes.len()];
+    for (size, i) in by_size {
+        if freed >= excess {
+            break;
+        }
+        drop[i] = true;
+        freed += size;
+    }
+    let dropped = drop.iter().filter(|d| **d).count();
+    let mut index = 0;
+    span.attributes.retain(|_| {
+        index += 1;
+        !drop[index - 1]
+    });
+    span.dropped_attributes_count = span
+        .dropped_attributes_count
+        .saturating_add(u32::try_from(dropped).unwrap_or(u32::MAX));
+    truncated_keys.push(format!("attributes ({dropped} dropped)"));
+}
+
 /// The longest string attribute value of the span or its events, with its key.
 fn largest_string(span: &mut OtlpSpan) -> Option<(String, &mut String)> {
-    let span_attributes = span.attributes.iter_mut().map(|kv| (kv.key.clone(), kv));
+    let span_attributes = span
+        .attributes
+        .iter_mut()
+        .map(|kv| (format!("attributes.{}", kv.key), kv));
     let event_attributes = span.events.iter_mut().flat_map(|e| {
         let name = e.name.clone();
         e.attributes
             .iter_mut()
-            .map(move |kv| (format!("{name}.{}", kv.key), kv))
+            .map(move |kv| (format!("events.{name}.{}", kv.key), kv))
     });
     span_attributes
         .chain(event_attributes)

@@ -76,12 +76,13 @@ pub fn domain_span(
 ) -> Result<Span, InvalidSpan> {
     let (trace_id, span_id) = span_ids(span)?;
     let mut attributes = attributes(&span.attributes);
-    // Ingest lists the values it shortened to fit a message; that is metadata, not data.
+    // Ingest lists what it cut to fit a message (`attributes.<key>`, `name`, `attributes (N
+    // dropped)`, …); that is metadata, not data.
     let truncated: Vec<String> = match attributes.remove(crate::batching::TRUNCATED_ATTRIBUTE) {
         Some(Value::Array(keys)) => keys
             .iter()
             .filter_map(Value::as_str)
-            .map(|k| format!("attributes.{k}"))
+            .map(str::to_owned)
             .collect(),
         _ => Vec::new(),
     };

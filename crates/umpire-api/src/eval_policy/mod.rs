@@ -205,7 +205,7 @@ pub struct EvalPolicyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Valid`, `EvaluatorAvailable`, `JudgesHealthy`.
+    /// `Ready`, `Valid`, `EvaluatorAvailable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -218,26 +218,10 @@ pub struct EvalPolicyStatus {
     /// The policy's durable JetStream consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
-    /// Per-judge counters since the evaluator started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
-    pub judge_stats: Option<Vec<JudgeStats>>,
-    /// Alerts pending or firing.
+    /// Alerts pending or firing, firing first, at most 50 (`firingAlerts` counts them all);
+    /// refreshed with `firingAlerts` and changed only when an alert changes state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Vec<AlertStatus>>,
-}
-
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct JudgeStats {
-    pub name: String,
-    pub evaluated: i64,
-    pub passed: i64,
-    pub errors: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pass_rate: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mean_score: Option<f64>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -248,9 +232,11 @@ pub struct AlertStatus {
     /// Group values (`groupBy`), `key=value` joined by `,`; empty when ungrouped.
     pub group: String,
     pub state: AlertState,
+    /// When the alert entered its state.
     pub since: Time,
     /// The measured value when the state last changed.
-    pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -89,6 +89,12 @@ impl PartitionLeases {
         stale
     }
 
+    /// The earliest moment a held partition must be given up unless renewed first.
+    pub fn next_fence(&self) -> Option<Instant> {
+        let ttl = self.bucket.ttl();
+        self.held.values().map(|lease| lease.valid_until(ttl)).min()
+    }
+
     /// This replica's share of the traffic (held partitions / all partitions).
     pub fn share(&self) -> f64 {
         self.held.len() as f64 / f64::from(self.partitions.max(1))
@@ -265,14 +271,25 @@ pub fn spawn_lease_task(
                     }
                     None => return,
                 },
-                _ = rounds.tick() => match tokio::time::timeout(ttl / 3, leases.round()).await {
+                // A round NATS does not answer must not delay self-fencing: it is cut short at
+                // the earliest fence, and the fence runs right after.
+                _ = rounds.tick() => match tokio::time::timeout(round_budget(&leases, ttl), leases.round()).await {
                     Ok(Ok(changes)) => {
                         if updates.send(LeaseUpdate { changes, share: leases.share() }).is_err() {
                             return;
                         }
                     }
                     Ok(Err(e)) => tracing::warn!(event = "lease_round_failed", error = %e, "partition lease round failed"),
-                    Err(_) => tracing::warn!(event = "lease_round_slow", "partition lease round timed out"),
+                    Err(_) => {
+                        tracing::warn!(event = "lease_round_slow", "partition lease round timed out");
+                        let lost = leases.fence(Instant::now());
+                        if !lost.is_empty() {
+                            let changes = LeaseChanges { lost, ..LeaseChanges::default() };
+                            if updates.send(LeaseUpdate { changes, share: leases.share() }).is_err() {
+                                return;
+                            }
+                        }
+                    }
                 },
                 _ = fencing.tick() => {
                     let lost = leases.fence(Instant::now());
@@ -286,6 +303,15 @@ pub fn spawn_lease_task(
             }
         }
     })
+}
+
+/// How long a lease round may take: a third of the TTL, and never past the earliest
+/// moment a held partition must be fenced.
+fn round_budget(leases: &PartitionLeases, ttl: Duration) -> Duration {
+    let until_fence = leases
+        .next_fence()
+        .map_or(ttl / 3, |at| at.saturating_duration_since(Instant::now()));
+    until_fence.min(ttl / 3)
 }
 
 /// What a member should do to move towards an even spread.

@@ -45,9 +45,14 @@ impl SamplingLoop {
         // Whatever happens to this job, a slot is free.
         self.run_queued();
         match result {
-            Ok(duplicates) => {
+            Ok(published) => {
                 self.metrics().spans_kept.inc_by(job.spans.len() as u64);
-                self.metrics().publish_duplicates.inc_by(duplicates);
+                self.metrics()
+                    .publish_duplicates
+                    .inc_by(published.duplicates);
+                self.metrics()
+                    .spans_dead_lettered
+                    .inc_by(published.dead_lettered);
                 self.metrics()
                     .publish_duration
                     .observe(elapsed.as_secs_f64());

@@ -22,8 +22,7 @@ pub struct PublishJob {
 
 pub struct PublishOutcome {
     pub job: PublishJob,
-    /// Spans JetStream reported as duplicates, or why publishing failed.
-    pub result: Result<u64, String>,
+    pub result: Result<Published, String>,
     pub elapsed: Duration,
 }
 
@@ -59,11 +58,21 @@ fn operation_token(operation: &str) -> &'static str {
 /// unacknowledged (32 jobs × 256 stays inside the publish context's budget).
 const ACK_CHUNK: usize = 256;
 
+/// What a job's publication came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Spans JetStream already held (same id within the duplicate window).
+    pub duplicates: u64,
+    /// Spans that can never be published (undecodable, or too large even after truncation):
+    /// stored on the project's dead-letter stream with the reason instead of being retried.
+    pub dead_lettered: u64,
+}
+
 async fn publish_spans(
     js: &jetstream::Context,
     names: &ProjectNames,
     spans: &[BufferedSpan],
-) -> Result<u64, String> {
+) -> Result<Published, String> {
     let client = js.client();
     if !umpire_nats::connect::is_connected(&client) {
         return Err("not connected to NATS".into());
@@ -73,12 +82,17 @@ async fn publish_spans(
         .max_payload
         .saturating_sub(PAYLOAD_HEADROOM)
         .max(64 * 1024);
-    let mut duplicates = 0;
+    let mut published = Published::default();
+    let mut poisoned = Vec::new();
     for chunk in spans.chunks(ACK_CHUNK) {
         let mut acks = Vec::with_capacity(chunk.len());
         for buffered in chunk {
-            let Ok(mut span) = buffered.to_domain() else {
-                continue;
+            let mut span = match buffered.to_domain() {
+                Ok(span) => span,
+                Err(e) => {
+                    poisoned.push(DeadLetter::undecodable(buffered, &e.to_string()));
+                    continue;
+                }
             };
             let kind = span
                 .ai
@@ -93,7 +107,13 @@ async fn publish_spans(
                 .unwrap_or("_");
             let subject = names.spans_subject(&kind, operation);
             let id = span.dedup_id();
-            let payload = span.to_wire(budget).map_err(|e| e.to_string())?;
+            let payload = match span.to_wire(budget) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    poisoned.push(DeadLetter::of(&span, &e.to_string()));
+                    continue;
+                }
+            };
             let ack = js
                 .send_publish(
                     subject,
@@ -107,11 +127,68 @@ async fn publish_spans(
         }
         for result in join_all(acks.into_iter().map(|a| a.into_future())).await {
             if result.map_err(|e| e.to_string())?.duplicate {
-                duplicates += 1;
+                published.duplicates += 1;
             }
         }
     }
-    Ok(duplicates)
+    for letter in &poisoned {
+        letter.publish(js, names).await?;
+        published.dead_lettered += 1;
+    }
+    Ok(published)
+}
+
+/// A span ingest cannot publish, as stored on the project's dead-letter stream: enough to
+/// find it (ids, name) and the reason; not the span itself, which is what failed.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeadLetter {
+    id: String,
+    trace_id: String,
+    span_id: String,
+    name: String,
+    reason: String,
+}
+
+impl DeadLetter {
+    fn of(span: &umpire_core::span::Span, reason: &str) -> Self {
+        Self {
+            id: span.dedup_id(),
+            trace_id: span.trace_id.to_string(),
+            span_id: span.span_id.to_string(),
+            name: span.name.chars().take(256).collect(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn undecodable(buffered: &BufferedSpan, reason: &str) -> Self {
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let (trace_id, span_id) = (hex(&buffered.span.trace_id), hex(&buffered.span.span_id));
+        Self {
+            id: format!("{trace_id}-{span_id}"),
+            trace_id,
+            span_id,
+            name: buffered.span.name.chars().take(256).collect(),
+            reason: format!("undecodable: {reason}"),
+        }
+    }
+
+    /// Stored before the intake message is acknowledged, deduplicated by the span's id.
+    async fn publish(&self, js: &jetstream::Context, names: &ProjectNames) -> Result<(), String> {
+        tracing::warn!(event = "span_dead_lettered", trace_id = %self.trace_id, span_id = %self.span_id, reason = %self.reason, "a span cannot be published; stored on the dead-letter stream");
+        let payload = serde_json::to_vec(self).map_err(|e| e.to_string())?;
+        js.send_publish(
+            names.ingest_dead_letter_subject(),
+            PublishMessage::build()
+                .payload(payload.into())
+                .message_id(format!("ingest/{}", self.id)),
+        )
+        .await
+        .map_err(|e| format!("dead-lettering: {e}"))?
+        .await
+        .map_err(|e| format!("dead-lettering: {e}"))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,11 @@ impl ProjectNames {
         format!("umpire.dlq.{}.{}.{policy}", self.namespace, self.project)
     }
 
+    /// Spans ingest could not publish (`_ingest` cannot be a policy name).
+    pub fn ingest_dead_letter_subject(&self) -> String {
+        format!("umpire.dlq.{}.{}._ingest", self.namespace, self.project)
+    }
+
     pub fn dead_letter_wildcard(&self) -> String {
         format!("umpire.dlq.{}.{}.>", self.namespace, self.project)
     }

@@ -1,12 +1,16 @@
 //! The normalised span: one model for OpenTelemetry GenAI, OpenInference and OpenLLMetry
 //! instrumentation, as ingest publishes it and evaluators read it.
 
+mod wire;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{SpanId, TraceId};
+
+pub use self::wire::WireError;
 
 /// Attribute values keep their JSON shape: string, number, bool, array, object.
 pub type Attributes = BTreeMap<String, Value>;
@@ -358,126 +362,4 @@ pub struct ToolExecution {
     pub arguments: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
-}
-
-impl Span {
-    /// Serialises the span to its wire form, shortening its longest texts (attribute values
-    /// and the AI view's texts) until the JSON fits `max_bytes`. Shortened values end with a
-    /// marker and are listed in `truncated`.
-    pub fn to_wire(&mut self, max_bytes: usize) -> serde_json::Result<Vec<u8>> {
-        let mut json = serde_json::to_vec(self)?;
-        for _ in 0..64 {
-            if json.len() <= max_bytes {
-                break;
-            }
-            let excess = json.len() - max_bytes;
-            let Some((name, text)) = self.longest_text() else {
-                break;
-            };
-            // Escaping can make the JSON longer than the text; cut a little extra.
-            let target = text.len().saturating_sub(excess + excess / 8 + 64);
-            let mut cut = target;
-            while cut > 0 && !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let removed = text.len() - cut;
-            if removed == 0 {
-                break;
-            }
-            text.truncate(cut);
-            text.push_str(&format!("…[truncated by umpire: {removed} bytes]"));
-            if !self.truncated.contains(&name) {
-                self.truncated.push(name);
-            }
-            json = serde_json::to_vec(self)?;
-        }
-        Ok(json)
-    }
-
-    fn longest_text(&mut self) -> Option<(String, &mut String)> {
-        let mut candidates: Vec<(String, &mut String)> = Vec::new();
-        for (key, value) in self.attributes.iter_mut() {
-            if let Value::String(text) = value {
-                candidates.push((format!("attributes.{key}"), text));
-            }
-        }
-        let ai = &mut self.ai;
-        for (name, text) in [
-            ("ai.input", ai.input.as_mut()),
-            ("ai.output", ai.output.as_mut()),
-            ("ai.systemInstructions", ai.system_instructions.as_mut()),
-        ] {
-            if let Some(text) = text {
-                candidates.push((name.to_owned(), text));
-            }
-        }
-        for (i, message) in ai.input_messages.iter_mut().enumerate() {
-            if let Some(text) = message.content.as_mut() {
-                candidates.push((format!("ai.inputMessages[{i}]"), text));
-            }
-        }
-        for (i, message) in ai.output_messages.iter_mut().enumerate() {
-            if let Some(text) = message.content.as_mut() {
-                candidates.push((format!("ai.outputMessages[{i}]"), text));
-            }
-        }
-        for (i, document) in ai.documents.iter_mut().enumerate() {
-            if let Some(text) = document.content.as_mut() {
-                candidates.push((format!("ai.documents[{i}]"), text));
-            }
-        }
-        candidates
-            .into_iter()
-            .filter(|(_, t)| t.len() > 128)
-            .max_by_key(|(_, t)| t.len())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn span_with(content: &str) -> Span {
-        Span {
-            trace_id: TraceId([1; 16]),
-            span_id: SpanId([2; 8]),
-            parent_span_id: None,
-            name: "chat".into(),
-            kind: OtelSpanKind::Client,
-            start_time_unix_nano: 1,
-            end_time_unix_nano: 2,
-            status: Status::default(),
-            attributes: [("input.value".to_owned(), Value::String(content.to_owned()))]
-                .into_iter()
-                .collect(),
-            events: Vec::new(),
-            resource: Attributes::new(),
-            scope: Scope::default(),
-            ai: AiView {
-                input: Some(content.to_owned()),
-                ..AiView::default()
-            },
-            truncated: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn small_spans_are_unchanged() {
-        let mut span = span_with("hello");
-        let wire = span.to_wire(10_000).unwrap();
-        assert_eq!(
-            serde_json::from_slice::<Span>(&wire).unwrap(),
-            span_with("hello")
-        );
-    }
-
-    #[test]
-    fn large_spans_are_shortened_with_markers() {
-        let mut span = span_with(&"é\"x".repeat(200_000));
-        let wire = span.to_wire(100_000).unwrap();
-        assert!(wire.len() <= 100_000, "{}", wire.len());
-        let back: Span = serde_json::from_slice(&wire).unwrap();
-        assert!(back.ai.input.unwrap().ends_with("bytes]"));
-        assert_eq!(back.truncated, ["ai.input", "attributes.input.value"]);
-    }
 }
