@@ -4,10 +4,10 @@
 //! and 2 % of traces with a failing tool call. Deterministic in the request's sequence
 //! number, so runs are repeatable.
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status};
 use umpire_otlp::ExportTraceServiceRequest;
+use umpire_otlp::attributes::{int_kv, string_kv};
 
 const WORDS: &[&str] = &[
     "order",
@@ -63,26 +63,6 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn kv(key: &str, value: impl Into<String>) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
 /// `words` words drawn from the vocabulary by `seed`, JSON-escaped by construction (no
 /// quotes or backslashes in the vocabulary).
 fn text(seed: u64, words: usize) -> String {
@@ -118,8 +98,8 @@ pub fn request(sequence: u64, batch: usize) -> ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
                 attributes: vec![
-                    kv("service.name", "support-bot"),
-                    kv("deployment.environment", "bench"),
+                    string_kv("service.name", "support-bot"),
+                    string_kv("deployment.environment", "bench"),
                 ],
                 ..Default::default()
             }),
@@ -148,9 +128,9 @@ fn push_trace(spans: &mut Vec<Span>, sequence: u64, trace: u64, length: usize) {
             (
                 "invoke_agent support".to_owned(),
                 vec![
-                    kv("gen_ai.operation.name", "invoke_agent"),
-                    kv("gen_ai.agent.name", "support"),
-                    kv("session.id", format!("session-{}", seed % 997)),
+                    string_kv("gen_ai.operation.name", "invoke_agent"),
+                    string_kv("gen_ai.agent.name", "support"),
+                    string_kv("session.id", &format!("session-{}", seed % 997)),
                 ],
                 false,
             )
@@ -159,12 +139,12 @@ fn push_trace(spans: &mut Vec<Span>, sequence: u64, trace: u64, length: usize) {
             (
                 format!("execute_tool {tool}"),
                 vec![
-                    kv("gen_ai.operation.name", "execute_tool"),
-                    kv("gen_ai.tool.name", tool),
-                    kv("gen_ai.tool.call.id", format!("call_{pick:x}")),
-                    kv(
+                    string_kv("gen_ai.operation.name", "execute_tool"),
+                    string_kv("gen_ai.tool.name", tool),
+                    string_kv("gen_ai.tool.call.id", &format!("call_{pick:x}")),
+                    string_kv(
                         "gen_ai.tool.call.arguments",
-                        format!(r#"{{"query":"{}"}}"#, text(pick, 3 + (pick % 8) as usize)),
+                        &format!(r#"{{"query":"{}"}}"#, text(pick, 3 + (pick % 8) as usize)),
                     ),
                 ],
                 failing && position == 2,
@@ -175,24 +155,24 @@ fn push_trace(spans: &mut Vec<Span>, sequence: u64, trace: u64, length: usize) {
             (
                 format!("chat {model}"),
                 vec![
-                    kv("gen_ai.operation.name", "chat"),
-                    kv("gen_ai.provider.name", "openai"),
-                    kv("gen_ai.request.model", model),
-                    kv("gen_ai.response.model", model),
-                    int("gen_ai.usage.input_tokens", 50 + (pick % 2_000) as i64),
-                    int(
+                    string_kv("gen_ai.operation.name", "chat"),
+                    string_kv("gen_ai.provider.name", "openai"),
+                    string_kv("gen_ai.request.model", model),
+                    string_kv("gen_ai.response.model", model),
+                    int_kv("gen_ai.usage.input_tokens", 50 + (pick % 2_000) as i64),
+                    int_kv(
                         "gen_ai.usage.output_tokens",
                         10 + ((pick >> 11) % 500) as i64,
                     ),
-                    kv(
+                    string_kv(
                         "gen_ai.input.messages",
-                        format!(
+                        &format!(
                             r#"[{{"role":"user","parts":[{{"type":"text","content":"{prompt} reach me at customer@example.com"}}]}}]"#
                         ),
                     ),
-                    kv(
+                    string_kv(
                         "gen_ai.output.messages",
-                        format!(
+                        &format!(
                             r#"[{{"role":"assistant","parts":[{{"type":"text","content":"{reply}"}}],"finish_reason":"stop"}}]"#
                         ),
                     ),

@@ -317,16 +317,7 @@ mod tests {
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
     use super::*;
-
-    fn string_kv(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::attributes::string_kv;
 
     fn span(trace: u8, id: u8, content: usize) -> OtlpSpan {
         OtlpSpan {

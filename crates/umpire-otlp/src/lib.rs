@@ -2,6 +2,7 @@
 //! place, splitting them by trace partition and size, and turning OTLP spans into Umpire's
 //! domain [`umpire_core::span::Span`].
 
+pub mod attributes;
 pub mod batching;
 pub mod buffered;
 pub mod convert;

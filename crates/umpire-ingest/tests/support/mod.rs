@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::{Value, json};
@@ -17,6 +17,7 @@ use umpire_core::span::Span as DomainSpan;
 use umpire_ingest::RunningIngest;
 use umpire_nats::connect::NatsSettings;
 use umpire_otlp::ExportTraceServiceRequest;
+pub use umpire_otlp::attributes::string_kv;
 use umpire_otlp::proto::{ResourceSpans, ScopeSpans, Span, Status};
 use umpire_testkit::nats::{StoredMessage, read_stream};
 use umpire_testkit::wait::eventually;
@@ -159,26 +160,6 @@ pub async fn metric_sum(admin: &str, name: &str, label: Option<&str>) -> f64 {
         .filter(|line| label.is_none_or(|l| line.contains(l)))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-pub fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn int_kv(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
 }
 
 pub fn trace_id(n: u32) -> [u8; 16] {

@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use tonic::transport::Channel;
+use umpire_otlp::attributes::{int_kv, string_kv};
 
 /// Question, the document that answers it, a grounded answer, and what the model makes up
 /// without the document.
@@ -79,8 +80,8 @@ impl Traffic {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource {
                     attributes: vec![
-                        text("service.name", "shop-assistant"),
-                        text("deployment.environment.name", "demo"),
+                        string_kv("service.name", "shop-assistant"),
+                        string_kv("deployment.environment.name", "demo"),
                     ],
                     ..Default::default()
                 }),
@@ -111,26 +112,6 @@ impl Traffic {
             }
         }
         Ok(count)
-    }
-}
-
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
     }
 }
 
@@ -192,7 +173,7 @@ pub fn rag_trace(phase: Phase) -> Vec<Span> {
     let llm_millis = rand::random_range(400..1600);
     let end = now_nanos();
     let start = end - (llm_millis + 120) * 1_000_000;
-    let pipeline = text("app.pipeline", "rag");
+    let pipeline = string_kv("app.pipeline", "rag");
     let mut trace = TraceBuilder::new();
     let root = trace.span(
         "rag.answer",
@@ -200,9 +181,9 @@ pub fn rag_trace(phase: Phase) -> Vec<Span> {
         start,
         llm_millis + 120,
         vec![
-            text("openinference.span.kind", "CHAIN"),
-            text("input.value", question),
-            text("output.value", answer),
+            string_kv("openinference.span.kind", "CHAIN"),
+            string_kv("input.value", question),
+            string_kv("output.value", answer),
             pipeline.clone(),
         ],
     );
@@ -212,10 +193,10 @@ pub fn rag_trace(phase: Phase) -> Vec<Span> {
         start + 5_000_000,
         rand::random_range(20..90),
         vec![
-            text("openinference.span.kind", "RETRIEVER"),
-            text("input.value", question),
-            text("retrieval.documents.0.document.id", "kb-1"),
-            text("retrieval.documents.0.document.content", document),
+            string_kv("openinference.span.kind", "RETRIEVER"),
+            string_kv("input.value", question),
+            string_kv("retrieval.documents.0.document.id", "kb-1"),
+            string_kv("retrieval.documents.0.document.content", document),
             pipeline.clone(),
         ],
     );
@@ -226,20 +207,20 @@ pub fn rag_trace(phase: Phase) -> Vec<Span> {
         start + 110_000_000,
         llm_millis,
         vec![
-            text("openinference.span.kind", "LLM"),
-            text("llm.model_name", "gpt-4o-mini"),
-            text("llm.provider", "openai"),
-            text("llm.input_messages.0.message.role", "system"),
-            text(
+            string_kv("openinference.span.kind", "LLM"),
+            string_kv("llm.model_name", "gpt-4o-mini"),
+            string_kv("llm.provider", "openai"),
+            string_kv("llm.input_messages.0.message.role", "system"),
+            string_kv(
                 "llm.input_messages.0.message.content",
                 "Answer from the documents only.",
             ),
-            text("llm.input_messages.1.message.role", "user"),
-            text("llm.input_messages.1.message.content", question),
-            text("llm.output_messages.0.message.role", "assistant"),
-            text("llm.output_messages.0.message.content", answer),
-            int("llm.token_count.prompt", input_tokens),
-            int("llm.token_count.completion", answer.len() as i64 / 4),
+            string_kv("llm.input_messages.1.message.role", "user"),
+            string_kv("llm.input_messages.1.message.content", question),
+            string_kv("llm.output_messages.0.message.role", "assistant"),
+            string_kv("llm.output_messages.0.message.content", answer),
+            int_kv("llm.token_count.prompt", input_tokens),
+            int_kv("llm.token_count.completion", answer.len() as i64 / 4),
             pipeline,
         ],
     );
@@ -257,20 +238,20 @@ pub fn agent_trace() -> Vec<Span> {
     );
     let total = first + tool + second + 20;
     let start = end - total * 1_000_000;
-    let pipeline = text("app.pipeline", "agent");
+    let pipeline = string_kv("app.pipeline", "agent");
     let question = format!("Where is my order {order}?");
     let arguments = format!(r#"{{"order_id":"{order}"}}"#);
     let result = r#"{"status":"shipped","carrier":"DHL","eta":"2 days"}"#;
     let chat = |messages_in: String, messages_out: String, input: i64, output: i64| {
         vec![
-            text("gen_ai.operation.name", "chat"),
-            text("gen_ai.provider.name", "openai"),
-            text("gen_ai.request.model", "gpt-4o-mini"),
-            text("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
-            text("gen_ai.input.messages", &messages_in),
-            text("gen_ai.output.messages", &messages_out),
-            int("gen_ai.usage.input_tokens", input),
-            int("gen_ai.usage.output_tokens", output),
+            string_kv("gen_ai.operation.name", "chat"),
+            string_kv("gen_ai.provider.name", "openai"),
+            string_kv("gen_ai.request.model", "gpt-4o-mini"),
+            string_kv("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
+            string_kv("gen_ai.input.messages", &messages_in),
+            string_kv("gen_ai.output.messages", &messages_out),
+            int_kv("gen_ai.usage.input_tokens", input),
+            int_kv("gen_ai.usage.output_tokens", output),
             pipeline.clone(),
         ]
     };
@@ -286,8 +267,8 @@ pub fn agent_trace() -> Vec<Span> {
         start,
         total,
         vec![
-            text("gen_ai.operation.name", "invoke_agent"),
-            text("gen_ai.agent.name", "order-helper"),
+            string_kv("gen_ai.operation.name", "invoke_agent"),
+            string_kv("gen_ai.agent.name", "order-helper"),
             pipeline.clone(),
         ],
     );
@@ -304,11 +285,11 @@ pub fn agent_trace() -> Vec<Span> {
         start + (first + 10) * 1_000_000,
         tool,
         vec![
-            text("gen_ai.operation.name", "execute_tool"),
-            text("gen_ai.tool.name", "get_order_status"),
-            text("gen_ai.tool.call.id", "call_1"),
-            text("gen_ai.tool.call.arguments", &arguments),
-            text("gen_ai.tool.call.result", result),
+            string_kv("gen_ai.operation.name", "execute_tool"),
+            string_kv("gen_ai.tool.name", "get_order_status"),
+            string_kv("gen_ai.tool.call.id", "call_1"),
+            string_kv("gen_ai.tool.call.arguments", &arguments),
+            string_kv("gen_ai.tool.call.result", result),
             pipeline.clone(),
         ],
     );
