@@ -30,13 +30,7 @@ async fn one_page_and_one_resolve_per_group_through_a_leader_crash_and_receiver_
     let mut replicas = vec![spawn(), spawn(), spawn()];
 
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    eventually("the score stream", Duration::from_secs(30), || async {
-        js.get_stream("UMPIRE_SCORES_team_bot")
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    score_stream_created(&js).await;
     let phase = Arc::new(AtomicU8::new(HEALTHY));
     let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 40));
 
@@ -200,6 +194,17 @@ spec:
     config.to_str().unwrap().to_owned()
 }
 
+/// Waits until the evaluators created the project's score stream.
+async fn score_stream_created(js: &jetstream::Context) {
+    eventually("the score stream", Duration::from_secs(30), || async {
+        js.get_stream("UMPIRE_SCORES_team_bot")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+}
+
 /// Starts an evaluator of `config` and a regressed score stream until the alert fires;
 /// returns the evaluator, the JetStream context and the trigger.
 async fn fire(
@@ -210,13 +215,7 @@ async fn fire(
 ) -> (UmpireProcess, jetstream::Context, Received) {
     let evaluator = UmpireProcess::spawn(&["evaluator", "--config", config], dir);
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    eventually("the score stream", Duration::from_secs(30), || async {
-        js.get_stream("UMPIRE_SCORES_team_bot")
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    score_stream_created(&js).await;
     let phase = Arc::new(AtomicU8::new(REGRESSED));
     let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 10));
     let trigger = eventually("the trigger", Duration::from_secs(30), || async {
@@ -249,11 +248,7 @@ async fn resolved_and_forgotten(
             .map(|_| ())
     })
     .await;
-    let actions: Vec<String> = pager
-        .events()
-        .iter()
-        .map(|e| e.action().to_owned())
-        .collect();
+    let actions = pager.actions();
     assert_eq!(actions, ["trigger", "resolve"]);
 }
 

@@ -123,11 +123,7 @@ async fn one_trigger_and_one_resolve_through_the_loss_of_the_outbox_leader() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     phase.store(STOPPED, Ordering::SeqCst);
     publisher.await.unwrap();
-    let actions: Vec<String> = pager
-        .events()
-        .iter()
-        .map(|e| e.action().to_owned())
-        .collect();
+    let actions = pager.actions();
     eprintln!("received: {actions:?}");
     assert_eq!(
         actions,
@@ -220,11 +216,7 @@ async fn a_leader_paused_past_its_lease_never_notifies_beside_its_successor() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     phase.store(STOPPED, Ordering::SeqCst);
     publisher.await.unwrap();
-    let actions: Vec<String> = pager
-        .events()
-        .iter()
-        .map(|e| e.action().to_owned())
-        .collect();
+    let actions = pager.actions();
     eprintln!("received: {actions:?}");
     assert_eq!(
         actions,

@@ -96,6 +96,14 @@ impl PagerDutyReceiver {
         lock(&self.state.events).clone()
     }
 
+    /// The accepted events' actions (`trigger`, `resolve`…), in arrival order.
+    pub fn actions(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|e| e.action().to_owned())
+            .collect()
+    }
+
     pub fn hooks(&self) -> Vec<Received> {
         lock(&self.state.hooks).clone()
     }
