@@ -14,7 +14,7 @@ use umpire_core::alert::notification::Action;
 
 use crate::view::{Board, LocalEvent, ProjectStats};
 use judge::StandInJudge;
-use traffic::{AGENT_EVERY, Phase, RAG_EVERY, Traffic};
+use traffic::{AGENT_EVERY, Phase, RAG_EVERY, RagAnswers, Traffic};
 
 const MANIFESTS: &str = include_str!("manifests.yaml");
 /// The rule the incident trips.
@@ -121,6 +121,7 @@ async fn play(
     let mut interval = tokio::time::interval(RAG_EVERY);
     let agent_every = (AGENT_EVERY.as_millis() / RAG_EVERY.as_millis()).max(1) as u64;
     let mut tick = 0u64;
+    let mut answers = RagAnswers::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return false,
@@ -153,7 +154,7 @@ async fn play(
             );
             return false;
         }
-        let mut send = vec![traffic::rag_trace(phase)];
+        let mut send = vec![answers.next(phase)];
         if tick.is_multiple_of(agent_every) {
             send.push(traffic::agent_trace());
         }
