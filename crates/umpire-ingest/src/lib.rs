@@ -2,6 +2,7 @@
 //! OTLP gRPC/HTTP → redact → intake stream (per trace partition) → tail sampling by the
 //! partition's owner → normalised spans in the project's span stream.
 
+pub mod budget;
 pub mod intake;
 pub mod metrics;
 pub mod receiver;
@@ -21,15 +22,19 @@ use umpire_runtime::admin::AdminServer;
 use umpire_runtime::readiness::Readiness;
 use umpire_runtime::retry::set_up_until_ready;
 
+use crate::budget::MemoryBudget;
 use crate::intake::IntakePublisher;
 use crate::metrics::IngestMetrics;
 use crate::receiver::ExportPipeline;
+use crate::receiver::admission::Admission;
 use crate::receiver::grpc::GrpcReceiver;
 use crate::receiver::http::HttpReceiver;
 use crate::sampler::{Sampler, SamplerSettings};
 use umpire_contract::ingest::{ConfigError, IngestConfig, span_stream_limits};
 
 const STREAMS_CHECK: &str = "streams";
+/// Headers and framing an intake message adds to the spans of a request.
+const INTAKE_MESSAGE_OVERHEAD: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -118,19 +123,26 @@ pub async fn start(
     let publish_js = context(&sampler_client, 16_384);
     let control_js = context(&control, 1_024);
 
+    let budget = MemoryBudget::from_limit(umpire_runtime::memory::memory_limit());
+    let max_request_bytes = usize::try_from(plan.max_request_bytes).unwrap_or(usize::MAX);
+    let admission = Arc::new(Admission::new(
+        budget.requests,
+        max_request_bytes,
+        metrics.clone(),
+    ));
     let pipeline = Arc::new(ExportPipeline::new(
         plan.redactor.clone(),
         config.partitions,
         IntakePublisher::new(intake_js, names.clone()),
         token,
-        usize::try_from(plan.max_request_bytes).unwrap_or(usize::MAX),
+        max_request_bytes,
         metrics.clone(),
     ));
     let bind_error = |what, addr| move |source| IngestError::Bind { what, addr, source };
-    let grpc = GrpcReceiver::bind(config.listen.grpc, pipeline.clone())
+    let grpc = GrpcReceiver::bind(config.listen.grpc, pipeline.clone(), admission.clone())
         .await
         .map_err(bind_error("gRPC", config.listen.grpc))?;
-    let http = HttpReceiver::bind(config.listen.http, pipeline)
+    let http = HttpReceiver::bind(config.listen.http, pipeline, admission.clone())
         .await
         .map_err(bind_error("HTTP", config.listen.http))?;
     let admin =
@@ -153,6 +165,9 @@ pub async fn start(
             partitions: config.partitions,
             decision_wait: plan.decision_wait,
             max_buffered_spans: usize::try_from(plan.max_buffered_spans).unwrap_or(usize::MAX),
+            max_buffered_bytes: budget.buffer,
+            intake_batch_bytes: max_request_bytes.saturating_add(INTAKE_MESSAGE_OVERHEAD),
+            max_pending_delivery_bytes: budget.deliveries(max_request_bytes),
             kv_replicas: plan.stream.replicas,
             ack_wait: config
                 .intake_ack_wait
@@ -179,6 +194,9 @@ pub async fn start(
         http = %http_addr,
         admin = %admin_addr,
         partitions = config.partitions,
+        memory_limit = budget.limit,
+        request_budget_bytes = admission.capacity(),
+        buffer_budget_bytes = budget.buffer,
         "ingest starting"
     );
     let setup_readiness = readiness.clone();

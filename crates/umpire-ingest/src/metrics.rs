@@ -35,6 +35,7 @@ pub enum Outcome {
     UnsupportedMediaType,
     Unavailable,
     Overloaded,
+    TimedOut,
 }
 
 impl Outcome {
@@ -48,6 +49,7 @@ impl Outcome {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable => "unavailable",
             Self::Overloaded => "overloaded",
+            Self::TimedOut => "timed_out",
         }
     }
 }
@@ -69,6 +71,13 @@ impl EncodeLabelValue for Outcome {
 pub struct RequestLabels {
     pub protocol: Protocol,
     pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub protocol: Protocol,
+    /// `budget` (at admission or while the body arrived) or `body_timeout`.
+    pub reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +111,9 @@ pub struct IngestMetrics {
     pub late_spans: Family<ReasonLabels, Counter>,
     pub early_decisions: Family<ReasonLabels, Counter>,
     pub buffered_spans: Gauge,
+    pub buffered_bytes: Gauge,
+    pub request_bytes_in_flight: Gauge,
+    pub admission_refused: Family<AdmissionLabels, Counter>,
     pub buffered_traces: Gauge,
     pub publish_duration: Histogram,
     pub publish_failures: Counter,
@@ -134,6 +146,9 @@ impl IngestMetrics {
             late_spans: Family::default(),
             early_decisions: Family::default(),
             buffered_spans: Gauge::default(),
+            buffered_bytes: Gauge::default(),
+            request_bytes_in_flight: Gauge::default(),
+            admission_refused: Family::default(),
             buffered_traces: Gauge::default(),
             publish_duration: latency_histogram(),
             publish_failures: Counter::default(),
@@ -217,6 +232,21 @@ impl IngestMetrics {
             "buffered_spans",
             "Spans awaiting a sampling decision or publication",
             metrics.buffered_spans.clone(),
+        );
+        r.register(
+            "buffered_bytes",
+            "Memory held by spans awaiting a sampling decision or publication (decoded size)",
+            metrics.buffered_bytes.clone(),
+        );
+        r.register(
+            "request_bytes_in_flight",
+            "Bytes charged to OTLP requests being read, decoded and published (body bytes times the decoding expansion)",
+            metrics.request_bytes_in_flight.clone(),
+        );
+        r.register(
+            "admission_refused",
+            "OTLP requests refused by the in-flight byte budget or the body read timeout, before or while their body was read",
+            metrics.admission_refused.clone(),
         );
         r.register(
             "buffered_traces",

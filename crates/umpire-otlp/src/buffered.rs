@@ -35,8 +35,67 @@ impl BufferedSpan {
     }
 
     /// Approximate memory held, for buffer accounting.
+    /// The span's decoded form in memory, not its encoding: prost's structs are several times
+    /// larger than the bytes they came from (a 40-byte attribute is a 24-byte key string, a
+    /// value enum and their heap blocks), and a byte budget that counted the encoding let
+    /// the buffer grow to twice the pod's memory limit.
     pub fn approximate_bytes(&self) -> usize {
-        prost::Message::encoded_len(&self.span) + 64
+        span_heap_bytes(&self.span)
+    }
+}
+
+/// Bytes a decoded span occupies: its struct and every heap block it owns, counted by
+/// capacity (allocator rounding is not counted).
+pub fn span_heap_bytes(span: &OtlpSpan) -> usize {
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    let events: usize = span
+        .events
+        .iter()
+        .map(|e| e.name.capacity() + attributes_heap_bytes(&e.attributes))
+        .sum();
+    let links: usize = span
+        .links
+        .iter()
+        .map(|l| {
+            l.trace_id.capacity()
+                + l.span_id.capacity()
+                + l.trace_state.capacity()
+                + attributes_heap_bytes(&l.attributes)
+        })
+        .sum();
+    std::mem::size_of::<OtlpSpan>()
+        + span.trace_id.capacity()
+        + span.span_id.capacity()
+        + span.parent_span_id.capacity()
+        + span.trace_state.capacity()
+        + span.name.capacity()
+        + span.status.as_ref().map_or(0, |s| s.message.capacity())
+        + attributes_heap_bytes(&span.attributes)
+        + span.events.capacity() * std::mem::size_of::<Event>()
+        + events
+        + span.links.capacity() * std::mem::size_of::<Link>()
+        + links
+}
+
+fn attributes_heap_bytes(attributes: &Vec<KeyValue>) -> usize {
+    attributes.capacity() * std::mem::size_of::<KeyValue>()
+        + attributes
+            .iter()
+            .map(|kv| kv.key.capacity() + kv.value.as_ref().map_or(0, any_value_heap_bytes))
+            .sum::<usize>()
+}
+
+fn any_value_heap_bytes(value: &opentelemetry_proto::tonic::common::v1::AnyValue) -> usize {
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    match &value.value {
+        Some(any_value::Value::StringValue(s)) => s.capacity(),
+        Some(any_value::Value::BytesValue(b)) => b.capacity(),
+        Some(any_value::Value::ArrayValue(array)) => {
+            array.values.capacity() * std::mem::size_of::<AnyValue>()
+                + array.values.iter().map(any_value_heap_bytes).sum::<usize>()
+        }
+        Some(any_value::Value::KvlistValue(list)) => attributes_heap_bytes(&list.values),
+        _ => 0,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod binaries;
 pub mod https;
+pub mod memory;
 pub mod readiness;
 pub mod retry;
 pub mod secrets;

@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::TcpListener;
+use http::HeaderMap;
+use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
@@ -13,12 +15,18 @@ use tonic_types::{ErrorDetails, StatusExt};
 use umpire_otlp::trace_service_server::{TraceService, TraceServiceServer};
 use umpire_otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 
+use super::admission::{
+    Admission, AdmissionError, AdmissionLayer, AdmissionProtocol, BODY_TIMEOUT, BoxError,
+    MeteredBody,
+};
+use super::listener::{KEEPALIVE_INTERVAL, LimitedListener};
 use super::{ExportFailure, ExportPipeline, RETRY_AFTER};
 use crate::metrics::Protocol;
 
 pub struct GrpcReceiver {
-    listener: TcpListener,
+    listener: LimitedListener,
     pipeline: Arc<ExportPipeline>,
+    admission: Arc<Admission>,
 }
 
 struct TraceEndpoint {
@@ -26,10 +34,15 @@ struct TraceEndpoint {
 }
 
 impl GrpcReceiver {
-    pub async fn bind(addr: SocketAddr, pipeline: Arc<ExportPipeline>) -> std::io::Result<Self> {
+    pub async fn bind(
+        addr: SocketAddr,
+        pipeline: Arc<ExportPipeline>,
+        admission: Arc<Admission>,
+    ) -> std::io::Result<Self> {
         Ok(Self {
-            listener: TcpListener::bind(addr).await?,
+            listener: LimitedListener::bind(addr).await?,
             pipeline,
+            admission,
         })
     }
 
@@ -48,24 +61,50 @@ impl GrpcReceiver {
         // tonic's own cap (on the decompressed message) is a backstop at twice the limit;
         // up to it, `export` refuses with a message that names the setting.
         .max_decoding_message_size(limit.saturating_mul(2));
-        let incoming = tokio_stream_listener(self.listener);
         Server::builder()
+            // A request (body, decoding, publishing) may take this long in all; the body's
+            // own deadline is the admission's.
+            .timeout(BODY_TIMEOUT * 2)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .layer(AdmissionLayer::<GrpcAdmission>::new(self.admission))
             .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+            .serve_with_incoming_shutdown(self.listener.into_stream(), async move {
+                shutdown.cancelled().await
+            })
             .await
     }
 }
 
-fn tokio_stream_listener(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((accepted, listener))
-    })
+/// gRPC bodies and refusals for the admission layer.
+pub struct GrpcAdmission;
+
+impl AdmissionProtocol for GrpcAdmission {
+    type Body = Body;
+    type ResponseBody = Body;
+    const PROTOCOL: Protocol = Protocol::Grpc;
+
+    fn compressed(headers: &HeaderMap) -> bool {
+        headers
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() != b"identity")
+    }
+
+    fn wrap(body: MeteredBody<Body>) -> Body {
+        // tonic answers a body error with the first `Status` in its source chain.
+        Body::new(body.map_err(|error: BoxError| -> BoxError {
+            match error.downcast::<AdmissionError>() {
+                Ok(admission) => Box::new(admission_status(&admission)),
+                Err(other) => other,
+            }
+        }))
+    }
+}
+
+fn admission_status(error: &AdmissionError) -> Status {
+    match error {
+        AdmissionError::Overloaded { .. } => status(&ExportFailure::Overloaded(error.to_string())),
+        AdmissionError::TimedOut(_) => status(&ExportFailure::TimedOut(error.to_string())),
+    }
 }
 
 #[tonic::async_trait]
@@ -110,6 +149,7 @@ fn status(failure: &ExportFailure) -> Status {
             Status::invalid_argument(message)
         }
         ExportFailure::TooLarge(_) => Status::resource_exhausted(message),
+        ExportFailure::TimedOut(_) => Status::deadline_exceeded(message),
         ExportFailure::Unauthenticated => Status::unauthenticated(message),
         ExportFailure::Unavailable(_) => Status::unavailable(message),
         ExportFailure::Overloaded(_) => Status::with_error_details(

@@ -10,24 +10,40 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use prost::Message;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use umpire_otlp::decode::{Encoding, decode_request, encode_response, gunzip};
 
+use super::admission::{
+    Admission, AdmissionError, AdmissionLayer, AdmissionProtocol, MeteredBody, admission_error,
+};
+use super::listener::{HEADER_READ_TIMEOUT, KEEPALIVE_INTERVAL, LimitedListener};
 use super::{ExportFailure, ExportPipeline, RETRY_AFTER};
 use crate::metrics::Protocol;
 
+/// Largest read buffer per HTTP/1 connection.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
 pub struct HttpReceiver {
-    listener: TcpListener,
+    listener: LimitedListener,
     pipeline: Arc<ExportPipeline>,
+    admission: Arc<Admission>,
 }
 
 impl HttpReceiver {
-    pub async fn bind(addr: SocketAddr, pipeline: Arc<ExportPipeline>) -> std::io::Result<Self> {
+    pub async fn bind(
+        addr: SocketAddr,
+        pipeline: Arc<ExportPipeline>,
+        admission: Arc<Admission>,
+    ) -> std::io::Result<Self> {
         Ok(Self {
-            listener: TcpListener::bind(addr).await?,
+            listener: LimitedListener::bind(addr).await?,
             pipeline,
+            admission,
         })
     }
 
@@ -35,14 +51,70 @@ impl HttpReceiver {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown`, then finishes requests in flight.
+    /// Serves until `shutdown`, then finishes requests in flight. Served with hyper directly
+    /// rather than `axum::serve`, which sets no timer and so no header read timeout.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let app = Router::new()
             .route("/v1/traces", post(export))
-            .with_state(self.pipeline);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+            .with_state(self.pipeline)
+            .layer(AdmissionLayer::<HttpAdmission>::new(self.admission));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            // hyper's read buffer grows to ~400 KiB per connection on large bodies; with a
+            // thousand connections that alone outgrew a 512 MiB pod.
+            .max_buf_size(READ_BUFFER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(KEEPALIVE_INTERVAL);
+        let graceful = GracefulShutdown::new();
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                stream = self.listener.accept() => stream,
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(event = "http_connection_ended", error = %e, "an OTLP/HTTP connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        graceful.shutdown().await;
+        Ok(())
+    }
+}
+
+/// HTTP bodies and refusals for the admission layer.
+pub struct HttpAdmission;
+
+impl AdmissionProtocol for HttpAdmission {
+    type Body = Body;
+    type ResponseBody = Body;
+    const PROTOCOL: Protocol = Protocol::Http;
+
+    fn compressed(headers: &HeaderMap) -> bool {
+        headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    }
+
+    fn wrap(body: MeteredBody<Body>) -> Body {
+        Body::new(body)
+    }
+}
+
+fn admission_failure(error: &AdmissionError) -> ExportFailure {
+    match error {
+        AdmissionError::Overloaded { .. } => ExportFailure::Overloaded(error.to_string()),
+        AdmissionError::TimedOut(_) => ExportFailure::TimedOut(error.to_string()),
     }
 }
 
@@ -58,7 +130,11 @@ async fn export(
         .and_then(Encoding::from_content_type);
     let request = match read_request(&pipeline, &headers, encoding, body).await {
         Ok(request) => request,
-        Err(refusal) => {
+        Err(Refused::Admission(refusal)) => {
+            // Counted by umpire_ingest_admission_refused_total.
+            return failure_response(&refusal, encoding.unwrap_or(Encoding::Json));
+        }
+        Err(Refused::Request(refusal)) => {
             pipeline.record_refusal(Protocol::Http, &refusal, started);
             return failure_response(&refusal, encoding.unwrap_or(Encoding::Json));
         }
@@ -78,6 +154,18 @@ async fn export(
     }
 }
 
+enum Refused {
+    /// By the byte budget or the body deadline, while the body was read.
+    Admission(ExportFailure),
+    Request(ExportFailure),
+}
+
+impl From<ExportFailure> for Refused {
+    fn from(failure: ExportFailure) -> Self {
+        Self::Request(failure)
+    }
+}
+
 /// Authenticates, reads, decompresses and decodes the body; every refusal here happens
 /// before the pipeline runs.
 async fn read_request(
@@ -85,7 +173,7 @@ async fn read_request(
     headers: &HeaderMap,
     encoding: Option<Encoding>,
     body: Body,
-) -> Result<umpire_otlp::ExportTraceServiceRequest, ExportFailure> {
+) -> Result<umpire_otlp::ExportTraceServiceRequest, Refused> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -93,14 +181,19 @@ async fn read_request(
     let Some(encoding) = encoding else {
         return Err(ExportFailure::UnsupportedMediaType(
             "Content-Type must be application/x-protobuf or application/json".into(),
-        ));
+        )
+        .into());
     };
     let limit = pipeline.max_request_bytes();
-    let raw: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ExportFailure::TooLarge(format!(
-            "the request body exceeds the {limit}-byte limit (spec.ingest.maxRequestSize)"
-        ))
-    })?;
+    let raw: Bytes =
+        axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|e| match admission_error(&e) {
+                Some(admission) => Refused::Admission(admission_failure(admission)),
+                None => Refused::Request(ExportFailure::TooLarge(format!(
+                    "the request body exceeds the {limit}-byte limit (spec.ingest.maxRequestSize)"
+                ))),
+            })?;
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -116,10 +209,11 @@ async fn read_request(
         other => {
             return Err(ExportFailure::UnsupportedMediaType(format!(
                 "unsupported Content-Encoding {other:?} (use gzip or none)"
-            )));
+            ))
+            .into());
         }
     };
-    decode_request(&body, encoding).map_err(|e| ExportFailure::InvalidPayload(e.to_string()))
+    decode_request(&body, encoding).map_err(|e| ExportFailure::InvalidPayload(e.to_string()).into())
 }
 
 /// An OTLP/HTTP error: the status code the spec prescribes and a `google.rpc.Status` body in
@@ -136,6 +230,7 @@ fn failure_response(failure: &ExportFailure, encoding: Encoding) -> Response {
             tonic::Code::InvalidArgument,
         ),
         ExportFailure::Unauthenticated => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+        ExportFailure::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, tonic::Code::DeadlineExceeded),
         ExportFailure::Unavailable(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
         }

@@ -1,8 +1,10 @@
 //! The OTLP receivers (gRPC and HTTP) and the export pipeline they share:
 //! authenticate → decode → redact → split by trace partition → publish to intake.
 
+pub mod admission;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +43,8 @@ pub enum ExportFailure {
     Unavailable(String),
     /// Retryable after `RETRY_AFTER`: HTTP 429 / gRPC RESOURCE_EXHAUSTED with RetryInfo.
     Overloaded(String),
+    /// The body did not arrive in time: HTTP 408 / gRPC DEADLINE_EXCEEDED.
+    TimedOut(String),
 }
 
 impl ExportFailure {
@@ -52,6 +56,7 @@ impl ExportFailure {
             Self::Unauthenticated => Outcome::Unauthenticated,
             Self::Unavailable(_) => Outcome::Unavailable,
             Self::Overloaded(_) => Outcome::Overloaded,
+            Self::TimedOut(_) => Outcome::TimedOut,
         }
     }
 
@@ -61,7 +66,8 @@ impl ExportFailure {
             | Self::TooLarge(m)
             | Self::UnsupportedMediaType(m)
             | Self::Unavailable(m)
-            | Self::Overloaded(m) => m.clone(),
+            | Self::Overloaded(m)
+            | Self::TimedOut(m) => m.clone(),
             Self::Unauthenticated => "missing or wrong bearer token".into(),
         }
     }

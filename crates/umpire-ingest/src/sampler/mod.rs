@@ -25,7 +25,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lru::LruCache;
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::ids::TraceId;
@@ -61,6 +61,13 @@ pub struct SamplerSettings {
     pub partitions: u32,
     pub decision_wait: Duration,
     pub max_buffered_spans: usize,
+    /// Most bytes of decoded spans buffered or being published (derived from the pod's
+    /// memory limit: the count alone let the buffer outgrow the pod).
+    pub max_buffered_bytes: usize,
+    /// Most bytes one intake pull may bring (at least the largest intake message).
+    pub intake_batch_bytes: usize,
+    /// Most bytes of intake messages pulled but not yet taken into the buffer.
+    pub max_pending_delivery_bytes: usize,
     pub kv_replicas: usize,
     /// An intake message is redelivered if not acknowledged within this: it must cover the
     /// decision wait and publication.
@@ -71,6 +78,8 @@ pub struct SamplerSettings {
 struct Delivery {
     partition: u32,
     message: jetstream::Message,
+    /// Its share of `max_pending_delivery_bytes`, given back once it is buffered.
+    _permit: OwnedSemaphorePermit,
 }
 
 pub struct Sampler {
@@ -129,6 +138,7 @@ impl Sampler {
             }
         };
         let (deliveries_tx, deliveries_rx) = mpsc::channel(4096);
+        let pending_bytes = self.settings.max_pending_delivery_bytes;
         let (updates_tx, lease_updates) = mpsc::unbounded_channel();
         let (lease_commands, commands_rx) = mpsc::unbounded_channel();
         let lease_task = spawn_lease_task(leases, self.settings.lease_ttl, updates_tx, commands_rx);
@@ -142,10 +152,12 @@ impl Sampler {
             publishing: FuturesUnordered::new(),
             queued: VecDeque::new(),
             publishing_spans: 0,
+            publishing_bytes: 0,
             publishing_per_partition: HashMap::new(),
             fetchers: HashMap::new(),
             draining: BTreeSet::new(),
             deliveries_tx,
+            delivery_budget: Arc::new(Semaphore::new(pending_bytes.clamp(1, u32::MAX as usize))),
             acks: JoinSet::new(),
         };
         state.run(deliveries_rx, shutdown).await;
@@ -164,10 +176,12 @@ struct SamplingLoop {
     publishing: FuturesUnordered<futures::future::BoxFuture<'static, PublishOutcome>>,
     queued: VecDeque<PublishJob>,
     publishing_spans: usize,
+    publishing_bytes: usize,
     publishing_per_partition: HashMap<u32, usize>,
     fetchers: HashMap<u32, CancellationToken>,
     draining: BTreeSet<u32>,
     deliveries_tx: mpsc::Sender<Delivery>,
+    delivery_budget: Arc<Semaphore>,
     acks: JoinSet<()>,
 }
 
@@ -202,7 +216,9 @@ impl SamplingLoop {
     }
 
     fn on_delivery(&mut self, delivery: Delivery) {
-        let Delivery { partition, message } = delivery;
+        let Delivery {
+            partition, message, ..
+        } = delivery;
         if !self.usable(partition) {
             // Arrived after the partition was given up: its next owner receives it again.
             return;
@@ -299,8 +315,13 @@ impl SamplingLoop {
     /// Decides the oldest traces early while the buffer is over its limit (the documented
     /// shedding policy: the wait is shortened, no data is dropped unjudged).
     fn shed_if_full(&mut self, now: Instant) {
-        let limit = self.sampler.settings.max_buffered_spans;
-        while self.buffer.span_count() + self.publishing_spans > limit {
+        let (spans, bytes) = (
+            self.sampler.settings.max_buffered_spans,
+            self.sampler.settings.max_buffered_bytes,
+        );
+        while self.buffer.span_count() + self.publishing_spans > spans
+            || self.buffer.bytes() + self.publishing_bytes > bytes
+        {
             let Some((trace_id, trace)) = self.buffer.take_oldest() else {
                 break;
             };
@@ -369,6 +390,9 @@ impl SamplingLoop {
         metrics
             .buffered_spans
             .set((self.buffer.span_count() + self.publishing_spans) as i64);
+        metrics
+            .buffered_bytes
+            .set((self.buffer.bytes() + self.publishing_bytes) as i64);
         metrics
             .buffered_traces
             .set(self.buffer.trace_count() as i64);

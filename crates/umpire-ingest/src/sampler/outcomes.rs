@@ -13,6 +13,7 @@ impl SamplingLoop {
     /// unacknowledged publishes stay within the context's budget.
     pub(super) fn start_publish(&mut self, job: PublishJob) {
         self.publishing_spans += job.spans.len();
+        self.publishing_bytes += job.bytes();
         *self
             .publishing_per_partition
             .entry(job.partition)
@@ -39,6 +40,7 @@ impl SamplingLoop {
             elapsed,
         } = outcome;
         self.publishing_spans -= job.spans.len();
+        self.publishing_bytes -= job.bytes();
         if let Some(count) = self.publishing_per_partition.get_mut(&job.partition) {
             *count = count.saturating_sub(1);
         }

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use umpire_nats::topology::ProjectNames;
 use umpire_runtime::retry::Backoff;
@@ -93,9 +95,26 @@ impl SamplingLoop {
         let js = self.sampler.js.clone();
         let names = self.sampler.names.clone();
         let ack_wait = self.sampler.settings.ack_wait;
-        let tx = self.deliveries_tx.clone();
-        tokio::spawn(fetch_partition(js, names, partition, ack_wait, tx, token));
+        let pull = Pull {
+            deliveries: self.deliveries_tx.clone(),
+            budget: self.delivery_budget.clone(),
+            budget_bytes: self.sampler.settings.max_pending_delivery_bytes,
+            batch_bytes: self.sampler.settings.intake_batch_bytes,
+        };
+        tokio::spawn(fetch_partition(js, names, partition, ack_wait, pull, token));
     }
+}
+
+/// Where a partition's pull hands its messages, and how much it may hold.
+struct Pull {
+    deliveries: mpsc::Sender<Delivery>,
+    /// Bytes pulled but not yet buffered, shared by every partition: a pull waits for
+    /// room, so a slow sampler slows the pulls instead of queueing messages in memory.
+    budget: Arc<Semaphore>,
+    /// The budget's size: a message larger than it takes all of it (waiting for more would
+    /// wait for ever).
+    budget_bytes: usize,
+    batch_bytes: usize,
 }
 
 /// Pulls one partition's intake messages until cancelled, re-creating the pull after errors.
@@ -104,7 +123,7 @@ async fn fetch_partition(
     names: ProjectNames,
     partition: u32,
     ack_wait: Duration,
-    deliveries: mpsc::Sender<Delivery>,
+    pull: Pull,
     cancel: CancellationToken,
 ) {
     let config = umpire_nats::topology::intake_consumer(&names, partition, ack_wait);
@@ -122,6 +141,7 @@ async fn fetch_partition(
             consumer
                 .stream()
                 .max_messages_per_batch(512)
+                .max_bytes_per_batch(pull.batch_bytes)
                 .heartbeat(Duration::from_secs(5))
                 .expires(Duration::from_secs(30))
                 .messages()
@@ -147,7 +167,15 @@ async fn fetch_partition(
                 next = messages.next() => match next {
                     Some(Ok(message)) => {
                         failures = 0;
-                        if deliveries.send(Delivery { partition, message }).await.is_err() {
+                        let bytes = message.payload.len().clamp(1, pull.budget_bytes.max(1));
+                        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                        let permit = tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            permit = pull.budget.clone().acquire_many_owned(bytes) => permit,
+                        };
+                        let Ok(permit) = permit else { return };
+                        let delivery = Delivery { partition, message, _permit: permit };
+                        if pull.deliveries.send(delivery).await.is_err() {
                             return;
                         }
                     }

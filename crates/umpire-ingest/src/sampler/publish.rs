@@ -20,6 +20,14 @@ pub struct PublishJob {
     pub attempt: u32,
 }
 
+impl PublishJob {
+    /// Memory the job's spans hold (counted against the buffer's byte budget until
+    /// published).
+    pub fn bytes(&self) -> usize {
+        self.spans.iter().map(BufferedSpan::approximate_bytes).sum()
+    }
+}
+
 pub struct PublishOutcome {
     pub job: PublishJob,
     pub result: Result<Published, String>,
