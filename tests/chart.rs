@@ -188,7 +188,11 @@ fn the_rendered_rbac_grants_exactly_what_the_controller_uses() {
         .filter(|(_, resource, _)| resource == "secrets")
         .map(|(_, _, verb)| verb)
         .collect();
-    assert_eq!(secrets, ["create", "patch"], "Secrets are never read");
+    assert_eq!(
+        secrets,
+        ["create", "get", "patch"],
+        "Secrets are read one by one for consent (metadata), written for NATS credentials, never listed or watched"
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
 use support::controller::*;
-use support::{create_namespace, install_crds};
+use support::{create_namespace, create_referenced_secrets, install_crds};
 use umpire_api::eval_policy::EvalPolicy;
 use umpire_api::trace_project::TraceProject;
 use umpire_testkit::nats::NatsServer;
@@ -29,6 +29,7 @@ async fn reconciles_projects_and_policies_through_their_whole_lifecycle() {
     install_crds(&client).await;
     let ns = cluster.namespace("shop");
     create_namespace(&client, &ns).await;
+    create_referenced_secrets(&client, &ns).await;
     create_namespace(&client, "umpire-system").await;
     let mut controller = Controller::start(
         &cluster,
@@ -402,6 +403,7 @@ async fn only_the_leader_writes_and_a_successor_finishes_after_a_crash() {
     install_crds(&client).await;
     let ns = cluster.namespace("fleet");
     create_namespace(&client, &ns).await;
+    create_referenced_secrets(&client, &ns).await;
     create_namespace(&client, "umpire-system").await;
     let mut first = Controller::start(&cluster, &nats, "ctl-1", "umpire-system", &[]);
     eventually("ctl-1 leads", WAIT, || async {
@@ -470,6 +472,7 @@ async fn deletion_with_nats_down_retries_then_completes_with_a_warning() {
     install_crds(&client).await;
     let ns = cluster.namespace("outage");
     create_namespace(&client, &ns).await;
+    create_referenced_secrets(&client, &ns).await;
     let _controller = Controller::start(
         &cluster,
         &nats,

@@ -43,11 +43,14 @@ fn kubectl(server: &KubeApiServer, args: &[&str]) -> String {
     text
 }
 
-fn secret(namespace: &str, name: &str, data: &[(&str, &str)]) -> Secret {
+/// A Secret; `consent` labels it `umpire.dev/allow-reference: "true"`, without which Umpire
+/// refuses to mount it.
+fn secret(namespace: &str, name: &str, data: &[(&str, &str)], consent: bool) -> Secret {
     Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
+            labels: consent.then(|| [("umpire.dev/allow-reference".into(), "true".into())].into()),
             ..Default::default()
         },
         data: Some(
@@ -198,6 +201,7 @@ async fn the_whole_product_pages_and_resolves_as_deployed() {
                 "umpire-system",
                 "umpire-nats",
                 &[("username", "umpire"), ("password", NATS_PASSWORD)],
+                false,
             ),
         )
         .await
@@ -231,9 +235,10 @@ async fn the_whole_product_pages_and_resolves_as_deployed() {
     // The team's resources, as they would keep them in git.
     kubectl(&cluster, &["create", "namespace", NS]);
     let secrets = Api::<Secret>::namespaced(client.clone(), NS);
+    // The PagerDuty Secret's owner has not consented yet: the policy waits for it.
     for s in [
-        secret(NS, "judge-key", &[("api-key", JUDGE_KEY)]),
-        secret(NS, "pagerduty", &[("routing-key", ROUTING_KEY)]),
+        secret(NS, "judge-key", &[("api-key", JUDGE_KEY)], true),
+        secret(NS, "pagerduty", &[("routing-key", ROUTING_KEY)], false),
     ] {
         secrets.create(&PostParams::default(), &s).await.unwrap();
     }
@@ -291,6 +296,39 @@ spec:
     kubectl(
         &cluster,
         &["apply", "--server-side", "-f", resources.to_str().unwrap()],
+    );
+
+    let reason = wait_for(
+        "the policy refuses the unlabelled Secret",
+        &runner,
+        async || {
+            let reason = kubectl(
+                &cluster,
+                &["get", "ep", "quality", "-n", NS, "-o",
+                  "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}: {.status.conditions[?(@.type==\"Ready\")].message}"],
+            );
+            reason.starts_with("SecretNotAllowed").then_some(reason)
+        },
+    )
+    .await;
+    assert!(
+        reason.contains("pagerduty") && !reason.contains("judge-key"),
+        "{reason}"
+    );
+    assert!(
+        runner.pods(NS, "quality-evaluator").is_empty(),
+        "nothing mounts a Secret without consent"
+    );
+    kubectl(
+        &cluster,
+        &[
+            "label",
+            "secret",
+            "pagerduty",
+            "-n",
+            NS,
+            "umpire.dev/allow-reference=true",
+        ],
     );
 
     // The controller's Deployments run: two ingest pods on their own addresses.

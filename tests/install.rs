@@ -139,6 +139,17 @@ async fn the_rendered_install_reconciles_the_examples_to_ready() {
     .await
     .unwrap();
 
+    // The Secrets the examples name, created by their owners with consent to be mounted.
+    let hooks: &[(&str, &str)] = &[("team", "https://hooks.example.com/team"), ("hmac", "k3y")];
+    for (name, data) in [
+        ("openai", &[("api-key", "sk-test")][..]),
+        ("judge-key", &[("api-key", "sk-test")][..]),
+        ("pd", &[("routing-key", "R0UT1NG")][..]),
+        ("hooks", hooks),
+        ("otlp-token", &[("token", "t0ken")][..]),
+    ] {
+        support::create_consenting_secret(&client, "ml-apps", name, data).await;
+    }
     kubectl(
         &cluster,
         &["apply", "--server-side", "-f", "manifests/examples/"],

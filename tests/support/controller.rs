@@ -180,6 +180,7 @@ impl Setup {
         let ns = cluster.namespace(namespace);
         create_namespace(&client, &ns).await;
         create_namespace(&client, "umpire-system").await;
+        super::create_referenced_secrets(&client, &ns).await;
         Self {
             cluster,
             client,

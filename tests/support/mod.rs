@@ -182,6 +182,47 @@ pub async fn create_namespace(client: &kube::Client, name: &str) {
     }
 }
 
+/// Creates (or replaces) a Secret whose owner consents to Umpire mounting it: labelled
+/// `umpire.dev/allow-reference: "true"`.
+pub async fn create_consenting_secret(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    data: &[(&str, &str)],
+) {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some([("umpire.dev/allow-reference".into(), "true".into())].into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap();
+}
+
+/// The Secrets the shared test resources name (`support::controller::{project, policy}`).
+pub async fn create_referenced_secrets(client: &kube::Client, namespace: &str) {
+    create_consenting_secret(client, namespace, "judge-key", &[("api-key", "sk-test")]).await;
+    create_consenting_secret(client, namespace, "pd", &[("routing-key", "R0UT1NG")]).await;
+    create_consenting_secret(client, namespace, "otlp", &[("token", "t0ken")]).await;
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

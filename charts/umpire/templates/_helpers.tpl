@@ -72,9 +72,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# Consent: a Secret a spec names is mounted only if labelled umpire.dev/allow-reference=true.
+# Read as metadata only; never listed or watched.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 {{- if include "umpire.natsMaterial" . }}
-# Each worker's copy of the NATS credentials (owned by its resource). Write-only: never
-# get, list or watch.
+# Each worker's copy of the NATS credentials (owned by its resource): created and patched,
+# never listed or watched.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [create, patch]

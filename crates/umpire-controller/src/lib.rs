@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod children;
+pub mod consent;
 pub mod context;
 pub mod metrics;
 pub mod policy;

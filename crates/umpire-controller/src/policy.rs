@@ -19,6 +19,7 @@ use umpire_nats::topology::ProjectNames;
 use crate::apply::{FIELD_MANAGER, apply, network_policies, prune};
 use crate::children::policy::{desired, evaluator_config};
 use crate::children::{MANAGED_BY, Owner, POLICY_LABEL};
+use crate::consent;
 use crate::context::{Error, Shared, finalizer_outcome};
 use crate::project::{FINALIZER, deletion_age};
 use crate::status::{Observed, conditions, is_ready};
@@ -142,6 +143,10 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
             return Ok(Action::await_change());
         }
         Some(_) => {}
+    }
+    if let Some(message) = consent::refusal(&shared.client, &namespace, &ep.spec).await? {
+        write_status(shared, ep, waiting(ep, true, "SecretNotAllowed", message)).await?;
+        return Ok(Action::requeue(consent::RECHECK));
     }
 
     let owner = Owner {

@@ -20,6 +20,7 @@ use umpire_nats::topology::ProjectNames;
 use crate::apply::{FIELD_MANAGER, apply, network_policies, prune};
 use crate::children::project::{desired, endpoints};
 use crate::children::{MANAGED_BY, Owner, PROJECT_LABEL};
+use crate::consent;
 use crate::context::{Error, Shared, finalizer_outcome};
 use crate::status::{Observed, conditions};
 use crate::streams::{self, StreamProblem};
@@ -115,6 +116,20 @@ async fn apply_project(tp: &TraceProject, shared: &Shared) -> Result<Action, Err
             return Ok(Action::await_change());
         }
     };
+
+    if let Some(message) = consent::refusal(&shared.client, &namespace, &tp.spec).await? {
+        let status = TraceProjectStatus {
+            observed_generation: generation,
+            conditions: conditions(
+                &previous.conditions,
+                &[Observed::new("Ready", false, "SecretNotAllowed", message)],
+                generation,
+            ),
+            ..previous.clone()
+        };
+        write_status(shared, tp, status).await?;
+        return Ok(Action::requeue(consent::RECHECK));
+    }
 
     let children = desired(&owner(tp, &namespace), &tp.spec, &shared.worker_context()?);
     let client = &shared.client;

@@ -19,7 +19,7 @@ pub struct Permission {
 pub enum Needed {
     Always,
     /// Only when the controller hands NATS credentials or TLS material to workers (it
-    /// writes one Secret per worker; it never reads Secrets).
+    /// writes one Secret per worker).
     WithNatsCredentials,
     /// Only when the controller gives every worker a NetworkPolicy.
     WithWorkerNetworkPolicies,
@@ -78,6 +78,13 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
         verbs: &["create", "patch"],
         needed: Needed::Always,
         why: "Kubernetes Events about the resources (kube-runtime's recorder creates and patches series)",
+    },
+    Permission {
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["get"],
+        needed: Needed::Always,
+        why: "consent: a Secret a spec names is mounted only if labelled umpire.dev/allow-reference=true; read as metadata only (PartialObjectMetadata), never listed or watched",
     },
     Permission {
         api_group: "",
