@@ -110,9 +110,28 @@ impl JsonClient {
         Ok(Reply {
             status,
             retry_after,
-            text: String::from_utf8_lossy(&bytes).into_owned(),
+            text: without_sent_credentials(String::from_utf8_lossy(&bytes).into_owned(), headers),
         })
     }
+}
+
+/// Shorter header values (`json`, `gzip`) are not secrets and would match everywhere.
+const SHORTEST_SECRET: usize = 8;
+
+/// `text` with every header value this request sent (and a bearer token's token alone)
+/// replaced: replies end up in scores, logs and Events as error snippets, and a proxy or
+/// gateway that echoes the request would otherwise put the API key or routing key there.
+fn without_sent_credentials(mut text: String, headers: &[(HeaderName, HeaderValue)]) -> String {
+    for (_, value) in headers {
+        let Ok(value) = value.to_str() else { continue };
+        let token = value.strip_prefix("Bearer ").unwrap_or(value);
+        for secret in [value, token] {
+            if secret.len() >= SHORTEST_SECRET && text.contains(secret) {
+                text = text.replace(secret, "<redacted: sent in a request header>");
+            }
+        }
+    }
+    text
 }
 
 fn transport_reason(error: &hyper_util::client::legacy::Error) -> String {
@@ -132,5 +151,69 @@ pub fn snippet(text: &str) -> String {
     match text.char_indices().nth(300) {
         None => text.to_owned(),
         Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    /// A server that answers 500 with every request header echoed back — what some proxies
+    /// and misconfigured gateways do. The reply ends up in scores and logs as an error
+    /// snippet, so the credentials sent must not come back in it.
+    async fn echoing_server() -> String {
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(|headers: HeaderMap| async move {
+                let echoed: Vec<String> = headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or_default()))
+                    .collect();
+                (StatusCode::INTERNAL_SERVER_ERROR, echoed.join("\n"))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn replies_never_echo_the_credentials_sent() {
+        let url = echoing_server().await;
+        let client = JsonClient::new(1, 64 << 10).unwrap();
+        let headers = [
+            (
+                hyper::header::AUTHORIZATION,
+                HeaderValue::from_static("Bearer sk-live-0123456789abcdef"),
+            ),
+            (
+                HeaderName::from_static("x-routing-key"),
+                HeaderValue::from_static("R0UT1NGKEY42"),
+            ),
+        ];
+        let reply = client
+            .post_json(
+                &url,
+                &headers,
+                Bytes::from_static(b"{}"),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(reply.text.contains("authorization:"), "{}", reply.text);
+        assert!(
+            !reply.text.contains("sk-live-0123456789abcdef"),
+            "{}",
+            reply.text
+        );
+        assert!(!reply.text.contains("R0UT1NGKEY42"), "{}", reply.text);
+        assert!(
+            reply.text.contains("<redacted: sent in a request header>"),
+            "{}",
+            reply.text
+        );
     }
 }
