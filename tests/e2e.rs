@@ -175,7 +175,7 @@ async fn the_whole_product_pages_and_resolves_as_deployed() {
     std::fs::write(
         &values,
         format!(
-            "nats:\n  url: {nats_url}\n  auth: {{secretName: umpire-nats}}\ncontroller:\n  alertStatusInterval: 1s\n"
+            "nats:\n  url: {nats_url}\n  auth: {{secretName: umpire-nats}}\ncontroller:\n  alertStatusInterval: 1s\n# The judge and PagerDuty stand-ins listen on the pod network's gateway, an internal\n# address the egress policy refuses unless allowed.\negress:\n  allowedCidrs: [{gateway}/32]\n"
         ),
     )
     .unwrap();

@@ -58,6 +58,10 @@ pub struct EvaluatorConfig {
     /// no state on one node only. Default 1.
     #[serde(default = "one_replica")]
     pub state_replicas: usize,
+    /// Where judges and routes may send requests; the controller always sets the install's
+    /// policy. Absent (hand-written configs, `umpire local`): anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<umpire_runtime::egress::EgressPolicy>,
     /// How long the alert leader's lease lives without renewal: the longest a crashed
     /// leader delays alerts. Default 15s.
     #[serde(
@@ -115,6 +119,7 @@ impl EvaluatorConfig {
             ack_wait: None,
             state_replicas: 1,
             alert_lease_ttl: None,
+            egress: None,
         }
     }
 

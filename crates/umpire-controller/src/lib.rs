@@ -67,6 +67,8 @@ pub struct ControllerConfig {
     pub evaluator_resources: Option<ResourceRequirements>,
     /// A NetworkPolicy per worker (`None`: none).
     pub worker_network_policy: Option<children::network::WorkerNetworkPolicy>,
+    /// Where evaluators' judges and routes may send requests.
+    pub egress: umpire_runtime::egress::EgressPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +145,7 @@ pub async fn run(
             ingest_resources: config.ingest_resources.clone(),
             evaluator_resources: config.evaluator_resources.clone(),
             network_policy: config.worker_network_policy.clone(),
+            egress: config.egress.clone(),
         },
         recorder,
         metrics.clone(),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use umpire_runtime::egress::EgressPolicy;
 
 use futures::future::join_all;
 use umpire_api::compile::{JudgeImplementation, PolicyPlan};
@@ -53,6 +54,7 @@ impl PolicyJudges {
         plan: &PolicyPlan,
         references: &MountedReferences,
         default_key: Option<ApiKey>,
+        egress: Option<&EgressPolicy>,
     ) -> Result<Self, JudgeSetupError> {
         let mut judges = Vec::new();
         for planned in &plan.judges {
@@ -76,6 +78,7 @@ impl PolicyJudges {
                     settings.api_key = api_key;
                     settings.timeout = endpoint.timeout;
                     settings.max_retries = endpoint.max_retries;
+                    settings.egress = egress.cloned();
                     let client =
                         OpenAiClient::new(settings).map_err(|e| JudgeSetupError::Client {
                             judge: planned.name.clone(),

@@ -94,6 +94,7 @@ pub async fn start_with(
         std::env::var("UMPIRE_JUDGE_API_KEY")
             .ok()
             .map(umpire_llm::ApiKey::new),
+        config.egress.as_ref(),
     )?;
     let project = config.spec.project_ref.name.clone();
     if project.is_empty() {
@@ -157,6 +158,7 @@ pub async fn start_with(
                 secret_dir: config.secret_dir.clone(),
                 printed: overrides.printed,
                 observer: overrides.observer,
+                egress: config.egress.clone(),
                 ..DeliverySettings::default()
             },
         },

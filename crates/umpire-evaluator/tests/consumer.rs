@@ -35,6 +35,7 @@ async fn run_policy(nats: &NatsServer, kinds: &[&str]) {
         ack_wait: None,
         state_replicas: 1,
         alert_lease_ttl: None,
+        egress: None,
     };
     let shutdown = CancellationToken::new();
     let running = umpire_evaluator::start(config, shutdown.clone())

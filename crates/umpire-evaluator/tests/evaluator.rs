@@ -125,6 +125,7 @@ async fn start_evaluator(
         ack_wait: Some(Duration::from_secs(10)),
         state_replicas: 1,
         alert_lease_ttl: None,
+        egress: None,
     };
     let shutdown = CancellationToken::new();
     let running = umpire_evaluator::start(config, shutdown.clone())

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use umpire_core::judge::llm::{
     ChatBackend, ChatError, ChatFuture, ChatRequest, ChatResponse, ResponseFormat,
 };
+use umpire_runtime::egress::EgressPolicy;
 use umpire_runtime::https::{JsonClient, TransportError, snippet};
 use umpire_runtime::retry::Backoff;
 
@@ -26,6 +27,8 @@ pub struct ClientSettings {
     pub backoff: Backoff,
     /// Completion tokens the model may use for a verdict.
     pub max_completion_tokens: u32,
+    /// Where requests may go (`None`: anywhere).
+    pub egress: Option<EgressPolicy>,
 }
 
 impl ClientSettings {
@@ -37,6 +40,7 @@ impl ClientSettings {
             max_retries: 3,
             backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(10)),
             max_completion_tokens: 512,
+            egress: None,
         }
     }
 }
@@ -56,8 +60,8 @@ pub struct ClientSetupError(String);
 
 impl OpenAiClient {
     pub fn new(settings: ClientSettings) -> Result<Self, ClientSetupError> {
-        let http =
-            JsonClient::new(64, MAX_REPLY_BYTES).map_err(|e| ClientSetupError(e.to_string()))?;
+        let http = JsonClient::new(64, MAX_REPLY_BYTES, settings.egress.clone())
+            .map_err(|e| ClientSetupError(e.to_string()))?;
         let url = format!(
             "{}/chat/completions",
             settings.base_url.trim_end_matches('/')
@@ -133,6 +137,9 @@ impl OpenAiClient {
             }
             Err(TransportError::Failed(reason)) => {
                 Attempt::Retry(ChatError::Transport(reason), None)
+            }
+            Err(TransportError::Refused(reason)) => {
+                Attempt::Done(Err(ChatError::Transport(reason)))
             }
         }
     }

@@ -239,3 +239,33 @@ async fn runner_bounds_concurrency_and_stops_at_the_token_budget() {
     assert_eq!(judged + skipped, 40);
     assert!(runner.budget().unwrap().exhausted());
 }
+
+/// A judge endpoint on an internal address (here loopback) is refused by the install's
+/// egress policy: the judge fails at once with the reason, nothing is sent, nothing retried.
+#[tokio::test]
+async fn an_endpoint_the_egress_policy_forbids_is_never_called() {
+    let server = JudgeServer::start().await.unwrap();
+    let mut settings = ClientSettings::new(server.url());
+    settings.api_key = Some(ApiKey::new("sk-test-key"));
+    settings.max_retries = 3;
+    settings.egress = Some(umpire_runtime::egress::EgressPolicy::default());
+    let client = OpenAiClient::new(settings).unwrap();
+    let span = span("Refunds within 30 days.");
+    let outcome = relevance_judge()
+        .evaluate(
+            &JudgeInput {
+                span: &span,
+                trace: &TraceContext::default(),
+            },
+            &client,
+        )
+        .await;
+    let Outcome::Failed(failure) = &outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(
+        failure.message.contains("egress refused") && failure.message.contains("loopback"),
+        "{failure:?}"
+    );
+    assert!(server.requests().is_empty(), "nothing reached the endpoint");
+}

@@ -3,6 +3,7 @@
 //! compiled in, so minimal container images need no CA bundle. Plain `http://` works too,
 //! for in-cluster endpoints and local test servers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +14,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-type Inner = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+use crate::egress::{CheckedResolver, EgressPolicy};
+
+type Inner = Client<hyper_rustls::HttpsConnector<HttpConnector<CheckedResolver>>, Full<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up TLS for outbound HTTPS: {0}")]
@@ -26,6 +29,9 @@ pub enum TransportError {
     Failed(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The install's egress policy forbids the destination: retrying cannot help.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// An HTTP answer, its body read up to the client's limit.
@@ -41,10 +47,21 @@ pub struct Reply {
 pub struct JsonClient {
     http: Inner,
     max_reply_bytes: usize,
+    egress: Option<Arc<EgressPolicy>>,
 }
 
 impl JsonClient {
-    pub fn new(max_idle_per_host: usize, max_reply_bytes: usize) -> Result<Self, TlsSetupError> {
+    /// `egress`: where requests may go (`None`: anywhere, for runs outside a cluster).
+    pub fn new(
+        max_idle_per_host: usize,
+        max_reply_bytes: usize,
+        egress: Option<EgressPolicy>,
+    ) -> Result<Self, TlsSetupError> {
+        let egress = egress.map(Arc::new);
+        let mut connector = HttpConnector::new_with_resolver(CheckedResolver {
+            policy: egress.clone(),
+        });
+        connector.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(std::sync::Arc::new(
                 rustls::crypto::ring::default_provider(),
@@ -53,13 +70,14 @@ impl JsonClient {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(max_idle_per_host)
             .build(https);
         Ok(Self {
             http,
             max_reply_bytes,
+            egress,
         })
     }
 
@@ -83,6 +101,19 @@ impl JsonClient {
         headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Result<Reply, TransportError> {
+        // Names are checked on what they resolve to (`CheckedResolver`); an address written
+        // in the URL is never resolved, so it is checked here.
+        if let Some(policy) = &self.egress {
+            let uri: hyper::Uri = url
+                .parse()
+                .map_err(|e| TransportError::Failed(format!("invalid URL: {e}")))?;
+            let host = uri.host().unwrap_or_default();
+            if let Ok(address) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+                policy
+                    .check(host, &[address])
+                    .map_err(|e| TransportError::Refused(e.to_string()))?;
+            }
+        }
         let mut request = Request::post(url).header(CONTENT_TYPE, "application/json");
         for (name, value) in headers {
             request = request.header(name, value);
@@ -90,11 +121,13 @@ impl JsonClient {
         let request = request
             .body(Full::new(body))
             .map_err(|e| TransportError::Failed(format!("building the request: {e}")))?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| TransportError::Failed(transport_reason(&e)))?;
+        let response = self.http.request(request).await.map_err(|e| {
+            if refused_by_policy(&e) {
+                TransportError::Refused(transport_reason(&e))
+            } else {
+                TransportError::Failed(transport_reason(&e))
+            }
+        })?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -134,16 +167,48 @@ fn without_sent_credentials(mut text: String, headers: &[(HeaderName, HeaderValu
     text
 }
 
+/// Whether the resolver refused the destination (`CheckedResolver`).
+fn refused_by_policy(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        // An io::Error does not list its custom payload as a source: look inside.
+        let payload = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if [Some(cause), payload]
+            .into_iter()
+            .flatten()
+            .any(|e| e.downcast_ref::<crate::egress::EgressRefused>().is_some())
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 fn transport_reason(error: &hyper_util::client::legacy::Error) -> String {
     let kind = if error.is_connect() {
         "connection failed"
     } else {
         "request failed"
     };
-    let detail = std::error::Error::source(error)
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "no detail".into());
-    format!("{kind}: {detail}")
+    // The whole chain: the cause that matters (a refused address, a TLS failure) is often
+    // several levels below hyper's "dns error" or "client error (Connect)".
+    let mut details: Vec<String> = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !details.iter().any(|d| d.contains(&text)) {
+            details.push(text);
+        }
+        source = cause.source();
+    }
+    if details.is_empty() {
+        details.push("no detail".into());
+    }
+    format!("{kind}: {}", details.join(": "))
 }
 
 /// The first 300 characters of a reply, for error messages.
@@ -182,7 +247,7 @@ mod tests {
     #[tokio::test]
     async fn replies_never_echo_the_credentials_sent() {
         let url = echoing_server().await;
-        let client = JsonClient::new(1, 64 << 10).unwrap();
+        let client = JsonClient::new(1, 64 << 10, None).unwrap();
         let headers = [
             (
                 hyper::header::AUTHORIZATION,
@@ -214,6 +279,64 @@ mod tests {
             reply.text.contains("<redacted: sent in a request header>"),
             "{}",
             reply.text
+        );
+    }
+}
+
+#[cfg(test)]
+mod egress_tests {
+    use super::*;
+
+    async fn server() -> std::net::SocketAddr {
+        let app = axum::Router::new().route("/", axum::routing::post(|| async { "{}" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    async fn post(client: &JsonClient, url: &str) -> Result<Reply, TransportError> {
+        client
+            .post_json(url, &[], Bytes::from_static(b"{}"), Duration::from_secs(5))
+            .await
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_are_refused_by_address_and_by_name() {
+        let addr = server().await;
+        let strict = JsonClient::new(1, 1024, Some(EgressPolicy::default())).unwrap();
+        for url in [
+            format!("http://{addr}/"),
+            format!("http://localhost:{}/", addr.port()),
+        ] {
+            let refused = post(&strict, &url).await.unwrap_err();
+            assert!(
+                matches!(&refused, TransportError::Refused(m) if m.contains("loopback address")),
+                "{url}: {refused:?}"
+            );
+        }
+        let allowed = EgressPolicy {
+            allowed_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        };
+        let client = JsonClient::new(1, 1024, Some(allowed)).unwrap();
+        for url in [
+            format!("http://{addr}/"),
+            format!("http://localhost:{}/", addr.port()),
+        ] {
+            assert_eq!(
+                post(&client, &url).await.unwrap().status,
+                StatusCode::OK,
+                "{url}"
+            );
+        }
+        let open = JsonClient::new(1, 1024, None).unwrap();
+        assert_eq!(
+            post(&open, &format!("http://{addr}/"))
+                .await
+                .unwrap()
+                .status,
+            StatusCode::OK
         );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod binaries;
+pub mod egress;
 pub mod https;
 pub mod memory;
 pub mod readiness;

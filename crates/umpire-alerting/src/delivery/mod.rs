@@ -38,6 +38,8 @@ pub struct DeliverySettings {
     pub printed: PrintedRoutes,
     /// Told about every attempt's outcome.
     pub observer: Option<DeliveryObserver>,
+    /// Where notifications may go (`None`: anywhere).
+    pub egress: Option<umpire_runtime::egress::EgressPolicy>,
 }
 
 impl Default for DeliverySettings {
@@ -49,6 +51,7 @@ impl Default for DeliverySettings {
             secret_dir: None,
             printed: PrintedRoutes::None,
             observer: None,
+            egress: None,
         }
     }
 }
@@ -87,7 +90,8 @@ impl Notifier {
         settings: DeliverySettings,
         metrics: Arc<AlertMetrics>,
     ) -> Result<Self, NotifierSetupError> {
-        let client = JsonClient::new(4, 64 << 10).map_err(|e| NotifierSetupError(e.to_string()))?;
+        let client = JsonClient::new(4, 64 << 10, settings.egress.clone())
+            .map_err(|e| NotifierSetupError(e.to_string()))?;
         Ok(Self {
             client,
             routes: routes.into_iter().map(|r| (r.name.clone(), r)).collect(),

@@ -42,6 +42,8 @@ pub struct Context {
     pub evaluator_resources: Option<ResourceRequirements>,
     /// A NetworkPolicy per worker, when the install asks for them.
     pub network_policy: Option<network::WorkerNetworkPolicy>,
+    /// The install's egress policy, rendered into every evaluator's config.
+    pub egress: umpire_runtime::egress::EgressPolicy,
 }
 
 impl Context {

@@ -40,6 +40,7 @@ pub fn evaluator_config(
 ) -> EvaluatorConfig {
     EvaluatorConfig {
         state_replicas: project.stream_replicas(),
+        egress: Some(ctx.egress.clone()),
         ..EvaluatorConfig::for_policy(
             &owner.namespace,
             &owner.name,

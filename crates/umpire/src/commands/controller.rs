@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use tokio_util::sync::CancellationToken;
 use umpire_controller::children::network::WorkerNetworkPolicy;
 use umpire_controller::{ControllerConfig, LeaderElection};
+use umpire_runtime::egress::EgressPolicy;
 use umpire_runtime::telemetry::{self, LogFormat};
 
 #[derive(clap::Args)]
@@ -71,6 +72,11 @@ pub struct Args {
     /// `metricsFrom`, `evaluatorEgress` — Kubernetes NetworkPolicy peers and egress rules).
     #[arg(long, value_parser = parse_network_policy)]
     worker_network_policy: Option<WorkerNetworkPolicy>,
+    /// Where judges and alert routes may send requests (JSON: `allowedHosts` — names or
+    /// `*.suffix`; `allowedCidrs` — internal addresses allowed anyway). Internal addresses
+    /// (loopback, private, link-local, CGNAT, unique-local) are refused unless allowed.
+    #[arg(long, value_parser = parse_egress, default_value = "{}")]
+    egress: EgressPolicy,
     /// Human-readable logs instead of JSON lines.
     #[arg(long)]
     text_logs: bool,
@@ -82,6 +88,10 @@ fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
 
 fn parse_network_policy(text: &str) -> Result<WorkerNetworkPolicy, String> {
     serde_json::from_str(text).map_err(|e| format!("not a worker network policy as JSON: {e}"))
+}
+
+fn parse_egress(text: &str) -> Result<EgressPolicy, String> {
+    serde_json::from_str(text).map_err(|e| format!("not an egress policy as JSON: {e}"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -123,6 +133,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         ingest_resources: args.ingest_resources.clone(),
         evaluator_resources: args.evaluator_resources.clone(),
         worker_network_policy: args.worker_network_policy.clone(),
+        egress: args.egress.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

@@ -125,6 +125,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             std::env::var("UMPIRE_JUDGE_API_KEY")
                 .ok()
                 .map(umpire_llm::ApiKey::new),
+            None,
         )?);
         let mut reports: Vec<JudgeReport> = judges
             .judges()
