@@ -63,15 +63,17 @@ impl PolicyJudges {
                 JudgeImplementation::Llm { judge, endpoint } => {
                     let secrets = references.mounted_secrets();
                     let api_key = match (&endpoint.api_key, secrets.dir()) {
-                        (Some(key), Some(_)) => Some(
-                            secrets
-                                .read(&key.name, &key.key)
-                                .map(ApiKey::from)
-                                .map_err(|source| JudgeSetupError::ApiKey {
+                        (Some(key), Some(_)) => {
+                            // Read now so a missing key fails the start, then at every call
+                            // (a rotated Secret applies without a restart).
+                            secrets.read(&key.name, &key.key).map_err(|source| {
+                                JudgeSetupError::ApiKey {
                                     judge: planned.name.clone(),
                                     source,
-                                })?,
-                        ),
+                                }
+                            })?;
+                            Some(ApiKey::mounted(secrets.clone(), &key.name, &key.key))
+                        }
                         _ => default_key.clone(),
                     };
                     let mut settings = ClientSettings::new(endpoint.base_url.clone());

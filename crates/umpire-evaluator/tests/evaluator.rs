@@ -420,3 +420,75 @@ async fn undecodable_spans_go_to_the_dead_letter_stream() {
     evaluator.wait().await;
     ingest_stop.cancel();
 }
+
+/// Step 9, seen from outside: a rotated judge API key was read once at start, so after
+/// Kubernetes updated the mounted Secret every call failed with 401 until the pod restarted.
+/// The key is read at each call now (Kubernetes swaps the files atomically).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_api_key_is_used_without_a_restart() {
+    let nats = NatsServer::start().unwrap();
+    let judge = JudgeServer::start().await.unwrap();
+    judge.require_key("sk-evaluator-test");
+    let dir = tempfile::tempdir().unwrap();
+    let secret_dir = secrets(dir.path());
+    let (ingest_url, ingest_stop) = start_ingest(&nats).await;
+    let spec = json!({
+        "projectRef": {"name": PROJECT},
+        "select": {"kinds": ["chat"]},
+        "judges": [{"name": "relevant", "llm": {"template": "answerRelevance", "endpoint": judge.url(),
+                    "model": "m", "maxRetries": 0, "apiKeySecretRef": {"name": "judge-key", "key": "api-key"}}}]
+    });
+    let (_admin, stop, evaluator) = start_evaluator(&nats, spec, secret_dir.clone()).await;
+    let send = || async {
+        let response = reqwest::Client::new()
+            .post(&ingest_url)
+            .header("content-type", "application/json")
+            .body(fixture("openllmetry-00.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    };
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    send().await;
+    let before = scores(&js, 12).await;
+
+    // The Secret is rotated: the old key stops working, the new one is mounted.
+    judge.require_key("sk-rotated");
+    std::fs::write(secret_dir.join("judge-key/api-key"), "sk-rotated\n").unwrap();
+    // The same spans again would be deduplicated; new trace ids make them new spans.
+    let mut request: Value = serde_json::from_slice(&fixture("openllmetry-00.json")).unwrap();
+    for resource in request["resourceSpans"].as_array_mut().unwrap() {
+        for scope in resource["scopeSpans"].as_array_mut().unwrap() {
+            for span in scope["spans"].as_array_mut().unwrap() {
+                let reversed: String = span["traceId"].as_str().unwrap().chars().rev().collect();
+                span["traceId"] = Value::from(reversed);
+            }
+        }
+    }
+    let rotated_body = serde_json::to_vec(&request).unwrap();
+    let response = reqwest::Client::new()
+        .post(&ingest_url)
+        .header("content-type", "application/json")
+        .body(rotated_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let all = scores(&js, 24).await;
+    let judged_after: Vec<&Outcome> = all[before.len()..]
+        .iter()
+        .flat_map(|(_, evaluation, _)| evaluation.scores.iter())
+        .map(|score| &score.outcome)
+        .filter(|outcome| !matches!(outcome, Outcome::Skipped { .. }))
+        .filter(|outcome| !matches!(outcome, Outcome::Failed(f) if f.kind == JudgeErrorKind::MissingField))
+        .collect();
+    assert_eq!(judged_after.len(), 10, "{judged_after:?}");
+    assert!(
+        judged_after.iter().all(|o| o.verdict().is_some()),
+        "every call after the rotation used the new key: {judged_after:?}"
+    );
+    stop.cancel();
+    evaluator.wait().await;
+    ingest_stop.cancel();
+}

@@ -113,6 +113,16 @@ impl OpenAiClient {
     async fn attempt(&self, body: &Value) -> Attempt {
         let mut headers = Vec::new();
         if let Some(key) = &self.settings.api_key {
+            let key = match key.current() {
+                Ok(key) => key,
+                // Retried: a Secret being re-mounted may be unreadable for a moment.
+                Err(e) => {
+                    return Attempt::Retry(
+                        ChatError::Transport(format!("reading the API key: {e}")),
+                        None,
+                    );
+                }
+            };
             match HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
                 Ok(mut value) => {
                     value.set_sensitive(true);
