@@ -110,6 +110,19 @@ async fn start_evaluator(
     CancellationToken,
     umpire_evaluator::RunningEvaluator,
 ) {
+    start_evaluator_with(nats, spec, secret_dir, Duration::from_secs(10)).await
+}
+
+async fn start_evaluator_with(
+    nats: &NatsServer,
+    spec: Value,
+    secret_dir: PathBuf,
+    ack_wait: Duration,
+) -> (
+    String,
+    CancellationToken,
+    umpire_evaluator::RunningEvaluator,
+) {
     let config = EvaluatorConfig {
         namespace: NAMESPACE.into(),
         policy: "quality".into(),
@@ -122,7 +135,7 @@ async fn start_evaluator(
         secret_dir: Some(secret_dir),
         config_map_dir: None,
         trace_settle: Some(Duration::from_millis(500)),
-        ack_wait: Some(Duration::from_secs(10)),
+        ack_wait: Some(ack_wait),
         state_replicas: 1,
         alert_lease_ttl: None,
         egress: None,
@@ -487,6 +500,65 @@ async fn a_rotated_api_key_is_used_without_a_restart() {
     assert!(
         judged_after.iter().all(|o| o.verdict().is_some()),
         "every call after the rotation used the new key: {judged_after:?}"
+    );
+    stop.cancel();
+    evaluator.wait().await;
+    ingest_stop.cancel();
+}
+
+/// Step 9, seen from outside: spans waiting for a judging slot (a slow or rate-limited LLM
+/// judge) outlived the consumer's ack wait and were redelivered while still queued, so the
+/// same span was judged — and paid for — twice. Waiting spans now tell JetStream they are in
+/// progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_waiting_for_a_slow_judge_are_judged_once() {
+    let nats = NatsServer::start().unwrap();
+    let judge = JudgeServer::start().await.unwrap();
+    judge.set_latency(Duration::from_millis(600));
+    let dir = tempfile::tempdir().unwrap();
+    let (ingest_url, ingest_stop) = start_ingest(&nats).await;
+    // One judging slot: the 10 judged spans take ~6 s in turn, three ack waits.
+    let spec = json!({
+        "projectRef": {"name": PROJECT},
+        "select": {"kinds": ["chat"]},
+        "evaluator": {"concurrency": 1},
+        "judges": [{"name": "relevant", "llm": {"template": "answerRelevance", "endpoint": judge.url(),
+                    "model": "m", "maxRetries": 0}}]
+    });
+    let (_admin, stop, evaluator) =
+        start_evaluator_with(&nats, spec, secrets(dir.path()), Duration::from_secs(2)).await;
+    reqwest::Client::new()
+        .post(&ingest_url)
+        .header("content-type", "application/json")
+        .body(fixture("openllmetry-00.json"))
+        .send()
+        .await
+        .unwrap();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    scores(&js, 12).await;
+    // Everything acknowledged: nothing is pending or waiting for redelivery.
+    let consumer_name =
+        umpire_nats::topology::ProjectNames::new(NAMESPACE, PROJECT).policy_consumer("quality");
+    eventually("every span acknowledged", Duration::from_secs(30), || {
+        let js = js.clone();
+        let consumer_name = consumer_name.clone();
+        async move {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+                .get_stream(format!("UMPIRE_SPANS_{NAMESPACE}_{PROJECT}"))
+                .await
+                .ok()?
+                .get_consumer(&consumer_name)
+                .await
+                .ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        judge.requests().len(),
+        10,
+        "each judged span called the judge once (the other two have no text)"
     );
     stop.cancel();
     evaluator.wait().await;

@@ -1,11 +1,10 @@
 //! The evaluator loop: pull the policy's spans, gather traces when judges need them, judge,
 //! publish scores (idempotent ids), and acknowledge a span only once its records are stored.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 use futures::future::join_all;
@@ -14,11 +13,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::ids::TraceId;
 use umpire_core::judge::TraceContext;
-use umpire_core::score::{JudgeScore, SpanEvaluation};
 use umpire_core::select::SpanSelector;
 use umpire_core::span::Span;
 use umpire_nats::topology::ProjectNames;
 use umpire_runtime::retry::Backoff;
+
+mod span_task;
+
+use span_task::{ack, in_progress, judge_and_publish, poison};
 
 use crate::judging::PolicyJudges;
 use crate::metrics::EvaluatorMetrics;
@@ -215,13 +217,17 @@ impl Worker {
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
             let context = trace.context;
-            let judged = join_all(
-                trace
-                    .selected
-                    .into_iter()
-                    .map(|(span, message)| judge_and_publish(&shared, span, message, &context)),
-            )
-            .await;
+            // The context-only spans wait for the judged ones: they are kept alive too.
+            let waiting: Vec<&jetstream::Message> = trace.context_only.iter().collect();
+            let judged =
+                in_progress(
+                    &waiting,
+                    shared.settings.ack_wait,
+                    join_all(trace.selected.into_iter().map(|(span, message)| {
+                        judge_and_publish(&shared, span, message, &context)
+                    })),
+                )
+                .await;
             let all_stored = judged.iter().all(|stored| *stored);
             for message in trace.context_only {
                 if all_stored {
@@ -233,144 +239,6 @@ impl Worker {
                 }
             }
         });
-    }
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// Judges one span, publishes its evaluation, and acknowledges it; returns whether stored.
-async fn judge_and_publish(
-    shared: &Shared,
-    span: Span,
-    message: jetstream::Message,
-    context: &TraceContext,
-) -> bool {
-    let Ok(_slot) = shared.slots.acquire().await else {
-        return false;
-    };
-    shared.metrics.in_flight.inc();
-    let results = shared.judges.evaluate(&span, context).await;
-    for result in &results {
-        shared.metrics.record(result);
-    }
-    let policy = &shared.settings.policy;
-    let groups: BTreeMap<String, String> = shared
-        .settings
-        .group_keys
-        .iter()
-        .map(|key| (key.clone(), span.attribute_text(key).unwrap_or_default()))
-        .collect();
-    let evaluation = SpanEvaluation {
-        id: SpanEvaluation::id_for(policy, &span.trace_id, &span.span_id),
-        policy: policy.clone(),
-        trace_id: span.trace_id,
-        span_id: span.span_id,
-        observed_at_unix_nano: span.end_time_unix_nano,
-        scored_at_unix_nano: now_nanos(),
-        latency_ms: span.duration_ms(),
-        groups,
-        model: span
-            .ai
-            .response_model
-            .clone()
-            .or_else(|| span.ai.request_model.clone()),
-        scores: results
-            .into_iter()
-            .map(|r| JudgeScore {
-                judge: r.judge,
-                outcome: r.outcome,
-                judge_latency_ms: r.latency_ms,
-            })
-            .collect(),
-    };
-    let stored = publish(shared, &evaluation).await;
-    if stored {
-        ack(message).await;
-    } else {
-        // Not stored: let JetStream redeliver it; the same id makes a second run idempotent.
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-            .await;
-    }
-    shared.metrics.in_flight.dec();
-    stored
-}
-
-/// Publishes a span's evaluation (retrying with backoff); true once JetStream stored it.
-async fn publish(shared: &Shared, evaluation: &SpanEvaluation) -> bool {
-    let Ok(payload) = serde_json::to_vec(evaluation) else {
-        return false;
-    };
-    let payload = bytes::Bytes::from(payload);
-    let subject = shared.names.scores_subject(&shared.settings.policy);
-    for attempt in 0..6 {
-        let message = PublishMessage::build()
-            .payload(payload.clone())
-            .message_id(&evaluation.id);
-        let stored = match shared.js.send_publish(subject.clone(), message).await {
-            Ok(ack) => ack.await.is_ok(),
-            Err(_) => false,
-        };
-        if stored {
-            shared.metrics.records_published.inc();
-            return true;
-        }
-        shared.metrics.publish_failures.inc();
-        if attempt == 0 {
-            tracing::warn!(
-                event = "score_publish_failed",
-                "publishing scores failed; retrying"
-            );
-        }
-        tokio::time::sleep(Backoff::PUBLISH.delay(attempt)).await;
-    }
-    false
-}
-
-async fn ack(message: jetstream::Message) {
-    if let Err(e) = message.ack().await {
-        tracing::debug!(event = "ack_failed", error = %e, "acknowledging a span failed; it will be redelivered");
-    }
-}
-
-/// An undecodable span: retried a few times (a transient corruption), then moved to the
-/// dead-letter stream with the reason, and acknowledged.
-async fn poison(shared: &Shared, message: jetstream::Message, reason: String) {
-    let delivered = message
-        .info()
-        .map(|i| i.delivered)
-        .unwrap_or(MAX_DELIVERIES);
-    if delivered < MAX_DELIVERIES {
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-            .await;
-        return;
-    }
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Umpire-Reason", reason.as_str());
-    headers.insert("Umpire-Subject", message.subject.as_str());
-    let subject = shared.names.dead_letter_subject(&shared.settings.policy);
-    let stored = match shared
-        .js
-        .publish_with_headers(subject, headers, message.payload.clone())
-        .await
-    {
-        Ok(ack) => ack.await.is_ok(),
-        Err(_) => false,
-    };
-    if stored {
-        shared.metrics.dead_letters.inc();
-        tracing::error!(event = "dead_letter", reason = %reason, delivered, "moved an undecodable span to the dead-letter stream");
-        let _ = message.ack_with(AckKind::Term).await;
-    } else {
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-            .await;
     }
 }
 

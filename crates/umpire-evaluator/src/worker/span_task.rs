@@ -1,0 +1,185 @@
+//! One selected span's work: wait for a judging slot, judge, store the evaluation, then
+//! acknowledge — keeping the message alive meanwhile — or hand it back; and the dead-letter
+//! path for spans that cannot be read.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, AckKind};
+use umpire_core::judge::TraceContext;
+use umpire_core::score::{JudgeScore, SpanEvaluation};
+use umpire_core::span::Span;
+use umpire_runtime::retry::Backoff;
+
+use super::{MAX_DELIVERIES, Shared};
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs `work` while telling JetStream, every third of the ack wait, that `message` is still
+/// being worked on. A span waiting for a judging slot or a rate-limited LLM judge would
+/// otherwise outlive the ack wait and be redelivered while still queued: judged, and paid
+/// for, twice.
+pub(super) async fn in_progress<F: std::future::Future>(
+    messages: &[&jetstream::Message],
+    ack_wait: Duration,
+    work: F,
+) -> F::Output {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = ticker.tick() => {
+                for message in messages {
+                    if let Err(e) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(event = "progress_ack_failed", error = %e, "telling JetStream a span is in progress failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Judges one span, publishes its evaluation, and acknowledges it; returns whether stored.
+pub(super) async fn judge_and_publish(
+    shared: &Shared,
+    span: Span,
+    message: jetstream::Message,
+    context: &TraceContext,
+) -> bool {
+    let ack_wait = shared.settings.ack_wait;
+    let judged = in_progress(&[&message], ack_wait, async {
+        let slot = shared.slots.acquire().await.ok()?;
+        shared.metrics.in_flight.inc();
+        let results = shared.judges.evaluate(&span, context).await;
+        Some((slot, results))
+    })
+    .await;
+    let Some((_slot, results)) = judged else {
+        return false;
+    };
+    for result in &results {
+        shared.metrics.record(result);
+    }
+    let policy = &shared.settings.policy;
+    let groups: BTreeMap<String, String> = shared
+        .settings
+        .group_keys
+        .iter()
+        .map(|key| (key.clone(), span.attribute_text(key).unwrap_or_default()))
+        .collect();
+    let evaluation = SpanEvaluation {
+        id: SpanEvaluation::id_for(policy, &span.trace_id, &span.span_id),
+        policy: policy.clone(),
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        observed_at_unix_nano: span.end_time_unix_nano,
+        scored_at_unix_nano: now_nanos(),
+        latency_ms: span.duration_ms(),
+        groups,
+        model: span
+            .ai
+            .response_model
+            .clone()
+            .or_else(|| span.ai.request_model.clone()),
+        scores: results
+            .into_iter()
+            .map(|r| JudgeScore {
+                judge: r.judge,
+                outcome: r.outcome,
+                judge_latency_ms: r.latency_ms,
+            })
+            .collect(),
+    };
+    let stored = in_progress(&[&message], ack_wait, publish(shared, &evaluation)).await;
+    if stored {
+        ack(message).await;
+    } else {
+        // Not stored: let JetStream redeliver it; the same id makes a second run idempotent.
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
+    }
+    shared.metrics.in_flight.dec();
+    stored
+}
+
+/// Publishes a span's evaluation (retrying with backoff); true once JetStream stored it.
+async fn publish(shared: &Shared, evaluation: &SpanEvaluation) -> bool {
+    let Ok(payload) = serde_json::to_vec(evaluation) else {
+        return false;
+    };
+    let payload = bytes::Bytes::from(payload);
+    let subject = shared.names.scores_subject(&shared.settings.policy);
+    for attempt in 0..6 {
+        let message = PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(&evaluation.id);
+        let stored = match shared.js.send_publish(subject.clone(), message).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if stored {
+            shared.metrics.records_published.inc();
+            return true;
+        }
+        shared.metrics.publish_failures.inc();
+        if attempt == 0 {
+            tracing::warn!(
+                event = "score_publish_failed",
+                "publishing scores failed; retrying"
+            );
+        }
+        tokio::time::sleep(Backoff::PUBLISH.delay(attempt)).await;
+    }
+    false
+}
+
+pub(super) async fn ack(message: jetstream::Message) {
+    if let Err(e) = message.ack().await {
+        tracing::debug!(event = "ack_failed", error = %e, "acknowledging a span failed; it will be redelivered");
+    }
+}
+
+/// An undecodable span: retried a few times (a transient corruption), then moved to the
+/// dead-letter stream with the reason, and acknowledged.
+pub(super) async fn poison(shared: &Shared, message: jetstream::Message, reason: String) {
+    let delivered = message
+        .info()
+        .map(|i| i.delivered)
+        .unwrap_or(MAX_DELIVERIES);
+    if delivered < MAX_DELIVERIES {
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+        return;
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Umpire-Reason", reason.as_str());
+    headers.insert("Umpire-Subject", message.subject.as_str());
+    let subject = shared.names.dead_letter_subject(&shared.settings.policy);
+    let stored = match shared
+        .js
+        .publish_with_headers(subject, headers, message.payload.clone())
+        .await
+    {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if stored {
+        shared.metrics.dead_letters.inc();
+        tracing::error!(event = "dead_letter", reason = %reason, delivered, "moved an undecodable span to the dead-letter stream");
+        let _ = message.ack_with(AckKind::Term).await;
+    } else {
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
+    }
+}
