@@ -143,7 +143,7 @@ async fn one_page_and_one_resolve_per_group_through_a_leader_crash_and_receiver_
         .await
         .unwrap();
     let mut notifier = outbox
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("notifier-quality")
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("notifier-quality_oncall")
         .await
         .unwrap();
     let info = notifier.info().await.unwrap();

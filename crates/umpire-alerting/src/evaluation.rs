@@ -291,8 +291,8 @@ impl AlertEvaluator {
         persisted: &mut HashMap<(String, String), AlertStatus>,
         triggers: &mut HashMap<(String, String), Notification>,
     ) -> Result<(), Stepped> {
-        let subject = self.names.notifications_subject(&self.policy);
         for note in &notes {
+            let subject = self.names.notifications_subject(&self.policy, &note.route);
             loop {
                 match outbox::publish(&self.js, &subject, note).await {
                     Ok(new) => {

@@ -79,14 +79,28 @@ pub fn start(
     )?;
     readiness.register(READINESS_CHECK, "alert state and outbox are not set up yet");
     Ok(Some(tokio::spawn(async move {
-        let Some((evaluator, consumer)) =
+        let Some((evaluator, consumers)) =
             set_up(&js, &config, metrics, &readiness, &shutdown).await
         else {
             return;
         };
-        let deliveries = tokio::spawn(run_deliveries(consumer, notifier, shutdown.clone()));
+        let notifier = Arc::new(notifier);
+        let dead_letters = delivery::DeadLetters::new(js.clone(), &config.names, &config.policy);
+        let deliveries: Vec<_> = consumers
+            .into_iter()
+            .map(|consumer| {
+                tokio::spawn(run_deliveries(
+                    consumer,
+                    notifier.clone(),
+                    dead_letters.clone(),
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
         evaluator.run(shutdown).await;
-        let _ = deliveries.await;
+        for delivery in deliveries {
+            let _ = delivery.await;
+        }
     })))
 }
 
@@ -98,23 +112,16 @@ async fn set_up(
     shutdown: &CancellationToken,
 ) -> Option<(
     AlertEvaluator,
-    async_nats::jetstream::consumer::PullConsumer,
+    Vec<async_nats::jetstream::consumer::PullConsumer>,
 )> {
     set_up_until_ready(READINESS_CHECK, readiness, shutdown, || async {
         let names = &config.names;
         ensure_stream(js, topology::outbox_stream(names, config.replicas))
             .await
             .map_err(|e| e.to_string())?;
-        let consumer = js
-            .get_stream(names.notifications_stream())
-            .await
-            .map_err(|e| format!("outbox stream: {e}"))?
-            .get_or_create_consumer(
-                &names.notifier_consumer(&config.policy),
-                topology::notifier_consumer(names, &config.policy),
-            )
-            .await
-            .map_err(|e| format!("notifier consumer: {e}"))?;
+        let consumers =
+            delivery::consumers::notifier_consumers(js, names, &config.policy, &config.routes)
+                .await?;
         let lease = PolicyLease::open(
             js,
             names,
@@ -143,7 +150,7 @@ async fn set_up(
                 metrics: metrics.clone(),
                 tick: config.tick,
             },
-            consumer,
+            consumers,
         ))
     })
     .await

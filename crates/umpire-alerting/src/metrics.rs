@@ -58,6 +58,8 @@ pub struct AlertMetrics {
     /// From when it became due to the receiver's acceptance (retries included).
     pub delivery_time: Family<RouteLabels, Histogram>,
     pub outbox_pending: Gauge,
+    /// Notifications given up after the route's `maxDeliveryAge`.
+    pub dead_lettered: Family<RouteLabels, Counter>,
 }
 
 impl AlertMetrics {
@@ -83,6 +85,7 @@ impl AlertMetrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 22))
             }),
             outbox_pending: Gauge::default(),
+            dead_lettered: Family::default(),
         };
         let alerts = registry.sub_registry_with_prefix("alerts");
         alerts.register(
@@ -161,6 +164,11 @@ impl AlertMetrics {
             "outbox_pending",
             "Notifications waiting in the outbox for this policy",
             metrics.outbox_pending.clone(),
+        );
+        notifications.register(
+            "dead_lettered",
+            "Notifications retried for their route's maxDeliveryAge, then stored on the project's dead-letter stream",
+            metrics.dead_lettered.clone(),
         );
         metrics
     }

@@ -31,12 +31,14 @@ impl AlertEvaluator {
     }
 
     pub(crate) async fn retire(&mut self, alerts: Vec<StoredAlert>) -> Result<(), Stepped> {
-        let subject = self.names.notifications_subject(&self.policy);
         for alert in alerts {
             if alert.status.is_firing() {
                 match &alert.trigger {
                     Some(trigger) => {
                         let resolve = Notification::retired(trigger, now_nanos());
+                        let subject = self
+                            .names
+                            .notifications_subject(&self.policy, &resolve.route);
                         while let Err(e) = outbox::publish(&self.js, &subject, &resolve).await {
                             self.metrics.outbox_publish_failures.inc();
                             tracing::warn!(event = "outbox_publish_failed", error = %e, "retrying");

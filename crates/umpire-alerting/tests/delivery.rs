@@ -10,16 +10,16 @@ use async_nats::jetstream;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use umpire_alerting::delivery::report::{DeliveryObserver, PrintedRoutes};
-use umpire_alerting::delivery::{Attempt, DeliverySettings, Notifier, run_deliveries};
+use umpire_alerting::delivery::{Attempt, DeadLetters, DeliverySettings, Notifier, run_deliveries};
 use umpire_alerting::metrics::{AlertMetrics, AttemptLabels, DeliveryLabels};
 use umpire_alerting::outbox::publish;
 use umpire_api::common::SecretKeyRef;
-use umpire_api::compile::{PlannedRoute, RouteTarget, WebhookUrl};
+use umpire_api::compile::{DEFAULT_MAX_DELIVERY_AGE, PlannedRoute, RouteTarget, WebhookUrl};
 use umpire_core::alert::notification::{Action, Notification, dedup_key};
 use umpire_core::alert::rule::Severity;
 use umpire_nats::streams::ensure_stream;
 use umpire_nats::topology::ProjectNames;
-use umpire_nats::topology::{notifier_consumer, outbox_stream};
+use umpire_nats::topology::{dead_letter_stream, notifier_consumer, outbox_stream};
 use umpire_testkit::nats::NatsServer;
 use umpire_testkit::pager::PagerDutyReceiver;
 use umpire_testkit::wait::eventually;
@@ -88,6 +88,7 @@ async fn setup() -> Setup {
                 component: None,
                 class: None,
             },
+            max_delivery_age: DEFAULT_MAX_DELIVERY_AGE,
         },
         PlannedRoute {
             name: "team-hook".into(),
@@ -95,6 +96,7 @@ async fn setup() -> Setup {
                 url: WebhookUrl::Secret(secret("hooks", "url")),
                 hmac_key: Some(secret("hooks", "hmac")),
             },
+            max_delivery_age: DEFAULT_MAX_DELIVERY_AGE,
         },
     ];
     let metrics = Arc::new(AlertMetrics::new(&mut Registry::default()));
@@ -257,7 +259,7 @@ async fn the_outbox_delivers_in_order_through_failures_without_loss_or_duplicate
     ensure_stream(&js, outbox_stream(&names, 1)).await.unwrap();
     let setup = setup().await;
     setup.receiver.fail_next(&[429, 500, 502, 429]);
-    let subject = names.notifications_subject("quality");
+    let subject = names.notifications_subject("quality", "oncall");
     let sequence = [
         notification(Action::Trigger, 1, "oncall"),
         notification(Action::Resolve, 1, "oncall"),
@@ -274,13 +276,21 @@ async fn the_outbox_delivers_in_order_through_failures_without_loss_or_duplicate
 
     let stream = js.get_stream(names.notifications_stream()).await.unwrap();
     let consumer = stream
-        .get_or_create_consumer("notifier-quality", notifier_consumer(&names, "quality"))
+        .get_or_create_consumer(
+            &names.notifier_consumer("quality", "oncall"),
+            notifier_consumer(&names, "quality", "oncall"),
+        )
         .await
         .unwrap();
     let shutdown = CancellationToken::new();
     let metrics = setup.metrics.clone();
     let receiver = setup.receiver;
-    let task = tokio::spawn(run_deliveries(consumer, setup.notifier, shutdown.clone()));
+    let task = tokio::spawn(run_deliveries(
+        consumer,
+        Arc::new(setup.notifier),
+        DeadLetters::new(js.clone(), &names, "quality"),
+        shutdown.clone(),
+    ));
     eventually("three accepted events", Duration::from_secs(20), || async {
         (receiver.events().len() >= 3).then_some(())
     })
@@ -345,6 +355,7 @@ async fn printed_routes_send_nothing_and_never_show_a_secret() {
             component: None,
             class: None,
         },
+        max_delivery_age: DEFAULT_MAX_DELIVERY_AGE,
     }];
     let settings = DeliverySettings {
         secret_dir: Some(base._secrets.path().to_owned()),
@@ -370,4 +381,119 @@ async fn printed_routes_send_nothing_and_never_show_a_secret() {
     assert!(receiver.events().is_empty(), "nothing may be sent");
     // Reports come from the delivery loop, not from single attempts.
     assert!(reports.lock().unwrap().is_empty());
+}
+
+/// Step 9, seen from outside: all notifications of a policy shared one consumer with one
+/// message in flight, retried without limit, so a dead team webhook held back the PagerDuty
+/// pages of the same policy for ever. Each route now has its own ordered delivery, and a
+/// notification its route cannot deliver within `maxDeliveryAge` is dead-lettered.
+#[tokio::test]
+async fn a_dead_webhook_holds_back_neither_pages_nor_itself_for_ever() {
+    let server = NatsServer::start().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let names = ProjectNames::new("ml", "support-bot");
+    ensure_stream(&js, outbox_stream(&names, 1)).await.unwrap();
+    ensure_stream(&js, dead_letter_stream(&names, 1))
+        .await
+        .unwrap();
+    let base = setup().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let routes = vec![
+        PlannedRoute {
+            name: "oncall".into(),
+            target: RouteTarget::PagerDuty {
+                url: base.receiver.events_url(),
+                routing_key: SecretKeyRef {
+                    name: "pd".into(),
+                    key: "routing-key".into(),
+                },
+                component: None,
+                class: None,
+            },
+            max_delivery_age: DEFAULT_MAX_DELIVERY_AGE,
+        },
+        PlannedRoute {
+            name: "dead-hook".into(),
+            target: RouteTarget::Webhook {
+                url: WebhookUrl::Plain(dead_url),
+                hmac_key: None,
+            },
+            max_delivery_age: Duration::from_secs(3),
+        },
+    ];
+    let settings = DeliverySettings {
+        backoff: umpire_runtime::retry::Backoff::new(
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        ),
+        secret_dir: Some(base._secrets.path().to_owned()),
+        ..DeliverySettings::default()
+    };
+    let notifier = Arc::new(Notifier::new(routes.clone(), settings, base.metrics.clone()).unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    // The webhook's notification is queued first, then the page.
+    let mut hook = notification(Action::Trigger, 1, "dead-hook");
+    hook.due_unix_nano = now;
+    let mut page = notification(Action::Trigger, 2, "oncall");
+    page.due_unix_nano = now;
+    for note in [&hook, &page] {
+        let subject = names.notifications_subject("quality", &note.route);
+        assert!(publish(&js, &subject, note).await.unwrap());
+    }
+    let consumers =
+        umpire_alerting::delivery::consumers::notifier_consumers(&js, &names, "quality", &routes)
+            .await
+            .unwrap();
+    assert_eq!(consumers.len(), 2, "one consumer per route");
+    let shutdown = CancellationToken::new();
+    let tasks: Vec<_> = consumers
+        .into_iter()
+        .map(|consumer| {
+            tokio::spawn(run_deliveries(
+                consumer,
+                notifier.clone(),
+                DeadLetters::new(js.clone(), &names, "quality"),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    let dead_lettered = || {
+        base.metrics
+            .dead_lettered
+            .get_or_create(&umpire_alerting::metrics::RouteLabels {
+                route: "dead-hook".into(),
+            })
+            .get()
+    };
+    eventually("the page delivered", Duration::from_secs(10), || async {
+        (base.receiver.events().len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        dead_lettered(),
+        0,
+        "the page went out while the webhook was still being retried"
+    );
+    eventually(
+        "the webhook's notification dead-lettered",
+        Duration::from_secs(20),
+        || async { (dead_lettered() == 1).then_some(()) },
+    )
+    .await;
+    let stored = umpire_testkit::nats::read_stream(&js, &names.dead_letter_stream())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].subject, names.dead_letter_subject("quality"));
+    let parked: Notification = serde_json::from_slice(&stored[0].payload).unwrap();
+    assert_eq!((parked.route.as_str(), parked.episode), ("dead-hook", 1));
+    shutdown.cancel();
+    for task in tasks {
+        task.await.unwrap();
+    }
 }

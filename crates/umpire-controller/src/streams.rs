@@ -108,19 +108,45 @@ pub async fn delete_project_streams(
     Ok(deleted)
 }
 
-/// Deletes the policy's consumers (span consumer and notifier); missing ones are fine.
+/// The policy's notifier consumers on the outbox: one per route, and the single consumer
+/// of earlier builds if it is still there.
+async fn notifier_consumer_names(
+    stream: &jetstream::stream::Stream,
+    names: &ProjectNames,
+    policy: &str,
+) -> Result<Vec<String>, String> {
+    use futures::TryStreamExt;
+    let prefix = names.notifier_consumer_prefix(policy);
+    let legacy = names.legacy_notifier_consumer(policy);
+    let all: Vec<String> = bounded(
+        "listing the notifier consumers",
+        stream.consumer_names().try_collect::<Vec<String>>(),
+    )
+    .await?;
+    Ok(all
+        .into_iter()
+        .filter(|name| name.starts_with(&prefix) || *name == legacy)
+        .collect())
+}
+
+/// Deletes the policy's consumers (span consumer and every route's notifier); missing ones
+/// are fine.
 pub async fn delete_policy_consumers(
     js: &jetstream::Context,
     names: &ProjectNames,
     policy: &str,
 ) -> Result<(), String> {
-    for (stream_name, consumer_name) in [
-        (names.spans_stream(), names.policy_consumer(policy)),
-        (
-            names.notifications_stream(),
-            names.notifier_consumer(policy),
-        ),
-    ] {
+    let mut targets = vec![(names.spans_stream(), names.policy_consumer(policy))];
+    match bounded("the outbox", js.get_stream(names.notifications_stream())).await {
+        Ok(outbox) => {
+            for consumer in notifier_consumer_names(&outbox, names, policy).await? {
+                targets.push((names.notifications_stream(), consumer));
+            }
+        }
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e),
+    }
+    for (stream_name, consumer_name) in targets {
         let stream = match bounded(
             &format!("stream {stream_name}"),
             js.get_stream(&stream_name),
@@ -235,18 +261,21 @@ pub async fn retire_policy_alerts(
         Err(e) if is_not_found(&e) => return Ok(AlertsRetiring::Done),
         Err(e) => return Err(e),
     };
-    let mut notifier = match bounded(
-        "the notifier consumer",
-        stream.get_consumer::<consumer::pull::Config>(&names.notifier_consumer(policy)),
-    )
-    .await
-    {
-        Ok(consumer) => consumer,
-        Err(e) if is_not_found(&e) => return Ok(AlertsRetiring::Done),
-        Err(e) => return Err(e),
-    };
-    let info = bounded("the notifier's queue", notifier.info()).await?;
-    let queued = info.num_pending + info.num_ack_pending as u64;
+    let mut queued = 0u64;
+    for name in notifier_consumer_names(&stream, names, policy).await? {
+        let mut notifier = match bounded(
+            "a notifier consumer",
+            stream.get_consumer::<consumer::pull::Config>(&name),
+        )
+        .await
+        {
+            Ok(consumer) => consumer,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let info = bounded("a notifier's queue", notifier.info()).await?;
+        queued += info.num_pending + info.num_ack_pending as u64;
+    }
     Ok(if queued == 0 {
         AlertsRetiring::Done
     } else {

@@ -3,6 +3,7 @@
 //! resolve), retried with backoff on 429, 5xx and transport errors until the receiver
 //! accepts it, and finished without retry when the receiver rejects it (other 4xx).
 
+pub mod consumers;
 mod outbox_consumer;
 pub mod pagerduty;
 pub mod report;
@@ -98,6 +99,15 @@ impl Notifier {
             settings,
             metrics,
         })
+    }
+
+    /// How long `route`'s notifications are retried (the default for unknown routes).
+    pub fn max_delivery_age(&self, route: &str) -> Duration {
+        self.routes
+            .get(route)
+            .map_or(umpire_api::compile::DEFAULT_MAX_DELIVERY_AGE, |r| {
+                r.max_delivery_age
+            })
     }
 
     /// A route's Secret value, read at every attempt (a rotated key is used at once).
@@ -239,4 +249,49 @@ fn rfc3339(unix_nano: u64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+/// Where notifications go when their route gave up on them: the project's dead-letter stream,
+/// subject `umpire.dlq.<ns>.<project>.<policy>`, header `Umpire-Reason`.
+#[derive(Clone)]
+pub struct DeadLetters {
+    js: async_nats::jetstream::Context,
+    subject: String,
+}
+
+impl DeadLetters {
+    pub fn new(
+        js: async_nats::jetstream::Context,
+        names: &umpire_nats::topology::ProjectNames,
+        policy: &str,
+    ) -> Self {
+        Self {
+            js,
+            subject: names.dead_letter_subject(policy),
+        }
+    }
+
+    /// Stores `notification`; true once JetStream has it.
+    pub async fn store(&self, notification: &Notification, reason: &str) -> bool {
+        let Ok(payload) = serde_json::to_vec(notification) else {
+            return false;
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            "Umpire-Reason",
+            reason.chars().take(512).collect::<String>().as_str(),
+        );
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}/dead", notification.id()).as_str(),
+        );
+        match self
+            .js
+            .publish_with_headers(self.subject.clone(), headers, payload.into())
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The outbox consumer: one notification in flight per policy, retried until the receiver
 //! answers for good.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{self, AckKind, consumer};
@@ -11,14 +12,15 @@ use umpire_nats::topology::NOTIFIER_ACK_WAIT;
 use umpire_runtime::retry::Backoff;
 
 use super::report::DeliveryOutcome;
-use super::{Attempt, Notifier, unix_nanos};
+use super::{Attempt, DeadLetters, Notifier, unix_nanos};
 use crate::metrics::{DeliveryLabels, RouteLabels};
 
 /// Delivers notifications until shutdown. Runs on every replica; the consumer hands each
 /// notification to one of them at a time.
 pub async fn run_deliveries(
     consumer: consumer::PullConsumer,
-    notifier: Notifier,
+    notifier: Arc<Notifier>,
+    dead_letters: DeadLetters,
     shutdown: CancellationToken,
 ) {
     let mut failures = 0u32;
@@ -53,7 +55,7 @@ pub async fn run_deliveries(
                     if let Ok(info) = message.info() {
                         notifier.metrics.outbox_pending.set(info.pending as i64 + 1);
                     }
-                    deliver(&notifier, message, &shutdown).await;
+                    deliver(&notifier, &dead_letters, message, &shutdown).await;
                     notifier.metrics.outbox_pending.dec();
                 }
                 Some(Err(e)) => {
@@ -66,7 +68,12 @@ pub async fn run_deliveries(
     }
 }
 
-async fn deliver(notifier: &Notifier, message: jetstream::Message, shutdown: &CancellationToken) {
+async fn deliver(
+    notifier: &Notifier,
+    dead_letters: &DeadLetters,
+    message: jetstream::Message,
+    shutdown: &CancellationToken,
+) {
     let notification: Notification = match serde_json::from_slice(&message.payload) {
         Ok(n) => n,
         Err(e) => {
@@ -120,6 +127,26 @@ async fn deliver(notifier: &Notifier, message: jetstream::Message, shutdown: &Ca
                 return;
             }
             Attempt::Retry { reason, after } => {
+                let max_age = notifier.max_delivery_age(&notification.route);
+                let age = Duration::from_nanos(unix_nanos(SystemTime::now()).saturating_sub(due));
+                if age >= max_age
+                    && dead_letters
+                        .store(&notification, &format!("retried for {age:?}: {reason}"))
+                        .await
+                {
+                    finish(notifier, &notification, "dead_lettered");
+                    notifier.metrics.dead_lettered.get_or_create(&route).inc();
+                    notifier.report(
+                        &notification,
+                        DeliveryOutcome::DeadLettered {
+                            attempts: attempt + 1,
+                            reason: reason.clone(),
+                        },
+                    );
+                    tracing::error!(event = "notification_dead_lettered", id = %notification.id(), route = %notification.route, attempts = attempt + 1, reason, age_seconds = age.as_secs(), "gave up on a notification after the route's maxDeliveryAge; stored on the dead-letter stream");
+                    let _ = message.double_ack().await;
+                    return;
+                }
                 let wait = after.unwrap_or_else(|| notifier.backoff(attempt));
                 notifier.report(
                     &notification,

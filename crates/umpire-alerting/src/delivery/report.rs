@@ -23,6 +23,8 @@ pub enum DeliveryOutcome {
     Retrying { attempt: u32, reason: String },
     /// Printed instead of sent: the body that would have been sent.
     Printed(Value),
+    /// Retried for the route's `maxDeliveryAge`, then moved to the dead-letter stream.
+    DeadLettered { attempts: u32, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -42,7 +42,12 @@ pub enum WebhookUrl {
 pub struct PlannedRoute {
     pub name: String,
     pub target: RouteTarget,
+    /// Retried this long, then dead-lettered.
+    pub max_delivery_age: std::time::Duration,
 }
+
+/// How long a notification is retried when the route does not say.
+pub const DEFAULT_MAX_DELIVERY_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl PlannedRoute {
     /// The Secret keys the route reads (mounted into evaluator pods).
@@ -177,6 +182,10 @@ fn plan_route(route: &Route) -> Option<PlannedRoute> {
     Some(PlannedRoute {
         name: route.name.clone(),
         target,
+        max_delivery_age: route
+            .max_delivery_age
+            .as_ref()
+            .map_or(DEFAULT_MAX_DELIVERY_AGE, |d| d.as_std()),
     })
 }
 

@@ -7,8 +7,8 @@ mod eval_policy;
 mod trace_project;
 
 pub use alerts::{
-    DEFAULT_CLEAR_FOR, DEFAULT_CONFIDENCE, DEFAULT_MAX_GROUPS, DEFAULT_MIN_SAMPLES, PlannedRoute,
-    RouteTarget, WebhookUrl, plan_alerts, plan_routes,
+    DEFAULT_CLEAR_FOR, DEFAULT_CONFIDENCE, DEFAULT_MAX_DELIVERY_AGE, DEFAULT_MAX_GROUPS,
+    DEFAULT_MIN_SAMPLES, PlannedRoute, RouteTarget, WebhookUrl, plan_alerts, plan_routes,
 };
 pub use eval_policy::{
     JudgeImplementation, LlmEndpoint, PlannedJudge, PolicyPlan, compile_eval_policy,

@@ -3,7 +3,7 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{NAME_PATTERN, SecretKeyRef, URL_PATTERN};
+use crate::common::{Duration, NAME_PATTERN, SecretKeyRef, URL_PATTERN};
 
 /// The PagerDuty Events API v2 endpoint (US service region).
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -19,6 +19,11 @@ pub struct Route {
     pub pager_duty: Option<PagerDutyRoute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookRoute>,
+    /// How long a notification is retried; past it, it is moved to the project's dead-letter
+    /// stream (counted in `umpire_notifications_dead_lettered_total`) so the route
+    /// moves on. Default 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delivery_age: Option<Duration>,
 }
 
 /// PagerDuty Events API v2. Incidents trigger and resolve by themselves; the `dedup_key` is

@@ -229,6 +229,10 @@ impl Board {
             }
             DeliveryOutcome::Printed(body) => ("printed".to_owned(), Some(body)),
             DeliveryOutcome::Rejected(reason) => (format!("rejected: {reason}"), None),
+            DeliveryOutcome::DeadLettered { attempts, reason } => (
+                format!("dead-lettered after {attempts} attempts: {reason}"),
+                None,
+            ),
             DeliveryOutcome::Retrying { attempt, reason } => {
                 (format!("retrying (attempt {attempt}): {reason}"), None)
             }

@@ -75,13 +75,20 @@ pub fn policy_consumer(names: &ProjectNames, wanted: &PolicyConsumer) -> consume
 /// How long a delivery may go without progress before another replica takes it over.
 pub const NOTIFIER_ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// The durable consumer delivering one policy's notifications: one in flight across every
-/// replica, so deliveries stay in order.
-pub fn notifier_consumer(names: &ProjectNames, policy: &str) -> consumer::pull::Config {
+/// The durable consumer delivering one route's notifications: one in flight across every
+/// replica, so a route's deliveries stay in order (a trigger before its resolve), and a dead
+/// route holds back only itself.
+pub fn notifier_consumer(
+    names: &ProjectNames,
+    policy: &str,
+    route: &str,
+) -> consumer::pull::Config {
     consumer::pull::Config {
-        durable_name: Some(names.notifier_consumer(policy)),
-        description: Some(format!("Umpire notifications of EvalPolicy {policy}")),
-        filter_subject: names.notifications_subject(policy),
+        durable_name: Some(names.notifier_consumer(policy, route)),
+        description: Some(format!(
+            "Umpire notifications of EvalPolicy {policy}, route {route}"
+        )),
+        filter_subject: names.notifications_subject(policy, route),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: NOTIFIER_ACK_WAIT,
         max_ack_pending: 1,

@@ -117,8 +117,18 @@ impl ProjectNames {
         format!("UMPIRE_NOTIFICATIONS_{}_{}", self.namespace, self.project)
     }
 
-    /// `umpire.notifications.<ns>.<project>.<policy>`.
-    pub fn notifications_subject(&self, policy: &str) -> String {
+    /// `umpire.notifications.<ns>.<project>.<policy>.<route>`: one subject per route, so each
+    /// route has its own ordered delivery.
+    pub fn notifications_subject(&self, policy: &str, route: &str) -> String {
+        format!(
+            "umpire.notifications.{}.{}.{policy}.{route}",
+            self.namespace, self.project
+        )
+    }
+
+    /// Where builds before per-route delivery queued a policy's notifications (drained by
+    /// the legacy consumer, then removed).
+    pub fn legacy_notifications_subject(&self, policy: &str) -> String {
         format!(
             "umpire.notifications.{}.{}.{policy}",
             self.namespace, self.project
@@ -129,8 +139,19 @@ impl ProjectNames {
         format!("umpire.notifications.{}.{}.>", self.namespace, self.project)
     }
 
-    /// The durable consumer that delivers a policy's notifications, one at a time.
-    pub fn notifier_consumer(&self, policy: &str) -> String {
+    /// The durable consumer that delivers one route's notifications, one at a time. `_`
+    /// separates the names (neither may contain it), so no two pairs share a consumer.
+    pub fn notifier_consumer(&self, policy: &str, route: &str) -> String {
+        format!("{}{route}", self.notifier_consumer_prefix(policy))
+    }
+
+    /// Every notifier consumer of `policy` starts with this.
+    pub fn notifier_consumer_prefix(&self, policy: &str) -> String {
+        format!("notifier-{policy}_")
+    }
+
+    /// The single consumer of builds before per-route delivery.
+    pub fn legacy_notifier_consumer(&self, policy: &str) -> String {
         format!("notifier-{policy}")
     }
 
