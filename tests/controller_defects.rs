@@ -143,3 +143,77 @@ async fn a_stream_nats_refuses_is_reported_with_its_own_reason() {
     assert_eq!((ok.as_str(), reason.as_str()), ("False", "StreamRejected"));
     assert_eq!(controller.process.terminate(), Some(0));
 }
+
+/// Step 9: a notification its route gave up on (after `maxDeliveryAge`) lands on the
+/// project's dead-letter stream; the policy's status counts them and each increase is a
+/// Warning Event, so `kubectl describe` says a page was lost to a dead route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_lettered_notifications_are_counted_in_status_and_an_event() {
+    let Setup {
+        cluster,
+        client,
+        nats,
+        ns,
+    } = Setup::new("deadletters").await;
+    let mut controller = Controller::start(
+        &cluster,
+        &nats,
+        "ctl-deadletters",
+        "umpire-system",
+        &["--alert-status-interval", "1s"],
+    );
+    let projects: Api<TraceProject> = Api::namespaced(client.clone(), &ns);
+    let policies: Api<EvalPolicy> = Api::namespaced(client.clone(), &ns);
+    projects
+        .create(
+            &PostParams::default(),
+            &project("bot", &ns, json!({"replicas": 1})),
+        )
+        .await
+        .unwrap();
+    policies
+        .create(&PostParams::default(), &policy("quality", &ns, "bot"))
+        .await
+        .unwrap();
+    wait_reason(&policies, "quality", "Available").await;
+    // What an evaluator stores when the `pd` route gives up on a notification.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let names = umpire_nats::topology::ProjectNames::new(&ns, "bot");
+    umpire_nats::streams::ensure_stream(&js, umpire_nats::topology::dead_letter_stream(&names, 1))
+        .await
+        .unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Umpire-Reason", "retried for 24h: connection refused");
+    js.publish_with_headers(
+        names.notification_dead_letter_subject("quality"),
+        headers,
+        "{}".into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    eventually("deadLetteredNotifications in status", WAIT, || async {
+        let policy = policies.get("quality").await.ok()?;
+        (policy.status?.dead_lettered_notifications == Some(1)).then_some(())
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let event = eventually("a NotificationsDeadLettered event", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("NotificationsDeadLettered"))
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("connection refused"),
+        "{event:?}"
+    );
+    assert_eq!(controller.process.terminate(), Some(0));
+}

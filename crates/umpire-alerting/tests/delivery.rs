@@ -489,7 +489,10 @@ async fn a_dead_webhook_holds_back_neither_pages_nor_itself_for_ever() {
         .await
         .unwrap();
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].subject, names.dead_letter_subject("quality"));
+    assert_eq!(
+        stored[0].subject,
+        names.notification_dead_letter_subject("quality")
+    );
     let parked: Notification = serde_json::from_slice(&stored[0].payload).unwrap();
     assert_eq!((parked.route.as_str(), parked.episode), ("dead-hook", 1));
     shutdown.cancel();

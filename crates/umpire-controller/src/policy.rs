@@ -240,10 +240,42 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
         (Some(0), Some(Vec::new()))
     };
     let previous = ep.status.clone().unwrap_or_default();
+    let has_routes = ep.spec.routes.as_ref().is_some_and(|r| !r.is_empty());
+    let dead_lettered = if has_routes {
+        match streams::dead_lettered_notifications(&shared.js, &names, &name).await {
+            Ok((count, reason)) => {
+                let before = previous.dead_lettered_notifications.unwrap_or(0);
+                if count as i64 > before {
+                    shared
+                        .event(
+                            ep,
+                            true,
+                            "NotificationsDeadLettered",
+                            format!(
+                                "{} notification(s) given up after their route's maxDeliveryAge and moved to the dead-letter stream {} (subject {}); latest: {}",
+                                count as i64 - before,
+                                names.dead_letter_stream(),
+                                names.notification_dead_letter_subject(&name),
+                                reason.unwrap_or_else(|| "no reason recorded".into())
+                            ),
+                        )
+                        .await;
+                }
+                Some(count as i64)
+            }
+            Err(e) => {
+                tracing::warn!(event = "dead_letters_unreadable", namespace = %namespace, name = %name, error = %e, "keeping the last deadLetteredNotifications");
+                previous.dead_lettered_notifications
+            }
+        }
+    } else {
+        None
+    };
     let status = EvalPolicyStatus {
         observed_generation: generation,
         firing_alerts: firing,
         alerts,
+        dead_lettered_notifications: dead_lettered,
         conditions: conditions(
             &previous.conditions,
             &[

@@ -302,3 +302,51 @@ pub async fn forget_policy_alerts(
         None => Ok(()),
     }
 }
+
+/// How many of `policy`'s notifications are on the dead-letter stream, and the reason the
+/// latest was given up (`None` when there are none or no stream).
+pub async fn dead_lettered_notifications(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+    policy: &str,
+) -> Result<(u64, Option<String>), String> {
+    use futures::TryStreamExt;
+    let subject = names.notification_dead_letter_subject(policy);
+    let stream = match bounded(
+        "the dead-letter stream",
+        js.get_stream(names.dead_letter_stream()),
+    )
+    .await
+    {
+        Ok(stream) => stream,
+        Err(e) if is_not_found(&e) => return Ok((0, None)),
+        Err(e) => return Err(e),
+    };
+    let counts: Vec<(String, usize)> = bounded("counting dead-lettered notifications", async {
+        stream
+            .info_with_subjects(&subject)
+            .await
+            .map_err(|e| e.to_string())?
+            .try_collect::<Vec<(String, usize)>>()
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let count: u64 = counts.iter().map(|(_, n)| *n as u64).sum();
+    if count == 0 {
+        return Ok((0, None));
+    }
+    let reason = bounded(
+        "reading the latest dead-lettered notification",
+        stream.get_last_raw_message_by_subject(&subject),
+    )
+    .await
+    .ok()
+    .and_then(|message| {
+        message
+            .headers
+            .get("Umpire-Reason")
+            .map(|v| v.as_str().to_owned())
+    });
+    Ok((count, reason))
+}

@@ -252,7 +252,7 @@ fn rfc3339(unix_nano: u64) -> String {
 }
 
 /// Where notifications go when their route gave up on them: the project's dead-letter stream,
-/// subject `umpire.dlq.<ns>.<project>.<policy>`, header `Umpire-Reason`.
+/// subject `umpire.dlq.<ns>.<project>.<policy>.notifications`, header `Umpire-Reason`.
 #[derive(Clone)]
 pub struct DeadLetters {
     js: async_nats::jetstream::Context,
@@ -267,7 +267,7 @@ impl DeadLetters {
     ) -> Self {
         Self {
             js,
-            subject: names.dead_letter_subject(policy),
+            subject: names.notification_dead_letter_subject(policy),
         }
     }
 

@@ -222,6 +222,10 @@ pub struct EvalPolicyStatus {
     /// refreshed with `firingAlerts` and changed only when an alert changes state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Vec<AlertStatus>>,
+    /// Notifications given up after their route's `maxDeliveryAge` and held on the project's
+    /// dead-letter stream (within its retention). Each increase is also a Warning Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_lettered_notifications: Option<i64>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -89,6 +89,11 @@ impl ProjectNames {
     }
 
     /// Spans ingest could not publish (`_ingest` cannot be a policy name).
+    /// Notifications of `policy` its routes gave up on.
+    pub fn notification_dead_letter_subject(&self, policy: &str) -> String {
+        format!("{}.notifications", self.dead_letter_subject(policy))
+    }
+
     pub fn ingest_dead_letter_subject(&self) -> String {
         format!("umpire.dlq.{}.{}._ingest", self.namespace, self.project)
     }
