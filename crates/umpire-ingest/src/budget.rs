@@ -5,9 +5,9 @@
 /// Assumed when nothing limits the process (a laptop, `umpire local`).
 pub const ASSUMED_LIMIT: u64 = 1 << 30;
 /// Share of the limit charged to requests in flight (body bytes × decoding expansion).
-pub const REQUEST_SHARE_PERCENT: u64 = 25;
+pub const REQUEST_SHARE_PERCENT: u64 = 20;
 /// Share of the limit for buffered spans (their decoded size).
-pub const BUFFER_SHARE_PERCENT: u64 = 30;
+pub const BUFFER_SHARE_PERCENT: u64 = 25;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryBudget {
@@ -30,8 +30,8 @@ impl MemoryBudget {
 
     /// Intake messages pulled but not yet buffered: an eighth of the buffer's share, and at
     /// least one largest message.
-    pub fn deliveries(&self, max_request_bytes: usize) -> usize {
-        (self.buffer / 8).max(max_request_bytes)
+    pub fn deliveries(&self, largest_message: usize) -> usize {
+        (self.buffer / 8).max(largest_message)
     }
 }
 
@@ -42,8 +42,8 @@ mod tests {
     #[test]
     fn shares_follow_the_limit() {
         let budget = MemoryBudget::from_limit(Some(512 << 20));
-        assert_eq!(budget.requests, (512 << 20) / 100 * 25);
-        assert_eq!(budget.buffer, (512 << 20) / 100 * 30);
+        assert_eq!(budget.requests, (512 << 20) / 100 * 20);
+        assert_eq!(budget.buffer, (512 << 20) / 100 * 25);
         assert_eq!(
             MemoryBudget::from_limit(None).requests,
             MemoryBudget::from_limit(Some(ASSUMED_LIMIT)).requests

@@ -33,8 +33,9 @@ use crate::sampler::{Sampler, SamplerSettings};
 use umpire_contract::ingest::{ConfigError, IngestConfig, span_stream_limits};
 
 const STREAMS_CHECK: &str = "streams";
-/// Headers and framing an intake message adds to the spans of a request.
-const INTAKE_MESSAGE_OVERHEAD: usize = 64 << 10;
+/// Headers an intake message may carry beyond the server's payload limit (which the
+/// publisher fits the payload to).
+const INTAKE_HEADER_SLACK: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -155,6 +156,13 @@ pub async fn start(
     );
     let admin_addr = admin.local_addr().unwrap_or(config.listen.admin);
 
+    // Intake messages are cut to the server's max payload, so one pull batch of that size
+    // always fits the largest (a batch smaller than a message would stall the partition).
+    let intake_message_bytes = sampler_client
+        .server_info()
+        .max_payload
+        .max(1 << 20)
+        .saturating_add(INTAKE_HEADER_SLACK);
     let sampler = Sampler::new(
         publish_js,
         control_js.clone(),
@@ -166,8 +174,8 @@ pub async fn start(
             decision_wait: plan.decision_wait,
             max_buffered_spans: usize::try_from(plan.max_buffered_spans).unwrap_or(usize::MAX),
             max_buffered_bytes: budget.buffer,
-            intake_batch_bytes: max_request_bytes.saturating_add(INTAKE_MESSAGE_OVERHEAD),
-            max_pending_delivery_bytes: budget.deliveries(max_request_bytes),
+            intake_batch_bytes: intake_message_bytes,
+            max_pending_delivery_bytes: budget.deliveries(intake_message_bytes),
             kv_replicas: plan.stream.replicas,
             ack_wait: config
                 .intake_ack_wait

@@ -21,9 +21,11 @@ use tokio::time::Sleep;
 
 use crate::metrics::{AdmissionLabels, IngestMetrics, Protocol};
 
-/// Bytes held per body byte at a request's peak: the body, its decoded form (prost structs
-/// are 2–3× their encoding) and the per-partition encodings published to the intake.
-pub const EXPANSION: usize = 4;
+/// Bytes held per body byte at a request's peak: the body's frames and their contiguous copy
+/// (2×), its decoded form (~1–3× its encoding, while the body is still alive) and the
+/// per-partition encodings and their compression published to the intake. 4 was measured
+/// too low: the process peaked 2–3× above the charged bytes.
+pub const EXPANSION: usize = 6;
 
 /// How long a request body may take to arrive.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -26,7 +26,7 @@ use super::{ExportFailure, ExportPipeline, RETRY_AFTER};
 use crate::metrics::Protocol;
 
 /// Largest read buffer per HTTP/1 connection.
-const READ_BUFFER_BYTES: usize = 64 << 10;
+const READ_BUFFER_BYTES: usize = 16 << 10;
 
 pub struct HttpReceiver {
     listener: LimitedListener,
