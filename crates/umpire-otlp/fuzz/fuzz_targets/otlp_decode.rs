@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use umpire_core::redaction::Redactor;
 use umpire_otlp::batching::{fit_to_size, split_by_partition};
-use umpire_otlp::convert::domain_span;
+use umpire_otlp::convert::domain_spans;
 use umpire_otlp::decode::{Encoding, decode_request};
 use umpire_otlp::redact::redact_request;
 
@@ -31,21 +31,9 @@ fuzz_target!(|data: &[u8]| {
         let (messages, _) = fit_to_size(part, MESSAGE_BYTES);
         for message in messages {
             assert!(prost::Message::encoded_len(&message) <= MESSAGE_BYTES);
-            for resource_spans in &message.resource_spans {
-                let resource = resource_spans
-                    .resource
-                    .as_ref()
-                    .map(|r| r.attributes.as_slice())
-                    .unwrap_or_default();
-                for scope_spans in &resource_spans.scope_spans {
-                    for span in &scope_spans.spans {
-                        if let Ok(mut normalised) =
-                            domain_span(span, resource, scope_spans.scope.as_ref())
-                        {
-                            let _ = normalised.to_wire(MESSAGE_BYTES);
-                        }
-                    }
-                }
+            let (spans, _) = domain_spans(&message);
+            for mut normalised in spans {
+                let _ = normalised.to_wire(MESSAGE_BYTES);
             }
         }
     }
