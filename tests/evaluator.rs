@@ -53,7 +53,6 @@ policy: quality
 nats: {{url: "{nats}"}}
 adminListen: 127.0.0.1:0
 secretDir: {secrets}
-traceSettle: 300ms
 ackWait: 3s
 spec:
   projectRef: {{name: bot}}

@@ -144,14 +144,24 @@ pub struct StreamSpec {
     pub duplicate_window: Option<Duration>,
 }
 
-/// Tail sampling: spans are buffered per trace for `decisionWait`, then the whole trace is
-/// kept if any policy keeps it.
+/// Tail sampling: spans are buffered per trace until its root span has arrived (plus
+/// `decisionWait`), then the whole trace is kept if any policy keeps it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.decisionWait) || !has(self.traceTimeout) || duration(self.decisionWait) <= duration(self.traceTimeout)").message("traceTimeout must be at least decisionWait").field_path(".traceTimeout"))]
 pub struct SamplingSpec {
-    /// How long after a trace's first span the decision is taken. Default 10s.
+    /// How long after a trace's root span (the span without a parent, which ends and is
+    /// exported last) the decision is taken, for spans of other services still on their way.
+    /// Default 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_wait: Option<Duration>,
+    /// Longest a trace waits for its root span, from its first span. A trace still without
+    /// its root is then decided as incomplete (counted in
+    /// `umpire_ingest_traces_incomplete_total`; trace-level judges report `incomplete_trace`
+    /// instead of judging a fragment). Set it above your longest agent run; set it low when
+    /// this project never receives the roots (a service called by others). Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_timeout: Option<Duration>,
     /// Most spans buffered awaiting a decision, per ingest pod. Past it the oldest traces are
     /// decided early. Default 200000.
     #[serde(default, skip_serializing_if = "Option::is_none")]

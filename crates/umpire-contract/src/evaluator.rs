@@ -19,7 +19,6 @@ use crate::document::{self, Document};
 const EXPECTED: &str = "an evaluator config or EvalPolicy";
 use crate::references::MountedReferences;
 
-pub const DEFAULT_TRACE_SETTLE: Duration = Duration::from_secs(2);
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,14 +37,6 @@ pub struct EvaluatorConfig {
     /// Mounted ConfigMaps, `<dir>/<configmap>/<key>` (JSON Schemas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_dir: Option<PathBuf>,
-    /// How long a trace's spans are gathered before judges that need the whole trace
-    /// (agent loops, context on sibling retriever spans) run. Default 2s.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "crate::duration"
-    )]
-    pub trace_settle: Option<Duration>,
     /// Redelivery timeout of a span message. Default 5m (LLM judges retry for a while).
     #[serde(
         default,
@@ -115,7 +106,6 @@ impl EvaluatorConfig {
             admin_listen: default_admin(),
             secret_dir,
             config_map_dir,
-            trace_settle: None,
             ack_wait: None,
             state_replicas: 1,
             alert_lease_ttl: None,
@@ -176,23 +166,16 @@ impl EvaluatorConfig {
     /// evaluators create it (the controller creates it first, so no span published after
     /// the policy is accepted is missed while pods start).
     pub fn policy_consumer(&self, plan: &PolicyPlan) -> consumer::pull::Config {
-        // When the selection maps to span kinds and no trace-level judge needs every span
-        // of a trace, the server filters; otherwise the evaluator's selector does.
+        // A policy with a trace-level judge reads trace summaries; otherwise, when the
+        // selection maps to span kinds, the server filters spans, else the selector does.
         let needs_trace = plan.needs_trace();
-        let max_ack_pending = if needs_trace {
-            20_000
-        } else {
-            (plan.concurrency * 4).max(256)
-        };
+        let max_ack_pending = (plan.concurrency * 4).max(256);
         topology::policy_consumer(
             &self.project_names(),
             &PolicyConsumer {
                 policy: self.policy.clone(),
-                span_filters: if needs_trace {
-                    None
-                } else {
-                    plan.selector.subject_filters()
-                },
+                span_filters: plan.selector.subject_filters(),
+                whole_traces: needs_trace,
                 ack_wait: self.ack_wait.unwrap_or(DEFAULT_ACK_WAIT),
                 max_ack_pending,
             },

@@ -17,3 +17,4 @@ pub mod score;
 pub mod select;
 pub mod span;
 pub mod template;
+pub mod trace_summary;

@@ -9,7 +9,9 @@ use futures::future::join_all;
 use umpire_api::compile::{JudgeImplementation, PolicyPlan};
 use umpire_core::judge::{CodeJudge, JudgeErrorKind, JudgeInput, Outcome, TraceContext};
 use umpire_core::span::Span;
-use umpire_llm::{ApiKey, ClientSettings, LlmRunner, OpenAiClient, RunnerLimits};
+use umpire_llm::{
+    ApiKey, ClientSettings, LlmRunner, OpenAiClient, RunnerLimits, SharedCounters, SharedLimits,
+};
 
 use umpire_contract::references::MountedReferences;
 
@@ -32,6 +34,8 @@ enum Runnable {
 pub struct PolicyJudge {
     pub name: String,
     pub kind: &'static str,
+    /// Judges the whole trace (agent loops, `{{context}}` templates).
+    pub needs_trace: bool,
     runnable: Runnable,
 }
 
@@ -50,11 +54,15 @@ pub struct PolicyJudges {
 impl PolicyJudges {
     /// Builds the judges. API keys come from the mounted Secrets (`references`) or, when a
     /// judge names no Secret, `default_key` (e.g. `UMPIRE_JUDGE_API_KEY` for local runs).
+    /// With `shared`, LLM judges' requests per minute and daily token budgets are the
+    /// policy's, shared by its replicas; without (`umpire eval`), each process gets an even
+    /// share of them.
     pub fn new(
         plan: &PolicyPlan,
         references: &MountedReferences,
         default_key: Option<ApiKey>,
         egress: Option<&EgressPolicy>,
+        shared: Option<Arc<dyn SharedCounters>>,
     ) -> Result<Self, JudgeSetupError> {
         let mut judges = Vec::new();
         for planned in &plan.judges {
@@ -86,22 +94,45 @@ impl PolicyJudges {
                             judge: planned.name.clone(),
                             message: e.to_string(),
                         })?;
+                    let shares = if shared.is_some() { 1 } else { plan.replicas };
                     let limits = RunnerLimits::share(
                         endpoint.max_concurrency,
                         endpoint.requests_per_minute,
                         endpoint.daily_token_budget,
-                        plan.replicas,
+                        shares,
                     );
-                    Runnable::Llm(Box::new(LlmRunner::new(judge.clone(), client, limits)))
+                    let mut runner = LlmRunner::new(judge.clone(), client, limits);
+                    let limited = endpoint.requests_per_minute.is_some()
+                        || endpoint.daily_token_budget.is_some();
+                    if let (Some(counters), true) = (&shared, limited) {
+                        runner = runner.with_shared_limits(SharedLimits::new(
+                            counters.clone(),
+                            &planned.name,
+                            endpoint.requests_per_minute,
+                            endpoint.daily_token_budget,
+                            plan.replicas,
+                        ));
+                    }
+                    Runnable::Llm(Box::new(runner))
                 }
             };
             judges.push(PolicyJudge {
                 name: planned.name.clone(),
                 kind: planned.kind,
+                needs_trace: planned.needs_trace,
                 runnable,
             });
         }
         Ok(Self { judges })
+    }
+
+    /// Whether an LLM judge has a limit its replicas share (requests per minute, tokens
+    /// per day).
+    pub fn has_shared_limits(plan: &PolicyPlan) -> bool {
+        plan.judges.iter().any(|j| {
+            matches!(&j.implementation, JudgeImplementation::Llm { endpoint, .. }
+                if endpoint.requests_per_minute.is_some() || endpoint.daily_token_budget.is_some())
+        })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -112,20 +143,32 @@ impl PolicyJudges {
         &self.judges
     }
 
-    /// Runs every judge on the span: code judges inline, LLM judges concurrently.
+    /// Runs every judge on the span: code judges inline, LLM judges concurrently. On an
+    /// incomplete trace, judges of the whole trace report `incomplete_trace` instead.
     pub async fn evaluate(&self, span: &Span, trace: &TraceContext) -> Vec<JudgeResult> {
         let input = JudgeInput { span, trace };
         let runs = self.judges.iter().map(|judge| async move {
             let started = Instant::now();
-            let outcome = match &judge.runnable {
-                Runnable::Code(code) => {
-                    // A panicking judge is a bug, but it must not take the span (or the worker) down.
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| code.evaluate(&input)))
+            let outcome = match (&judge.runnable, &trace.incomplete) {
+                (_, Some(reason)) if judge.needs_trace => Outcome::failed(
+                    JudgeErrorKind::IncompleteTrace,
+                    format!(
+                        "the trace is incomplete ({reason}): not judged on {} of its spans",
+                        trace.spans
+                    ),
+                ),
+                (runnable, _) => match runnable {
+                    Runnable::Code(code) => {
+                        // A panicking judge is a bug, but it must not take the span (or the worker) down.
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            code.evaluate(&input)
+                        }))
                         .unwrap_or_else(|_| {
                             Outcome::failed(JudgeErrorKind::Misconfigured, "the judge panicked")
                         })
-                }
-                Runnable::Llm(runner) => runner.run(&input).await,
+                    }
+                    Runnable::Llm(runner) => runner.run(&input).await,
+                },
             };
             JudgeResult {
                 judge: judge.name.clone(),

@@ -4,6 +4,7 @@
 
 pub mod judging;
 pub mod metrics;
+pub mod shared_counters;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -28,11 +29,10 @@ use umpire_alerting::{AlertingConfig, DEFAULT_LEASE_TTL, DEFAULT_TICK};
 
 use crate::judging::{JudgeSetupError, PolicyJudges};
 use crate::metrics::EvaluatorMetrics;
+use crate::shared_counters::KvCounters;
 use crate::worker::{Worker, WorkerSettings};
 use umpire_api::compile::PolicyPlan;
-use umpire_contract::evaluator::{
-    ConfigError, DEFAULT_ACK_WAIT, DEFAULT_TRACE_SETTLE, EvaluatorConfig,
-};
+use umpire_contract::evaluator::{ConfigError, DEFAULT_ACK_WAIT, EvaluatorConfig};
 
 const SETUP_CHECK: &str = "consumer";
 
@@ -88,6 +88,8 @@ pub async fn start_with(
     shutdown: CancellationToken,
 ) -> Result<RunningEvaluator, EvaluatorError> {
     let plan = config.plan()?;
+    let counters =
+        PolicyJudges::has_shared_limits(&plan).then(|| Arc::new(KvCounters::new(&config.policy)));
     let judges = PolicyJudges::new(
         &plan,
         &config.references(),
@@ -95,6 +97,9 @@ pub async fn start_with(
             .ok()
             .map(umpire_llm::ApiKey::new),
         config.egress.as_ref(),
+        counters
+            .clone()
+            .map(|c| c as Arc<dyn umpire_llm::SharedCounters>),
     )?;
     let project = config.spec.project_ref.name.clone();
     if project.is_empty() {
@@ -176,6 +181,7 @@ pub async fn start_with(
             &names,
             replicas,
             consumer_config,
+            counters.as_deref(),
             &setup_readiness,
             &shutdown,
         )
@@ -213,23 +219,31 @@ fn worker_settings(config: &EvaluatorConfig, plan: &PolicyPlan) -> WorkerSetting
         policy: config.policy.clone(),
         concurrency: plan.concurrency,
         needs_trace: plan.needs_trace(),
-        trace_settle: config.trace_settle.unwrap_or(DEFAULT_TRACE_SETTLE),
         ack_wait: config.ack_wait.unwrap_or(DEFAULT_ACK_WAIT),
         group_keys: config.group_keys().into_iter().collect(),
     }
 }
 
-/// Score and dead-letter streams, and the policy's durable consumer on the span stream
-/// (which ingest or the controller creates), retried until NATS accepts or shutdown.
+/// Score and dead-letter streams, the shared-limit bucket when LLM judges have limits, and
+/// the policy's durable consumer on the span stream (which ingest or the controller
+/// creates), retried until NATS accepts or shutdown.
 async fn set_up(
     js: &jetstream::Context,
     names: &ProjectNames,
     replicas: usize,
     config: consumer::pull::Config,
+    counters: Option<&KvCounters>,
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> Option<consumer::PullConsumer> {
     set_up_until_ready(SETUP_CHECK, readiness, shutdown, || async {
+        if let Some(counters) = counters {
+            let store =
+                umpire_nats::kv::ensure_bucket(js, &topology::budget_bucket(names, replicas))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            counters.set_store(store);
+        }
         ensure_stream(js, topology::scores_stream(names, replicas))
             .await
             .map_err(|e| e.to_string())?;

@@ -27,6 +27,13 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Why a trace is incomplete: `root_missing`, `buffer_full`, `shutdown`, `too_large`,
+/// `spans_missing` (a bounded set chosen by ingest and the evaluator, never by clients).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
     pub judge: String,
@@ -47,7 +54,9 @@ pub struct EvaluatorMetrics {
     pub dead_letters: Counter,
     pub consumer_pending: Gauge,
     pub in_flight: Gauge,
-    pub traces_waiting: Gauge,
+    pub traces_read: Counter,
+    pub traces_incomplete: Family<ReasonLabels, Counter>,
+    pub trace_spans_missing: Counter,
 }
 
 impl EvaluatorMetrics {
@@ -68,7 +77,9 @@ impl EvaluatorMetrics {
             dead_letters: Counter::default(),
             consumer_pending: Gauge::default(),
             in_flight: Gauge::default(),
-            traces_waiting: Gauge::default(),
+            traces_read: Counter::default(),
+            traces_incomplete: Family::default(),
+            trace_spans_missing: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("evaluator");
         r.register(
@@ -137,9 +148,19 @@ impl EvaluatorMetrics {
             metrics.in_flight.clone(),
         );
         r.register(
-            "traces_waiting",
-            "Traces gathering spans before trace-level judges run",
-            metrics.traces_waiting.clone(),
+            "traces_read",
+            "Trace summaries whose traces were read back from the span stream and judged",
+            metrics.traces_read.clone(),
+        );
+        r.register(
+            "traces_incomplete",
+            "Traces judged as incomplete (trace-level judges report incomplete_trace), by reason",
+            metrics.traces_incomplete.clone(),
+        );
+        r.register(
+            "trace_spans_missing",
+            "Spans a trace summary named that the span stream no longer held (its limits removed them)",
+            metrics.trace_spans_missing.clone(),
         );
         metrics
     }

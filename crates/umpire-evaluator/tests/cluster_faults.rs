@@ -61,7 +61,6 @@ async fn every_span_judged_once_through_the_loss_of_the_consumer_leader() {
             "judges": [{"name": "fast", "latency": {"maxMs": 60000}}],
         }),
         |config| {
-            config.trace_settle = Some(Duration::from_millis(200));
             config.ack_wait = Some(Duration::from_secs(10));
         },
     )

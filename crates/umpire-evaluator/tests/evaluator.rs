@@ -134,7 +134,6 @@ async fn start_evaluator_with(
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         secret_dir: Some(secret_dir),
         config_map_dir: None,
-        trace_settle: Some(Duration::from_millis(500)),
         ack_wait: Some(ack_wait),
         state_replicas: 1,
         alert_lease_ttl: None,

@@ -172,6 +172,7 @@ pub async fn start(
             member: member.clone(),
             partitions: config.partitions,
             decision_wait: plan.decision_wait,
+            trace_timeout: plan.trace_timeout.max(plan.decision_wait),
             max_buffered_spans: usize::try_from(plan.max_buffered_spans).unwrap_or(usize::MAX),
             max_buffered_bytes: budget.buffer,
             intake_batch_bytes: intake_message_bytes,

@@ -110,6 +110,7 @@ pub struct IngestMetrics {
     pub spans_dropped: Counter,
     pub late_spans: Family<ReasonLabels, Counter>,
     pub early_decisions: Family<ReasonLabels, Counter>,
+    pub traces_incomplete: Family<ReasonLabels, Counter>,
     pub buffered_spans: Gauge,
     pub buffered_bytes: Gauge,
     pub request_bytes_in_flight: Gauge,
@@ -145,6 +146,7 @@ impl IngestMetrics {
             spans_dropped: Counter::default(),
             late_spans: Family::default(),
             early_decisions: Family::default(),
+            traces_incomplete: Family::default(),
             buffered_spans: Gauge::default(),
             buffered_bytes: Gauge::default(),
             request_bytes_in_flight: Gauge::default(),
@@ -225,8 +227,13 @@ impl IngestMetrics {
         );
         r.register(
             "early_decisions",
-            "Traces decided before decisionWait (buffer full, rebalance, shutdown)",
+            "Traces decided before they were due (buffer full, rebalance, shutdown)",
             metrics.early_decisions.clone(),
+        );
+        r.register(
+            "traces_incomplete",
+            "Traces decided without their root span, by reason (root_missing: traceTimeout passed; or the early decision's reason)",
+            metrics.traces_incomplete.clone(),
         );
         r.register(
             "buffered_spans",

@@ -9,6 +9,8 @@ use tokio::sync::Semaphore;
 use umpire_core::judge::llm::{ChatBackend, LlmJudge};
 use umpire_core::judge::{JudgeInput, Outcome, SkipReason};
 
+use crate::shared::SharedLimits;
+
 /// Tokens per UTC day; resets at midnight UTC.
 #[derive(Debug)]
 pub struct TokenBudget {
@@ -87,6 +89,8 @@ pub struct LlmRunner<B> {
     concurrency: Semaphore,
     limiter: Option<DefaultDirectRateLimiter>,
     budget: Option<TokenBudget>,
+    /// The policy-wide limits every replica shares (they replace the per-pod budget).
+    shared: Option<SharedLimits>,
 }
 
 impl<B: ChatBackend> LlmRunner<B> {
@@ -101,7 +105,21 @@ impl<B: ChatBackend> LlmRunner<B> {
             concurrency: Semaphore::new(limits.max_concurrency.max(1)),
             limiter,
             budget: limits.daily_tokens.map(TokenBudget::new),
+            shared: None,
         }
+    }
+
+    /// Uses limits shared by the policy's replicas for the daily token budget and the
+    /// requests per minute. `limits` given to [`LlmRunner::new`] should then be the whole
+    /// policy's (not a replica's share): its rate then only smooths this replica's bursts.
+    pub fn with_shared_limits(mut self, shared: SharedLimits) -> Self {
+        self.budget = None;
+        self.shared = Some(shared);
+        self
+    }
+
+    pub fn shared_limits(&self) -> Option<&SharedLimits> {
+        self.shared.as_ref()
     }
 
     pub fn budget(&self) -> Option<&TokenBudget> {
@@ -118,6 +136,12 @@ impl<B: ChatBackend> LlmRunner<B> {
         if self.budget.as_ref().is_some_and(TokenBudget::exhausted) {
             return Outcome::skipped(SkipReason::BudgetExhausted);
         }
+        if let Some(shared) = &self.shared {
+            if shared.budget_exhausted().await {
+                return Outcome::skipped(SkipReason::BudgetExhausted);
+            }
+            shared.acquire_request().await;
+        }
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
@@ -127,8 +151,14 @@ impl<B: ChatBackend> LlmRunner<B> {
             Outcome::Failed(failure) => failure.usage,
             Outcome::Skipped { .. } => None,
         };
-        if let (Some(budget), Some(usage)) = (&self.budget, usage) {
-            budget.spend(usage.input_tokens + usage.output_tokens);
+        if let Some(usage) = usage {
+            let tokens = usage.input_tokens + usage.output_tokens;
+            if let Some(budget) = &self.budget {
+                budget.spend(tokens);
+            }
+            if let Some(shared) = &self.shared {
+                shared.spend(tokens).await;
+            }
         }
         outcome
     }

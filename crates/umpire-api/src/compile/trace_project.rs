@@ -21,6 +21,7 @@ use crate::validate::{FieldError, FieldPath};
 
 /// Defaults, documented on the fields of the CRD.
 pub const DEFAULT_DECISION_WAIT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TRACE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_BUFFERED_SPANS: u64 = 200_000;
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 4 << 20;
 pub const DEFAULT_STREAM_MAX_AGE: Duration = Duration::from_secs(72 * 3600);
@@ -31,7 +32,10 @@ pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(5 * 60);
 #[derive(Debug, Clone)]
 pub struct ProjectPlan {
     pub sampler: TailSampler,
+    /// After the root span arrives.
     pub decision_wait: Duration,
+    /// Longest wait for the root span, from the first span.
+    pub trace_timeout: Duration,
     pub max_buffered_spans: u64,
     pub redactor: Redactor,
     pub max_request_bytes: u64,
@@ -67,6 +71,10 @@ pub fn compile_trace_project(spec: &TraceProjectSpec) -> Result<ProjectPlan, Vec
             .decision_wait
             .map(|d| d.as_std())
             .unwrap_or(DEFAULT_DECISION_WAIT),
+        trace_timeout: sampling
+            .trace_timeout
+            .map(|d| d.as_std())
+            .unwrap_or(DEFAULT_TRACE_TIMEOUT),
         max_buffered_spans: sampling
             .max_buffered_spans
             .and_then(|n| u64::try_from(n).ok())

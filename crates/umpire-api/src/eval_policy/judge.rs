@@ -321,7 +321,7 @@ pub struct LlmJudge {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1024))]
     pub max_concurrency: Option<i32>,
-    /// Requests per minute for the whole policy (split across evaluator pods).
+    /// Requests per minute for the whole policy, shared by its evaluator pods through NATS KV.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_requests_per_minute: Option<i32>,

@@ -123,6 +123,9 @@ pub enum JudgeErrorKind {
     Transport,
     /// The model's answer was not one of the allowed choices.
     InvalidVerdict,
+    /// A trace-level judge's trace is incomplete (its root span never arrived, or it was
+    /// decided early): judging the fragment would give a wrong verdict.
+    IncompleteTrace,
 }
 
 impl JudgeErrorKind {
@@ -138,6 +141,7 @@ impl JudgeErrorKind {
             Self::Unauthorized => "unauthorized",
             Self::Transport => "transport",
             Self::InvalidVerdict => "invalid_verdict",
+            Self::IncompleteTrace => "incomplete_trace",
         }
     }
 }

@@ -15,6 +15,10 @@ pub struct TraceContext {
     requested: HashMap<(String, String), u64>,
     /// Tool executions (TOOL / execute_tool spans), by (tool, arguments).
     executed: HashMap<(String, String), u64>,
+    /// Why the trace is known to be incomplete (`root_missing`, `buffer_full`, ...): a
+    /// trace-level judge then reports `incomplete_trace` instead of judging a fragment.
+    /// `None` for a whole trace, and for a span judged on its own.
+    pub incomplete: Option<String>,
 }
 
 /// Documents kept per trace: enough for any judge prompt, bounded for memory.

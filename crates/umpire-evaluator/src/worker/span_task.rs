@@ -54,17 +54,31 @@ pub(super) async fn judge_and_publish(
     message: jetstream::Message,
     context: &TraceContext,
 ) -> bool {
-    let ack_wait = shared.settings.ack_wait;
-    let judged = in_progress(&[&message], ack_wait, async {
-        let slot = shared.slots.acquire().await.ok()?;
-        shared.metrics.in_flight.inc();
-        let results = shared.judges.evaluate(&span, context).await;
-        Some((slot, results))
-    })
+    let stored = in_progress(
+        &[&message],
+        shared.settings.ack_wait,
+        judge_and_store(shared, span, context),
+    )
     .await;
-    let Some((_slot, results)) = judged else {
+    if stored {
+        ack(message).await;
+    } else {
+        // Not stored: let JetStream redeliver it; the same id makes a second run idempotent.
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
+    }
+    stored
+}
+
+/// Waits for a judging slot, judges the span and stores its evaluation; true once stored.
+/// The caller keeps the message (the span's, or its trace summary's) alive meanwhile.
+pub(super) async fn judge_and_store(shared: &Shared, span: Span, context: &TraceContext) -> bool {
+    let Ok(_slot) = shared.slots.acquire().await else {
         return false;
     };
+    shared.metrics.in_flight.inc();
+    let results = shared.judges.evaluate(&span, context).await;
     for result in &results {
         shared.metrics.record(result);
     }
@@ -98,15 +112,7 @@ pub(super) async fn judge_and_publish(
             })
             .collect(),
     };
-    let stored = in_progress(&[&message], ack_wait, publish(shared, &evaluation)).await;
-    if stored {
-        ack(message).await;
-    } else {
-        // Not stored: let JetStream redeliver it; the same id makes a second run idempotent.
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-            .await;
-    }
+    let stored = publish(shared, &evaluation).await;
     shared.metrics.in_flight.dec();
     stored
 }

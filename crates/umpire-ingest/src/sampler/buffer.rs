@@ -2,7 +2,7 @@
 //! messages each trace came from (so a message is acknowledged only when every trace in it
 //! is settled).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use umpire_core::ids::{SpanId, TraceId};
@@ -15,6 +15,9 @@ pub type MessageKey = u64;
 pub struct PendingTrace {
     pub partition: u32,
     pub first_seen: Instant,
+    /// When the trace's root span (no parent) arrived: the trace is then whole but for
+    /// stragglers of other services.
+    pub root_seen: Option<Instant>,
     pub spans: Vec<BufferedSpan>,
     pub messages: Vec<MessageKey>,
     span_ids: HashSet<SpanId>,
@@ -34,9 +37,12 @@ pub enum Added {
 #[derive(Debug, Default)]
 pub struct TraceBuffer {
     traces: HashMap<TraceId, PendingTrace>,
-    /// Traces in arrival order of their first span; stale entries (traces already taken out)
-    /// are skipped when popped.
-    arrival: VecDeque<(Instant, TraceId)>,
+    /// Traces in arrival order of their first span, removed with their trace: a trace may
+    /// wait minutes for its root, and lazily skipped entries would pile up behind it.
+    arrival: BTreeSet<(Instant, TraceId)>,
+    /// Traces in arrival order of their root span. Every entry is due `decisionWait` after
+    /// it was pushed, so entries of traces taken out otherwise are skipped when popped.
+    rooted: VecDeque<(Instant, TraceId)>,
     spans: usize,
     bytes: usize,
 }
@@ -52,13 +58,15 @@ impl TraceBuffer {
         now: Instant,
     ) -> Added {
         let bytes = span.approximate_bytes();
+        let is_root = span.span.parent_span_id.iter().all(|b| *b == 0);
         let (trace, added) = match self.traces.get_mut(&trace_id) {
             Some(trace) => (trace, Added::Appended),
             None => {
-                self.arrival.push_back((now, trace_id));
+                self.arrival.insert((now, trace_id));
                 let trace = self.traces.entry(trace_id).or_insert_with(|| PendingTrace {
                     partition,
                     first_seen: now,
+                    root_seen: None,
                     spans: Vec::new(),
                     messages: Vec::new(),
                     span_ids: HashSet::new(),
@@ -72,6 +80,10 @@ impl TraceBuffer {
         }
         if !trace.span_ids.insert(span_id) {
             return Added::Duplicate;
+        }
+        if is_root && trace.root_seen.is_none() {
+            trace.root_seen = Some(now);
+            self.rooted.push_back((now, trace_id));
         }
         trace.spans.push(span);
         trace.bytes += bytes;
@@ -100,30 +112,40 @@ impl TraceBuffer {
         self.bytes
     }
 
-    /// When the oldest trace's decision is due.
-    pub fn next_due(&self, wait: Duration) -> Option<Instant> {
-        self.arrival
-            .iter()
-            .find(|(seen, id)| self.traces.get(id).is_some_and(|t| t.first_seen == *seen))
-            .map(|(seen, _)| *seen + wait)
-    }
-
-    /// Takes out up to `limit` traces whose first span arrived at least `wait` ago.
+    /// Takes out up to `limit` traces that are due: `wait` after their root span arrived,
+    /// or, still without a root, `timeout` after their first span.
     pub fn take_due(
         &mut self,
         now: Instant,
         wait: Duration,
+        timeout: Duration,
         limit: usize,
     ) -> Vec<(TraceId, PendingTrace)> {
         let mut due = Vec::new();
-        while let Some((seen, _)) = self.arrival.front() {
-            if due.len() >= limit {
+        while due.len() < limit {
+            let Some(&(seen, id)) = self.rooted.front() else {
+                break;
+            };
+            if seen + wait > now {
                 break;
             }
-            if *seen + wait > now {
+            self.rooted.pop_front();
+            let current = self
+                .traces
+                .get(&id)
+                .is_some_and(|t| t.root_seen == Some(seen));
+            if let Some(trace) = current.then(|| self.remove(&id)).flatten() {
+                due.push((id, trace));
+            }
+        }
+        while due.len() < limit {
+            let Some(&(seen, _)) = self.arrival.first() else {
+                break;
+            };
+            if seen + timeout > now {
                 break;
             }
-            if let Some(taken) = self.pop_front() {
+            if let Some(taken) = self.take_oldest() {
                 due.push(taken);
             }
         }
@@ -132,12 +154,8 @@ impl TraceBuffer {
 
     /// Takes out the oldest trace (to make room when the buffer is full).
     pub fn take_oldest(&mut self) -> Option<(TraceId, PendingTrace)> {
-        while !self.arrival.is_empty() {
-            if let Some(taken) = self.pop_front() {
-                return Some(taken);
-            }
-        }
-        None
+        let &(_, id) = self.arrival.first()?;
+        self.remove(&id).map(|trace| (id, trace))
     }
 
     /// Takes out every trace of a partition (rebalancing, lease loss, shutdown).
@@ -155,22 +173,15 @@ impl TraceBuffer {
 
     pub fn take_all(&mut self) -> Vec<(TraceId, PendingTrace)> {
         self.arrival.clear();
+        self.rooted.clear();
         self.spans = 0;
         self.bytes = 0;
         self.traces.drain().collect()
     }
 
-    fn pop_front(&mut self) -> Option<(TraceId, PendingTrace)> {
-        let (seen, id) = self.arrival.pop_front()?;
-        if self.traces.get(&id).is_some_and(|t| t.first_seen == seen) {
-            self.remove(&id).map(|t| (id, t))
-        } else {
-            None
-        }
-    }
-
     fn remove(&mut self, id: &TraceId) -> Option<PendingTrace> {
         let trace = self.traces.remove(id)?;
+        self.arrival.remove(&(trace.first_seen, *id));
         self.spans -= trace.spans.len();
         self.bytes -= trace.bytes;
         Some(trace)
@@ -186,10 +197,19 @@ mod tests {
 
     use super::*;
 
-    fn span(trace: u8, id: u8) -> (TraceId, SpanId, BufferedSpan) {
+    const WAIT: Duration = Duration::from_secs(10);
+    const TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// Span `id` of trace `trace`; a root when `parent` is 0.
+    fn span(trace: u8, id: u8, parent: u8) -> (TraceId, SpanId, BufferedSpan) {
         let otlp = Span {
             trace_id: vec![trace; 16],
             span_id: vec![id; 8],
+            parent_span_id: if parent == 0 {
+                Vec::new()
+            } else {
+                vec![parent; 8]
+            },
             ..Default::default()
         };
         (
@@ -202,52 +222,70 @@ mod tests {
         )
     }
 
+    fn ids(due: &[(TraceId, PendingTrace)]) -> Vec<u8> {
+        due.iter().map(|(id, _)| id.0[0]).collect()
+    }
+
     #[test]
-    fn groups_by_trace_dedups_and_expires_in_arrival_order() {
+    fn a_trace_is_due_after_its_root_and_without_one_at_the_timeout() {
         let mut buffer = TraceBuffer::default();
         let t0 = Instant::now();
-        let (a, a1, s) = span(1, 1);
-        assert_eq!(buffer.add(0, a, a1, s, 10, t0), Added::NewTrace);
-        let (b, b1, s) = span(2, 1);
-        assert_eq!(
-            buffer.add(1, b, b1, s, 10, t0 + Duration::from_secs(1)),
-            Added::NewTrace
-        );
-        let (_, a2, s) = span(1, 2);
-        assert_eq!(
-            buffer.add(0, a, a2, s, 11, t0 + Duration::from_secs(2)),
-            Added::Appended
-        );
-        let (_, a2_again, s) = span(1, 2);
-        assert_eq!(
-            buffer.add(0, a, a2_again, s, 12, t0 + Duration::from_secs(2)),
-            Added::Duplicate
-        );
-        assert_eq!((buffer.trace_count(), buffer.span_count()), (2, 3));
-        assert_eq!(
-            buffer.next_due(Duration::from_secs(10)),
-            Some(t0 + Duration::from_secs(10))
-        );
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // Trace 1: a long run — children over four minutes, the root last.
+        let (a, a2, s) = span(1, 2, 1);
+        assert_eq!(buffer.add(0, a, a2, s, 10, at(0)), Added::NewTrace);
+        let (_, a3, s) = span(1, 3, 1);
+        assert_eq!(buffer.add(0, a, a3, s, 11, at(240)), Added::Appended);
+        // Trace 2: root and child together.
+        let (b, b1, s) = span(2, 1, 0);
+        buffer.add(1, b, b1, s, 12, at(1));
+        let (_, b2, s) = span(2, 2, 1);
+        buffer.add(1, b, b2, s, 12, at(1));
+        // Trace 3: its root never comes.
+        let (c, c2, s) = span(3, 2, 1);
+        buffer.add(1, c, c2, s, 13, at(2));
+        let (_, dup, s) = span(3, 2, 1);
+        assert_eq!(buffer.add(1, c, dup, s, 14, at(3)), Added::Duplicate);
+        assert_eq!((buffer.trace_count(), buffer.span_count()), (3, 5));
 
         assert!(
             buffer
-                .take_due(
-                    t0 + Duration::from_secs(9),
-                    Duration::from_secs(10),
-                    usize::MAX
-                )
+                .take_due(at(10), WAIT, TIMEOUT, usize::MAX)
                 .is_empty()
         );
-        let due = buffer.take_due(
-            t0 + Duration::from_secs(10),
-            Duration::from_secs(10),
-            usize::MAX,
-        );
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].0, a);
+        let due = buffer.take_due(at(11), WAIT, TIMEOUT, usize::MAX);
+        assert_eq!(ids(&due), [2]);
         assert_eq!(due[0].1.spans.len(), 2);
-        assert_eq!(due[0].1.messages, [10, 11, 12]);
-        assert_eq!((buffer.trace_count(), buffer.span_count()), (1, 1));
+        assert!(due[0].1.root_seen.is_some());
+
+        // The long run's first span is older than trace 3's, but it is not due yet: its
+        // root arrives at 250 s, before the timeout.
+        let (_, a1, s) = span(1, 1, 0);
+        buffer.add(0, a, a1, s, 15, at(250));
+        assert!(
+            buffer
+                .take_due(at(259), WAIT, TIMEOUT, usize::MAX)
+                .is_empty()
+        );
+        let due = buffer.take_due(at(260), WAIT, TIMEOUT, usize::MAX);
+        assert_eq!(ids(&due), [1]);
+        assert_eq!(due[0].1.spans.len(), 3);
+        assert_eq!(due[0].1.messages, [10, 11, 15]);
+
+        assert!(
+            buffer
+                .take_due(at(301), WAIT, TIMEOUT, usize::MAX)
+                .is_empty()
+        );
+        let due = buffer.take_due(at(302), WAIT, TIMEOUT, usize::MAX);
+        assert_eq!(ids(&due), [3]);
+        assert!(due[0].1.root_seen.is_none());
+        assert_eq!(due[0].1.messages, [13, 14]);
+        assert_eq!(
+            (buffer.trace_count(), buffer.span_count(), buffer.bytes()),
+            (0, 0, 0)
+        );
+        assert!(buffer.arrival.is_empty());
     }
 
     #[test]
@@ -255,8 +293,15 @@ mod tests {
         let mut buffer = TraceBuffer::default();
         let now = Instant::now();
         for trace in 1..=4u8 {
-            let (t, s_id, s) = span(trace, 1);
-            buffer.add(u32::from(trace % 2), t, s_id, s, 1, now);
+            let (t, s_id, s) = span(trace, 1, 9);
+            buffer.add(
+                u32::from(trace % 2),
+                t,
+                s_id,
+                s,
+                1,
+                now + Duration::from_millis(u64::from(trace)),
+            );
         }
         let odd = buffer.take_partition(1);
         assert_eq!(odd.len(), 2);
@@ -270,5 +315,6 @@ mod tests {
         );
         assert!(buffer.take_oldest().is_none());
         assert_eq!((buffer.span_count(), buffer.bytes()), (0, 0));
+        assert!(buffer.arrival.is_empty());
     }
 }

@@ -4,13 +4,18 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::time::{Duration, Instant};
 
+use async_nats::Subject;
 use async_nats::jetstream::message::Acker;
 
 use super::buffer::MessageKey;
 
 struct Held {
     acker: Acker,
+    /// The message's reply subject, for in-progress acks (an `Acker` cannot be cloned).
+    reply: Option<Subject>,
+    since: Instant,
     partition: u32,
     references: u32,
 }
@@ -26,17 +31,40 @@ impl MessageLedger {
     }
 
     /// Starts holding a message (or refreshes the acker of a redelivered one).
-    pub fn hold(&mut self, key: MessageKey, partition: u32, acker: Acker) {
+    pub fn hold(
+        &mut self,
+        key: MessageKey,
+        partition: u32,
+        acker: Acker,
+        reply: Option<Subject>,
+        now: Instant,
+    ) {
         match self.held.entry(key) {
-            Entry::Occupied(mut held) => held.get_mut().acker = acker,
+            Entry::Occupied(mut held) => {
+                let held = held.get_mut();
+                held.acker = acker;
+                held.reply = reply;
+            }
             Entry::Vacant(slot) => {
                 slot.insert(Held {
                     acker,
+                    reply,
+                    since: now,
                     partition,
                     references: 0,
                 });
             }
         }
+    }
+
+    /// Reply subjects of the messages held longer than `age` (traces waiting for their
+    /// root hold theirs for minutes).
+    pub fn held_longer_than(&self, now: Instant, age: Duration) -> Vec<Subject> {
+        self.held
+            .values()
+            .filter(|held| held.since + age <= now)
+            .filter_map(|held| held.reply.clone())
+            .collect()
     }
 
     pub fn add_reference(&mut self, key: MessageKey) {

@@ -2,10 +2,12 @@
 //!
 //! Receivers publish every span to the intake stream under its trace's partition
 //! (`hash(trace_id) % partitions`). Each partition is leased to exactly one replica (see
-//! [`leases`]), whose sampler pulls the partition's messages, buffers spans per trace for
-//! `decisionWait`, decides once per trace with the project's policies, publishes kept spans
-//! to the span stream (deduplicated by `Nats-Msg-Id`), and only then acknowledges the intake
-//! messages. So all replicas agree on one decision per trace — only the owner decides — and a
+//! [`leases`]), whose sampler pulls the partition's messages, buffers spans per trace until
+//! `decisionWait` after its root span arrived (or `traceTimeout` after its first span, as
+//! an incomplete trace), decides once per trace with the project's policies, publishes kept
+//! spans to the span stream (deduplicated by `Nats-Msg-Id`) followed by the trace's summary
+//! (whole or incomplete, and where its spans are), and only then acknowledges the intake
+//! messages (telling JetStream they are in progress while a trace waits). So all replicas agree on one decision per trace — only the owner decides — and a
 //! crash anywhere leads to redelivery, not loss.
 
 pub mod buffer;
@@ -39,7 +41,7 @@ use umpire_runtime::retry::Backoff;
 use self::buffer::{PendingTrace, TraceBuffer};
 use self::leases::{LeaseCommand, LeaseUpdate, PartitionLeases, spawn_lease_task};
 use self::ledger::MessageLedger;
-use self::publish::{PublishJob, PublishOutcome};
+use self::publish::{DecidedTrace, PublishJob, PublishOutcome};
 use crate::intake::{CODEC_HEADER, decompress};
 use crate::metrics::{IngestMetrics, PolicyLabels, ReasonLabels};
 
@@ -59,7 +61,10 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
 pub struct SamplerSettings {
     pub member: String,
     pub partitions: u32,
+    /// After a trace's root span arrived.
     pub decision_wait: Duration,
+    /// Longest a trace waits for its root span, from its first span.
+    pub trace_timeout: Duration,
     pub max_buffered_spans: usize,
     /// Most bytes of decoded spans buffered or being published (derived from the pod's
     /// memory limit: the count alone let the buffer outgrow the pod).
@@ -189,6 +194,8 @@ impl SamplingLoop {
     async fn run(&mut self, mut deliveries: mpsc::Receiver<Delivery>, shutdown: CancellationToken) {
         let mut decision_tick = tokio::time::interval(Duration::from_millis(50));
         decision_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut progress_tick = tokio::time::interval(self.progress_every());
+        progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut more_due = false;
         loop {
             tokio::select! {
@@ -198,6 +205,7 @@ impl SamplingLoop {
                 Some(update) = self.lease_updates.recv() => self.on_lease_update(update),
                 Some(delivery) = deliveries.recv() => self.on_delivery(delivery),
                 _ = decision_tick.tick() => more_due = self.decide_due(Instant::now()),
+                _ = progress_tick.tick() => self.keep_held_messages(Instant::now()),
                 _ = tokio::task::yield_now(), if more_due => more_due = self.decide_due(Instant::now()),
             }
             while self.acks.try_join_next().is_some() {}
@@ -226,9 +234,11 @@ impl SamplingLoop {
         let Ok(key) = message.info().map(|info| info.stream_sequence) else {
             return;
         };
+        let reply = message.reply.clone();
         let (message, acker) = message.split();
         let known = self.ledger.contains(key);
-        self.ledger.hold(key, partition, acker);
+        self.ledger
+            .hold(key, partition, acker, reply, Instant::now());
         if known {
             // A redelivery of a message still held: the fresh acker replaced the old one.
             return;
@@ -301,11 +311,14 @@ impl SamplingLoop {
         }
         if !late_kept.is_empty() {
             self.ledger.add_reference(key);
+            // Late spans: published for span-level policies; their trace was already
+            // summarised (trace-level judges have judged it), so no second summary.
             self.start_publish(PublishJob {
                 partition,
                 messages: vec![key],
                 spans: late_kept,
                 attempt: 0,
+                trace: None,
             });
         }
         self.ack_if_settled(key);
@@ -332,9 +345,13 @@ impl SamplingLoop {
     /// Decides due traces, a bounded batch at a time so one burst of decisions never holds
     /// a runtime thread long enough to delay the receivers; returns whether more are due.
     fn decide_due(&mut self, now: Instant) -> bool {
-        let due = self
-            .buffer
-            .take_due(now, self.sampler.settings.decision_wait, DECISION_BATCH);
+        let settings = &self.sampler.settings;
+        let due = self.buffer.take_due(
+            now,
+            settings.decision_wait,
+            settings.trace_timeout,
+            DECISION_BATCH,
+        );
         let more = due.len() == DECISION_BATCH;
         for (trace_id, trace) in due {
             self.settle(trace_id, trace, now, None);
@@ -357,6 +374,18 @@ impl SamplingLoop {
                 })
                 .inc();
         }
+        let incomplete = trace
+            .root_seen
+            .is_none()
+            .then(|| early.unwrap_or("root_missing").to_owned());
+        if let Some(reason) = &incomplete {
+            self.metrics()
+                .traces_incomplete
+                .get_or_create(&ReasonLabels {
+                    reason: reason.clone(),
+                })
+                .inc();
+        }
         let decision = self.sampler.tail.decide(&trace_id, &trace.spans, now);
         self.decided.put(trace_id, decision.is_keep());
         match decision {
@@ -371,6 +400,10 @@ impl SamplingLoop {
                     messages: trace.messages,
                     spans: trace.spans,
                     attempt: 0,
+                    trace: Some(DecidedTrace {
+                        trace_id,
+                        incomplete,
+                    }),
                 });
             }
             Decision::Drop => {
@@ -383,6 +416,32 @@ impl SamplingLoop {
                 }
             }
         }
+    }
+
+    /// How often held intake messages are reported in progress: a third of the ack wait,
+    /// so a trace waiting minutes for its root is not redelivered meanwhile (a short ack
+    /// wait keeps failover after a crash quick).
+    fn progress_every(&self) -> Duration {
+        (self.sampler.settings.ack_wait / 3).max(Duration::from_millis(100))
+    }
+
+    /// Tells JetStream the intake messages held longer than a third of the ack wait are
+    /// still being worked on.
+    fn keep_held_messages(&mut self, now: Instant) {
+        let older_than = self.progress_every();
+        let replies = self.ledger.held_longer_than(now, older_than);
+        if replies.is_empty() {
+            return;
+        }
+        let js = self.sampler.js.clone();
+        self.acks.spawn(async move {
+            for reply in replies {
+                let acker = jetstream::message::Acker::new(js.clone(), Some(reply));
+                if let Err(e) = acker.ack_with(jetstream::AckKind::Progress).await {
+                    tracing::debug!(event = "intake_progress_failed", error = %e, "telling JetStream an intake message is in progress failed");
+                }
+            }
+        });
     }
 
     fn update_gauges(&self) {

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::future::join_all;
+use umpire_core::ids::TraceId;
 use umpire_core::span::GENAI_OPERATIONS;
+use umpire_core::trace_summary::TraceSummary;
 use umpire_nats::topology::ProjectNames;
 use umpire_otlp::buffered::BufferedSpan;
 use umpire_runtime::retry::Backoff;
@@ -18,6 +20,15 @@ pub struct PublishJob {
     pub messages: Vec<MessageKey>,
     pub spans: Vec<BufferedSpan>,
     pub attempt: u32,
+    /// A decided trace (not late spans): its summary follows its spans.
+    pub trace: Option<DecidedTrace>,
+}
+
+/// What the summary of a decided trace says besides where its spans are.
+pub struct DecidedTrace {
+    pub trace_id: TraceId,
+    /// Why it was decided without its root span; `None` when whole.
+    pub incomplete: Option<String>,
 }
 
 impl PublishJob {
@@ -43,7 +54,17 @@ pub async fn publish_job(
         tokio::time::sleep(Backoff::PUBLISH.delay(job.attempt - 1)).await;
     }
     let started = Instant::now();
-    let result = publish_spans(&js, &names, &job.spans).await;
+    let mut result = publish_spans(&js, &names, &job.spans).await;
+    if let (Ok(published), Some(trace)) = (&result, &job.trace) {
+        let summary = TraceSummary::new(
+            trace.trace_id,
+            trace.incomplete.clone(),
+            published.sequences.clone(),
+        );
+        if let Err(e) = publish_summary(&js, &names, &summary).await {
+            result = Err(e);
+        }
+    }
     PublishOutcome {
         job,
         result,
@@ -67,8 +88,10 @@ fn operation_token(operation: &str) -> &'static str {
 const ACK_CHUNK: usize = 256;
 
 /// What a job's publication came to.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Published {
+    /// Where the spans are in the span stream (a duplicate's is the stored original's).
+    pub sequences: Vec<u64>,
     /// Spans JetStream already held (same id within the duplicate window).
     pub duplicates: u64,
     /// Spans that can never be published (undecodable, or too large even after truncation):
@@ -134,9 +157,11 @@ async fn publish_spans(
             acks.push(ack);
         }
         for result in join_all(acks.into_iter().map(|a| a.into_future())).await {
-            if result.map_err(|e| e.to_string())?.duplicate {
+            let ack = result.map_err(|e| e.to_string())?;
+            if ack.duplicate {
                 published.duplicates += 1;
             }
+            published.sequences.push(ack.sequence);
         }
     }
     for letter in &poisoned {
@@ -144,6 +169,27 @@ async fn publish_spans(
         published.dead_lettered += 1;
     }
     Ok(published)
+}
+
+/// Publishes a decided trace's summary after its spans are stored (so an evaluator that
+/// reads it finds every span it names), deduplicated by the trace id.
+async fn publish_summary(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+    summary: &TraceSummary,
+) -> Result<(), String> {
+    let payload = serde_json::to_vec(summary).map_err(|e| e.to_string())?;
+    js.send_publish(
+        names.traces_subject(),
+        PublishMessage::build()
+            .payload(payload.into())
+            .message_id(summary.message_id()),
+    )
+    .await
+    .map_err(|e| format!("trace summary: {e}"))?
+    .await
+    .map_err(|e| format!("trace summary: {e}"))?;
+    Ok(())
 }
 
 /// A span ingest cannot publish, as stored on the project's dead-letter stream: enough to

@@ -38,3 +38,16 @@ pub fn alert_state_bucket(names: &ProjectNames, replicas: usize) -> BucketSettin
         replicas,
     }
 }
+
+/// The LLM judges' shared limits (`<policy>.<judge>.requests.<minute>`,
+/// `<policy>.<judge>.tokens.<day>`): a counter is only needed for its minute or day, so
+/// entries go two days after their last change.
+pub fn budget_bucket(names: &ProjectNames, replicas: usize) -> BucketSettings {
+    BucketSettings {
+        bucket: names.budget_bucket(),
+        description: "Umpire LLM judge limits shared by each EvalPolicy's replicas".into(),
+        history: 1,
+        max_age: Duration::from_secs(2 * 86_400),
+        replicas,
+    }
+}

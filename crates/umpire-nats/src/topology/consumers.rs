@@ -29,8 +29,11 @@ pub fn intake_consumer(
 pub struct PolicyConsumer {
     pub policy: String,
     /// Span subject tails (`<kind>.<operation>`, wildcards allowed) the server filters on;
-    /// `None`: every span of the project (the evaluator filters, or needs whole traces).
+    /// `None`: every span of the project (the evaluator filters).
     pub span_filters: Option<Vec<String>>,
+    /// The policy judges whole traces: it reads the project's trace summaries (and reads
+    /// each trace's spans back from the stream), not the spans; `span_filters` is unused.
+    pub whole_traces: bool,
     pub ack_wait: Duration,
     pub max_ack_pending: usize,
 }
@@ -40,6 +43,7 @@ pub struct PolicyConsumer {
 /// selection changes follows it without replaying or skipping spans.
 pub fn policy_consumer(names: &ProjectNames, wanted: &PolicyConsumer) -> consumer::pull::Config {
     let subjects: Vec<String> = match &wanted.span_filters {
+        _ if wanted.whole_traces => vec![names.traces_subject()],
         Some(filters) if !filters.is_empty() => filters
             .iter()
             .map(|tail| {
@@ -110,6 +114,7 @@ mod tests {
             span_filters: Some(vec!["llm.>".into(), "agent.>".into()]),
             ack_wait: Duration::from_secs(60),
             max_ack_pending: 256,
+            whole_traces: false,
         };
         let config = policy_consumer(&names, &wanted);
         assert_eq!(
@@ -126,5 +131,9 @@ mod tests {
         wanted.span_filters = None;
         let config = policy_consumer(&names, &wanted);
         assert_eq!(config.filter_subject, "umpire.spans.ml.bot.>");
+
+        wanted.whole_traces = true;
+        let config = policy_consumer(&names, &wanted);
+        assert_eq!(config.filter_subject, "umpire.traces.ml.bot");
     }
 }

@@ -11,7 +11,7 @@ mod consumers;
 mod names;
 mod streams;
 
-pub use buckets::{alert_lease_bucket, alert_state_bucket, ingest_lease_bucket};
+pub use buckets::{alert_lease_bucket, alert_state_bucket, budget_bucket, ingest_lease_bucket};
 pub use consumers::{
     NOTIFIER_ACK_WAIT, PolicyConsumer, intake_consumer, notifier_consumer, policy_consumer,
 };

@@ -44,6 +44,12 @@ impl ProjectNames {
         format!("umpire.spans.{}.{}.>", self.namespace, self.project)
     }
 
+    /// `umpire.traces.<ns>.<project>`: one summary per kept trace, published to the span
+    /// stream after its spans (outside `umpire.spans.…`, so span consumers never see it).
+    pub fn traces_subject(&self) -> String {
+        format!("umpire.traces.{}.{}", self.namespace, self.project)
+    }
+
     /// Every span as received (redacted), awaiting its trace's sampling decision.
     pub fn intake_stream(&self) -> String {
         format!("UMPIRE_INTAKE_{}_{}", self.namespace, self.project)
@@ -113,6 +119,12 @@ impl ProjectNames {
     }
 
     /// Which evaluator replica evaluates each policy's alert rules: key `<policy>`.
+    /// The LLM judges' shared limits: requests per minute and tokens per day, by policy
+    /// and judge.
+    pub fn budget_bucket(&self) -> String {
+        format!("umpire-budgets-{}-{}", self.namespace, self.project)
+    }
+
     pub fn alert_lease_bucket(&self) -> String {
         format!("umpire-alert-leases-{}-{}", self.namespace, self.project)
     }
@@ -177,6 +189,7 @@ impl ProjectNames {
             format!("KV_{}", self.alert_state_bucket()),
             format!("KV_{}", self.alert_lease_bucket()),
             format!("KV_{}", self.ingest_bucket()),
+            format!("KV_{}", self.budget_bucket()),
         ]
     }
 }

@@ -126,6 +126,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 .ok()
                 .map(umpire_llm::ApiKey::new),
             None,
+            None,
         )?);
         let mut reports: Vec<JudgeReport> = judges
             .judges()
