@@ -190,12 +190,10 @@ async fn replicas_changing_one_counter_at_once_never_pass_its_limit_or_lose_an_u
     let mut replicas = Vec::new();
     for _ in 0..2 {
         let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-        let store = umpire_nats::kv::ensure_bucket(
-            &js,
-            &umpire_nats::topology::budget_bucket(&names, 1),
-        )
-        .await
-        .unwrap();
+        let store =
+            umpire_nats::kv::ensure_bucket(&js, &umpire_nats::topology::budget_bucket(&names, 1))
+                .await
+                .unwrap();
         let counters = KvCounters::new("quality");
         counters.set_store(store);
         replicas.push(Arc::new(counters));
@@ -226,6 +224,9 @@ async fn replicas_changing_one_counter_at_once_never_pass_its_limit_or_lose_an_u
     while let Some(result) = tasks.join_next().await {
         taken += result.unwrap();
     }
-    assert_eq!(taken, 100, "grants across replicas add up to the limit exactly");
+    assert_eq!(
+        taken, 100,
+        "grants across replicas add up to the limit exactly"
+    );
     assert_eq!(replicas[0].add("relevant.tokens.1", 0).await.unwrap(), 160);
 }
