@@ -177,11 +177,14 @@ async fn a_leader_paused_past_its_lease_never_notifies_beside_its_successor() {
     })
     .await;
     assert_eq!(first, "replica-a");
-    let _b = UmpireProcess::spawn_with_env(
+    let mut b = UmpireProcess::spawn_with_env(
         &["evaluator", "--config", &nodes_1_and_2],
         dir.path(),
         &[("POD_NAME", "replica-b")],
     );
+    // B must be set up and standing by for the lease before the fault, or the takeover
+    // measures B's start-up, not the failover.
+    b.wait_for_event("alert_following", Duration::from_secs(60));
     leader_of(&js, "UMPIRE_SCORES_team_bot").await;
     let phase = Arc::new(AtomicU8::new(HEALTHY));
     let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 20));

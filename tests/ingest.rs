@@ -14,7 +14,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use support::UmpireProcess;
 use umpire_core::span::{AiSpanKind, Span};
-use umpire_testkit::nats::{NatsServer, read_stream};
+use umpire_testkit::nats::{NatsServer, read_stream_on};
 
 const MANIFEST: &str = r#"
 apiVersion: umpire.dev/v1alpha1
@@ -120,26 +120,24 @@ fn the_real_otel_sdk_exports_to_umpire_ingest_over_grpc_and_http() {
         async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap())
     });
     let stream = "UMPIRE_SPANS_team_e2e";
+    // The span stream also holds trace summaries and partition epoch markers.
     runtime.block_on(umpire_testkit::wait::eventually(
         "two spans stored",
         Duration::from_secs(30),
         || {
             let js = js.clone();
             async move {
-                (js.get_stream(stream)
+                (umpire_testkit::nats::count_on(&js, stream, "umpire.spans.>")
                     .await
                     .ok()?
-                    .info()
-                    .await
-                    .ok()?
-                    .state
-                    .messages
                     == 2)
                     .then_some(())
             }
         },
     ));
-    let stored = runtime.block_on(read_stream(&js, stream)).unwrap();
+    let stored = runtime
+        .block_on(read_stream_on(&js, stream, Some("umpire.spans.>")))
+        .unwrap();
     let mut services = Vec::new();
     for message in &stored {
         assert_eq!(message.subject, "umpire.spans.team.e2e.llm.chat");

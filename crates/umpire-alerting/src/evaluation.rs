@@ -20,6 +20,8 @@ use umpire_core::alert::state::AlertStatus;
 use umpire_core::score::SpanEvaluation;
 use umpire_nats::topology::ProjectNames;
 
+use umpire_nats::fence::Fence;
+
 use crate::leader::PolicyLease;
 use crate::metrics::{AlertMetrics, RuleLabels, TransitionLabels};
 use crate::outbox;
@@ -39,6 +41,8 @@ pub struct AlertEvaluator {
     pub metrics: Arc<AlertMetrics>,
     /// How often time-driven conditions are re-evaluated.
     pub tick: Duration,
+    /// This leader's fence in the outbox stream, claimed with the lease.
+    pub outbox_fence: Option<Fence>,
 }
 
 /// Why a replica stopped leading.
@@ -52,10 +56,15 @@ pub(crate) enum Stepped {
 impl AlertEvaluator {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let retry = self.lease.ttl() / 3;
+        let mut following = false;
         loop {
             match self.lease.try_acquire().await {
-                Ok(true) => {}
+                Ok(true) => following = false,
                 Ok(false) => {
+                    if !following {
+                        following = true;
+                        tracing::info!(event = "alert_following", policy = %self.policy, "another replica leads the policy's alerts; standing by");
+                    }
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(retry) => continue,
@@ -105,7 +114,23 @@ impl AlertEvaluator {
         }
     }
 
+    /// Claims the policy's alert state and outbox for this leader: from here on, writes of
+    /// a previous leader that was paused past its lease are refused by JetStream.
+    async fn claim(&mut self) -> Result<(), String> {
+        let member = self.lease.member().to_owned();
+        self.store.claim(&member).await.map_err(|e| e.to_string())?;
+        let subject = outbox::epoch_subject(&self.names, &self.policy);
+        let fence = Fence::claim(&self.js, &subject, &member)
+            .await
+            .map_err(|e| format!("claiming the policy's outbox: {e}"))?;
+        self.outbox_fence = Some(fence);
+        Ok(())
+    }
+
     async fn lead(&mut self, shutdown: &CancellationToken) -> Stepped {
+        if let Err(e) = self.claim().await {
+            return Stepped::Lost(e);
+        }
         let scope = PolicyScope {
             namespace: self.names.namespace().to_owned(),
             project: self.names.project().to_owned(),
@@ -294,11 +319,12 @@ impl AlertEvaluator {
         for note in &notes {
             let subject = self.names.notifications_subject(&self.policy, &note.route);
             loop {
-                match outbox::publish(&self.js, &subject, note).await {
+                match outbox::publish(&self.js, &subject, note, self.outbox_fence.as_ref()).await {
                     Ok(new) => {
                         tracing::info!(event = "alert_transition", id = %note.id(), rule = %note.rule, group = %note.group, action = ?note.action, new, summary = %note.summary, "alert state changed");
                         break;
                     }
+                    Err(e) if e.fenced => return Err(fenced()),
                     Err(e) => {
                         self.metrics.outbox_publish_failures.inc();
                         tracing::warn!(event = "outbox_publish_failed", error = %e, "retrying");
@@ -381,6 +407,7 @@ impl AlertEvaluator {
             loop {
                 match self.store.save(&alert).await {
                     Ok(()) => break,
+                    Err(e) if e.fenced => return Err(fenced()),
                     Err(e) => {
                         self.metrics.state_write_failures.inc();
                         tracing::warn!(event = "alert_state_write_failed", error = %e, "retrying");
@@ -404,6 +431,11 @@ impl AlertEvaluator {
         }
         Ok(())
     }
+}
+
+/// JetStream refused a write: another replica claimed the policy since this one did.
+pub(crate) fn fenced() -> Stepped {
+    Stepped::Lost("another replica claimed the policy; this one's writes are fenced off".into())
 }
 
 /// The state worth persisting: the phase and counters, not the latest measured value.

@@ -36,6 +36,10 @@ impl PolicyLease {
         self.bucket.ttl()
     }
 
+    pub fn member(&self) -> &str {
+        self.bucket.member()
+    }
+
     /// Whether this replica may act as leader at `now` (holds the lease and renewed it
     /// recently enough that nobody else can hold it).
     pub fn is_leader(&self, now: Instant) -> bool {

@@ -149,6 +149,7 @@ async fn set_up(
                 store,
                 metrics: metrics.clone(),
                 tick: config.tick,
+                outbox_fence: None,
             },
             consumers,
         ))

@@ -8,7 +8,7 @@
 use umpire_contract::alert_state::StoredAlert;
 use umpire_core::alert::notification::Notification;
 
-use crate::evaluation::{AlertEvaluator, Stepped, now_nanos};
+use crate::evaluation::{AlertEvaluator, Stepped, fenced, now_nanos};
 use crate::metrics::TransitionLabels;
 use crate::outbox;
 
@@ -39,7 +39,17 @@ impl AlertEvaluator {
                         let subject = self
                             .names
                             .notifications_subject(&self.policy, &resolve.route);
-                        while let Err(e) = outbox::publish(&self.js, &subject, &resolve).await {
+                        while let Err(e) = outbox::publish(
+                            &self.js,
+                            &subject,
+                            &resolve,
+                            self.outbox_fence.as_ref(),
+                        )
+                        .await
+                        {
+                            if e.fenced {
+                                return Err(fenced());
+                            }
                             self.metrics.outbox_publish_failures.inc();
                             tracing::warn!(event = "outbox_publish_failed", error = %e, "retrying");
                             self.wait_as_leader().await?;
@@ -60,6 +70,9 @@ impl AlertEvaluator {
                 }
             }
             while let Err(e) = self.store.delete(&alert.rule, &alert.group).await {
+                if e.fenced {
+                    return Err(fenced());
+                }
                 self.metrics.state_write_failures.inc();
                 tracing::warn!(event = "alert_state_write_failed", error = %e, "retrying");
                 self.wait_as_leader().await?;

@@ -266,11 +266,11 @@ async fn the_outbox_delivers_in_order_through_failures_without_loss_or_duplicate
         notification(Action::Trigger, 2, "oncall"),
     ];
     for n in &sequence {
-        assert!(publish(&js, &subject, n).await.unwrap(), "new");
+        assert!(publish(&js, &subject, n, None).await.unwrap(), "new");
     }
     // A leader that re-derives a transition after a crash publishes it again: dropped.
     assert!(
-        !publish(&js, &subject, &sequence[0]).await.unwrap(),
+        !publish(&js, &subject, &sequence[0], None).await.unwrap(),
         "duplicate"
     );
 
@@ -443,7 +443,7 @@ async fn a_dead_webhook_holds_back_neither_pages_nor_itself_for_ever() {
     page.due_unix_nano = now;
     for note in [&hook, &page] {
         let subject = names.notifications_subject("quality", &note.route);
-        assert!(publish(&js, &subject, note).await.unwrap());
+        assert!(publish(&js, &subject, note, None).await.unwrap());
     }
     let consumers =
         umpire_alerting::delivery::consumers::notifier_consumers(&js, &names, "quality", &routes)

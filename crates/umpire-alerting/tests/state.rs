@@ -107,3 +107,117 @@ async fn alert_state_round_trips_per_policy() {
             .starts_with("quality.grounded-drop.")
     );
 }
+
+/// A leader paused past its lease (GC, SIGSTOP, a frozen node) may wake mid-write, after its
+/// successor took over: JetStream must refuse that write, for the alert state and for the
+/// outbox alike, while the successor's writes go through.
+#[tokio::test]
+async fn a_paused_leaders_writes_are_refused_once_its_successor_claimed_the_policy() {
+    use umpire_alerting::outbox;
+    use umpire_core::alert::notification::{Action, Notification};
+    use umpire_core::alert::rule::Severity;
+    use umpire_nats::fence::Fence;
+
+    let server = NatsServer::start().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let names = ProjectNames::new("ml", "bot");
+    umpire_nats::streams::ensure_stream(&js, umpire_nats::topology::outbox_stream(&names, 1))
+        .await
+        .unwrap();
+    let alert = |episode: u64| StoredAlert {
+        rule: "slow".into(),
+        group: String::new(),
+        values: BTreeMap::new(),
+        status: AlertStatus {
+            phase: Phase::Pending { since_ns: 9 },
+            episode,
+            repeats: 0,
+            value: None,
+        },
+        trigger: None,
+    };
+    let note = |episode: u64| Notification {
+        dedup_key: "k".into(),
+        action: Action::Trigger,
+        episode,
+        repeat: 0,
+        namespace: "ml".into(),
+        project: "bot".into(),
+        policy: "quality".into(),
+        rule: "slow".into(),
+        group: String::new(),
+        group_values: BTreeMap::new(),
+        severity: Severity::Warning,
+        route: "hook".into(),
+        class: "latency".into(),
+        metric: "p95".into(),
+        value: None,
+        threshold: None,
+        baseline: None,
+        samples: 1,
+        window: "5m".into(),
+        description: "d".into(),
+        summary: "s".into(),
+        since_unix_nano: 1,
+        at_unix_nano: 1,
+        due_unix_nano: 1,
+        example_trace_ids: Vec::new(),
+    };
+    let subject = names.notifications_subject("quality", "hook");
+    let epoch = outbox::epoch_subject(&names, "quality");
+
+    let mut old = AlertStore::open(&js, &names, "quality", 1).await.unwrap();
+    old.claim("replica-a").await.unwrap();
+    let old_fence = Fence::claim(&js, &epoch, "replica-a").await.unwrap();
+    old.save(&alert(1)).await.unwrap();
+    assert!(
+        outbox::publish(&js, &subject, &note(1), Some(&old_fence))
+            .await
+            .unwrap()
+    );
+
+    eprintln!("injected: replica-b claims the policy while replica-a is (notionally) paused");
+    let mut new = AlertStore::open(&js, &names, "quality", 1).await.unwrap();
+    new.claim("replica-b").await.unwrap();
+    let new_fence = Fence::claim(&js, &epoch, "replica-b").await.unwrap();
+
+    let refused = old.save(&alert(7)).await.unwrap_err();
+    assert!(refused.fenced, "{refused}");
+    let refused = old.delete("slow", "").await.unwrap_err();
+    assert!(refused.fenced, "{refused}");
+    let refused = outbox::publish(&js, &subject, &note(7), Some(&old_fence))
+        .await
+        .unwrap_err();
+    assert!(refused.fenced, "{refused}");
+
+    new.save(&alert(2)).await.unwrap();
+    assert!(
+        outbox::publish(&js, &subject, &note(2), Some(&new_fence))
+            .await
+            .unwrap()
+    );
+    let stored = new.load().await.unwrap();
+    assert_eq!(
+        stored,
+        vec![alert(2)],
+        "the successor's state, not the paused leader's"
+    );
+    let episodes: Vec<u64> = umpire_testkit::nats::read_stream(&js, &names.notifications_stream())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| m.subject == subject)
+        .map(|m| {
+            serde_json::from_slice::<Notification>(&m.payload)
+                .unwrap()
+                .episode
+        })
+        .collect();
+    assert_eq!(
+        episodes,
+        [1, 2],
+        "the paused leader's notification never reached the outbox"
+    );
+    new.delete("slow", "").await.unwrap();
+    assert!(new.load().await.unwrap().is_empty());
+}

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use umpire_core::alert::notification::{Notification, group_hash};
 use umpire_core::alert::state::AlertStatus;
+use umpire_nats::fence::{Fence, is_fenced};
 use umpire_nats::kv::ensure_bucket;
 use umpire_nats::topology::{ProjectNames, alert_state_bucket};
 
@@ -18,6 +20,8 @@ use umpire_nats::topology::{ProjectNames, alert_state_bucket};
 pub struct StoreError {
     bucket: String,
     message: String,
+    /// A newer leader claimed the policy: this replica must stop writing.
+    pub fenced: bool,
 }
 
 /// One alert's persisted record.
@@ -36,10 +40,13 @@ pub struct StoredAlert {
 }
 
 pub struct AlertStore {
+    js: jetstream::Context,
     kv: kv::Store,
     stream: jetstream::stream::Stream,
     bucket: String,
     policy: String,
+    /// Set by [`AlertStore::claim`]: the leader's writes carry it.
+    fence: Option<Fence>,
 }
 
 impl AlertStore {
@@ -54,6 +61,7 @@ impl AlertStore {
         let error = |message: String| StoreError {
             bucket: bucket.clone(),
             message,
+            fenced: false,
         };
         let kv = ensure_bucket(js, &settings)
             .await
@@ -63,10 +71,12 @@ impl AlertStore {
             .await
             .map_err(|e| error(e.to_string()))?;
         Ok(Self {
+            js: js.clone(),
             kv,
             stream,
             bucket: bucket.clone(),
             policy: policy.to_owned(),
+            fence: None,
         })
     }
 
@@ -81,6 +91,7 @@ impl AlertStore {
         let error = |message: String| StoreError {
             bucket: bucket.to_owned(),
             message,
+            fenced: false,
         };
         let stream = match js.get_stream(format!("KV_{bucket}")).await {
             Ok(stream) => stream,
@@ -92,10 +103,12 @@ impl AlertStore {
             .await
             .map_err(|e| error(e.to_string()))?;
         Ok(Some(Self {
+            js: js.clone(),
             kv,
             stream,
             bucket: bucket.to_owned(),
             policy: policy.to_owned(),
+            fence: None,
         }))
     }
 
@@ -144,12 +157,56 @@ impl AlertStore {
         Ok(alerts)
     }
 
+    /// Makes this replica the policy's writer: publishes a new epoch marker
+    /// (`_epoch.<policy>`), after which only this store's writes are accepted — those of a
+    /// previous leader that was paused past its lease are refused ([`Fence`]).
+    pub async fn claim(&mut self, holder: &str) -> Result<(), StoreError> {
+        let subject = format!("$KV.{}.{}", self.bucket, self.epoch_key());
+        let fence = Fence::claim(&self.js, &subject, holder)
+            .await
+            .map_err(|e| self.error(format!("claiming the policy's alert state: {e}")))?;
+        self.fence = Some(fence);
+        Ok(())
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("_epoch.{}", self.policy)
+    }
+
     pub async fn save(&self, alert: &StoredAlert) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(alert).map_err(|e| self.error(e.to_string()))?;
-        self.kv
-            .put(self.key(&alert.rule, &alert.group), bytes.into())
+        let key = self.key(&alert.rule, &alert.group);
+        match &self.fence {
+            Some(_) => {
+                self.write(&key, PublishMessage::build().payload(bytes.into()))
+                    .await
+            }
+            None => self
+                .kv
+                .put(key, bytes.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(e.to_string())),
+        }
+    }
+
+    /// A fenced write of `key` (what `kv.put` / `kv.purge` publish, plus the fence).
+    async fn write(&self, key: &str, message: PublishMessage) -> Result<(), StoreError> {
+        let message = match &self.fence {
+            Some(fence) => fence.guard(message),
+            None => message,
+        };
+        let fenced = |e: &async_nats::jetstream::context::PublishError| StoreError {
+            bucket: self.bucket.clone(),
+            message: e.to_string(),
+            fenced: is_fenced(e),
+        };
+        self.js
+            .send_publish(format!("$KV.{}.{key}", self.bucket), message)
             .await
-            .map_err(|e| self.error(e.to_string()))?;
+            .map_err(|e| fenced(&e))?
+            .await
+            .map_err(|e| fenced(&e))?;
         Ok(())
     }
 
@@ -191,16 +248,31 @@ impl AlertStore {
 
     /// Forgets an alert (its rule left the policy).
     pub async fn delete(&self, rule: &str, group: &str) -> Result<(), StoreError> {
-        self.kv
-            .purge(self.key(rule, group))
-            .await
-            .map_err(|e| self.error(e.to_string()))
+        let key = self.key(rule, group);
+        match &self.fence {
+            // What `kv.purge` publishes: a purge marker that rolls the key's history up.
+            Some(_) => {
+                self.write(
+                    &key,
+                    PublishMessage::build()
+                        .header("KV-Operation", "PURGE")
+                        .header("Nats-Rollup", "sub"),
+                )
+                .await
+            }
+            None => self
+                .kv
+                .purge(key)
+                .await
+                .map_err(|e| self.error(e.to_string())),
+        }
     }
 
     fn error(&self, message: String) -> StoreError {
         StoreError {
             bucket: self.bucket.clone(),
             message,
+            fenced: false,
         }
     }
 }

@@ -71,8 +71,10 @@ async fn killing_the_span_stream_leader_loses_nothing_acknowledged() {
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert_eq!(acknowledged.len(), total);
     let stored_count = || async {
-        let mut stream = js.get_stream(spans_stream()).await.ok()?;
-        Some(stream.info().await.ok()?.state.messages as usize)
+        umpire_testkit::nats::count_on(&js, &spans_stream(), SPAN_SUBJECTS)
+            .await
+            .ok()
+            .map(|n| n as usize)
     };
     let mut stored = 0;
     while done.elapsed() < CATCH_UP {

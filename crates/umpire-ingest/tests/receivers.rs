@@ -238,8 +238,10 @@ async fn refuses_bad_requests_with_otlp_codes() {
     );
     // Nothing refused reached the span store.
     let js = jetstream(&nats.url()).await;
-    let mut spans = js.get_stream(spans_stream()).await.unwrap();
-    assert_eq!(spans.info().await.unwrap().state.messages, 0);
+    let spans = umpire_testkit::nats::count_on(&js, &spans_stream(), SPAN_SUBJECTS)
+        .await
+        .unwrap();
+    assert_eq!(spans, 0);
 }
 
 #[tokio::test]

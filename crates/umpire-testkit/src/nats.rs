@@ -260,14 +260,45 @@ pub async fn read_stream(
     js: &async_nats::jetstream::Context,
     stream: &str,
 ) -> Result<Vec<StoredMessage>, async_nats::Error> {
+    read_stream_on(js, stream, None).await
+}
+
+/// Messages of `stream` on subjects matching `filter` (a stream can hold several kinds:
+/// the span stream holds spans, trace summaries and partition epoch markers).
+pub async fn count_on(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Result<u64, async_nats::Error> {
+    use futures::TryStreamExt;
+
+    let handle = js.get_stream(stream).await?;
+    let counts: Vec<(String, usize)> = handle
+        .info_with_subjects(filter)
+        .await?
+        .try_collect()
+        .await?;
+    Ok(counts.iter().map(|(_, n)| *n as u64).sum())
+}
+
+/// Every message of `stream`, or only those on subjects matching `filter`.
+pub async fn read_stream_on(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: Option<&str>,
+) -> Result<Vec<StoredMessage>, async_nats::Error> {
     use async_nats::jetstream::consumer;
     use futures::StreamExt;
 
     let mut handle = js.get_stream(stream).await?;
-    let expected = handle.info().await?.state.messages as usize;
+    let expected = match filter {
+        Some(filter) => count_on(js, stream, filter).await? as usize,
+        None => handle.info().await?.state.messages as usize,
+    };
     let consumer: consumer::PullConsumer = handle
         .create_consumer(consumer::pull::Config {
             ack_policy: consumer::AckPolicy::None,
+            filter_subject: filter.unwrap_or_default().to_owned(),
             ..Default::default()
         })
         .await?;

@@ -19,11 +19,14 @@ use umpire_nats::connect::NatsSettings;
 use umpire_otlp::ExportTraceServiceRequest;
 pub use umpire_otlp::attributes::string_kv;
 use umpire_otlp::proto::{ResourceSpans, ScopeSpans, Span, Status};
-use umpire_testkit::nats::{StoredMessage, read_stream};
+use umpire_testkit::nats::{StoredMessage, count_on, read_stream_on};
 use umpire_testkit::wait::eventually;
 
 pub const NAMESPACE: &str = "test";
 pub const PROJECT: &str = "app";
+
+/// The span stream's spans (it also holds trace summaries and partition epoch markers).
+pub const SPAN_SUBJECTS: &str = "umpire.spans.>";
 
 pub fn spans_stream() -> String {
     format!("UMPIRE_SPANS_{NAMESPACE}_{PROJECT}")
@@ -246,13 +249,12 @@ pub async fn kept_spans(js: &jetstream::Context, count: usize) -> Vec<(StoredMes
         &format!("{count} spans in the span stream"),
         Duration::from_secs(60),
         || async move {
-            let mut stream = js.get_stream(spans_stream()).await.ok()?;
-            let stored = stream.info().await.ok()?.state.messages as usize;
+            let stored = count_on(js, &spans_stream(), SPAN_SUBJECTS).await.ok()? as usize;
             (stored >= count).then_some(())
         },
     )
     .await;
-    read_stream(js, &spans_stream())
+    read_stream_on(js, &spans_stream(), Some(SPAN_SUBJECTS))
         .await
         .unwrap()
         .into_iter()
