@@ -120,7 +120,7 @@ fn the_real_otel_sdk_exports_to_umpire_ingest_over_grpc_and_http() {
         async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap())
     });
     let stream = "UMPIRE_SPANS_team_e2e";
-    // The span stream also holds trace summaries and partition epoch markers.
+    // The span stream also holds the trace summaries.
     runtime.block_on(umpire_testkit::wait::eventually(
         "two spans stored",
         Duration::from_secs(30),

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! An R3 project on a three-node JetStream cluster keeps no state on one node only: the
 //! span and intake streams, the scores and dead letters, the ingest leases, the alert state
-//! and leader leases, and the outbox all have three replicas.
+//! and leader leases, the outbox and the LLM judges' shared budgets all have three replicas.
 
 mod support;
 
@@ -18,7 +18,12 @@ async fn every_stream_and_bucket_of_an_r3_project_has_three_replicas() {
         &cluster,
         json!({
             "projectRef": {"name": "bot"},
-            "judges": [{"name": "fast", "latency": {"maxMs": 1000}}],
+            "judges": [
+                {"name": "fast", "latency": {"maxMs": 1000}},
+                // Its shared token budget lives in the project's budget bucket.
+                {"name": "relevant", "llm": {"template": "answerRelevance",
+                    "endpoint": "http://127.0.0.1:9/v1", "model": "m", "dailyTokenBudget": 1000}},
+            ],
             "alerts": [{"name": "slow", "metric": {"latency": "p95"}, "window": "1m",
                         "condition": {"above": 1000}, "severity": "warning", "route": "hook"}],
             "routes": [{"name": "hook", "webhook": {"url": "http://127.0.0.1:9/hook"}}],

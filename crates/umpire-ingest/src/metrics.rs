@@ -119,7 +119,6 @@ pub struct IngestMetrics {
     pub publish_duration: Histogram,
     pub publish_failures: Counter,
     pub publish_duplicates: Counter,
-    pub publishes_fenced: Counter,
     pub spans_dead_lettered: Counter,
     pub partitions_owned: Gauge,
     pub intake_decode_failures: Counter,
@@ -155,7 +154,6 @@ impl IngestMetrics {
             buffered_traces: Gauge::default(),
             publish_duration: latency_histogram(),
             publish_failures: Counter::default(),
-            publishes_fenced: Counter::default(),
             publish_duplicates: Counter::default(),
             spans_dead_lettered: Counter::default(),
             partitions_owned: Gauge::default(),
@@ -276,11 +274,6 @@ impl IngestMetrics {
             "publish_duplicates",
             "Kept spans JetStream already held (same span id within the duplicate window): a retry whose first attempt was stored, or another owner deciding the same trace",
             metrics.publish_duplicates.clone(),
-        );
-        r.register(
-            "publishes_fenced",
-            "Publications refused because another replica claimed the partition since (this replica was frozen or its lease lapsed); the partition is given up",
-            metrics.publishes_fenced.clone(),
         );
         r.register(
             "spans_dead_lettered",

@@ -45,7 +45,19 @@ impl PrivateNats {
         let log = data_dir.join("nats-server.log");
         let log_file = std::fs::File::create(&log).map_err(prepare(&log))?;
         let log_err = log_file.try_clone().map_err(prepare(&log))?;
+        // nats-server lets streams reserve (`maxBytes`) at most 75 % of the disk that is free
+        // when it starts: the project's streams (10 GiB of spans by default) were refused on a
+        // machine with less than ~14 GiB free, and `umpire local` never started. A local run
+        // stores megabytes, so the reservation limit is lifted, as the test kit does.
+        let limits = data_dir.join("limits.conf");
+        std::fs::write(
+            &limits,
+            "jetstream {\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}\n",
+        )
+        .map_err(prepare(&limits))?;
         let mut child = Command::new(umpire_runtime::binaries::nats_server())
+            .arg("-c")
+            .arg(&limits)
             .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--http_port", "0"])
             .arg("-sd")
             .arg(data_dir.join("jetstream"))

@@ -264,7 +264,7 @@ pub async fn read_stream(
 }
 
 /// Messages of `stream` on subjects matching `filter` (a stream can hold several kinds:
-/// the span stream holds spans, trace summaries and partition epoch markers).
+/// the span stream holds spans and trace summaries).
 pub async fn count_on(
     js: &async_nats::jetstream::Context,
     stream: &str,

@@ -60,15 +60,20 @@ pub(super) async fn judge_and_publish(
         judge_and_store(shared, span, context),
     )
     .await;
+    settle(message, stored).await;
+    stored
+}
+
+/// Acknowledges a message whose evaluations are stored; otherwise lets JetStream redeliver
+/// it soon (the same evaluation ids make a second run idempotent).
+pub(super) async fn settle(message: jetstream::Message, stored: bool) {
     if stored {
         ack(message).await;
     } else {
-        // Not stored: let JetStream redeliver it; the same id makes a second run idempotent.
         let _ = message
             .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
             .await;
     }
-    stored
 }
 
 /// Waits for a judging slot, judges the span and stores its evaluation; true once stored.

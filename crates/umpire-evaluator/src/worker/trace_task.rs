@@ -5,10 +5,8 @@
 //! still going — judges the selected spans with the whole trace as context, and
 //! acknowledges the summary once every evaluation is stored.
 
-use std::time::Duration;
-
+use async_nats::jetstream;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
-use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use futures::future::join_all;
 use umpire_core::judge::TraceContext;
@@ -16,7 +14,7 @@ use umpire_core::span::Span;
 use umpire_core::trace_summary::TraceSummary;
 
 use super::Shared;
-use super::span_task::{ack, in_progress, judge_and_store, poison};
+use super::span_task::{in_progress, judge_and_store, poison, settle};
 use crate::metrics::ReasonLabels;
 
 /// Most spans of one trace read back; a larger trace is judged as incomplete `too_large`.
@@ -43,13 +41,7 @@ pub(super) async fn judge_trace(shared: &Shared, message: jetstream::Message) {
         judge_summary(shared, summary),
     )
     .await;
-    if judged {
-        ack(message).await;
-    } else {
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-            .await;
-    }
+    settle(message, judged).await;
 }
 
 /// Reads the trace back, judges its selected spans; true once every evaluation is stored.

@@ -32,7 +32,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::ids::TraceId;
 use umpire_core::sampling::{Decision, TailSampler};
-use umpire_nats::fence::Fence;
 use umpire_nats::topology::ProjectNames;
 use umpire_otlp::ExportTraceServiceRequest;
 use umpire_otlp::buffered::{BufferedSpan, SpanOrigin};
@@ -83,8 +82,6 @@ pub struct SamplerSettings {
 
 struct Delivery {
     partition: u32,
-    /// The partition's fence, claimed by its fetcher before its first pull.
-    fence: Arc<Fence>,
     message: jetstream::Message,
     /// Its share of `max_pending_delivery_bytes`, given back once it is buffered.
     _permit: OwnedSemaphorePermit,
@@ -163,7 +160,6 @@ impl Sampler {
             publishing_bytes: 0,
             publishing_per_partition: HashMap::new(),
             fetchers: HashMap::new(),
-            fences: HashMap::new(),
             draining: BTreeSet::new(),
             deliveries_tx,
             delivery_budget: Arc::new(Semaphore::new(pending_bytes.clamp(1, u32::MAX as usize))),
@@ -188,8 +184,6 @@ struct SamplingLoop {
     publishing_bytes: usize,
     publishing_per_partition: HashMap<u32, usize>,
     fetchers: HashMap<u32, CancellationToken>,
-    /// Each owned partition's fence: its publishes carry it.
-    fences: HashMap<u32, Arc<Fence>>,
     draining: BTreeSet<u32>,
     deliveries_tx: mpsc::Sender<Delivery>,
     delivery_budget: Arc<Semaphore>,
@@ -231,16 +225,12 @@ impl SamplingLoop {
 
     fn on_delivery(&mut self, delivery: Delivery) {
         let Delivery {
-            partition,
-            fence,
-            message,
-            ..
+            partition, message, ..
         } = delivery;
         if !self.usable(partition) {
             // Arrived after the partition was given up: its next owner receives it again.
             return;
         }
-        self.fences.insert(partition, fence);
         let Ok(key) = message.info().map(|info| info.stream_sequence) else {
             return;
         };
@@ -329,7 +319,6 @@ impl SamplingLoop {
                 spans: late_kept,
                 attempt: 0,
                 trace: None,
-                fence: None,
             });
         }
         self.ack_if_settled(key);
@@ -415,7 +404,6 @@ impl SamplingLoop {
                         trace_id,
                         incomplete,
                     }),
-                    fence: None,
                 });
             }
             Decision::Drop => {

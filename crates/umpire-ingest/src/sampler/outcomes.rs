@@ -11,10 +11,7 @@ use super::{MAX_CONCURRENT_PUBLISHES, SamplingLoop};
 impl SamplingLoop {
     /// Queues a publication; at most `MAX_CONCURRENT_PUBLISHES` run at once, so their
     /// unacknowledged publishes stay within the context's budget.
-    pub(super) fn start_publish(&mut self, mut job: PublishJob) {
-        if job.fence.is_none() {
-            job.fence = self.fences.get(&job.partition).cloned();
-        }
+    pub(super) fn start_publish(&mut self, job: PublishJob) {
         self.publishing_spans += job.spans.len();
         self.publishing_bytes += job.bytes();
         *self
@@ -64,22 +61,6 @@ impl SamplingLoop {
                 for key in job.messages {
                     self.release(key);
                 }
-            }
-            Err(e) if e.fenced => {
-                self.metrics().publishes_fenced.inc();
-                let current = self.fences.get(&job.partition);
-                if current.is_some() && current == job.fence.as_ref() {
-                    // Another replica claimed the partition while this one held it (this
-                    // one was frozen, or its lease lapsed unnoticed): give it up.
-                    tracing::warn!(
-                        event = "partition_fenced",
-                        partition = job.partition,
-                        "another replica claimed the partition; giving it up"
-                    );
-                    self.lose(job.partition);
-                }
-                // Otherwise the job is from an earlier holding of the partition, whose
-                // messages were handed back when it was lost.
             }
             Err(e) => {
                 self.metrics().publish_failures.inc();

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use umpire_nats::fence::Fence;
 use umpire_nats::topology::ProjectNames;
 use umpire_runtime::retry::Backoff;
 
@@ -60,7 +59,6 @@ impl SamplingLoop {
             token.cancel();
         }
         self.draining.remove(&partition);
-        self.fences.remove(&partition);
         self.buffer.take_partition(partition);
         // Handed back now (NAK), the messages go to the partition's next owner at once
         // instead of after the intake's ack wait (decisionWait + 60 s). If NATS cannot take
@@ -87,7 +85,6 @@ impl SamplingLoop {
             .collect();
         for partition in done {
             self.draining.remove(&partition);
-            self.fences.remove(&partition);
             let _ = self.lease_commands.send(LeaseCommand::Release(partition));
         }
     }
@@ -99,7 +96,6 @@ impl SamplingLoop {
         let names = self.sampler.names.clone();
         let ack_wait = self.sampler.settings.ack_wait;
         let pull = Pull {
-            member: self.sampler.settings.member.clone(),
             deliveries: self.deliveries_tx.clone(),
             budget: self.delivery_budget.clone(),
             budget_bytes: self.sampler.settings.max_pending_delivery_bytes,
@@ -111,8 +107,6 @@ impl SamplingLoop {
 
 /// Where a partition's pull hands its messages, and how much it may hold.
 struct Pull {
-    /// This replica, named in the partition's epoch marker.
-    member: String,
     deliveries: mpsc::Sender<Delivery>,
     /// Bytes pulled but not yet buffered, shared by every partition: a pull waits for
     /// room, so a slow sampler slows the pulls instead of queueing messages in memory.
@@ -134,24 +128,6 @@ async fn fetch_partition(
 ) {
     let config = umpire_nats::topology::intake_consumer(&names, partition, ack_wait);
     let mut failures = 0u32;
-    // Claimed before the first pull: from here on a previous owner's publishes for this
-    // partition are refused (it may be frozen mid-publish rather than gone).
-    let epoch = names.partition_epoch_subject(partition);
-    let fence = loop {
-        match Fence::claim(&js, &epoch, &pull.member).await {
-            Ok(fence) => break Arc::new(fence),
-            Err(e) => {
-                failures += 1;
-                if failures % 10 == 1 {
-                    tracing::warn!(event = "partition_claim_failed", partition, error = %e, "cannot claim the partition in the span stream; retrying");
-                }
-                if !Backoff::SET_UP.wait(failures - 1, &cancel).await {
-                    return;
-                }
-            }
-        }
-    };
-    failures = 0;
     while !cancel.is_cancelled() {
         let messages = async {
             let stream = js
@@ -198,7 +174,7 @@ async fn fetch_partition(
                             permit = pull.budget.clone().acquire_many_owned(bytes) => permit,
                         };
                         let Ok(permit) = permit else { return };
-                        let delivery = Delivery { partition, fence: fence.clone(), message, _permit: permit };
+                        let delivery = Delivery { partition, message, _permit: permit };
                         if pull.deliveries.send(delivery).await.is_err() {
                             return;
                         }

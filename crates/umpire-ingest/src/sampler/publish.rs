@@ -2,14 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
-use async_nats::jetstream::{self, context::PublishError, message::PublishMessage};
+use async_nats::jetstream::{self, message::PublishMessage};
 use futures::future::join_all;
 use umpire_core::ids::TraceId;
 use umpire_core::span::GENAI_OPERATIONS;
 use umpire_core::trace_summary::TraceSummary;
-use umpire_nats::fence::{Fence, is_fenced};
 use umpire_nats::topology::ProjectNames;
 use umpire_otlp::buffered::BufferedSpan;
 use umpire_runtime::retry::Backoff;
@@ -25,39 +22,6 @@ pub struct PublishJob {
     pub attempt: u32,
     /// A decided trace (not late spans): its summary follows its spans.
     pub trace: Option<DecidedTrace>,
-    /// The partition's fence when the job was queued (set by `start_publish`): every
-    /// publish carries it, so a successor's claim stops this job.
-    pub fence: Option<Arc<Fence>>,
-}
-
-/// Why a publication failed.
-#[derive(Debug)]
-pub struct PublishFailure {
-    pub message: String,
-    /// Refused because another replica claimed the partition since.
-    pub fenced: bool,
-}
-
-impl PublishFailure {
-    fn other(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            fenced: false,
-        }
-    }
-
-    fn of(context: &str, error: &PublishError) -> Self {
-        Self {
-            message: format!("{context}{error}"),
-            fenced: is_fenced(error),
-        }
-    }
-}
-
-impl std::fmt::Display for PublishFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
 }
 
 /// What the summary of a decided trace says besides where its spans are.
@@ -77,7 +41,7 @@ impl PublishJob {
 
 pub struct PublishOutcome {
     pub job: PublishJob,
-    pub result: Result<Published, PublishFailure>,
+    pub result: Result<Published, String>,
     pub elapsed: Duration,
 }
 
@@ -90,15 +54,14 @@ pub async fn publish_job(
         tokio::time::sleep(Backoff::PUBLISH.delay(job.attempt - 1)).await;
     }
     let started = Instant::now();
-    let fence = job.fence.as_deref();
-    let mut result = publish_spans(&js, &names, &job.spans, fence).await;
+    let mut result = publish_spans(&js, &names, &job.spans).await;
     if let (Ok(published), Some(trace)) = (&result, &job.trace) {
         let summary = TraceSummary::new(
             trace.trace_id,
             trace.incomplete.clone(),
             published.sequences.clone(),
         );
-        if let Err(e) = publish_summary(&js, &names, &summary, fence).await {
+        if let Err(e) = publish_summary(&js, &names, &summary).await {
             result = Err(e);
         }
     }
@@ -136,23 +99,14 @@ pub struct Published {
     pub dead_lettered: u64,
 }
 
-/// `message`, guarded by the partition's fence when there is one.
-fn guarded(message: PublishMessage, fence: Option<&Fence>) -> PublishMessage {
-    match fence {
-        Some(fence) => fence.guard(message),
-        None => message,
-    }
-}
-
 async fn publish_spans(
     js: &jetstream::Context,
     names: &ProjectNames,
     spans: &[BufferedSpan],
-    fence: Option<&Fence>,
-) -> Result<Published, PublishFailure> {
+) -> Result<Published, String> {
     let client = js.client();
     if !umpire_nats::connect::is_connected(&client) {
-        return Err(PublishFailure::other("not connected to NATS"));
+        return Err("not connected to NATS".into());
     }
     let budget = client
         .server_info()
@@ -191,17 +145,19 @@ async fn publish_spans(
                     continue;
                 }
             };
-            let message = PublishMessage::build()
-                .payload(payload.into())
-                .message_id(id);
             let ack = js
-                .send_publish(subject, guarded(message, fence))
+                .send_publish(
+                    subject,
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .message_id(id),
+                )
                 .await
-                .map_err(|e| PublishFailure::of("", &e))?;
+                .map_err(|e| e.to_string())?;
             acks.push(ack);
         }
         for result in join_all(acks.into_iter().map(|a| a.into_future())).await {
-            let ack = result.map_err(|e| PublishFailure::of("", &e))?;
+            let ack = result.map_err(|e| e.to_string())?;
             if ack.duplicate {
                 published.duplicates += 1;
             }
@@ -209,10 +165,7 @@ async fn publish_spans(
         }
     }
     for letter in &poisoned {
-        letter
-            .publish(js, names)
-            .await
-            .map_err(PublishFailure::other)?;
+        letter.publish(js, names).await?;
         published.dead_lettered += 1;
     }
     Ok(published)
@@ -224,17 +177,18 @@ async fn publish_summary(
     js: &jetstream::Context,
     names: &ProjectNames,
     summary: &TraceSummary,
-    fence: Option<&Fence>,
-) -> Result<(), PublishFailure> {
-    let payload = serde_json::to_vec(summary).map_err(|e| PublishFailure::other(e.to_string()))?;
-    let message = PublishMessage::build()
-        .payload(payload.into())
-        .message_id(summary.message_id());
-    js.send_publish(names.traces_subject(), guarded(message, fence))
-        .await
-        .map_err(|e| PublishFailure::of("trace summary: ", &e))?
-        .await
-        .map_err(|e| PublishFailure::of("trace summary: ", &e))?;
+) -> Result<(), String> {
+    let payload = serde_json::to_vec(summary).map_err(|e| e.to_string())?;
+    js.send_publish(
+        names.traces_subject(),
+        PublishMessage::build()
+            .payload(payload.into())
+            .message_id(summary.message_id()),
+    )
+    .await
+    .map_err(|e| format!("trace summary: {e}"))?
+    .await
+    .map_err(|e| format!("trace summary: {e}"))?;
     Ok(())
 }
 

@@ -25,7 +25,7 @@ use umpire_testkit::wait::eventually;
 pub const NAMESPACE: &str = "test";
 pub const PROJECT: &str = "app";
 
-/// The span stream's spans (it also holds trace summaries and partition epoch markers).
+/// The span stream's spans (it also holds the trace summaries).
 pub const SPAN_SUBJECTS: &str = "umpire.spans.>";
 
 pub fn spans_stream() -> String {

@@ -50,19 +50,6 @@ impl ProjectNames {
         format!("umpire.traces.{}.{}", self.namespace, self.project)
     }
 
-    /// `umpire.epochs.<ns>.<project>.<partition>`: the epoch marker of a partition's
-    /// current owner in the span stream; the owner's publishes are fenced by it.
-    pub fn partition_epoch_subject(&self, partition: u32) -> String {
-        format!(
-            "umpire.epochs.{}.{}.{partition}",
-            self.namespace, self.project
-        )
-    }
-
-    pub fn partition_epochs_wildcard(&self) -> String {
-        format!("umpire.epochs.{}.{}.*", self.namespace, self.project)
-    }
-
     /// Every span as received (redacted), awaiting its trace's sampling decision.
     pub fn intake_stream(&self) -> String {
         format!("UMPIRE_INTAKE_{}_{}", self.namespace, self.project)

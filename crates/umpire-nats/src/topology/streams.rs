@@ -26,11 +26,7 @@ pub fn span_stream(names: &ProjectNames, limits: &SpanStreamLimits) -> stream::C
             names.namespace(),
             names.project()
         )),
-        subjects: vec![
-            names.spans_wildcard(),
-            names.traces_subject(),
-            names.partition_epochs_wildcard(),
-        ],
+        subjects: vec![names.spans_wildcard(), names.traces_subject()],
         max_age: limits.max_age,
         max_bytes: i64::try_from(limits.max_bytes).unwrap_or(i64::MAX),
         max_messages: limits
