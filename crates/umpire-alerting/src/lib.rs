@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod outbox;
 mod retired;
+mod transitions;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,6 +11,7 @@
 //! crash anywhere leads to redelivery, not loss.
 
 pub mod buffer;
+mod decide;
 pub mod leases;
 pub mod ledger;
 mod outcomes;
@@ -31,19 +32,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::ids::TraceId;
-use umpire_core::sampling::{Decision, TailSampler};
+use umpire_core::sampling::TailSampler;
 use umpire_nats::topology::ProjectNames;
 use umpire_otlp::ExportTraceServiceRequest;
 use umpire_otlp::buffered::{BufferedSpan, SpanOrigin};
 use umpire_otlp::convert::span_ids;
 use umpire_runtime::retry::Backoff;
 
-use self::buffer::{PendingTrace, TraceBuffer};
+use self::buffer::TraceBuffer;
 use self::leases::{LeaseCommand, LeaseUpdate, PartitionLeases, spawn_lease_task};
 use self::ledger::MessageLedger;
-use self::publish::{DecidedTrace, PublishJob, PublishOutcome};
+use self::publish::{PublishJob, PublishOutcome};
 use crate::intake::{CODEC_HEADER, decompress};
-use crate::metrics::{IngestMetrics, PolicyLabels, ReasonLabels};
+use crate::metrics::{IngestMetrics, ReasonLabels};
 
 /// Decisions remembered so late spans follow their trace's decision.
 const DECISION_CACHE: usize = 200_000;
@@ -323,125 +324,6 @@ impl SamplingLoop {
         }
         self.ack_if_settled(key);
         self.shed_if_full(now);
-    }
-
-    /// Decides the oldest traces early while the buffer is over its limit (the documented
-    /// shedding policy: the wait is shortened, no data is dropped unjudged).
-    fn shed_if_full(&mut self, now: Instant) {
-        let (spans, bytes) = (
-            self.sampler.settings.max_buffered_spans,
-            self.sampler.settings.max_buffered_bytes,
-        );
-        while self.buffer.span_count() + self.publishing_spans > spans
-            || self.buffer.bytes() + self.publishing_bytes > bytes
-        {
-            let Some((trace_id, trace)) = self.buffer.take_oldest() else {
-                break;
-            };
-            self.settle(trace_id, trace, now, Some("buffer_full"));
-        }
-    }
-
-    /// Decides due traces, a bounded batch at a time so one burst of decisions never holds
-    /// a runtime thread long enough to delay the receivers; returns whether more are due.
-    fn decide_due(&mut self, now: Instant) -> bool {
-        let settings = &self.sampler.settings;
-        let due = self.buffer.take_due(
-            now,
-            settings.decision_wait,
-            settings.trace_timeout,
-            DECISION_BATCH,
-        );
-        let more = due.len() == DECISION_BATCH;
-        for (trace_id, trace) in due {
-            self.settle(trace_id, trace, now, None);
-        }
-        more
-    }
-
-    fn settle(
-        &mut self,
-        trace_id: TraceId,
-        trace: PendingTrace,
-        now: Instant,
-        early: Option<&str>,
-    ) {
-        if let Some(reason) = early {
-            self.metrics()
-                .early_decisions
-                .get_or_create(&ReasonLabels {
-                    reason: reason.into(),
-                })
-                .inc();
-        }
-        let incomplete = trace
-            .root_seen
-            .is_none()
-            .then(|| early.unwrap_or("root_missing").to_owned());
-        if let Some(reason) = &incomplete {
-            self.metrics()
-                .traces_incomplete
-                .get_or_create(&ReasonLabels {
-                    reason: reason.clone(),
-                })
-                .inc();
-        }
-        let decision = self.sampler.tail.decide(&trace_id, &trace.spans, now);
-        self.decided.put(trace_id, decision.is_keep());
-        match decision {
-            Decision::Keep(policy) => {
-                let policy = policy.unwrap_or_else(|| "all".into());
-                self.metrics()
-                    .traces_kept
-                    .get_or_create(&PolicyLabels { policy })
-                    .inc();
-                self.start_publish(PublishJob {
-                    partition: trace.partition,
-                    messages: trace.messages,
-                    spans: trace.spans,
-                    attempt: 0,
-                    trace: Some(DecidedTrace {
-                        trace_id,
-                        incomplete,
-                    }),
-                });
-            }
-            Decision::Drop => {
-                self.metrics().traces_dropped.inc();
-                self.metrics()
-                    .spans_dropped
-                    .inc_by(trace.spans.len() as u64);
-                for key in trace.messages {
-                    self.release(key);
-                }
-            }
-        }
-    }
-
-    /// How often held intake messages are reported in progress: a third of the ack wait,
-    /// so a trace waiting minutes for its root is not redelivered meanwhile (a short ack
-    /// wait keeps failover after a crash quick).
-    fn progress_every(&self) -> Duration {
-        (self.sampler.settings.ack_wait / 3).max(Duration::from_millis(100))
-    }
-
-    /// Tells JetStream the intake messages held longer than a third of the ack wait are
-    /// still being worked on.
-    fn keep_held_messages(&mut self, now: Instant) {
-        let older_than = self.progress_every();
-        let replies = self.ledger.held_longer_than(now, older_than);
-        if replies.is_empty() {
-            return;
-        }
-        let js = self.sampler.js.clone();
-        self.acks.spawn(async move {
-            for reply in replies {
-                let acker = jetstream::message::Acker::new(js.clone(), Some(reply));
-                if let Err(e) = acker.ack_with(jetstream::AckKind::Progress).await {
-                    tracing::debug!(event = "intake_progress_failed", error = %e, "telling JetStream an intake message is in progress failed");
-                }
-            }
-        });
     }
 
     fn update_gauges(&self) {
