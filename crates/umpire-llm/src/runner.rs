@@ -118,10 +118,6 @@ impl<B: ChatBackend> LlmRunner<B> {
         self
     }
 
-    pub fn shared_limits(&self) -> Option<&SharedLimits> {
-        self.shared.as_ref()
-    }
-
     pub fn budget(&self) -> Option<&TokenBudget> {
         self.budget.as_ref()
     }
