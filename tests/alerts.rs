@@ -178,6 +178,7 @@ nats: {{url: "{nats}"}}
 adminListen: 127.0.0.1:0
 secretDir: {secrets}
 alertLeaseTtl: 3s
+alertSnapshotInterval: 1s
 spec:
   projectRef: {{name: bot}}
   judges: [{{name: grounded, latency: {{maxMs: 60000}}}}]
@@ -287,4 +288,101 @@ async fn deleting_a_policy_resolves_its_firing_alerts() {
         .unwrap();
     store.retire_policy().await.unwrap();
     resolved_and_forgotten(&js, &pager, &trigger).await;
+}
+
+/// A long baseline is not replayed on takeover: the leader snapshots its windows to the
+/// project's object store, and its successor restores them and replays only the scores
+/// stored after the snapshot — yet judges the regression against the whole baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_restores_the_window_snapshot_and_replays_only_the_tail() {
+    const BASELINE_SCORES: u64 = 20_000;
+    const TAIL_SCORES: u64 = 20;
+    let nats = NatsServer::start().unwrap();
+    let pager = PagerDutyReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_policy(dir.path(), &nats, &pager, LONG_BASELINE);
+    let mut first = UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    score_stream_created(&js).await;
+    publish_healthy(&js, 0, BASELINE_SCORES).await;
+    eventually(
+        "a snapshot of the whole baseline",
+        Duration::from_secs(60),
+        || {
+            let saved = first.events("alert_snapshot_saved");
+            async move {
+                saved
+                    .iter()
+                    .any(|e| e["through_sequence"].as_u64() == Some(BASELINE_SCORES))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    eprintln!("injected: the leader is killed after snapshotting {BASELINE_SCORES} scores");
+    first.kill();
+    publish_healthy(&js, BASELINE_SCORES, TAIL_SCORES).await;
+
+    let mut successor = UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
+    let done = eventually("the successor's replay", Duration::from_secs(60), || {
+        let done = successor.events("alert_replay_done");
+        async move { done.first().cloned() }
+    })
+    .await;
+    let started = successor.events("alert_replay_started");
+    assert_eq!(started[0]["snapshot_through"], BASELINE_SCORES);
+    assert_eq!(
+        done["replayed"], TAIL_SCORES,
+        "only the scores after the snapshot are replayed"
+    );
+
+    // Fewer than minSamples scores were replayed: the regression can only be judged against
+    // the baseline restored from the snapshot.
+    let phase = Arc::new(AtomicU8::new(REGRESSED));
+    let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 10));
+    let trigger = eventually("the trigger", Duration::from_secs(30), || async {
+        pager.events().into_iter().find(|e| e.action() == "trigger")
+    })
+    .await;
+    phase.store(STOPPED, Ordering::SeqCst);
+    publisher.await.unwrap();
+    let details = &trigger.body["payload"]["custom_details"];
+    // gpt-4o's restored scores (the even-numbered ones) fail one in five.
+    let baseline = details["baseline"].as_f64().unwrap();
+    assert!((baseline - 0.8).abs() < 0.02, "{details}");
+    assert_eq!(successor.terminate(), Some(0));
+}
+
+/// A regression against a 2 h baseline.
+const LONG_BASELINE: &str = "  alerts:\n    - name: grounded-regression\n      metric: {judge: grounded, aggregate: passRate}\n      window: 5s\n      minSamples: 50\n      groupBy: [gen_ai.request.model]\n      condition: {regression: {baseline: 2h, maxRelativeDrop: 0.2, confidence: 0.99}}\n      severity: critical\n      route: oncall";
+
+/// Publishes `count` healthy scores (90 % pass, both models) numbered from `from`,
+/// 500 in flight at a time, and waits until JetStream stored each.
+async fn publish_healthy(js: &jetstream::Context, from: u64, count: u64) {
+    let mut acks = Vec::new();
+    for n in from..from + count {
+        let model = if n.is_multiple_of(2) {
+            "gpt-4o"
+        } else {
+            "gpt-4o-mini"
+        };
+        let evaluation = support::scores::evaluation(n + 1_000_000, model, !n.is_multiple_of(10));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", evaluation.id.as_str());
+        let payload = serde_json::to_vec(&evaluation).unwrap();
+        acks.push(
+            js.publish_with_headers(support::scores::SCORES, headers, payload.into())
+                .await
+                .unwrap(),
+        );
+        // The client bounds acks in flight: collect them before publishing further.
+        if acks.len() == 500 {
+            for ack in acks.drain(..) {
+                ack.await.unwrap();
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
 }

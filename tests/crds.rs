@@ -177,3 +177,15 @@ fn committed_reference_matches_the_crds() {
         );
     }
 }
+
+/// The CRD's lookback limit (window + baseline) is the score stream's retention: a new alert
+/// leader rebuilds windows from it.
+#[test]
+fn the_alert_lookback_limit_is_the_scores_retention() {
+    let crd = std::fs::read_to_string(crds_dir().join("evalpolicies.umpire.dev.yaml")).unwrap();
+    let hours = umpire_nats::topology::SCORES_MAX_AGE.as_secs() / 3600;
+    assert!(
+        crd.contains(&format!("<= duration('{hours}h')")),
+        "the CRD does not bound window + baseline by {hours}h"
+    );
+}

@@ -1,8 +1,9 @@
 //! The policy's alert leader: evaluates its rules over the score stream, publishes the
 //! notifications state changes produce to the outbox, and persists alert state.
 //!
-//! On taking the lease a replica restores the stored alert states, replays the policy's
-//! scores of the last `lookback` (longest window + baseline) from the stream to rebuild the
+//! On taking the lease a replica restores the stored alert states and the last window
+//! snapshot ([`crate::snapshot`]), replays the policy's scores stored after the snapshot —
+//! without one, those of the last `lookback` (longest window + baseline) — to rebuild the
 //! windows *without* evaluating, and evaluates from then on: on every score and on a short
 //! tick (for `for`, `clearFor`, no-data and repeats). Followers only wait for the lease.
 
@@ -23,6 +24,7 @@ use umpire_nats::fence::Fence;
 use crate::leader::PolicyLease;
 use crate::metrics::AlertMetrics;
 use crate::outbox;
+use crate::snapshot::{SnapshotSaver, WindowSnapshots};
 use umpire_contract::alert_state::AlertStore;
 
 /// Span evaluation ids remembered to drop re-published duplicates the score stream's
@@ -41,6 +43,16 @@ pub struct AlertEvaluator {
     pub tick: Duration,
     /// This leader's fence in the outbox stream, claimed with the lease.
     pub outbox_fence: Option<Fence>,
+    pub snapshots: WindowSnapshots,
+    pub snapshot_interval: Duration,
+}
+
+/// Where the replay of scores starts.
+enum ReplayFrom {
+    /// After the last score a restored snapshot holds.
+    After(u64),
+    /// The start of the rules' lookback (no usable snapshot).
+    Time(SystemTime),
 }
 
 /// Why a replica stopped leading.
@@ -153,6 +165,7 @@ impl AlertEvaluator {
             return stepped;
         }
         if deleting || self.rules.is_empty() {
+            self.snapshots.delete().await;
             return Stepped::Done;
         }
         let mut persisted = HashMap::new();
@@ -171,14 +184,23 @@ impl AlertEvaluator {
         }
         let restored_firing = persisted.values().filter(|s| s.is_firing()).count();
 
-        let start = SystemTime::now()
-            .checked_sub(engine.lookback())
-            .unwrap_or(UNIX_EPOCH);
-        let consumer = match self.replay_consumer(start).await {
+        let snapshot_through = self.restore_snapshot(&mut engine).await;
+        let from = match snapshot_through {
+            Some(sequence) => ReplayFrom::After(sequence),
+            None => ReplayFrom::Time(
+                SystemTime::now()
+                    .checked_sub(engine.lookback())
+                    .unwrap_or(UNIX_EPOCH),
+            ),
+        };
+        let consumer = match self.replay_consumer(from).await {
             Ok(consumer) => consumer,
             Err(e) => return Stepped::Lost(e),
         };
         let mut caught_up = consumer.cached_info().num_pending == 0;
+        // The score-stream position the windows hold, for snapshots.
+        let mut through = snapshot_through.unwrap_or(0);
+        let mut saver = SnapshotSaver::default();
         let mut messages = match consumer.messages().await {
             Ok(messages) => messages,
             Err(e) => return Stepped::Lost(format!("reading scores: {e}")),
@@ -188,10 +210,22 @@ impl AlertEvaluator {
             restored = persisted.len(),
             restored_firing,
             lookback_s = engine.lookback().as_secs(),
+            snapshot_through = snapshot_through.unwrap_or(0),
             "rebuilding alert windows from the score stream"
         );
         let replay_started = Instant::now();
         let mut replayed = 0u64;
+        if caught_up {
+            tracing::info!(
+                event = "alert_replay_done",
+                replayed,
+                took_ms = 0u64,
+                "alert windows rebuilt; evaluating"
+            );
+        }
+        let mut snapshot_ticks = tokio::time::interval(self.snapshot_interval);
+        snapshot_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        snapshot_ticks.tick().await;
         let mut seen = RecentIds::new(REMEMBERED_IDS);
         let mut ticks = tokio::time::interval(self.tick);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -199,7 +233,14 @@ impl AlertEvaluator {
         renewals.tick().await;
         loop {
             let notes = tokio::select! {
-                _ = shutdown.cancelled() => return Stepped::Shutdown,
+                _ = shutdown.cancelled() => {
+                    self.save_before_leaving(&engine, through, &mut saver).await;
+                    return Stepped::Shutdown;
+                }
+                _ = snapshot_ticks.tick(), if caught_up => {
+                    self.save_in_background(&engine, through, &mut saver);
+                    continue;
+                }
                 _ = renewals.tick() => {
                     // Bounded well inside the self-fence, so an unanswered renewal never
                     // holds the loop past the moment this replica must stop acting.
@@ -230,10 +271,13 @@ impl AlertEvaluator {
                 }
                 next = messages.next() => match next {
                     Some(Ok(message)) => {
-                        let (published, pending) = message
-                            .info()
-                            .map(|i| (i.published.unix_timestamp_nanos().max(0) as u64, i.pending))
-                            .unwrap_or((now_nanos(), 1));
+                        let (published, pending) = match message.info() {
+                            Ok(info) => {
+                                through = info.stream_sequence;
+                                (info.published.unix_timestamp_nanos().max(0) as u64, info.pending)
+                            }
+                            Err(_) => (now_nanos(), 1),
+                        };
                         let mut notes = Vec::new();
                         match serde_json::from_slice::<SpanEvaluation>(&message.payload) {
                             Ok(evaluation) if seen.insert(&evaluation.id) => {
@@ -256,6 +300,7 @@ impl AlertEvaluator {
                         }
                         if !caught_up {
                             replayed += 1;
+                            self.metrics.replayed_scores.inc();
                             if pending == 0 {
                                 caught_up = true;
                                 tracing::info!(event = "alert_replay_done", replayed, took_ms = replay_started.elapsed().as_millis() as u64, "alert windows rebuilt; evaluating");
@@ -285,19 +330,40 @@ impl AlertEvaluator {
 
     async fn replay_consumer(
         &self,
-        start: SystemTime,
+        from: ReplayFrom,
     ) -> Result<consumer::Consumer<consumer::pull::OrderedConfig>, String> {
         let stream = self
             .js
             .get_stream(self.names.scores_stream())
             .await
             .map_err(|e| format!("score stream {}: {e}", self.names.scores_stream()))?;
-        let start = time::OffsetDateTime::from(start);
+        // The stream's age limit holds every rule's lookback (the CRD refuses longer ones),
+        // but its byte limit may have dropped older scores: say the windows are partial.
+        let state = &stream.cached_info().state;
+        let oldest = SystemTime::from(state.first_timestamp);
+        if let ReplayFrom::Time(start) = from
+            && state.first_sequence > 1
+            && oldest > start
+        {
+            tracing::warn!(
+                event = "alert_replay_truncated",
+                missing_s = oldest.duration_since(start).unwrap_or_default().as_secs(),
+                "the score stream no longer holds the rules' whole lookback (its size limit dropped older scores): baselines start later"
+            );
+        }
+        let deliver_policy = match from {
+            ReplayFrom::After(sequence) => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: sequence + 1,
+            },
+            ReplayFrom::Time(start) => consumer::DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from(start),
+            },
+        };
         stream
             .create_consumer(consumer::pull::OrderedConfig {
                 description: Some(format!("Umpire alert leader of {}", self.policy)),
                 filter_subject: self.names.scores_subject(&self.policy),
-                deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
+                deliver_policy,
                 ..Default::default()
             })
             .await

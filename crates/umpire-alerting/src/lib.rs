@@ -2,6 +2,8 @@
 //!
 //! - [`evaluation::AlertEvaluator`]: the leader-elected writer of the policy's alert state
 //!   ([`leader`]), evaluating rules over the score stream and persisting state ([`store`]).
+//! - [`snapshot`]: the leader's windows, saved periodically so a successor replays only the
+//!   scores stored since.
 //! - [`outbox`]: notifications are stored in JetStream before anything else happens.
 //! - [`delivery`]: every replica delivers from the outbox, one notification at a time, to
 //!   PagerDuty Events v2 or webhooks, retrying until accepted.
@@ -12,6 +14,7 @@ pub mod leader;
 pub mod metrics;
 pub mod outbox;
 mod retired;
+pub mod snapshot;
 mod transitions;
 
 use std::sync::Arc;
@@ -31,10 +34,12 @@ use crate::delivery::{DeliverySettings, Notifier, run_deliveries};
 use crate::evaluation::AlertEvaluator;
 use crate::leader::PolicyLease;
 use crate::metrics::AlertMetrics;
+use crate::snapshot::WindowSnapshots;
 use umpire_contract::alert_state::AlertStore;
 
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 pub const DEFAULT_TICK: Duration = Duration::from_millis(250);
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
 const READINESS_CHECK: &str = "alerting";
 
 #[derive(Debug, Clone)]
@@ -47,6 +52,8 @@ pub struct AlertingConfig {
     pub member: String,
     pub lease_ttl: Duration,
     pub tick: Duration,
+    /// How often the leader snapshots its windows ([`snapshot`]).
+    pub snapshot_interval: Duration,
     /// Replicas of the alert buckets and the outbox stream (JetStream clustering).
     pub replicas: usize,
     pub delivery: DeliverySettings,
@@ -136,6 +143,7 @@ async fn set_up(
         let store = AlertStore::open(js, names, &config.policy, config.replicas)
             .await
             .map_err(|e| e.to_string())?;
+        let snapshots = WindowSnapshots::open(js, names, &config.policy, config.replicas).await?;
         // The leader replays scores; the stream is made by the evaluator workers.
         js.get_stream(names.scores_stream())
             .await
@@ -151,6 +159,8 @@ async fn set_up(
                 metrics: metrics.clone(),
                 tick: config.tick,
                 outbox_fence: None,
+                snapshots,
+                snapshot_interval: config.snapshot_interval,
             },
             consumers,
         ))

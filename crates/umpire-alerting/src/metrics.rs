@@ -38,6 +38,12 @@ pub struct DeliveryLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SnapshotLabels {
+    /// `saved`, `save_failed`, `restored`, `refused` (other rules or version), `unreadable`.
+    pub outcome: &'static str,
+}
+
 pub struct AlertMetrics {
     /// 1 on the replica that evaluates the policy's rules.
     pub leader: Gauge,
@@ -49,6 +55,10 @@ pub struct AlertMetrics {
     pub pending: Family<RuleLabels, Gauge>,
     pub transitions: Family<TransitionLabels, Counter>,
     pub groups_overflowed: Counter,
+    /// Scores read again on taking leadership, to rebuild the windows.
+    pub replayed_scores: Counter,
+    pub snapshots: Family<SnapshotLabels, Counter>,
+    pub snapshot_bytes: Gauge,
     pub state_write_failures: Counter,
     pub outbox_publish_failures: Counter,
     pub attempts: Family<AttemptLabels, Counter>,
@@ -74,6 +84,9 @@ impl AlertMetrics {
             pending: Family::default(),
             transitions: Family::default(),
             groups_overflowed: Counter::default(),
+            replayed_scores: Counter::default(),
+            snapshots: Family::default(),
+            snapshot_bytes: Gauge::default(),
             state_write_failures: Counter::default(),
             outbox_publish_failures: Counter::default(),
             attempts: Family::default(),
@@ -128,6 +141,21 @@ impl AlertMetrics {
             "groups_overflowed",
             "Evaluations folded into the __other__ group because a rule hit maxGroups",
             metrics.groups_overflowed.clone(),
+        );
+        alerts.register(
+            "replayed_scores",
+            "Span evaluations replayed from the score stream on taking leadership",
+            metrics.replayed_scores.clone(),
+        );
+        alerts.register(
+            "window_snapshots",
+            "Alert window snapshots saved, restored or refused, by outcome",
+            metrics.snapshots.clone(),
+        );
+        alerts.register(
+            "window_snapshot_bytes",
+            "Size of the last alert window snapshot saved",
+            metrics.snapshot_bytes.clone(),
         );
         alerts.register(
             "state_write_failures",

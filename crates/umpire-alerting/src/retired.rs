@@ -25,7 +25,10 @@ impl AlertEvaluator {
             "the policy is being deleted: resolving its alerts"
         );
         match self.retire(alerts).await {
-            Ok(()) => Stepped::Done,
+            Ok(()) => {
+                self.snapshots.delete().await;
+                Stepped::Done
+            }
             Err(stepped) => stepped,
         }
     }

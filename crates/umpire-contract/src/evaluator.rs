@@ -61,6 +61,14 @@ pub struct EvaluatorConfig {
         with = "crate::duration"
     )]
     pub alert_lease_ttl: Option<Duration>,
+    /// How often the alert leader snapshots its windows to the project's object store, so
+    /// a successor replays only the scores stored since, not a whole baseline. Default 1m.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration"
+    )]
+    pub alert_snapshot_interval: Option<Duration>,
 }
 
 fn one_replica() -> usize {
@@ -109,6 +117,7 @@ impl EvaluatorConfig {
             ack_wait: None,
             state_replicas: 1,
             alert_lease_ttl: None,
+            alert_snapshot_interval: None,
             egress: None,
         }
     }

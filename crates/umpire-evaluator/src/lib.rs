@@ -25,7 +25,7 @@ use umpire_runtime::retry::set_up_until_ready;
 use umpire_alerting::delivery::DeliverySettings;
 use umpire_alerting::delivery::report::{DeliveryObserver, PrintedRoutes};
 use umpire_alerting::metrics::AlertMetrics;
-use umpire_alerting::{AlertingConfig, DEFAULT_LEASE_TTL, DEFAULT_TICK};
+use umpire_alerting::{AlertingConfig, DEFAULT_LEASE_TTL, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_TICK};
 
 use crate::judging::{JudgeSetupError, PolicyJudges};
 use crate::metrics::EvaluatorMetrics;
@@ -158,6 +158,9 @@ pub async fn start_with(
             member: member_name(),
             lease_ttl: config.alert_lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
             tick: DEFAULT_TICK,
+            snapshot_interval: config
+                .alert_snapshot_interval
+                .unwrap_or(DEFAULT_SNAPSHOT_INTERVAL),
             replicas: config.state_replicas,
             delivery: DeliverySettings {
                 secret_dir: config.secret_dir.clone(),

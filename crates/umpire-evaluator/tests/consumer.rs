@@ -34,6 +34,7 @@ async fn run_policy(nats: &NatsServer, kinds: &[&str]) {
         ack_wait: None,
         state_replicas: 1,
         alert_lease_ttl: None,
+        alert_snapshot_interval: None,
         egress: None,
     };
     let shutdown = CancellationToken::new();

@@ -137,6 +137,7 @@ async fn start_evaluator_with(
         ack_wait: Some(ack_wait),
         state_replicas: 1,
         alert_lease_ttl: None,
+        alert_snapshot_interval: None,
         egress: None,
     };
     let shutdown = CancellationToken::new();

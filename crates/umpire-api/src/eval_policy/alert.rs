@@ -10,6 +10,9 @@ use crate::common::{Duration, NAME_PATTERN};
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.condition.regression) || duration(self.condition.regression.baseline) > duration(self.window)").message("a regression baseline must be longer than the rule's window").field_path(".condition.regression.baseline"))]
+// The score stream keeps scores `SCORES_MAX_AGE` (192h): a new alert leader rebuilds the
+// windows from it, so a rule cannot look back further.
+#[x_kube(validation = Rule::new("duration(self.window) + (has(self.condition.regression) ? duration(self.condition.regression.baseline) : duration('0s')) <= duration('192h')").message("window + baseline must fit in the 8 days (192h) scores are kept: alert windows are rebuilt from them").field_path(".window"))]
 #[x_kube(validation = Rule::new("!has(self.metric.judge) || self.metric.aggregate == 'count' || ((!has(self.condition.above) || (self.condition.above >= 0.0 && self.condition.above <= 1.0)) && (!has(self.condition.below) || (self.condition.below >= 0.0 && self.condition.below <= 1.0)))").message("judge scores, pass rates and error rates are between 0 and 1: write 0.85, not 85").field_path(".condition"))]
 pub struct AlertRule {
     #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
 use sketches_ddsketch::{Config, DDSketch};
 
 use crate::ids::TraceId;
@@ -19,7 +20,7 @@ pub enum Sample {
 /// Failing traces kept per aggregate, for notifications.
 const EXAMPLES: usize = 5;
 
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Aggregate {
     /// Verdicts (or measurements).
     pub count: u64,
@@ -127,7 +128,7 @@ impl Aggregate {
 }
 
 /// Aggregates in fixed-width time buckets.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BucketSeries {
     width_ns: u64,
     buckets: BTreeMap<u64, Aggregate>,

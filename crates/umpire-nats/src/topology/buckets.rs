@@ -1,6 +1,9 @@
-//! Key-value buckets: ingest membership and partition leases, alert leaders, alert state.
+//! Key-value buckets: ingest membership and partition leases, alert leaders, alert state;
+//! and the object store of alert window snapshots.
 
 use std::time::Duration;
+
+use async_nats::jetstream::stream;
 
 use super::ProjectNames;
 use crate::kv::BucketSettings;
@@ -49,5 +52,25 @@ pub fn budget_bucket(names: &ProjectNames, replicas: usize) -> BucketSettings {
         history: 1,
         max_age: Duration::from_secs(2 * 86_400),
         replicas,
+    }
+}
+
+/// The stream behind the object store of alert window snapshots (one object per policy,
+/// replaced on every save). Laid out exactly as async-nats' `create_object_store` lays it
+/// out, so `get_object_store` reads it; made through [`crate::streams::ensure_stream`] so
+/// its replicas follow the project's like every other stream.
+pub fn alert_snapshot_store(names: &ProjectNames, replicas: usize) -> stream::Config {
+    let bucket = names.alert_snapshot_bucket();
+    stream::Config {
+        name: format!("OBJ_{bucket}"),
+        description: Some("Umpire alert window snapshots: one per EvalPolicy".into()),
+        subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
+        max_bytes: 1 << 30,
+        storage: stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        allow_direct: true,
+        ..Default::default()
     }
 }

@@ -11,12 +11,15 @@ mod consumers;
 mod names;
 mod streams;
 
-pub use buckets::{alert_lease_bucket, alert_state_bucket, budget_bucket, ingest_lease_bucket};
+pub use buckets::{
+    alert_lease_bucket, alert_snapshot_store, alert_state_bucket, budget_bucket,
+    ingest_lease_bucket,
+};
 pub use consumers::{
     NOTIFIER_ACK_WAIT, PolicyConsumer, intake_consumer, notifier_consumer, policy_consumer,
 };
 pub use names::ProjectNames;
 pub use streams::{
-    OUTBOX_DUPLICATE_WINDOW, OUTBOX_MAX_AGE, OUTBOX_MAX_MESSAGES, SpanStreamLimits,
+    OUTBOX_DUPLICATE_WINDOW, OUTBOX_MAX_AGE, OUTBOX_MAX_MESSAGES, SCORES_MAX_AGE, SpanStreamLimits,
     dead_letter_stream, intake_stream, outbox_stream, scores_stream, span_stream,
 };

@@ -118,13 +118,18 @@ impl ProjectNames {
         format!("umpire-alerts-{}-{}", self.namespace, self.project)
     }
 
-    /// Which evaluator replica evaluates each policy's alert rules: key `<policy>`.
     /// The LLM judges' shared limits: requests per minute and tokens per day, by policy
     /// and judge.
     pub fn budget_bucket(&self) -> String {
         format!("umpire-budgets-{}-{}", self.namespace, self.project)
     }
 
+    /// Each policy's alert windows (object `<policy>`), saved by its alert leader.
+    pub fn alert_snapshot_bucket(&self) -> String {
+        format!("umpire-alert-windows-{}-{}", self.namespace, self.project)
+    }
+
+    /// Which evaluator replica evaluates each policy's alert rules: key `<policy>`.
     pub fn alert_lease_bucket(&self) -> String {
         format!("umpire-alert-leases-{}-{}", self.namespace, self.project)
     }
@@ -190,6 +195,7 @@ impl ProjectNames {
             format!("KV_{}", self.alert_lease_bucket()),
             format!("KV_{}", self.ingest_bucket()),
             format!("KV_{}", self.budget_bucket()),
+            format!("OBJ_{}", self.alert_snapshot_bucket()),
         ]
     }
 }

@@ -60,6 +60,11 @@ pub fn intake_stream(names: &ProjectNames, max_bytes: u64, replicas: usize) -> s
     }
 }
 
+/// How long scores are kept: the longest an alert rule may look back (window + baseline),
+/// since a new alert leader rebuilds its windows from them. The EvalPolicy CRD refuses
+/// rules that look back further (`192h`).
+pub const SCORES_MAX_AGE: Duration = Duration::from_secs(8 * 24 * 3600);
+
 /// Every policy's scores and span observations for one project.
 pub fn scores_stream(names: &ProjectNames, replicas: usize) -> stream::Config {
     stream::Config {
@@ -70,7 +75,7 @@ pub fn scores_stream(names: &ProjectNames, replicas: usize) -> stream::Config {
             names.project()
         )),
         subjects: vec![names.scores_wildcard()],
-        max_age: Duration::from_secs(8 * 24 * 3600),
+        max_age: SCORES_MAX_AGE,
         max_bytes: 4 << 30,
         duplicate_window: Duration::from_secs(15 * 60),
         storage: stream::StorageType::File,

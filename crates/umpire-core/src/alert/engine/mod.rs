@@ -9,6 +9,9 @@ use super::state::{AlertStatus, Transition};
 use super::window::BucketSeries;
 use crate::score::SpanEvaluation;
 
+mod snapshot;
+pub use snapshot::{EngineWindows, SnapshotMismatch};
+
 /// The group that collects spans past a rule's `maxGroups`.
 pub const OTHER_GROUP: &str = "__other__";
 

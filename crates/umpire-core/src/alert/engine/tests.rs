@@ -321,3 +321,60 @@ fn no_data_alerts_only_after_a_whole_window_was_watched() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0].action, Action::Trigger);
 }
+
+#[test]
+fn a_snapshot_and_the_tail_rebuild_what_a_full_replay_does() {
+    let rules = || vec![rule(Threshold::Below(0.8), 0, &["gen_ai.request.model"])];
+    let mut full = engine(rules());
+    let mut restored = engine(rules());
+    let models = ["a", "b", "c"];
+    let sample = |n: u64| {
+        evaluation(
+            n,
+            n * S / 10,
+            !n.is_multiple_of(4),
+            models[(n % 3) as usize],
+        )
+    };
+    for n in 0..400 {
+        full.observe(&sample(n), 40 * S, false);
+    }
+    let saved = serde_json::to_string(&full.windows()).unwrap();
+    restored
+        .restore_windows(serde_json::from_str(&saved).unwrap())
+        .unwrap();
+    let mut fired = 0;
+    for n in 400..500 {
+        let at = 50 * S;
+        let notes = full.observe(&sample(n), at, true);
+        assert_eq!(notes, restored.observe(&sample(n), at, true));
+        fired += notes.len();
+    }
+    assert_eq!(
+        fired,
+        models.len(),
+        "each group's pass rate of 3/4 fires once"
+    );
+    assert_eq!(full.tick(60 * S), restored.tick(60 * S));
+    assert_eq!(
+        serde_json::to_value(full.windows()).unwrap(),
+        serde_json::to_value(restored.windows()).unwrap()
+    );
+}
+
+#[test]
+fn a_snapshot_of_other_rules_is_refused() {
+    let mut before = engine(vec![rule(Threshold::Below(0.8), 0, &[])]);
+    before.observe(&evaluation(1, S, false, "a"), S, false);
+    let mut changed = engine(vec![rule(Threshold::Below(0.9), 0, &[])]);
+    let refused = changed.restore_windows(before.windows()).unwrap_err();
+    assert_eq!(refused.found, before.fingerprint());
+    assert!(
+        serde_json::to_value(changed.windows()).unwrap()["rules"][0]["groups"][0]["recent"]
+            ["buckets"]
+            .as_object()
+            .unwrap()
+            .is_empty(),
+        "nothing restored"
+    );
+}
