@@ -182,7 +182,11 @@ fn committed_reference_matches_the_crds() {
 /// leader rebuilds windows from it.
 #[test]
 fn the_alert_lookback_limit_is_the_scores_retention() {
-    let crd = std::fs::read_to_string(crds_dir().join("evalpolicies.umpire.dev.yaml")).unwrap();
+    let crd = umpire_api::crd::all()
+        .into_iter()
+        .map(|crd| serde_json::to_string(&crd).unwrap())
+        .find(|json| json.contains("EvalPolicy"))
+        .unwrap();
     let hours = umpire_nats::topology::SCORES_MAX_AGE.as_secs() / 3600;
     assert!(
         crd.contains(&format!("<= duration('{hours}h')")),
