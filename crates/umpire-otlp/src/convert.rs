@@ -13,6 +13,8 @@ pub enum InvalidSpan {
     TraceId(usize),
     #[error("span_id must be 8 bytes and not all zero (got {0} bytes)")]
     SpanId(usize),
+    #[error("the span does not decode: {0}")]
+    Undecodable(String),
 }
 
 /// The span's ids, validated as OTLP requires.

@@ -58,7 +58,7 @@ impl TraceBuffer {
         now: Instant,
     ) -> Added {
         let bytes = span.approximate_bytes();
-        let is_root = span.span.parent_span_id.iter().all(|b| *b == 0);
+        let is_root = span.is_root();
         let (trace, added) = match self.traces.get_mut(&trace_id) {
             Some(trace) => (trace, Added::Appended),
             None => {
@@ -215,10 +215,7 @@ mod tests {
         (
             TraceId([trace; 16]),
             SpanId([id; 8]),
-            BufferedSpan {
-                span: otlp,
-                origin: Arc::new(SpanOrigin::default()),
-            },
+            BufferedSpan::new(&otlp, Arc::new(SpanOrigin::default())),
         )
     }
 

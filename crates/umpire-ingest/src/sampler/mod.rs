@@ -27,16 +27,13 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lru::LruCache;
-use prost::Message as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::ids::TraceId;
 use umpire_core::sampling::TailSampler;
 use umpire_nats::topology::ProjectNames;
-use umpire_otlp::ExportTraceServiceRequest;
-use umpire_otlp::buffered::{BufferedSpan, SpanOrigin};
-use umpire_otlp::convert::span_ids;
+use umpire_otlp::buffered::decode_request;
 use umpire_runtime::retry::Backoff;
 
 use self::buffer::TraceBuffer;
@@ -249,11 +246,12 @@ impl SamplingLoop {
             .as_ref()
             .and_then(|h| h.get(CODEC_HEADER))
             .map(|v| v.as_str());
+        // Spans stay encoded until kept (see `umpire_otlp::buffered`).
         let decoded = decompress(&message.payload, codec).and_then(|bytes| {
-            ExportTraceServiceRequest::decode(bytes.as_ref()).map_err(|e| e.to_string())
+            decode_request(bytes::Bytes::from(bytes.into_owned())).map_err(|e| e.to_string())
         });
-        let request = match decoded {
-            Ok(request) => request,
+        let batch = match decoded {
+            Ok(batch) => batch,
             Err(e) => {
                 // Only ingest writes the intake stream, so this cannot heal by redelivery.
                 self.metrics().intake_decode_failures.inc();
@@ -264,47 +262,44 @@ impl SamplingLoop {
         };
         let now = Instant::now();
         let mut late_kept = Vec::new();
-        for resource_spans in request.resource_spans {
-            let resource = resource_spans.resource.unwrap_or_default();
-            for scope_spans in resource_spans.scope_spans {
-                let origin = Arc::new(SpanOrigin {
-                    resource: resource.clone(),
-                    scope: scope_spans.scope,
-                });
-                for span in scope_spans.spans {
-                    let Ok((trace_id, span_id)) = span_ids(&span) else {
+        for span in batch {
+            {
+                let buffered = match span {
+                    Ok(buffered) => buffered,
+                    Err(e) => {
+                        self.metrics().intake_decode_failures.inc();
+                        tracing::error!(event = "intake_undecodable", partition, sequence = key, error = %e, "skipping an undecodable span of an intake message");
                         continue;
-                    };
-                    let buffered = BufferedSpan {
-                        span,
-                        origin: origin.clone(),
-                    };
-                    match self.decided.get(&trace_id).copied() {
-                        Some(true) => {
-                            self.metrics()
-                                .late_spans
-                                .get_or_create(&ReasonLabels {
-                                    reason: "kept".into(),
-                                })
-                                .inc();
-                            late_kept.push(buffered);
-                        }
-                        Some(false) => {
-                            self.metrics()
-                                .late_spans
-                                .get_or_create(&ReasonLabels {
-                                    reason: "dropped".into(),
-                                })
-                                .inc();
-                            self.metrics().spans_dropped.inc();
-                        }
-                        None => {
-                            let referenced = self.buffer.references(&trace_id, key);
-                            self.buffer
-                                .add(partition, trace_id, span_id, buffered, key, now);
-                            if !referenced {
-                                self.ledger.add_reference(key);
-                            }
+                    }
+                };
+                let Ok((trace_id, span_id)) = buffered.ids() else {
+                    continue;
+                };
+                match self.decided.get(&trace_id).copied() {
+                    Some(true) => {
+                        self.metrics()
+                            .late_spans
+                            .get_or_create(&ReasonLabels {
+                                reason: "kept".into(),
+                            })
+                            .inc();
+                        late_kept.push(buffered);
+                    }
+                    Some(false) => {
+                        self.metrics()
+                            .late_spans
+                            .get_or_create(&ReasonLabels {
+                                reason: "dropped".into(),
+                            })
+                            .inc();
+                        self.metrics().spans_dropped.inc();
+                    }
+                    None => {
+                        let referenced = self.buffer.references(&trace_id, key);
+                        self.buffer
+                            .add(partition, trace_id, span_id, buffered, key, now);
+                        if !referenced {
+                            self.ledger.add_reference(key);
                         }
                     }
                 }

@@ -217,12 +217,15 @@ impl DeadLetter {
 
     fn undecodable(buffered: &BufferedSpan, reason: &str) -> Self {
         let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let (trace_id, span_id) = (hex(&buffered.span.trace_id), hex(&buffered.span.span_id));
+        let (trace_id, span_id) = (
+            hex(buffered.trace_id_bytes()),
+            hex(buffered.span_id_bytes()),
+        );
         Self {
             id: format!("{trace_id}-{span_id}"),
             trace_id,
             span_id,
-            name: buffered.span.name.chars().take(256).collect(),
+            name: buffered.name().chars().take(256).collect(),
             reason: format!("undecodable: {reason}"),
         }
     }
