@@ -37,6 +37,11 @@ const WRITTEN_BY: &str = concat!("umpire ", env!("CARGO_PKG_VERSION"));
 
 /// The longest a shutting-down leader spends saving its last snapshot.
 const FINAL_SAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a new leader waits for the snapshot (e.g. while its stream elects a leader)
+/// before it replays the whole lookback instead, and the longest a background save may
+/// take before the next interval's save may start.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+const SAVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WindowSnapshot {
@@ -124,7 +129,10 @@ impl AlertEvaluator {
     /// sequence to replay after, or `None` when the windows must be replayed in full.
     pub(crate) async fn restore_snapshot(&self, engine: &mut AlertEngine) -> Option<u64> {
         let outcome = |outcome| SnapshotLabels { outcome };
-        let snapshot = match self.snapshots.load().await {
+        let loaded = tokio::time::timeout(LOAD_TIMEOUT, self.snapshots.load())
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {LOAD_TIMEOUT:?}")));
+        let snapshot = match loaded {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) => return None,
             Err(e) => {
@@ -187,7 +195,9 @@ impl AlertEvaluator {
         let saved_through = saver.saved_through.clone();
         saver.upload = Some(tokio::spawn(async move {
             let started = Instant::now();
-            let result = snapshots.save(&bytes).await;
+            let result = tokio::time::timeout(SAVE_TIMEOUT, snapshots.save(&bytes))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {SAVE_TIMEOUT:?}")));
             if result.is_ok() {
                 saved_through.store(through, Ordering::Relaxed);
             }
