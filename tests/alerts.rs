@@ -217,6 +217,13 @@ async fn fire(
     let evaluator = UmpireProcess::spawn(&["evaluator", "--config", config], dir);
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     score_stream_created(&js).await;
+    let trigger = regress_until_triggered(&js, pager).await;
+    (evaluator, js, trigger)
+}
+
+/// Publishes regressed scores (gpt-4o passing ~10 %) until the receiver gets a trigger;
+/// returns it.
+async fn regress_until_triggered(js: &jetstream::Context, pager: &PagerDutyReceiver) -> Received {
     let phase = Arc::new(AtomicU8::new(REGRESSED));
     let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 10));
     let trigger = eventually("the trigger", Duration::from_secs(30), || async {
@@ -225,7 +232,7 @@ async fn fire(
     .await;
     phase.store(STOPPED, Ordering::SeqCst);
     publisher.await.unwrap();
-    (evaluator, js, trigger)
+    trigger
 }
 
 /// Waits for the resolve of `trigger`, for the policy's alert state to be empty, and checks
@@ -338,14 +345,7 @@ async fn a_successor_restores_the_window_snapshot_and_replays_only_the_tail() {
 
     // Fewer than minSamples scores were replayed: the regression can only be judged against
     // the baseline restored from the snapshot.
-    let phase = Arc::new(AtomicU8::new(REGRESSED));
-    let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 10));
-    let trigger = eventually("the trigger", Duration::from_secs(30), || async {
-        pager.events().into_iter().find(|e| e.action() == "trigger")
-    })
-    .await;
-    phase.store(STOPPED, Ordering::SeqCst);
-    publisher.await.unwrap();
+    let trigger = regress_until_triggered(&js, &pager).await;
     let details = &trigger.body["payload"]["custom_details"];
     // gpt-4o's restored scores (the even-numbered ones) fail one in five.
     let baseline = details["baseline"].as_f64().unwrap();

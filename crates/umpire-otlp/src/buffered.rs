@@ -241,20 +241,10 @@ impl SampledSpan for BufferedSpan {
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::AnyValue;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
     use super::*;
-
-    fn attribute(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::attributes::string_kv as attribute;
 
     #[test]
     fn a_request_splits_into_spans_that_read_like_the_decoded_ones() {

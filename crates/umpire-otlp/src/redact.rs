@@ -118,15 +118,7 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::Event};
     use umpire_core::redaction::{RedactionAction, RedactionRule};
 
-    fn text(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::attributes::string_kv as text;
 
     /// Step 9, seen from outside: span names, event names and scope attributes were not
     /// redacted, so an e-mail address in a span name reached NATS.
