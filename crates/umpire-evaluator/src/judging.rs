@@ -47,6 +47,16 @@ pub struct JudgeResult {
     pub latency_ms: f64,
 }
 
+impl PolicyJudge {
+    fn result(&self, outcome: Outcome, took: std::time::Duration) -> JudgeResult {
+        JudgeResult {
+            judge: self.name.clone(),
+            outcome,
+            latency_ms: took.as_secs_f64() * 1e3,
+        }
+    }
+}
+
 pub struct PolicyJudges {
     judges: Vec<PolicyJudge>,
 }
@@ -147,7 +157,11 @@ impl PolicyJudges {
     /// incomplete trace, judges of the whole trace report `incomplete_trace` instead.
     pub async fn evaluate(&self, span: &Span, trace: &TraceContext) -> Vec<JudgeResult> {
         let input = JudgeInput { span, trace };
-        let runs = self.judges.iter().map(|judge| async move {
+        let mut results = Vec::with_capacity(self.judges.len());
+        // LLM calls are boxed: their futures are kilobytes, and a span task that held them
+        // inline would copy them on every spawn and poll — most policies have none.
+        let mut llm_runs = Vec::new();
+        for (index, judge) in self.judges.iter().enumerate() {
             let started = Instant::now();
             let outcome = match (&judge.runnable, &trace.incomplete) {
                 (_, Some(reason)) if judge.needs_trace => Outcome::failed(
@@ -157,25 +171,30 @@ impl PolicyJudges {
                         trace.spans
                     ),
                 ),
-                (runnable, _) => match runnable {
-                    Runnable::Code(code) => {
-                        // A panicking judge is a bug, but it must not take the span (or the worker) down.
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            code.evaluate(&input)
-                        }))
+                // A panicking judge is a bug, but it must not take the span (or the worker) down.
+                (Runnable::Code(code), _) => {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| code.evaluate(&input)))
                         .unwrap_or_else(|_| {
                             Outcome::failed(JudgeErrorKind::Misconfigured, "the judge panicked")
                         })
-                    }
-                    Runnable::Llm(runner) => runner.run(&input).await,
-                },
+                }
+                (Runnable::Llm(runner), _) => {
+                    let input = &input;
+                    llm_runs.push(Box::pin(async move {
+                        let outcome = runner.run(input).await;
+                        (index, outcome, started.elapsed())
+                    }));
+                    continue;
+                }
             };
-            JudgeResult {
-                judge: judge.name.clone(),
-                outcome,
-                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            results.push((index, judge.result(outcome, started.elapsed())));
+        }
+        if !llm_runs.is_empty() {
+            for (index, outcome, took) in join_all(llm_runs).await {
+                results.push((index, self.judges[index].result(outcome, took)));
             }
-        });
-        join_all(runs).await
+            results.sort_by_key(|(index, _)| *index);
+        }
+        results.into_iter().map(|(_, result)| result).collect()
     }
 }

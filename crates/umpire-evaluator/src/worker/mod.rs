@@ -137,9 +137,11 @@ impl Worker {
         };
         if shared.selector.selects(&span, true) {
             metrics.spans_selected.inc();
+            // The judging future is kilobytes: boxed, so that spawning the task moves a
+            // pointer rather than copying the future through tokio's spawn path.
             self.tasks.spawn(async move {
                 let context = TraceContext::from_spans([&span]);
-                judge_and_publish(&shared, span, message, &context).await;
+                Box::pin(judge_and_publish(&shared, span, message, &context)).await;
             });
         } else {
             self.tasks.spawn(async move { ack(message).await });

@@ -38,7 +38,7 @@ pub(super) async fn in_progress<F: std::future::Future>(
             output = &mut work => return output,
             _ = ticker.tick() => {
                 for message in messages {
-                    if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    if let Err(e) = Box::pin(message.ack_with(AckKind::Progress)).await {
                         tracing::debug!(event = "progress_ack_failed", error = %e, "telling JetStream a span is in progress failed");
                     }
                 }
@@ -60,7 +60,7 @@ pub(super) async fn judge_and_publish(
         judge_and_store(shared, span, context),
     )
     .await;
-    settle(message, stored).await;
+    Box::pin(settle(message, stored)).await;
     stored
 }
 
@@ -117,7 +117,9 @@ pub(super) async fn judge_and_store(shared: &Shared, span: Span, context: &Trace
             })
             .collect(),
     };
-    let stored = publish(shared, &evaluation).await;
+    // Boxed: the publish future (async-nats' send and its retries) is larger than the rest
+    // of the span task together.
+    let stored = Box::pin(publish(shared, &evaluation)).await;
     shared.metrics.in_flight.dec();
     stored
 }
