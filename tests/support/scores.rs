@@ -31,6 +31,7 @@ pub fn evaluation(n: u64, model: &str, passed: bool) -> SpanEvaluation {
     trace[8..].copy_from_slice(&n.to_be_bytes());
     let now = now_nanos();
     SpanEvaluation {
+        response_id: None,
         id: format!("quality/{n:032x}/{n:016x}"),
         policy: "quality".into(),
         trace_id: TraceId(trace),

@@ -30,6 +30,10 @@ pub struct SpanEvaluation {
     /// The judged span's model (response model, else request model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The judged completion's `gen_ai.response.id`, when the span has one: exported with
+    /// each `gen_ai.evaluation.result` so backends can correlate without the span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_id: Option<String>,
     /// One per judge of the policy.
     pub scores: Vec<JudgeScore>,
 }

@@ -7,8 +7,12 @@ pub mod batching;
 pub mod buffered;
 pub mod convert;
 pub mod decode;
+pub mod export;
 pub mod redact;
 
+pub use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 pub use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server;
 pub use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,

@@ -50,6 +50,7 @@ fn evaluation(n: u64, group: u64, passed: bool) -> SpanEvaluation {
     trace[8..].copy_from_slice(&n.to_be_bytes());
     let now = now_nanos();
     SpanEvaluation {
+        response_id: None,
         id: format!("bench/{n}"),
         policy: "bench".into(),
         trace_id: TraceId(trace),

@@ -108,6 +108,10 @@ pub(super) async fn judge_and_store(shared: &Shared, span: Span, context: &Trace
             .response_model
             .clone()
             .or_else(|| span.ai.request_model.clone()),
+        response_id: span
+            .attribute("gen_ai.response.id")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
         scores: results
             .into_iter()
             .map(|r| JudgeScore {

@@ -29,6 +29,7 @@ fn board() -> Board {
 
 fn evaluation(outcome: Outcome) -> SpanEvaluation {
     SpanEvaluation {
+        response_id: None,
         id: "x".into(),
         policy: "quality".into(),
         trace_id: TraceId::from_bytes(&[1; 16]).unwrap(),

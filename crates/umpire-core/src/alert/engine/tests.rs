@@ -47,6 +47,7 @@ fn evaluation(n: u64, at: u64, passed: bool, model: &str) -> SpanEvaluation {
     let mut trace = [0u8; 16];
     trace[..8].copy_from_slice(&n.to_be_bytes());
     SpanEvaluation {
+        response_id: None,
         id: format!("quality/{n}"),
         policy: "quality".into(),
         trace_id: TraceId(trace),

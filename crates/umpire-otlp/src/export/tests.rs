@@ -1,0 +1,161 @@
+use prost::Message;
+use umpire_core::ids::{SpanId, TraceId};
+use umpire_core::judge::{JudgeErrorKind, Outcome};
+use umpire_core::score::{JudgeScore, SpanEvaluation};
+
+use super::*;
+use crate::convert::domain_spans;
+use crate::decode::{Encoding, decode_request};
+
+fn fixture(name: &str) -> ExportTraceServiceRequest {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/otlp")
+        .join(name);
+    let body = std::fs::read(&path).unwrap();
+    decode_request(&body, Encoding::Protobuf).unwrap()
+}
+
+#[test]
+fn recorded_spans_survive_the_round_trip_through_the_domain() {
+    for name in [
+        "openinference-00.pb",
+        "otel-genai-00.pb",
+        "openllmetry-00.pb",
+    ] {
+        let (spans, invalid) = domain_spans(&fixture(name));
+        assert_eq!(invalid, 0);
+        assert!(!spans.is_empty(), "{name}");
+        let exported = trace_request(&spans);
+        // Through the wire and back: the same domain spans (attributes, events, status,
+        // resource, scope, ids, times), so nothing a backend shows is lost or altered.
+        let bytes = exported.encode_to_vec();
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+        let (mut again, invalid) = domain_spans(&decoded);
+        assert_eq!(invalid, 0);
+        let mut spans = spans;
+        let key = |s: &Span| (s.trace_id.0, s.span_id.0);
+        spans.sort_by_key(key);
+        again.sort_by_key(key);
+        assert_eq!(again, spans, "{name}");
+    }
+}
+
+#[test]
+fn spans_are_grouped_by_resource_and_scope() {
+    let (spans, _) = domain_spans(&fixture("openinference-00.pb"));
+    let resources: std::collections::BTreeSet<String> = spans
+        .iter()
+        .map(|s| serde_json::to_string(&s.resource).unwrap())
+        .collect();
+    let exported = trace_request(&spans);
+    assert_eq!(exported.resource_spans.len(), resources.len());
+    let total: usize = exported
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    assert_eq!(total, spans.len());
+}
+
+fn evaluation() -> SpanEvaluation {
+    SpanEvaluation {
+        id: "quality/t-s".into(),
+        policy: "quality".into(),
+        trace_id: TraceId([7; 16]),
+        span_id: SpanId([3; 8]),
+        observed_at_unix_nano: 10,
+        scored_at_unix_nano: 20,
+        latency_ms: 1.0,
+        groups: Default::default(),
+        model: None,
+        response_id: Some("chatcmpl-42".into()),
+        scores: vec![
+            JudgeScore {
+                judge: "valid-json".into(),
+                outcome: Outcome::fail(0.0, "expected value at line 1 column 1"),
+                judge_latency_ms: 0.1,
+            },
+            JudgeScore {
+                judge: "relevance".into(),
+                outcome: Outcome::failed(JudgeErrorKind::Timeout, "no answer within 30s"),
+                judge_latency_ms: 30_000.0,
+            },
+            JudgeScore {
+                judge: "tools".into(),
+                outcome: Outcome::Skipped {
+                    reason: umpire_core::judge::SkipReason::NotApplicable,
+                },
+                judge_latency_ms: 0.0,
+            },
+        ],
+    }
+}
+
+fn attribute<'a>(record: &'a LogRecord, key: &str) -> Option<&'a any_value::Value> {
+    record
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+fn text(value: Option<&any_value::Value>) -> Option<&str> {
+    match value {
+        Some(any_value::Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+#[test]
+fn each_verdict_is_a_gen_ai_evaluation_result_parented_to_its_span() {
+    let records = evaluation_records(&evaluation());
+    // The skipped judge evaluated nothing: no event.
+    assert_eq!(records.len(), 2);
+    for record in &records {
+        assert_eq!(record.event_name, "gen_ai.evaluation.result");
+        assert_eq!(record.trace_id, vec![7; 16]);
+        assert_eq!(record.span_id, vec![3; 8]);
+        assert_eq!(record.time_unix_nano, 20);
+        assert_eq!(
+            text(attribute(record, "gen_ai.response.id")),
+            Some("chatcmpl-42")
+        );
+    }
+    let failed = &records[0];
+    assert_eq!(
+        text(attribute(failed, "gen_ai.evaluation.name")),
+        Some("valid-json")
+    );
+    assert_eq!(
+        attribute(failed, "gen_ai.evaluation.score.value"),
+        Some(&any_value::Value::DoubleValue(0.0))
+    );
+    assert_eq!(
+        text(attribute(failed, "gen_ai.evaluation.score.label")),
+        Some("fail")
+    );
+    assert_eq!(
+        text(attribute(failed, "gen_ai.evaluation.explanation")),
+        Some("expected value at line 1 column 1")
+    );
+    assert_eq!(attribute(failed, "error.type"), None);
+    let errored = &records[1];
+    assert_eq!(text(attribute(errored, "error.type")), Some("timeout"));
+    assert_eq!(attribute(errored, "gen_ai.evaluation.score.value"), None);
+    assert_eq!(errored.severity_number, 13);
+}
+
+#[test]
+fn a_logs_request_names_the_project_and_policy() {
+    let request = logs_request(&[("service.name", "umpire")], [&evaluation()]);
+    assert_eq!(request.resource_logs.len(), 1);
+    let scope = &request.resource_logs[0].scope_logs[0];
+    assert_eq!(scope.scope.as_ref().unwrap().name, "umpire");
+    assert_eq!(scope.log_records.len(), 2);
+    assert!(
+        logs_request(&[], std::iter::empty())
+            .resource_logs
+            .is_empty()
+    );
+}
