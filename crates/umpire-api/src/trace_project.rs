@@ -49,6 +49,7 @@ pub struct TraceProjectSpec {
     /// OpenTelemetry Collector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub export: Option<Vec<ExportTarget>>,
 }
 
@@ -348,6 +349,10 @@ pub enum RedactionAction {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportTarget {
+    /// Names the target in metrics and logs and its JetStream consumers (one per signal): a
+    /// renamed target starts afresh.
+    #[schemars(length(min = 1, max = 40), regex(pattern = NAME_PATTERN))]
+    pub name: String,
     /// Forward over OTLP.
     pub otlp: OtlpExport,
 }
@@ -358,9 +363,12 @@ pub struct OtlpExport {
     /// Base URL: `http(s)://host:4318` for HTTP, `http(s)://host:4317` for gRPC.
     #[schemars(length(min = 1, max = 2048), regex(pattern = URL_PATTERN))]
     pub endpoint: String,
-    /// `httpProtobuf` (default) or `grpc`.
+    /// `httpProtobuf` (default: `POST <endpoint>/v1/traces` and `/v1/logs`) or `grpc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<OtlpProtocol>,
+    /// `gzip` (default) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<OtlpCompression>,
     /// Headers to send, each value from a Secret (e.g. an API key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
@@ -379,6 +387,13 @@ pub struct OtlpExport {
 pub enum OtlpProtocol {
     HttpProtobuf,
     Grpc,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum OtlpCompression {
+    Gzip,
+    None,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -34,6 +34,13 @@ pub struct IngestConfig {
     /// when `spec.ingest.auth` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token_file: Option<PathBuf>,
+    /// Mounted Secrets, `<dir>/<secret>/<key>`: the export targets' header values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_dir: Option<PathBuf>,
+    /// Where export targets may be: the controller always sets the install's policy.
+    /// Absent (hand-written configs, `umpire local`): anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<umpire_runtime::egress::EgressPolicy>,
     /// This replica's name in the membership (default: `$POD_NAME`, else host + pid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_id: Option<String>,
@@ -126,6 +133,8 @@ impl IngestConfig {
             nats,
             listen: ListenAddresses::default(),
             auth_token_file: None,
+            secret_dir: None,
+            egress: None,
             member_id: None,
             partitions: DEFAULT_PARTITIONS,
             intake_max_bytes: default_intake_max_bytes(),

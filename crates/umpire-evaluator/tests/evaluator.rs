@@ -38,6 +38,8 @@ async fn start_ingest(nats: &NatsServer) -> (String, CancellationToken) {
             admin: "127.0.0.1:0".parse().unwrap(),
         },
         auth_token_file: None,
+        secret_dir: None,
+        egress: None,
         member_id: Some("ingest-0".into()),
         partitions: 4,
         intake_max_bytes: 64 << 20,

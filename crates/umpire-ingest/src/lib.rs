@@ -84,6 +84,9 @@ pub async fn start(
 
     let mut registry = Registry::with_prefix("umpire");
     let metrics = Arc::new(IngestMetrics::new(&mut registry));
+    let export_metrics = umpire_export::ExportMetrics::new(&mut registry);
+    let secrets = umpire_runtime::secrets::MountedSecrets::new(config.secret_dir.clone());
+    let egress = config.egress.clone();
     let readiness = Readiness::default();
     readiness.register(STREAMS_CHECK, "streams not set up yet");
     // Three connections, because one TCP stream is one queue: receivers' publish
@@ -188,11 +191,26 @@ pub async fn start(
         },
         metrics.clone(),
     );
-    let streams = vec![
+    let mut streams = vec![
         topology::intake_stream(&names, config.intake_max_bytes, plan.stream.replicas),
         topology::span_stream(&names, &span_stream_limits(&plan)),
         topology::dead_letter_stream(&names, plan.stream.replicas),
     ];
+    let export_targets = config.spec.export.clone().unwrap_or_default();
+    let export = if export_targets.is_empty() {
+        None
+    } else {
+        // Evaluations are exported from the scores stream, which exists before any policy.
+        streams.push(topology::scores_stream(&names, plan.stream.replicas));
+        let export_client = umpire_nats::connect::connect(
+            &config.nats,
+            &format!("umpire-ingest {member} export"),
+            &readiness,
+            "nats_export",
+        )
+        .await?;
+        Some((export_client, export_targets))
+    };
 
     tracing::info!(
         event = "ingest_starting",
@@ -213,6 +231,24 @@ pub async fn start(
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
         set_up_streams(&control_js, streams, &setup_readiness, &shutdown).await;
+        let export_stop = CancellationToken::new();
+        let mut exports = tokio::task::JoinSet::new();
+        if let Some((export_client, targets)) = &export {
+            let js = jetstream::new(export_client.clone());
+            let (tasks, errors) = umpire_export::start(
+                &js,
+                &names,
+                targets,
+                &secrets,
+                egress.as_ref(),
+                &export_metrics,
+                &export_stop,
+            );
+            for error in errors {
+                tracing::error!(event = "export_target_invalid", error = %error, "not exporting to this target");
+            }
+            exports = tasks;
+        }
         let sampler_stop = CancellationToken::new();
         let sampler_task = spawn_sampler_thread(sampler, sampler_stop.clone());
         let (grpc_result, http_result) =
@@ -226,6 +262,13 @@ pub async fn start(
         // Receivers are closed: nothing new enters the intake. Drain the sampler.
         sampler_stop.cancel();
         let _ = sampler_task.await;
+        // Stop exporting: a batch being sent finishes; one waiting for a down backend is
+        // handed back to JetStream for the next replica or start.
+        export_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while exports.join_next().await.is_some() {}
+        })
+        .await;
         // Bounded: with NATS unreachable a flush would wait for a reconnection forever.
         let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), sampler_client.flush()).await;

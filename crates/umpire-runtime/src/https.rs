@@ -16,7 +16,51 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::egress::{CheckedResolver, EgressPolicy};
 
-type Inner = Client<hyper_rustls::HttpsConnector<HttpConnector<CheckedResolver>>, Full<Bytes>>;
+/// HTTP(S) connections whose destinations the egress policy checks: what [`JsonClient`]
+/// sends through, and what gRPC clients (OTLP export over tonic) connect with.
+pub type CheckedConnector = hyper_rustls::HttpsConnector<HttpConnector<CheckedResolver>>;
+
+type Inner = Client<CheckedConnector, Full<Bytes>>;
+
+/// A connector for `http://` and `https://` (HTTP/1.1 and HTTP/2 by ALPN) that resolves
+/// names through the egress policy.
+pub fn checked_connector(
+    egress: Option<Arc<EgressPolicy>>,
+) -> Result<CheckedConnector, TlsSetupError> {
+    let mut connector = HttpConnector::new_with_resolver(CheckedResolver { policy: egress });
+    connector.enforce_http(false);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .map_err(|e| TlsSetupError(e.to_string()))?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(connector))
+}
+
+/// Refuses a URL whose host is an address the egress policy forbids. Names are checked on
+/// what they resolve to ([`CheckedResolver`]); an address written in the URL is never
+/// resolved, so it is checked here.
+pub fn check_literal_address(
+    policy: Option<&EgressPolicy>,
+    url: &str,
+) -> Result<(), TransportError> {
+    let Some(policy) = policy else {
+        return Ok(());
+    };
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| TransportError::Failed(format!("invalid URL: {e}")))?;
+    let host = uri.host().unwrap_or_default();
+    if let Ok(address) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        policy
+            .check(host, &[address])
+            .map_err(|e| TransportError::Refused(e.to_string()))?;
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up TLS for outbound HTTPS: {0}")]
@@ -58,19 +102,7 @@ impl JsonClient {
         egress: Option<EgressPolicy>,
     ) -> Result<Self, TlsSetupError> {
         let egress = egress.map(Arc::new);
-        let mut connector = HttpConnector::new_with_resolver(CheckedResolver {
-            policy: egress.clone(),
-        });
-        connector.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .map_err(|e| TlsSetupError(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(connector);
+        let https = checked_connector(egress.clone())?;
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(max_idle_per_host)
             .build(https);
@@ -89,7 +121,21 @@ impl JsonClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
-        match tokio::time::timeout(timeout, self.exchange(url, headers, body)).await {
+        self.post(url, "application/json", headers, body, timeout)
+            .await
+    }
+
+    /// POSTs `body` as `content_type` and reads the whole (bounded) reply within `timeout`.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &'static str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
+        let exchange = self.exchange(url, content_type, headers, body);
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout(timeout)),
         }
@@ -98,23 +144,12 @@ impl JsonClient {
     async fn exchange(
         &self,
         url: &str,
+        content_type: &'static str,
         headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Result<Reply, TransportError> {
-        // Names are checked on what they resolve to (`CheckedResolver`); an address written
-        // in the URL is never resolved, so it is checked here.
-        if let Some(policy) = &self.egress {
-            let uri: hyper::Uri = url
-                .parse()
-                .map_err(|e| TransportError::Failed(format!("invalid URL: {e}")))?;
-            let host = uri.host().unwrap_or_default();
-            if let Ok(address) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
-                policy
-                    .check(host, &[address])
-                    .map_err(|e| TransportError::Refused(e.to_string()))?;
-            }
-        }
-        let mut request = Request::post(url).header(CONTENT_TYPE, "application/json");
+        check_literal_address(self.egress.as_deref(), url)?;
+        let mut request = Request::post(url).header(CONTENT_TYPE, content_type);
         for (name, value) in headers {
             request = request.header(name, value);
         }

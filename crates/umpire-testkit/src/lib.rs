@@ -13,6 +13,7 @@ pub mod judge;
 pub mod kubeapi;
 pub mod nats;
 pub mod netns;
+pub mod otlp;
 pub mod pager;
 pub mod pod;
 pub mod pod_runner;

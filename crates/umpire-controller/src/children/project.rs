@@ -68,6 +68,8 @@ pub fn ingest_config(owner: &Owner, spec: &TraceProjectSpec, ctx: &Context) -> S
         )
         .into()
     });
+    config.secret_dir = Some(SECRET_DIR.into());
+    config.egress = Some(ctx.egress.clone());
     serde_yaml::to_string(&config)
         .unwrap_or_else(|e| unreachable!("an ingest config always serialises: {e}"))
 }

@@ -80,6 +80,8 @@ impl TestIngest {
                 admin: "127.0.0.1:0".parse().unwrap(),
             },
             auth_token_file: options.token_file,
+            secret_dir: None,
+            egress: None,
             member_id: Some(options.member),
             partitions: 16,
             intake_max_bytes: 256 << 20,

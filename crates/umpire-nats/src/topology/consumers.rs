@@ -102,6 +102,32 @@ pub fn notifier_consumer(
     }
 }
 
+/// How long an export batch may stay unacknowledged: its sender reports progress every
+/// third of it while a backend is down, so an outage does not redeliver it.
+pub const EXPORT_ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// The durable consumer forwarding a signal to an export target, shared by the ingest
+/// replicas (each pulls batches from it). It starts with what is stored from its creation
+/// on: a target added to a project with days of history does not replay them.
+pub fn export_consumer(
+    names: &ProjectNames,
+    target: &str,
+    signal: &str,
+    filter_subject: String,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(names.export_consumer(target, signal)),
+        description: Some(format!("Umpire export of {signal} to target {target}")),
+        filter_subject,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: EXPORT_ACK_WAIT,
+        max_ack_pending: 20_000,
+        max_deliver: -1,
+        deliver_policy: consumer::DeliverPolicy::New,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

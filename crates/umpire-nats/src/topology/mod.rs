@@ -16,7 +16,8 @@ pub use buckets::{
     ingest_lease_bucket,
 };
 pub use consumers::{
-    NOTIFIER_ACK_WAIT, PolicyConsumer, intake_consumer, notifier_consumer, policy_consumer,
+    EXPORT_ACK_WAIT, NOTIFIER_ACK_WAIT, PolicyConsumer, export_consumer, intake_consumer,
+    notifier_consumer, policy_consumer,
 };
 pub use names::ProjectNames;
 pub use streams::{

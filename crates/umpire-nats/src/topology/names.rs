@@ -177,6 +177,12 @@ impl ProjectNames {
         format!("notifier-{policy}")
     }
 
+    /// The durable consumer forwarding one signal (`spans`, `evaluations`) to one export
+    /// target. `_` separates them (a target name cannot contain it).
+    pub fn export_consumer(&self, target: &str, signal: &str) -> String {
+        format!("export-{target}_{signal}")
+    }
+
     /// Ingest replicas' membership and partition leases.
     pub fn ingest_bucket(&self) -> String {
         format!("umpire-ingest-{}-{}", self.namespace, self.project)

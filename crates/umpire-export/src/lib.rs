@@ -1,0 +1,69 @@
+//! `TraceProject.spec.export`: each target gets the project's kept spans (as stored, after
+//! redaction) and every judge's verdict as a `gen_ai.evaluation.result` event, over OTLP.
+//! Delivery is at least once: each (target, signal) pair has its own durable JetStream
+//! consumer, shared by the ingest replicas, so a backend outage holds back only that target
+//! and loses nothing the streams still retain.
+
+pub mod client;
+pub mod metrics;
+mod pump;
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use umpire_api::trace_project::ExportTarget;
+use umpire_nats::topology::ProjectNames;
+use umpire_runtime::egress::EgressPolicy;
+use umpire_runtime::secrets::MountedSecrets;
+
+pub use client::{OtlpClient, SendError, SetupError};
+pub use metrics::ExportMetrics;
+pub use pump::Signal;
+
+/// Starts one pump per target and signal it forwards. A target that cannot be set up (an
+/// invalid endpoint, a refused address, a missing Secret) is returned with its error and not
+/// started; the others are: one bad target must not hold back the rest, nor ingest.
+pub fn start(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+    targets: &[ExportTarget],
+    secrets: &MountedSecrets,
+    egress: Option<&EgressPolicy>,
+    metrics: &ExportMetrics,
+    shutdown: &CancellationToken,
+) -> (JoinSet<()>, Vec<SetupError>) {
+    let mut pumps = Vec::new();
+    let mut errors = Vec::new();
+    for target in targets {
+        let client = match OtlpClient::new(target, secrets.clone(), egress) {
+            Ok(client) => Arc::new(client),
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let signals = [
+            (Signal::Spans, target.otlp.spans.unwrap_or(true)),
+            (Signal::Evaluations, target.otlp.evaluations.unwrap_or(true)),
+        ];
+        for (signal, wanted) in signals {
+            if wanted {
+                pumps.push(pump::Pump {
+                    js: js.clone(),
+                    names: names.clone(),
+                    target: target.name.clone(),
+                    signal,
+                    client: client.clone(),
+                    metrics: metrics.clone(),
+                });
+            }
+        }
+    }
+    let mut tasks = JoinSet::new();
+    for pump in pumps {
+        tasks.spawn(pump.run(shutdown.clone()));
+    }
+    (tasks, errors)
+}

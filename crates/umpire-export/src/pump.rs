@@ -1,0 +1,281 @@
+//! One signal to one target: pull a batch from the target's durable consumer, encode it as
+//! one OTLP request, send it until the backend takes it (reporting progress to JetStream
+//! meanwhile, so an outage neither loses nor redelivers the batch), then acknowledge.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use umpire_core::score::SpanEvaluation;
+use umpire_core::span::Span;
+use umpire_nats::consumers::ensure_consumer;
+use umpire_nats::topology::{EXPORT_ACK_WAIT, ProjectNames, export_consumer};
+use umpire_otlp::export::{logs_request, trace_request};
+use umpire_runtime::retry::Backoff;
+
+use crate::client::{OtlpClient, SendError};
+use crate::metrics::{ExportMetrics, FailureLabels, TargetLabels};
+
+/// Most messages in one export request.
+const BATCH_MESSAGES: usize = 512;
+/// Most stored bytes in one export request (spans are at most 1 MiB each).
+const BATCH_BYTES: usize = 4 << 20;
+/// How long a batch waits to fill before it is sent as it is.
+const BATCH_WAIT: Duration = Duration::from_millis(500);
+/// The longest pause between attempts while a backend is down.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Spans,
+    Evaluations,
+}
+
+impl Signal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Spans => "spans",
+            Self::Evaluations => "evaluations",
+        }
+    }
+}
+
+pub(crate) struct Pump {
+    pub js: jetstream::Context,
+    pub names: ProjectNames,
+    pub target: String,
+    pub signal: Signal,
+    pub client: Arc<OtlpClient>,
+    pub metrics: ExportMetrics,
+}
+
+impl Pump {
+    fn labels(&self) -> TargetLabels {
+        TargetLabels {
+            target: self.target.clone(),
+            signal: self.signal.as_str(),
+        }
+    }
+
+    async fn consumer(&self) -> Result<jetstream::consumer::PullConsumer, String> {
+        let (stream, filter) = match self.signal {
+            Signal::Spans => (self.names.spans_stream(), self.names.spans_wildcard()),
+            Signal::Evaluations => (self.names.scores_stream(), self.names.scores_wildcard()),
+        };
+        let stream = self
+            .js
+            .get_stream(&stream)
+            .await
+            .map_err(|e| format!("stream {stream}: {e}"))?;
+        let config = export_consumer(&self.names, &self.target, self.signal.as_str(), filter);
+        ensure_consumer(&stream, config)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut attempt = 0u32;
+        let consumer = loop {
+            match self.consumer().await {
+                Ok(consumer) => break consumer,
+                Err(reason) => {
+                    if attempt.is_multiple_of(10) {
+                        tracing::warn!(event = "export_set_up_failed", target = %self.target, signal = self.signal.as_str(), error = %reason, "retrying");
+                    }
+                    if !Backoff::SET_UP.wait(attempt, &shutdown).await {
+                        return;
+                    }
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        };
+        tracing::info!(event = "export_started", target = %self.target, signal = self.signal.as_str(), "exporting");
+        let mut lag_updated = Instant::now() - Duration::from_secs(60);
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            if lag_updated.elapsed() >= Duration::from_secs(5) {
+                let mut info_consumer = consumer.clone();
+                if let Ok(info) = info_consumer.info().await {
+                    let lag = info.num_pending + info.num_ack_pending as u64;
+                    self.metrics
+                        .lag
+                        .get_or_create(&self.labels())
+                        .set(i64::try_from(lag).unwrap_or(i64::MAX));
+                }
+                lag_updated = Instant::now();
+            }
+            let batch = consumer
+                .batch()
+                .max_messages(BATCH_MESSAGES)
+                .max_bytes(BATCH_BYTES)
+                .expires(BATCH_WAIT)
+                .messages()
+                .await;
+            let mut messages = match batch {
+                Ok(messages) => messages,
+                Err(e) => {
+                    failures += 1;
+                    if failures % 10 == 1 {
+                        tracing::warn!(event = "export_pull_failed", target = %self.target, error = %e, "cannot pull; retrying");
+                    }
+                    if !Backoff::SET_UP.wait(failures - 1, &shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut batch = Vec::new();
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(message) => batch.push(message),
+                    Err(e) => {
+                        tracing::debug!(event = "export_pull_interrupted", error = %e, "pull interrupted");
+                        break;
+                    }
+                }
+            }
+            failures = 0;
+            if !batch.is_empty() {
+                self.export(batch, &shutdown).await;
+            }
+        }
+    }
+
+    /// Sends one batch until it lands (or the backend rejects it as invalid), then acks.
+    async fn export(&self, batch: Vec<jetstream::Message>, shutdown: &CancellationToken) {
+        let request = match self.encode(&batch) {
+            Some(request) => request,
+            None => {
+                acknowledge(&batch).await;
+                return;
+            }
+        };
+        let mut attempt = 0u32;
+        let mut last_progress = Instant::now();
+        loop {
+            let sent = match &request {
+                Request::Traces(r, _) => self.client.send_traces(r.clone()).await,
+                Request::Logs(r, _) => self.client.send_logs(r.clone()).await,
+            };
+            let items = request.items();
+            match sent {
+                Ok(()) => {
+                    self.metrics
+                        .sent
+                        .get_or_create(&self.labels())
+                        .inc_by(items as u64);
+                    if attempt > 0 {
+                        tracing::info!(event = "export_recovered", target = %self.target, signal = self.signal.as_str(), attempts = attempt + 1, "the export target took the batch");
+                    }
+                    acknowledge(&batch).await;
+                    return;
+                }
+                Err(error) => {
+                    self.metrics
+                        .failures
+                        .get_or_create(&FailureLabels {
+                            target: self.target.clone(),
+                            signal: self.signal.as_str(),
+                            kind: error.kind(),
+                        })
+                        .inc();
+                    match error {
+                        SendError::Rejected(reason) => {
+                            tracing::error!(event = "export_rejected", target = %self.target, signal = self.signal.as_str(), items, reason = %reason, "the export target refused the batch as invalid; dropped");
+                            self.metrics
+                                .rejected
+                                .get_or_create(&self.labels())
+                                .inc_by(items as u64);
+                            acknowledge(&batch).await;
+                            return;
+                        }
+                        SendError::Retryable { reason, after } => {
+                            if attempt.is_multiple_of(10) {
+                                tracing::warn!(event = "export_failed", target = %self.target, signal = self.signal.as_str(), attempt, error = %reason, "export failed; retrying");
+                            }
+                            let wait = after.unwrap_or_else(|| RETRY.delay(attempt));
+                            tokio::select! {
+                                _ = shutdown.cancelled() => {
+                                    // Another replica (or the next start) sends it.
+                                    for message in &batch {
+                                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                                    }
+                                    return;
+                                }
+                                _ = tokio::time::sleep(wait) => {}
+                            }
+                            attempt = attempt.saturating_add(1);
+                            if last_progress.elapsed() >= EXPORT_ACK_WAIT / 3 {
+                                for message in &batch {
+                                    let _ = message.ack_with(AckKind::Progress).await;
+                                }
+                                last_progress = Instant::now();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn encode(&self, batch: &[jetstream::Message]) -> Option<Request> {
+        match self.signal {
+            Signal::Spans => {
+                let spans: Vec<Span> = batch.iter().filter_map(|m| self.decode(m)).collect();
+                (!spans.is_empty()).then(|| Request::Traces(trace_request(&spans), spans.len()))
+            }
+            Signal::Evaluations => {
+                let evaluations: Vec<SpanEvaluation> =
+                    batch.iter().filter_map(|m| self.decode(m)).collect();
+                let resource = [
+                    ("service.name", "umpire"),
+                    ("umpire.namespace", self.names.namespace()),
+                    ("umpire.project", self.names.project()),
+                ];
+                let request = logs_request(&resource, &evaluations);
+                let records: usize = request
+                    .resource_logs
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .map(|s| s.log_records.len())
+                    .sum();
+                (records > 0).then_some(Request::Logs(request, records))
+            }
+        }
+    }
+
+    /// A stored message Umpire itself wrote; one that does not decode (a newer format) is
+    /// skipped with an error rather than blocking the target.
+    fn decode<T: serde::de::DeserializeOwned>(&self, message: &jetstream::Message) -> Option<T> {
+        match serde_json::from_slice(&message.payload) {
+            Ok(item) => Some(item),
+            Err(e) => {
+                tracing::error!(event = "export_undecodable", target = %self.target, signal = self.signal.as_str(), subject = %message.subject, error = %e, "skipping a stored message that does not decode");
+                None
+            }
+        }
+    }
+}
+
+enum Request {
+    Traces(umpire_otlp::ExportTraceServiceRequest, usize),
+    Logs(umpire_otlp::ExportLogsServiceRequest, usize),
+}
+
+impl Request {
+    fn items(&self) -> usize {
+        match self {
+            Self::Traces(_, n) | Self::Logs(_, n) => *n,
+        }
+    }
+}
+
+async fn acknowledge(batch: &[jetstream::Message]) {
+    for message in batch {
+        if let Err(e) = message.ack().await {
+            tracing::debug!(event = "export_ack_failed", error = %e, "acknowledging an exported message failed; it will be sent again");
+        }
+    }
+}

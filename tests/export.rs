@@ -1,0 +1,298 @@
+//! `TraceProject.spec.export` end to end: the `umpire ingest` and `umpire evaluator`
+//! binaries against a real nats-server, OTLP traffic in, and the test kit's OTLP receiver
+//! (real HTTP and gRPC OTLP servers) as the trace backend — down for part of the run. Every
+//! kept span and every judge's `gen_ai.evaluation.result` must arrive at both targets,
+//! parented to its span, with the header from the Secret, despite the outage.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use support::UmpireProcess;
+use umpire_otlp::ExportTraceServiceRequest;
+use umpire_otlp::attributes::{int_kv, string_kv};
+use umpire_testkit::nats::NatsServer;
+use umpire_testkit::otlp::OtlpReceiver;
+use umpire_testkit::wait::eventually;
+
+const WAIT: Duration = Duration::from_secs(60);
+const API_KEY: &str = "sk-export-key-0123456789";
+
+/// A trace of three spans: an agent root, an LLM call (every third answers with an error
+/// status) and a tool call. Returns the request and the LLM span's id.
+fn trace(n: u64) -> (ExportTraceServiceRequest, Vec<u8>) {
+    let mut trace_id = vec![0u8; 16];
+    trace_id[..8].copy_from_slice(&(n + 1).to_be_bytes());
+    trace_id[15] = 0xee;
+    let id = |k: u64| (n * 10 + k + 1).to_be_bytes().to_vec();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let span = |span_id: Vec<u8>, parent: Vec<u8>, name: &str, attributes| Span {
+        trace_id: trace_id.clone(),
+        span_id,
+        parent_span_id: parent,
+        name: name.into(),
+        kind: 1,
+        start_time_unix_nano: now - 2_000_000_000,
+        end_time_unix_nano: now - 1_000_000_000,
+        attributes,
+        ..Default::default()
+    };
+    let mut llm = span(
+        id(1),
+        id(0),
+        "chat gpt-4o-mini",
+        vec![
+            string_kv("gen_ai.operation.name", "chat"),
+            string_kv("gen_ai.request.model", "gpt-4o-mini"),
+            string_kv("gen_ai.response.id", &format!("chatcmpl-{n}")),
+            int_kv("gen_ai.usage.input_tokens", 40),
+        ],
+    );
+    if n.is_multiple_of(3) {
+        llm.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+            code: 2,
+            message: "upstream 500".into(),
+        });
+    }
+    let spans = vec![
+        span(
+            id(0),
+            vec![],
+            "invoke_agent support",
+            vec![string_kv("gen_ai.operation.name", "invoke_agent")],
+        ),
+        llm,
+        span(
+            id(2),
+            id(0),
+            "execute_tool lookup",
+            vec![string_kv("gen_ai.operation.name", "execute_tool")],
+        ),
+    ];
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![string_kv("service.name", "support-bot")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    (request, id(1))
+}
+
+fn write_configs(dir: &std::path::Path, nats: &NatsServer, receiver: &OtlpReceiver) {
+    std::fs::create_dir_all(dir.join("secrets/vendor")).unwrap();
+    std::fs::write(dir.join("secrets/vendor/api-key"), API_KEY).unwrap();
+    let secrets = dir.join("secrets").display().to_string();
+    std::fs::write(
+        dir.join("ingest.yaml"),
+        format!(
+            r#"
+namespace: team
+project: shop
+nats: {{url: "{nats}"}}
+listen: {{grpc: "127.0.0.1:0", http: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+secretDir: {secrets}
+spec:
+  export:
+    - name: vendor-http
+      otlp:
+        endpoint: {http}
+        headers: [{{name: X-Api-Key, valueFrom: {{name: vendor, key: api-key}}}}]
+    - name: collector-grpc
+      otlp: {{endpoint: "{grpc}", protocol: grpc, compression: none}}
+"#,
+            nats = nats.url(),
+            http = receiver.http_url(),
+            grpc = receiver.grpc_url(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("evaluator.yaml"),
+        format!(
+            r#"
+namespace: team
+policy: quality
+nats: {{url: "{nats}"}}
+adminListen: 127.0.0.1:0
+spec:
+  projectRef: {{name: shop}}
+  select: {{kinds: [LLM]}}
+  judges:
+    - {{name: no-errors, errorStatus: {{}}}}
+    - {{name: quick, latency: {{maxMs: 5000}}}}
+"#,
+            nats = nats.url(),
+        ),
+    )
+    .unwrap();
+}
+
+async fn send(http: &str, from: u64, count: u64) -> Vec<Vec<u8>> {
+    let client = reqwest::Client::new();
+    let mut llm_spans = Vec::new();
+    for n in from..from + count {
+        let (request, llm) = trace(n);
+        llm_spans.push(llm);
+        let reply = client
+            .post(format!("http://{http}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(request.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+    llm_spans
+}
+
+fn text(record_value: Option<&any_value::Value>) -> Option<String> {
+    match record_value {
+        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_spans_and_evaluations_reach_both_targets_through_an_outage() {
+    let nats = NatsServer::start().unwrap();
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_configs(dir.path(), &nats, &receiver);
+    let mut ingest = UmpireProcess::spawn(&["ingest", "--config", "ingest.yaml"], dir.path());
+    let started = ingest.wait_for_event("ingest_starting", WAIT);
+    let http = started["http"].as_str().unwrap().to_owned();
+    // Both targets' pumps run (their consumers exist) before any span is kept.
+    for _ in 0..4 {
+        ingest.wait_for_event("export_started", WAIT);
+    }
+    let mut evaluator =
+        UmpireProcess::spawn(&["evaluator", "--config", "evaluator.yaml"], dir.path());
+    evaluator.wait_for_event("evaluator_starting", WAIT);
+
+    const TRACES: u64 = 30;
+    let mut llm_spans = send(&http, 0, TRACES).await;
+    eventually("the first traces exported", WAIT, || async {
+        (receiver.spans().len() >= (TRACES * 3) as usize * 2).then_some(())
+    })
+    .await;
+
+    // The backend goes down; traffic goes on.
+    receiver.set_unavailable(true);
+    let before_outage = receiver.spans().len();
+    llm_spans.extend(send(&http, TRACES, TRACES).await);
+    eventually("exports refused during the outage", WAIT, || async {
+        (receiver.refused() >= 8).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.spans().len(), before_outage);
+    receiver.set_unavailable(false);
+    println!(
+        "outage: {} export requests refused; {} traces sent meanwhile",
+        receiver.refused(),
+        TRACES
+    );
+
+    // Every kept span reaches both targets (at least once).
+    let expected_spans = (2 * TRACES * 3) as usize;
+    let span_ids = |spans: &[Span]| -> BTreeMap<Vec<u8>, usize> {
+        let mut counts = BTreeMap::new();
+        for span in spans {
+            *counts.entry(span.span_id.clone()).or_default() += 1;
+        }
+        counts
+    };
+    eventually("every span at both targets", WAIT, || async {
+        let counts = span_ids(&receiver.spans());
+        (counts.len() == expected_spans && counts.values().all(|c| *c >= 2)).then_some(())
+    })
+    .await;
+    // Two verdicts per LLM span (the policy selects LLM spans), at each target.
+    let expected_records = llm_spans.len() * 2 * 2;
+    eventually("every evaluation at both targets", WAIT, || async {
+        (receiver.log_records().len() >= expected_records).then_some(())
+    })
+    .await;
+
+    let spans = receiver.spans();
+    let exported: BTreeMap<Vec<u8>, &Span> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    let records = receiver.log_records();
+    let mut judged: BTreeMap<(Vec<u8>, String), BTreeSet<String>> = BTreeMap::new();
+    for record in &records {
+        assert_eq!(record.event_name, "gen_ai.evaluation.result");
+        let attribute = |key: &str| {
+            text(
+                record
+                    .attributes
+                    .iter()
+                    .find(|kv| kv.key == key)
+                    .and_then(|kv| kv.value.as_ref()?.value.as_ref()),
+            )
+        };
+        // Parented to the judged span: its trace and span ids.
+        let span = exported
+            .get(&record.span_id)
+            .expect("an evaluation of an exported span");
+        assert_eq!(record.trace_id, span.trace_id);
+        assert!(llm_spans.contains(&record.span_id));
+        let n = u64::from_be_bytes(span.trace_id[..8].try_into().unwrap()) - 1;
+        assert_eq!(
+            attribute("gen_ai.response.id"),
+            Some(format!("chatcmpl-{n}"))
+        );
+        let name = attribute("gen_ai.evaluation.name").unwrap();
+        let label = attribute("gen_ai.evaluation.score.label").unwrap();
+        if name == "no-errors" {
+            let expected = if n.is_multiple_of(3) { "fail" } else { "pass" };
+            assert_eq!(label, expected, "trace {n}");
+        }
+        judged
+            .entry((record.span_id.clone(), name))
+            .or_default()
+            .insert(label);
+    }
+    assert_eq!(judged.len(), llm_spans.len() * 2);
+
+    // The HTTP target got the header from the Secret; the gRPC one none.
+    let headers = receiver.headers();
+    assert!(
+        headers
+            .iter()
+            .any(|h| h.get("x-api-key").map(String::as_str) == Some(API_KEY))
+    );
+    assert!(headers.iter().any(|h| {
+        h.get("content-type")
+            .is_some_and(|c| c.starts_with("application/grpc"))
+    }));
+
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        started["admin"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains(r#"umpire_export_send_failures_total{target="vendor-http",signal="spans",kind="retryable"}"#),
+        "{metrics}"
+    );
+    ingest.terminate();
+    evaluator.terminate();
+}
