@@ -238,6 +238,11 @@ fn the_controller_deployment_carries_every_option() {
     assert_eq!(network.nats_port, 4222);
     assert_eq!(network.otlp_from.len(), 1);
     assert_eq!(network.evaluator_egress.len(), 1);
+    assert_eq!(
+        network.ingest_egress.len(),
+        1,
+        "the chart's default export egress"
+    );
     assert_eq!(deployment["spec"]["replicas"], 3);
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
     assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");

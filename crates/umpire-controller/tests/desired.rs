@@ -293,7 +293,8 @@ fn workers_get_a_network_policy_when_the_install_asks() {
         serde_json::from_value(serde_json::json!({
             "natsPeers": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nats"}}}],
             "otlpFrom": [{"namespaceSelector": {"matchLabels": {"team": "support"}}}],
-            "evaluatorEgress": [{"ports": [{"port": 443, "protocol": "TCP"}]}]
+            "evaluatorEgress": [{"ports": [{"port": 443, "protocol": "TCP"}]}],
+            "ingestEgress": [{"ports": [{"port": 4318, "protocol": "TCP"}]}]
         }))
         .unwrap();
     let ctx = Context {
@@ -312,12 +313,25 @@ fn workers_get_a_network_policy_when_the_install_asks() {
         .map(|p| p["port"].as_i64().unwrap())
         .collect();
     assert_eq!(ports, [4317, 4318]);
+    // DNS, NATS and — the example exports to Phoenix — the export targets.
+    assert_eq!(ingest["spec"]["egress"].as_array().unwrap().len(), 3);
+    assert_eq!(ingest["spec"]["egress"][1]["ports"][0]["port"], 4222);
+    assert_eq!(ingest["spec"]["egress"][2]["ports"][0]["port"], 4318);
+    let without_export = TraceProjectSpec {
+        export: None,
+        ..spec.clone()
+    };
+    let ingest = project::desired(&owner("TraceProject", "support-bot"), &without_export, &ctx)
+        .network_policy
+        .unwrap();
     assert_eq!(
-        ingest["spec"]["egress"].as_array().unwrap().len(),
+        serde_json::to_value(&ingest).unwrap()["spec"]["egress"]
+            .as_array()
+            .unwrap()
+            .len(),
         2,
         "DNS and NATS only"
     );
-    assert_eq!(ingest["spec"]["egress"][1]["ports"][0]["port"], 4222);
 
     let manifest = example("answer-quality.evalpolicy.yaml");
     let spec: EvalPolicySpec = serde_json::from_value(manifest["spec"].clone()).unwrap();

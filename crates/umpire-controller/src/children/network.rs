@@ -29,6 +29,9 @@ pub struct WorkerNetworkPolicy {
     /// Extra egress of evaluator pods: judge endpoints, PagerDuty, webhooks.
     #[serde(default)]
     pub evaluator_egress: Vec<NetworkPolicyEgressRule>,
+    /// Extra egress of ingest pods of projects with `spec.export`: the trace backends.
+    #[serde(default)]
+    pub ingest_egress: Vec<NetworkPolicyEgressRule>,
 }
 
 fn default_nats_port() -> i32 {
@@ -48,14 +51,15 @@ fn from(peers: &[NetworkPolicyPeer]) -> Option<Vec<NetworkPolicyPeer>> {
 }
 
 /// The policy of one worker: `otlp_ports` are open to OTLP clients (ingest only),
-/// `admin_port` to scrapers; `judges` adds the evaluator egress.
+/// `admin_port` to scrapers; `extra_egress` is what the worker's outbound calls need
+/// (evaluators: judges and routes; ingest: export targets).
 pub fn worker_policy(
     policy: &WorkerNetworkPolicy,
     metadata: ObjectMeta,
     pod_labels: BTreeMap<String, String>,
     otlp_ports: &[i32],
     admin_port: i32,
-    judges: bool,
+    extra_egress: &[NetworkPolicyEgressRule],
 ) -> NetworkPolicy {
     let mut ingress = vec![NetworkPolicyIngressRule {
         from: from(&policy.metrics_from),
@@ -83,9 +87,7 @@ pub fn worker_policy(
         ports: Some(vec![tcp(policy.nats_port)]),
     };
     let mut egress = vec![dns, nats];
-    if judges {
-        egress.extend(policy.evaluator_egress.iter().cloned());
-    }
+    egress.extend(extra_egress.iter().cloned());
     NetworkPolicy {
         metadata,
         spec: Some(NetworkPolicySpec {

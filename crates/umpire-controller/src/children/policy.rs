@@ -108,7 +108,7 @@ pub fn desired(
                 pod::selector_labels(&labels),
                 &[],
                 ADMIN_PORT,
-                true,
+                &policy.evaluator_egress,
             )
         }),
     }

@@ -202,7 +202,11 @@ pub fn desired(owner: &Owner, spec: &TraceProjectSpec, ctx: &Context) -> Project
                 pod::selector_labels(&labels),
                 &[GRPC_PORT, HTTP_PORT],
                 ADMIN_PORT,
-                false,
+                if spec.export.as_ref().is_some_and(|e| !e.is_empty()) {
+                    &policy.ingest_egress
+                } else {
+                    &[]
+                },
             )
         }),
     }
