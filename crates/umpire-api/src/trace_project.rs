@@ -380,6 +380,20 @@ pub struct OtlpExport {
     /// Forward evaluation results as `gen_ai.evaluation.result` events. Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluations: Option<bool>,
+    /// How evaluation results travel: `logRecords` (default; OTLP logs, as the GenAI
+    /// conventions define events), `spanEvents` (for backends that read traces only, e.g.
+    /// Phoenix, Langfuse: a zero-duration child span of the evaluated span, one span event
+    /// per verdict) or `both`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluations_as: Option<EvaluationFormat>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum EvaluationFormat {
+    LogRecords,
+    SpanEvents,
+    Both,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! 10% and an EvalPolicy then samples 50% with the same hash, it would select all of them.
 //! Each use therefore hashes the trace id with its own salt.
 
-use crate::ids::TraceId;
+use crate::ids::{SpanId, TraceId};
 
 /// What a per-trace hash is used for; each purpose gets an independent hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,15 @@ impl HashPurpose {
             Self::Partition => 0x7061_7274_6974_696f,
         }
     }
+}
+
+/// The span id of the zero-duration span that carries an evaluation's verdicts as span
+/// events (for backends that read traces only): the same for every export of the same
+/// evaluation, so a backend that keys spans by id keeps one copy. Never all zero.
+pub fn evaluation_span_id(evaluation_id: &str) -> SpanId {
+    let hash =
+        xxhash_rust::xxh3::xxh3_64_with_seed(evaluation_id.as_bytes(), 0x6576_616c_5f73_7061);
+    SpanId(hash.max(1).to_be_bytes())
 }
 
 /// A 64-bit hash of the trace id for `purpose`, stable across processes, versions and

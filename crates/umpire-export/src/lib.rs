@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use umpire_api::trace_project::ExportTarget;
+use umpire_api::trace_project::{EvaluationFormat, ExportTarget};
 use umpire_nats::topology::ProjectNames;
 use umpire_runtime::egress::EgressPolicy;
 use umpire_runtime::secrets::MountedSecrets;
@@ -56,6 +56,10 @@ pub fn start(
                     target: target.name.clone(),
                     signal,
                     client: client.clone(),
+                    evaluations_as: target
+                        .otlp
+                        .evaluations_as
+                        .unwrap_or(EvaluationFormat::LogRecords),
                     metrics: metrics.clone(),
                 });
             }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use umpire_api::trace_project::EvaluationFormat;
 use umpire_core::score::SpanEvaluation;
 use umpire_core::span::Span;
 use umpire_nats::consumers::ensure_consumer;
 use umpire_nats::topology::{EXPORT_ACK_WAIT, ProjectNames, export_consumer};
-use umpire_otlp::export::{logs_request, trace_request};
+use umpire_otlp::export::{evaluation_spans_request, logs_request, trace_request};
 use umpire_runtime::retry::Backoff;
 
 use crate::client::{OtlpClient, SendError};
@@ -48,6 +49,7 @@ pub(crate) struct Pump {
     pub target: String,
     pub signal: Signal,
     pub client: Arc<OtlpClient>,
+    pub evaluations_as: EvaluationFormat,
     pub metrics: ExportMetrics,
 }
 
@@ -145,22 +147,38 @@ impl Pump {
 
     /// Sends one batch until it lands (or the backend rejects it as invalid), then acks.
     async fn export(&self, batch: Vec<jetstream::Message>, shutdown: &CancellationToken) {
-        let request = match self.encode(&batch) {
-            Some(request) => request,
-            None => {
-                acknowledge(&batch).await;
+        let mut progress = Progress {
+            batch: &batch,
+            last: Instant::now(),
+        };
+        for part in self.encode(&batch) {
+            if !self.send_until_taken(&part, &mut progress, shutdown).await {
+                // Shutting down: another replica (or the next start) sends the batch.
+                for message in &batch {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
                 return;
             }
-        };
+        }
+        acknowledge(&batch).await;
+    }
+
+    /// Sends one request until the backend takes it or rejects it as invalid (true), or
+    /// shutdown comes first (false).
+    async fn send_until_taken(
+        &self,
+        part: &Request,
+        progress: &mut Progress<'_>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut attempt = 0u32;
-        let mut last_progress = Instant::now();
         loop {
-            let sent = match &request {
+            let sent = match part {
                 Request::Traces(r, _) => self.client.send_traces(r.clone()).await,
                 Request::Logs(r, _) => self.client.send_logs(r.clone()).await,
             };
-            let items = request.items();
-            match sent {
+            let items = part.items();
+            let error = match sent {
                 Ok(()) => {
                     self.metrics
                         .sent
@@ -169,62 +187,53 @@ impl Pump {
                     if attempt > 0 {
                         tracing::info!(event = "export_recovered", target = %self.target, signal = self.signal.as_str(), attempts = attempt + 1, "the export target took the batch");
                     }
-                    acknowledge(&batch).await;
-                    return;
+                    return true;
                 }
-                Err(error) => {
+                Err(error) => error,
+            };
+            self.metrics
+                .failures
+                .get_or_create(&FailureLabels {
+                    target: self.target.clone(),
+                    signal: self.signal.as_str(),
+                    kind: error.kind(),
+                })
+                .inc();
+            match error {
+                SendError::Rejected(reason) => {
+                    tracing::error!(event = "export_rejected", target = %self.target, signal = self.signal.as_str(), items, reason = %reason, "the export target refused the batch as invalid; dropped");
                     self.metrics
-                        .failures
-                        .get_or_create(&FailureLabels {
-                            target: self.target.clone(),
-                            signal: self.signal.as_str(),
-                            kind: error.kind(),
-                        })
-                        .inc();
-                    match error {
-                        SendError::Rejected(reason) => {
-                            tracing::error!(event = "export_rejected", target = %self.target, signal = self.signal.as_str(), items, reason = %reason, "the export target refused the batch as invalid; dropped");
-                            self.metrics
-                                .rejected
-                                .get_or_create(&self.labels())
-                                .inc_by(items as u64);
-                            acknowledge(&batch).await;
-                            return;
-                        }
-                        SendError::Retryable { reason, after } => {
-                            if attempt.is_multiple_of(10) {
-                                tracing::warn!(event = "export_failed", target = %self.target, signal = self.signal.as_str(), attempt, error = %reason, "export failed; retrying");
-                            }
-                            let wait = after.unwrap_or_else(|| RETRY.delay(attempt));
-                            tokio::select! {
-                                _ = shutdown.cancelled() => {
-                                    // Another replica (or the next start) sends it.
-                                    for message in &batch {
-                                        let _ = message.ack_with(AckKind::Nak(None)).await;
-                                    }
-                                    return;
-                                }
-                                _ = tokio::time::sleep(wait) => {}
-                            }
-                            attempt = attempt.saturating_add(1);
-                            if last_progress.elapsed() >= EXPORT_ACK_WAIT / 3 {
-                                for message in &batch {
-                                    let _ = message.ack_with(AckKind::Progress).await;
-                                }
-                                last_progress = Instant::now();
-                            }
-                        }
+                        .rejected
+                        .get_or_create(&self.labels())
+                        .inc_by(items as u64);
+                    return true;
+                }
+                SendError::Retryable { reason, after } => {
+                    if attempt.is_multiple_of(10) {
+                        tracing::warn!(event = "export_failed", target = %self.target, signal = self.signal.as_str(), attempt, error = %reason, "export failed; retrying");
                     }
+                    let wait = after.unwrap_or_else(|| RETRY.delay(attempt));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    attempt = attempt.saturating_add(1);
+                    progress.report().await;
                 }
             }
         }
     }
 
-    fn encode(&self, batch: &[jetstream::Message]) -> Option<Request> {
+    /// The batch as the requests this signal and target need: spans as one traces request;
+    /// evaluations as a logs request, a traces request of evaluation spans, or both.
+    fn encode(&self, batch: &[jetstream::Message]) -> Vec<Request> {
         match self.signal {
             Signal::Spans => {
                 let spans: Vec<Span> = batch.iter().filter_map(|m| self.decode(m)).collect();
-                (!spans.is_empty()).then(|| Request::Traces(trace_request(&spans), spans.len()))
+                if spans.is_empty() {
+                    return Vec::new();
+                }
+                vec![Request::Traces(trace_request(&spans), spans.len())]
             }
             Signal::Evaluations => {
                 let evaluations: Vec<SpanEvaluation> =
@@ -234,14 +243,32 @@ impl Pump {
                     ("umpire.namespace", self.names.namespace()),
                     ("umpire.project", self.names.project()),
                 ];
-                let request = logs_request(&resource, &evaluations);
-                let records: usize = request
-                    .resource_logs
-                    .iter()
-                    .flat_map(|r| &r.scope_logs)
-                    .map(|s| s.log_records.len())
-                    .sum();
-                (records > 0).then_some(Request::Logs(request, records))
+                let mut parts = Vec::new();
+                if self.evaluations_as != EvaluationFormat::SpanEvents {
+                    let request = logs_request(&resource, &evaluations);
+                    let records: usize = request
+                        .resource_logs
+                        .iter()
+                        .flat_map(|r| &r.scope_logs)
+                        .map(|s| s.log_records.len())
+                        .sum();
+                    if records > 0 {
+                        parts.push(Request::Logs(request, records));
+                    }
+                }
+                if self.evaluations_as != EvaluationFormat::LogRecords {
+                    let request = evaluation_spans_request(&resource, &evaluations);
+                    let spans: usize = request
+                        .resource_spans
+                        .iter()
+                        .flat_map(|r| &r.scope_spans)
+                        .map(|s| s.spans.len())
+                        .sum();
+                    if spans > 0 {
+                        parts.push(Request::Traces(request, spans));
+                    }
+                }
+                parts
             }
         }
     }
@@ -268,6 +295,24 @@ impl Request {
     fn items(&self) -> usize {
         match self {
             Self::Traces(_, n) | Self::Logs(_, n) => *n,
+        }
+    }
+}
+
+/// Tells JetStream, every third of the ack wait, that a batch held back by a down backend
+/// is still being worked on.
+struct Progress<'a> {
+    batch: &'a [jetstream::Message],
+    last: Instant,
+}
+
+impl Progress<'_> {
+    async fn report(&mut self) {
+        if self.last.elapsed() >= EXPORT_ACK_WAIT / 3 {
+            for message in self.batch {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+            self.last = Instant::now();
         }
     }
 }

@@ -240,6 +240,90 @@ pub fn evaluation_records(evaluation: &SpanEvaluation) -> Vec<LogRecord> {
         .collect()
 }
 
+/// The evaluation as a zero-duration child span of the evaluated span, named
+/// `gen_ai.evaluation`, with one `gen_ai.evaluation.result` span event per verdict — for
+/// backends that read traces only. `None` when no judge evaluated the span.
+pub fn evaluation_span(evaluation: &SpanEvaluation) -> Option<OtlpSpan> {
+    let events: Vec<Event> = evaluation
+        .scores
+        .iter()
+        .filter_map(|score| {
+            Some(Event {
+                time_unix_nano: evaluation.scored_at_unix_nano,
+                name: EVALUATION_EVENT.into(),
+                attributes: evaluation_attributes(
+                    &score.judge,
+                    &score.outcome,
+                    evaluation.response_id.as_deref(),
+                )?,
+                dropped_attributes_count: 0,
+            })
+        })
+        .collect();
+    if events.is_empty() {
+        return None;
+    }
+    let failed = evaluation.scores.iter().any(|s| match &s.outcome {
+        Outcome::Scored(verdict) => !verdict.passed,
+        Outcome::Failed(_) => true,
+        Outcome::Skipped { .. } => false,
+    });
+    Some(OtlpSpan {
+        trace_id: evaluation.trace_id.0.to_vec(),
+        span_id: umpire_core::hashing::evaluation_span_id(&evaluation.id)
+            .0
+            .to_vec(),
+        parent_span_id: evaluation.span_id.0.to_vec(),
+        flags: 0x101,
+        name: "gen_ai.evaluation".into(),
+        kind: kind(OtelSpanKind::Internal),
+        start_time_unix_nano: evaluation.scored_at_unix_nano,
+        end_time_unix_nano: evaluation.scored_at_unix_nano,
+        // A failed verdict is not an error of the span: the status stays unset, the outcome
+        // is in each event's label, and `umpire.evaluation.failed` makes it searchable.
+        attributes: vec![
+            string("umpire.policy", &evaluation.policy),
+            key_value("umpire.evaluation.failed", &Value::Bool(failed)),
+        ],
+        events,
+        status: None,
+        ..Default::default()
+    })
+}
+
+/// One traces export of `evaluations` as [`evaluation_span`]s, under the same resource and
+/// scope as [`logs_request`].
+pub fn evaluation_spans_request<'a>(
+    project_resource: &[(&str, &str)],
+    evaluations: impl IntoIterator<Item = &'a SpanEvaluation>,
+) -> ExportTraceServiceRequest {
+    let spans: Vec<OtlpSpan> = evaluations
+        .into_iter()
+        .filter_map(evaluation_span)
+        .collect();
+    if spans.is_empty() {
+        return ExportTraceServiceRequest::default();
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: project_resource.iter().map(|(k, v)| string(k, v)).collect(),
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: SCOPE_NAME.into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
 /// One logs export of `evaluations`, under a resource naming the project and an `umpire`
 /// scope carrying the policy.
 pub fn logs_request<'a>(

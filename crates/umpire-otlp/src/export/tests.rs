@@ -159,3 +159,29 @@ fn a_logs_request_names_the_project_and_policy() {
             .is_empty()
     );
 }
+
+#[test]
+fn for_trace_only_backends_an_evaluation_is_a_child_span_with_one_event_per_verdict() {
+    let evaluation = evaluation();
+    let span = evaluation_span(&evaluation).unwrap();
+    assert_eq!(span.trace_id, vec![7; 16]);
+    assert_eq!(span.parent_span_id, vec![3; 8]);
+    assert_eq!(span.start_time_unix_nano, span.end_time_unix_nano);
+    assert_eq!(span.events.len(), 2);
+    assert!(
+        span.events
+            .iter()
+            .all(|e| e.name == "gen_ai.evaluation.result")
+    );
+    // Deterministic: a re-export is the same span.
+    assert_eq!(evaluation_span(&evaluation).unwrap().span_id, span.span_id);
+    assert_ne!(span.span_id, vec![0; 8]);
+    let failed = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "umpire.evaluation.failed")
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref());
+    assert_eq!(failed, Some(&any_value::Value::BoolValue(true)));
+    let request = evaluation_spans_request(&[("service.name", "umpire")], [&evaluation]);
+    assert_eq!(request.resource_spans[0].scope_spans[0].spans.len(), 1);
+}
