@@ -289,10 +289,20 @@ async fn kept_spans_and_evaluations_reach_both_targets_through_an_outage() {
     .text()
     .await
     .unwrap();
-    assert!(
-        metrics.contains(r#"umpire_export_send_failures_total{target="vendor-http",signal="spans",kind="retryable"}"#),
+    let sum = |prefix: &str, needle: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // The refused requests are counted as retryable failures; what arrived as sent.
+    assert_eq!(
+        sum("umpire_export_send_failures_total{", r#"kind="retryable""#),
+        receiver.refused() as f64,
         "{metrics}"
     );
+    assert!(sum("umpire_export_sent_total{", r#"signal="spans""#) >= (expected_spans * 2) as f64);
     ingest.terminate();
     evaluator.terminate();
 }

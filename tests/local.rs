@@ -50,7 +50,12 @@ fn notification(process: &mut UmpireProcess, action: &str, timeout: Duration) ->
 
 #[test]
 fn the_demo_pages_and_resolves_and_prints_its_manifests() {
-    let mut demo = local(&["--demo"]);
+    // With --export-otlp the judged traces also land in a trace backend (the test kit's).
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let backend = runtime
+        .block_on(umpire_testkit::otlp::OtlpReceiver::start())
+        .unwrap();
+    let mut demo = local(&["--demo", "--export-otlp", &backend.http_url()]);
     let started = demo.wait_for_event("started", Duration::from_secs(60));
     assert_eq!(started["projects"][0]["name"], "shop-assistant");
     let adapted = demo.events("adapted");
@@ -94,6 +99,29 @@ fn the_demo_pages_and_resolves_and_prints_its_manifests() {
     assert!(
         !manifests.contains("127.0.0.1"),
         "the published manifests name no local stand-in"
+    );
+
+    let exported = backend.spans();
+    let evaluations: Vec<_> = exported
+        .iter()
+        .filter(|s| s.name == "gen_ai.evaluation")
+        .collect();
+    assert!(
+        exported.len() > evaluations.len() + 100,
+        "{} spans exported",
+        exported.len()
+    );
+    assert!(!evaluations.is_empty());
+    let judged: std::collections::BTreeSet<_> =
+        exported.iter().map(|s| s.span_id.clone()).collect();
+    assert!(
+        evaluations
+            .iter()
+            .all(|e| judged.contains(&e.parent_span_id)
+                && e.events
+                    .iter()
+                    .all(|v| v.name == "gen_ai.evaluation.result")),
+        "every evaluation span is the child of an exported span"
     );
 }
 

@@ -25,6 +25,8 @@ const BATCH_MESSAGES: usize = 512;
 const BATCH_BYTES: usize = 4 << 20;
 /// How long a batch waits to fill before it is sent as it is.
 const BATCH_WAIT: Duration = Duration::from_millis(500);
+/// How long a stopping replica keeps exporting what is stored.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// The longest pause between attempts while a backend is down.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 
@@ -108,15 +110,8 @@ impl Pump {
                 }
                 lag_updated = Instant::now();
             }
-            let batch = consumer
-                .batch()
-                .max_messages(BATCH_MESSAGES)
-                .max_bytes(BATCH_BYTES)
-                .expires(BATCH_WAIT)
-                .messages()
-                .await;
-            let mut messages = match batch {
-                Ok(messages) => messages,
+            let batch = match pull(&consumer, BATCH_WAIT).await {
+                Ok(batch) => batch,
                 Err(e) => {
                     failures += 1;
                     if failures % 10 == 1 {
@@ -128,25 +123,42 @@ impl Pump {
                     continue;
                 }
             };
-            let mut batch = Vec::new();
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(message) => batch.push(message),
-                    Err(e) => {
-                        tracing::debug!(event = "export_pull_interrupted", error = %e, "pull interrupted");
-                        break;
-                    }
-                }
-            }
             failures = 0;
             if !batch.is_empty() {
                 self.export(batch, &shutdown).await;
             }
         }
+        self.drain(&consumer).await;
     }
 
-    /// Sends one batch until it lands (or the backend rejects it as invalid), then acks.
-    async fn export(&self, batch: Vec<jetstream::Message>, shutdown: &CancellationToken) {
+    /// At shutdown, sends what is stored now — ingest stops its sampler first, so no more
+    /// spans come from this replica — for at most [`DRAIN_TIME`], and only while the backend
+    /// takes it; the rest waits in the stream for the next replica or start.
+    async fn drain(&self, consumer: &jetstream::consumer::PullConsumer) {
+        let deadline = CancellationToken::new();
+        let timer = {
+            let deadline = deadline.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(DRAIN_TIME).await;
+                deadline.cancel();
+            })
+        };
+        while !deadline.is_cancelled() {
+            match pull(consumer, Duration::from_millis(200)).await {
+                Ok(batch) if !batch.is_empty() => {
+                    if !self.export(batch, &deadline).await {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        timer.abort();
+    }
+
+    /// Sends one batch until it lands (or the backend rejects it as invalid), then acks;
+    /// false when `shutdown` came first (the batch is handed back).
+    async fn export(&self, batch: Vec<jetstream::Message>, shutdown: &CancellationToken) -> bool {
         let mut progress = Progress {
             batch: &batch,
             last: Instant::now(),
@@ -157,10 +169,11 @@ impl Pump {
                 for message in &batch {
                     let _ = message.ack_with(AckKind::Nak(None)).await;
                 }
-                return;
+                return false;
             }
         }
         acknowledge(&batch).await;
+        true
     }
 
     /// Sends one request until the backend takes it or rejects it as invalid (true), or
@@ -315,6 +328,31 @@ impl Progress<'_> {
             self.last = Instant::now();
         }
     }
+}
+
+/// One batch: what the consumer has, up to the batch limits, waiting at most `wait` for it.
+async fn pull(
+    consumer: &jetstream::consumer::PullConsumer,
+    wait: Duration,
+) -> Result<Vec<jetstream::Message>, async_nats::jetstream::consumer::pull::BatchError> {
+    let mut messages = consumer
+        .batch()
+        .max_messages(BATCH_MESSAGES)
+        .max_bytes(BATCH_BYTES)
+        .expires(wait)
+        .messages()
+        .await?;
+    let mut batch = Vec::new();
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(message) => batch.push(message),
+            Err(e) => {
+                tracing::debug!(event = "export_pull_interrupted", error = %e, "pull interrupted");
+                break;
+            }
+        }
+    }
+    Ok(batch)
 }
 
 async fn acknowledge(batch: &[jetstream::Message]) {

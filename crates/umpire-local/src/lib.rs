@@ -37,6 +37,8 @@ pub struct LocalOptions {
     pub admin_listen: SocketAddr,
     /// Print notifications instead of sending them.
     pub print_alerts: bool,
+    /// An OTLP/HTTP endpoint every project also exports to (`--export-otlp`).
+    pub export_otlp: Option<String>,
     pub format: OutputFormat,
     /// How often the table is redrawn (plain and JSON print figures every 5 such periods).
     pub refresh: Duration,

@@ -42,12 +42,15 @@ pub(crate) async fn start_workers(
     for (index, project) in resources.projects.iter().enumerate() {
         let offset = u16::try_from(index).unwrap_or(u16::MAX);
         let (_, secrets) = mount_dirs(mounts, &project.namespace);
-        let mut config = IngestConfig::for_project(
-            &project.namespace,
-            &project.name,
-            project.spec.clone(),
-            nats.clone(),
-        );
+        let mut spec = project.spec.clone();
+        if let Some(endpoint) = &options.export_otlp {
+            spec.export
+                .get_or_insert_with(Vec::new)
+                .push(local_export(endpoint));
+        }
+        let mut config =
+            IngestConfig::for_project(&project.namespace, &project.name, spec, nats.clone());
+        config.secret_dir = Some(secrets.clone());
         config.listen = ListenAddresses {
             grpc: nth_port(options.grpc_listen, offset.saturating_mul(2)),
             http: nth_port(options.http_listen, offset.saturating_mul(2)),
@@ -198,4 +201,22 @@ pub(crate) async fn subscribe_scores(
         }));
     }
     Ok(feeders)
+}
+
+/// The `--export-otlp` target: OTLP/HTTP, evaluations as span events (what trace-only
+/// backends such as Phoenix and Jaeger show).
+fn local_export(endpoint: &str) -> umpire_api::trace_project::ExportTarget {
+    use umpire_api::trace_project::{EvaluationFormat, ExportTarget, OtlpExport};
+    ExportTarget {
+        name: "local-export".into(),
+        otlp: OtlpExport {
+            endpoint: endpoint.to_owned(),
+            protocol: None,
+            compression: None,
+            headers: None,
+            spans: None,
+            evaluations: None,
+            evaluations_as: Some(EvaluationFormat::SpanEvents),
+        },
+    }
 }

@@ -52,6 +52,11 @@ pub struct Args {
     /// Print each notification (the exact body, Secrets named not shown) instead of sending it.
     #[arg(long)]
     print_alerts: bool,
+    /// Also send every project's kept spans and evaluations to this OTLP/HTTP endpoint (e.g.
+    /// `http://localhost:6006` for Phoenix, `http://localhost:4318` for Jaeger or a
+    /// Collector); evaluations go as span events, which trace-only backends show.
+    #[arg(long, value_name = "URL")]
+    export_otlp: Option<String>,
     /// `table` (live, default on a terminal), `plain` (log lines, default otherwise), `json`.
     #[arg(long, value_parser = ["table", "plain", "json"])]
     format: Option<String>,
@@ -89,6 +94,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         http_listen: args.http_listen,
         admin_listen: args.admin_listen,
         print_alerts: args.print_alerts,
+        export_otlp: args.export_otlp.clone(),
         format,
         refresh: Duration::from_secs(1),
     };
