@@ -83,8 +83,10 @@ async fn prints_per_judge_results_and_gates_on_pass_rates() {
     );
     assert!(table.contains("error missing_field: 4"));
 
+    let junit_path = dir.path().join("junit.xml");
     let (code, json) = tokio::task::spawn_blocking({
         let policy = policy.to_owned();
+        let junit = junit_path.to_str().unwrap().to_owned();
         move || {
             eval(&[
                 "--policy",
@@ -95,6 +97,8 @@ async fn prints_per_judge_results_and_gates_on_pass_rates() {
                 "0.3",
                 "--min-pass-rate",
                 "grounded=0.5",
+                "--junit",
+                &junit,
             ])
         }
     })
@@ -125,6 +129,50 @@ async fn prints_per_judge_results_and_gates_on_pass_rates() {
         (no_errors["scored"].as_u64(), no_errors["passed"].as_u64()),
         (Some(12), Some(9))
     );
+
+    // Every span's verdicts, each naming its span: 12 spans × 3 judges, agreeing with the
+    // aggregates.
+    let verdicts = report["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 36);
+    let of = |judge: &str, result: &str| {
+        verdicts
+            .iter()
+            .filter(|v| v["judge"] == judge && v["result"] == result)
+            .count()
+    };
+    assert_eq!((of("grounded", "pass"), of("grounded", "fail")), (3, 5));
+    assert_eq!(of("grounded", "error"), 4);
+    assert_eq!((of("no-errors", "pass"), of("no-errors", "fail")), (9, 3));
+    let failed = verdicts
+        .iter()
+        .find(|v| v["judge"] == "grounded" && v["result"] == "fail")
+        .unwrap();
+    assert_eq!(failed["traceId"].as_str().unwrap().len(), 32);
+    assert_eq!(failed["spanId"].as_str().unwrap().len(), 16);
+    assert_eq!(failed["label"], "ungrounded");
+    let errored = verdicts.iter().find(|v| v["result"] == "error").unwrap();
+    assert_eq!(errored["errorKind"], "missing_field");
+
+    // The same verdicts as JUnit XML: a suite per judge, a case per span.
+    let junit = std::fs::read_to_string(&junit_path).unwrap();
+    assert!(
+        junit.contains(r#"<testsuites name="umpire eval golden" tests="36" skipped="0" failures="15" errors="8">"#),
+        "{junit}"
+    );
+    assert!(
+        junit.contains(
+            r#"<testsuite name="golden/grounded" tests="12" skipped="0" errors="4" failures="5">"#
+        ),
+        "{junit}"
+    );
+    assert_eq!(junit.matches("<testcase ").count(), 36);
+    assert_eq!(junit.matches("<failure ").count(), 15, "{junit}");
+    assert!(junit.contains(r#"<error message="#) && junit.contains(r#"type="missing_field""#));
+    assert!(junit.contains(&format!(
+        "[{}-{}]",
+        failed["traceId"].as_str().unwrap(),
+        failed["spanId"].as_str().unwrap()
+    )));
 
     let (code, _) = tokio::task::spawn_blocking({
         let policy = policy.to_owned();

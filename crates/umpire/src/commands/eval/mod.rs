@@ -2,13 +2,16 @@
 //! spans and gate on pass rates — the CI check for prompt and model changes.
 
 use std::collections::{BTreeMap, HashMap};
+
+mod report;
+
+use report::{JudgeReport, Report, SpanVerdict, junit, print_table};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use serde::Serialize;
 use serde_json::Value;
 use umpire_api::eval_policy::EvalPolicySpec;
 use umpire_contract::document::manifest_parts;
@@ -16,7 +19,7 @@ use umpire_contract::evaluator::plan_policy;
 use umpire_contract::references::MountedReferences;
 use umpire_contract::validation::validate_policy_spec;
 use umpire_core::ids::TraceId;
-use umpire_core::judge::{Outcome, TraceContext};
+use umpire_core::judge::TraceContext;
 use umpire_core::span::Span;
 use umpire_evaluator::judging::PolicyJudges;
 use umpire_otlp::decode::{Encoding, decode_request};
@@ -30,9 +33,13 @@ pub struct Args {
     /// of OTLP/JSON exports or normalised spans. Folders are searched.
     #[arg(long, value_name = "FILE", required = true, num_args = 1..)]
     spans: Vec<PathBuf>,
-    /// `table` (default) or `json`.
+    /// `table` (default) or `json` (per-judge aggregates and every span's verdicts).
     #[arg(long, default_value = "table")]
     format: String,
+    /// Also write a JUnit XML report: one test case per span and judge, failures with the
+    /// judge's explanation (GitHub Actions, GitLab and Jenkins show it natively).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
     /// Exit 1 unless every judge's pass rate is at least RATE (0–1).
     #[arg(long, value_name = "RATE")]
     fail_under: Option<f64>,
@@ -52,33 +59,6 @@ pub struct Args {
     /// Spans judged at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-}
-
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JudgeReport {
-    judge: String,
-    kind: String,
-    spans: u64,
-    scored: u64,
-    passed: u64,
-    pass_rate: Option<f64>,
-    mean_score: Option<f64>,
-    errors: u64,
-    errors_by_kind: BTreeMap<String, u64>,
-    skipped: u64,
-    #[serde(skip)]
-    score_sum: f64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Report {
-    policy: String,
-    spans_read: usize,
-    spans_selected: usize,
-    judges: Vec<JudgeReport>,
-    gate_failures: Vec<String>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -140,37 +120,32 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let contexts = &contexts;
         let mut results = futures::stream::iter(selected.iter().map(|span| {
             let judges = judges.clone();
-            async move { judges.evaluate(span, &contexts[&span.trace_id]).await }
+            async move {
+                (
+                    *span,
+                    judges.evaluate(span, &contexts[&span.trace_id]).await,
+                )
+            }
         }))
         .buffer_unordered(args.concurrency.max(1));
-        while let Some(results) = results.next().await {
-            for (report, result) in reports.iter_mut().zip(results) {
-                report.spans += 1;
-                match result.outcome {
-                    Outcome::Scored(verdict) => {
-                        report.scored += 1;
-                        report.passed += u64::from(verdict.passed);
-                        report.score_sum += verdict.value;
-                    }
-                    Outcome::Failed(failure) => {
-                        report.errors += 1;
-                        *report
-                            .errors_by_kind
-                            .entry(failure.kind.as_str().to_owned())
-                            .or_default() += 1;
-                    }
-                    Outcome::Skipped { .. } => report.skipped += 1,
-                }
+        let mut verdicts = Vec::new();
+        while let Some((span, results)) = results.next().await {
+            for (index, (report, result)) in reports.iter_mut().zip(&results).enumerate() {
+                report.record(&result.outcome);
+                verdicts.push((index, SpanVerdict::new(span, result)));
             }
         }
         for report in &mut reports {
-            if report.scored > 0 {
-                report.pass_rate = Some(report.passed as f64 / report.scored as f64);
-                report.mean_score = Some(report.score_sum / report.scored as f64);
-            }
+            report.finish();
         }
-        anyhow::Ok(reports)
+        // Judged concurrently; reported in a stable order: by span, then the policy's order.
+        verdicts.sort_by(|(a_judge, a), (b_judge, b)| {
+            (&a.trace_id, &a.span_id, a_judge).cmp(&(&b.trace_id, &b.span_id, b_judge))
+        });
+        let verdicts = verdicts.into_iter().map(|(_, v)| v).collect::<Vec<_>>();
+        anyhow::Ok((reports, verdicts))
     })?;
+    let (report, verdicts) = report;
 
     let mut gate_failures = Vec::new();
     for judge in &report {
@@ -199,7 +174,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         spans_selected: selected.len(),
         judges: report,
         gate_failures,
+        verdicts,
     };
+    if let Some(path) = &args.junit {
+        std::fs::write(path, junit(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     match args.format.as_str() {
         "json" => println!("{}", serde_json::to_string_pretty(&report)?),
         _ => print_table(&report),
@@ -223,41 +203,6 @@ fn thresholds(args: &Args) -> anyhow::Result<BTreeMap<String, f64>> {
         thresholds.insert(judge.to_owned(), rate);
     }
     Ok(thresholds)
-}
-
-fn print_table(report: &Report) {
-    println!(
-        "policy {}: {} spans read, {} selected",
-        report.policy, report.spans_read, report.spans_selected
-    );
-    println!(
-        "{:<24} {:<12} {:>6} {:>7} {:>10} {:>7} {:>7} {:>8}",
-        "JUDGE", "KIND", "SPANS", "SCORED", "PASS RATE", "MEAN", "ERRORS", "SKIPPED"
-    );
-    for j in &report.judges {
-        let rate = j
-            .pass_rate
-            .map(|r| format!("{:.1}%", r * 100.0))
-            .unwrap_or_else(|| "-".into());
-        let mean = j
-            .mean_score
-            .map(|m| format!("{m:.3}"))
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "{:<24} {:<12} {:>6} {:>7} {:>10} {:>7} {:>7} {:>8}",
-            j.judge, j.kind, j.spans, j.scored, rate, mean, j.errors, j.skipped
-        );
-        for (kind, count) in &j.errors_by_kind {
-            println!("{:<24}   error {kind}: {count}", "");
-        }
-    }
-    if report.gate_failures.is_empty() {
-        println!("gate: passed");
-    } else {
-        for failure in &report.gate_failures {
-            println!("gate failed: {failure}");
-        }
-    }
 }
 
 fn read_policy(path: &Path) -> anyhow::Result<(String, Value)> {
