@@ -206,25 +206,34 @@ fn body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, StatusCode> {
     Ok(out)
 }
 
+/// Decodes an OTLP/HTTP body (gzip or not) as `T` and records it with `keep`.
+fn accept<T: Message + Default>(
+    recorded: &Recorded,
+    headers: &HeaderMap,
+    raw: &[u8],
+    keep: fn(&Recorded, T),
+) -> StatusCode {
+    if recorded.down() {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let decoded = body(headers, raw)
+        .and_then(|b| T::decode(b.as_slice()).map_err(|_| StatusCode::BAD_REQUEST));
+    match decoded {
+        Ok(request) => {
+            recorded.keep_headers(header_map(headers));
+            keep(recorded, request);
+            StatusCode::OK
+        }
+        Err(status) => status,
+    }
+}
+
 async fn http_traces(
     State(recorded): State<Arc<Recorded>>,
     headers: HeaderMap,
     raw: Bytes,
 ) -> StatusCode {
-    if recorded.down() {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    let decoded = body(&headers, &raw).and_then(|b| {
-        ExportTraceServiceRequest::decode(b.as_slice()).map_err(|_| StatusCode::BAD_REQUEST)
-    });
-    match decoded {
-        Ok(request) => {
-            recorded.keep_headers(header_map(&headers));
-            recorded.traces(request);
-            StatusCode::OK
-        }
-        Err(status) => status,
-    }
+    accept(&recorded, &headers, &raw, Recorded::traces)
 }
 
 async fn http_logs(
@@ -232,20 +241,7 @@ async fn http_logs(
     headers: HeaderMap,
     raw: Bytes,
 ) -> StatusCode {
-    if recorded.down() {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    let decoded = body(&headers, &raw).and_then(|b| {
-        ExportLogsServiceRequest::decode(b.as_slice()).map_err(|_| StatusCode::BAD_REQUEST)
-    });
-    match decoded {
-        Ok(request) => {
-            recorded.keep_headers(header_map(&headers));
-            recorded.logs(request);
-            StatusCode::OK
-        }
-        Err(status) => status,
-    }
+    accept(&recorded, &headers, &raw, Recorded::logs)
 }
 
 #[derive(Clone)]
