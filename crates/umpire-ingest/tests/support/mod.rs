@@ -245,20 +245,25 @@ pub async fn jetstream(nats_url: &str) -> jetstream::Context {
     jetstream::new(async_nats::connect(servers).await.unwrap())
 }
 
-/// Waits until the span stream holds `count` messages, then returns them decoded.
+/// Waits until the span stream holds `count` messages, then returns them decoded. Reading
+/// is retried too: after a node is killed and restarted, a direct get can briefly find no
+/// responder (503) while the stream's leader is elected again.
 pub async fn kept_spans(js: &jetstream::Context, count: usize) -> Vec<(StoredMessage, DomainSpan)> {
-    eventually(
-        &format!("{count} spans in the span stream"),
+    let stored = eventually(
+        &format!("{count} spans in the span stream, read back"),
         Duration::from_secs(60),
         || async move {
             let stored = count_on(js, &spans_stream(), SPAN_SUBJECTS).await.ok()? as usize;
-            (stored >= count).then_some(())
+            if stored < count {
+                return None;
+            }
+            read_stream_on(js, &spans_stream(), Some(SPAN_SUBJECTS))
+                .await
+                .ok()
         },
     )
     .await;
-    read_stream_on(js, &spans_stream(), Some(SPAN_SUBJECTS))
-        .await
-        .unwrap()
+    stored
         .into_iter()
         .map(|m| {
             let span: DomainSpan = serde_json::from_slice(&m.payload).unwrap();
