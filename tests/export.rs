@@ -280,29 +280,36 @@ async fn kept_spans_and_evaluations_reach_both_targets_through_an_outage() {
             .is_some_and(|c| c.starts_with("application/grpc"))
     }));
 
-    let metrics = reqwest::get(format!(
-        "http://{}/metrics",
-        started["admin"].as_str().unwrap()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    let sum = |prefix: &str, needle: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(prefix) && l.contains(needle))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    // The refused requests are counted as retryable failures; what arrived as sent.
-    assert_eq!(
-        sum("umpire_export_send_failures_total{", r#"kind="retryable""#),
-        receiver.refused() as f64,
-        "{metrics}"
-    );
-    assert!(sum("umpire_export_sent_total{", r#"signal="spans""#) >= (expected_spans * 2) as f64);
+    // The refused requests are counted as retryable failures; what arrived as sent. The
+    // exporter counts a send when the reply reaches it, just after the receiver recorded it:
+    // awaited, not read once.
+    let admin = started["admin"].as_str().unwrap().to_owned();
+    let refused = receiver.refused() as f64;
+    let sent_wanted = (expected_spans * 2) as f64;
+    let admin = &admin;
+    eventually(
+        "the export metrics to agree with the receiver",
+        WAIT,
+        || async move {
+            let metrics = reqwest::get(format!("http://{admin}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let sum = |prefix: &str, needle: &str| -> f64 {
+                metrics
+                    .lines()
+                    .filter(|l| l.starts_with(prefix) && l.contains(needle))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            };
+            let failures = sum("umpire_export_send_failures_total{", r#"kind="retryable""#);
+            let sent = sum("umpire_export_sent_total{", r#"signal="spans""#);
+            (failures == refused && sent >= sent_wanted).then_some(())
+        },
+    )
+    .await;
     ingest.terminate();
     evaluator.terminate();
 }
