@@ -105,7 +105,9 @@ impl TestIngest {
 
     pub async fn wait_ready(&self) {
         let url = format!("{}/readyz", self.admin);
-        eventually("ingest to be ready", Duration::from_secs(20), || {
+        // 60 s: on the 2-core CI machine a three-node cluster and ingest starting together once
+        // took over 20 s.
+        eventually("ingest to be ready", Duration::from_secs(60), || {
             let url = url.clone();
             async move {
                 reqwest::get(&url)
