@@ -164,9 +164,9 @@ impl OtlpClient {
 
     pub async fn send_traces(&self, request: ExportTraceServiceRequest) -> Result<(), SendError> {
         match &self.transport {
-            Transport::Http { traces_url, .. } => {
-                self.post(traces_url, request.encode_to_vec()).await
-            }
+            Transport::Http {
+                client, traces_url, ..
+            } => self.post(client, traces_url, request.encode_to_vec()).await,
             Transport::Grpc { traces, .. } => {
                 let request = self.grpc_request(request)?;
                 traces
@@ -181,7 +181,9 @@ impl OtlpClient {
 
     pub async fn send_logs(&self, request: ExportLogsServiceRequest) -> Result<(), SendError> {
         match &self.transport {
-            Transport::Http { logs_url, .. } => self.post(logs_url, request.encode_to_vec()).await,
+            Transport::Http {
+                client, logs_url, ..
+            } => self.post(client, logs_url, request.encode_to_vec()).await,
             Transport::Grpc { logs, .. } => {
                 let request = self.grpc_request(request)?;
                 logs.clone()
@@ -205,10 +207,7 @@ impl OtlpClient {
         Ok(request)
     }
 
-    async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), SendError> {
-        let Transport::Http { client, .. } = &self.transport else {
-            unreachable!("post is only called for HTTP targets");
-        };
+    async fn post(&self, client: &JsonClient, url: &str, body: Vec<u8>) -> Result<(), SendError> {
         let mut headers = self.header_values().map_err(secret_error)?;
         let body = if self.gzip {
             headers.push((
