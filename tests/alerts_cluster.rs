@@ -24,10 +24,13 @@ static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 
 const ROUTING_KEY: &str = "c1u5ter0routing0key000000000000a";
 
+/// Waits for the evaluators to have created `stream` and for it to have a leader. Generous:
+/// three nats-servers electing a meta leader and two evaluator processes setting up R3
+/// streams took over 30 s on a loaded 2-core CI machine.
 async fn leader_of(js: &jetstream::Context, stream: &str) -> String {
     eventually(
         &format!("{stream}'s leader"),
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         || async {
             js.get_stream(stream)
                 .await

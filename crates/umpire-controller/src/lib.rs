@@ -87,14 +87,20 @@ pub enum ControllerError {
 
 const API_CHECK: &str = "kubernetes";
 
+/// What the controller serves on `/metrics`.
+pub fn metrics_registry() -> (Registry, Arc<ControllerMetrics>) {
+    let mut registry = Registry::with_prefix("umpire");
+    let metrics = Arc::new(ControllerMetrics::new(&mut registry));
+    (registry, metrics)
+}
+
 /// Runs until `shutdown` is cancelled.
 pub async fn run(
     client: kube::Client,
     config: ControllerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
-    let mut registry = Registry::with_prefix("umpire");
-    let metrics = Arc::new(ControllerMetrics::new(&mut registry));
+    let (registry, metrics) = metrics_registry();
     let readiness = Readiness::default();
     let admin =
         AdminServer::bind(config.admin_listen, Arc::new(registry), readiness.clone()).await?;

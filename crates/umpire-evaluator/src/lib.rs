@@ -67,6 +67,15 @@ impl RunningEvaluator {
     }
 }
 
+/// What the evaluator process serves on `/metrics` (judging and alerting); the dashboard
+/// test reads the metric names from here.
+pub fn metrics_registry() -> (Registry, Arc<EvaluatorMetrics>, Arc<AlertMetrics>) {
+    let mut registry = Registry::with_prefix("umpire");
+    let metrics = Arc::new(EvaluatorMetrics::new(&mut registry));
+    let alert_metrics = Arc::new(AlertMetrics::new(&mut registry));
+    (registry, metrics, alert_metrics)
+}
+
 /// How notifications leave when the evaluator does not run in a cluster (`umpire local`).
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryOverrides {
@@ -107,9 +116,7 @@ pub async fn start_with(
     }
     let names = ProjectNames::new(&config.namespace, &project);
 
-    let mut registry = Registry::with_prefix("umpire");
-    let metrics = Arc::new(EvaluatorMetrics::new(&mut registry));
-    let alert_metrics = Arc::new(AlertMetrics::new(&mut registry));
+    let (registry, metrics, alert_metrics) = metrics_registry();
     let readiness = Readiness::default();
     readiness.register(SETUP_CHECK, "the policy's consumer is not set up yet");
     let client = umpire_nats::connect::connect(

@@ -40,6 +40,9 @@ pub struct TokenLabels {
     pub direction: &'static str,
 }
 
+/// Tenths, written out: computed steps would print as `le="0.30000000000000004"`.
+const SCORE_BUCKETS: [f64; 10] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
 pub struct EvaluatorMetrics {
     pub spans_consumed: Counter,
     pub spans_selected: Counter,
@@ -47,6 +50,8 @@ pub struct EvaluatorMetrics {
     pub judge_errors: Family<KindLabels, Counter>,
     pub judge_skips: Family<KindLabels, Counter>,
     pub judge_latency: Family<JudgeLabels, Histogram>,
+    /// Score values (0–1) of scored verdicts, for score distributions per judge.
+    pub scores: Family<JudgeLabels, Histogram>,
     pub llm_tokens: Family<TokenLabels, Counter>,
     pub llm_cost_usd: Family<JudgeLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub records_published: Counter,
@@ -70,6 +75,7 @@ impl EvaluatorMetrics {
             judge_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 20))
             }),
+            scores: Family::new_with_constructor(|| Histogram::new(SCORE_BUCKETS)),
             llm_tokens: Family::default(),
             llm_cost_usd: Family::default(),
             records_published: Counter::default(),
@@ -111,6 +117,11 @@ impl EvaluatorMetrics {
             "judge_latency_seconds",
             "Time a judge took per span",
             metrics.judge_latency.clone(),
+        );
+        r.register(
+            "scores",
+            "Scores of scored verdicts (0 to 1, 1 is good), per judge",
+            metrics.scores.clone(),
         );
         r.register(
             "llm_tokens",
@@ -203,7 +214,14 @@ impl EvaluatorMetrics {
                     .inc();
                 None
             }
-            Outcome::Scored(verdict) => verdict.usage,
+            Outcome::Scored(verdict) => {
+                self.scores
+                    .get_or_create(&JudgeLabels {
+                        judge: judge.clone(),
+                    })
+                    .observe(verdict.value);
+                verdict.usage
+            }
         };
         if let Some(usage) = usage {
             self.llm_tokens

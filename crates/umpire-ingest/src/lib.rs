@@ -71,6 +71,15 @@ impl RunningIngest {
     }
 }
 
+/// What the ingest process serves on `/metrics` (its own and its exporters' metrics); the
+/// dashboard test reads the metric names from here.
+pub fn metrics_registry() -> (Registry, Arc<IngestMetrics>, umpire_export::ExportMetrics) {
+    let mut registry = Registry::with_prefix("umpire");
+    let metrics = Arc::new(IngestMetrics::new(&mut registry));
+    let export_metrics = umpire_export::ExportMetrics::new(&mut registry);
+    (registry, metrics, export_metrics)
+}
+
 /// Starts the worker; it runs until `shutdown` is cancelled, then stops accepting requests,
 /// finishes those in flight, flushes buffered decisions and leaves.
 pub async fn start(
@@ -82,9 +91,7 @@ pub async fn start(
     let member = config.member_id();
     let names = ProjectNames::new(&config.namespace, &config.project);
 
-    let mut registry = Registry::with_prefix("umpire");
-    let metrics = Arc::new(IngestMetrics::new(&mut registry));
-    let export_metrics = umpire_export::ExportMetrics::new(&mut registry);
+    let (registry, metrics, export_metrics) = metrics_registry();
     let secrets = umpire_runtime::secrets::MountedSecrets::new(config.secret_dir.clone());
     let egress = config.egress.clone();
     let readiness = Readiness::default();

@@ -41,6 +41,9 @@ pub struct WorkerPod<'a> {
     pub config_hash: &'a str,
     pub service_account: &'a str,
     pub labels: &'a BTreeMap<String, String>,
+    /// Labels on the pods only, not the selector (which cannot change): they tell metrics
+    /// scrapers which project a pod serves (the chart's PodMonitor copies them).
+    pub pod_labels: BTreeMap<String, String>,
     pub ports: Vec<ContainerPort>,
     pub admin_port: i32,
     pub references: &'a References,
@@ -243,6 +246,7 @@ pub fn deployment(pod: WorkerPod<'_>) -> Deployment {
     let options = pod.options.cloned().unwrap_or_default();
     let mut pod_labels = options.labels.clone().unwrap_or_default();
     // Ours last: the selector labels always hold.
+    pod_labels.extend(pod.pod_labels.clone());
     pod_labels.extend(selector.clone());
     let mut annotations = options.annotations.clone().unwrap_or_default();
     annotations.insert(CONFIG_HASH.to_owned(), pod.config_hash.to_owned());

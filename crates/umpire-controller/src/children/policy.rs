@@ -85,6 +85,10 @@ pub fn desired(
             config_hash: &hash,
             service_account: &name,
             labels: &labels,
+            pod_labels: BTreeMap::from([(
+                super::PROJECT_LABEL.to_owned(),
+                spec.project_ref.name.clone(),
+            )]),
             ports: Vec::new(),
             admin_port: ADMIN_PORT,
             references: &references,

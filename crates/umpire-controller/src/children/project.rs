@@ -109,6 +109,7 @@ pub fn desired(owner: &Owner, spec: &TraceProjectSpec, ctx: &Context) -> Project
         config_hash: &hash,
         service_account: &name,
         labels: &labels,
+        pod_labels: BTreeMap::new(),
         ports: vec![port("otlp-grpc", GRPC_PORT), port("otlp-http", HTTP_PORT)],
         admin_port: ADMIN_PORT,
         references: &references,
