@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use support::UmpireProcess;
+use umpire_contract::export_status::{DeliveryState, ExportReport, ExportStatusStore};
+use umpire_nats::topology::ProjectNames;
 use umpire_otlp::ExportTraceServiceRequest;
 use umpire_otlp::attributes::{int_kv, string_kv};
 use umpire_testkit::nats::NatsServer;
@@ -107,6 +109,7 @@ project: shop
 nats: {{url: "{nats}"}}
 listen: {{grpc: "127.0.0.1:0", http: "127.0.0.1:0", admin: "127.0.0.1:0"}}
 secretDir: {secrets}
+egress: {{allowedCidrs: [127.0.0.1/32]}}
 spec:
   export:
     - name: vendor-http
@@ -115,6 +118,8 @@ spec:
         headers: [{{name: X-Api-Key, valueFrom: {{name: vendor, key: api-key}}}}]
     - name: collector-grpc
       otlp: {{endpoint: "{grpc}", protocol: grpc, compression: none, evaluationsAs: both}}
+    - name: broken
+      otlp: {{endpoint: "http://169.254.169.254:4318"}}
 "#,
             nats = nats.url(),
             http = receiver.http_url(),
@@ -201,6 +206,35 @@ async fn kept_spans_and_evaluations_reach_both_targets_through_an_outage() {
     })
     .await;
     assert_eq!(receiver.spans().len(), before_outage);
+    // Each pump reports the outage (for the TraceProject's condition per target), with the
+    // backend's answer and nothing of the request's headers.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let store = ExportStatusStore::open_existing(&js, &ProjectNames::new("team", "shop"))
+        .await
+        .unwrap()
+        .expect("ingest created the export status bucket");
+    let state = |reports: &[ExportReport], target: &str, signal: &str| {
+        reports
+            .iter()
+            .find(|r| r.target == target && r.signal == signal)
+            .cloned()
+    };
+    let reports = eventually("the outage reported", WAIT, || async {
+        let reports = store.load().await.ok()?;
+        ["vendor-http", "collector-grpc"]
+            .iter()
+            .all(|t| state(&reports, t, "spans").is_some_and(|r| r.state == DeliveryState::Failing))
+            .then_some(reports)
+    })
+    .await;
+    let failing = state(&reports, "vendor-http", "spans").unwrap();
+    let error = failing.error.unwrap();
+    assert!(error.contains("503"), "{error}");
+    assert!(!error.contains(API_KEY), "{error}");
+    let broken = state(&reports, "broken", "setup").expect("the broken target is reported");
+    assert_eq!(broken.state, DeliveryState::Invalid);
+    let reason = broken.error.unwrap();
+    assert!(reason.contains("egress refused"), "{reason}");
     receiver.set_unavailable(false);
     println!(
         "outage: {} export requests refused; {} traces sent meanwhile",
@@ -226,6 +260,17 @@ async fn kept_spans_and_evaluations_reach_both_targets_through_an_outage() {
     let expected_records = llm_spans.len() * 2 * 2;
     eventually("every evaluation at both targets", WAIT, || async {
         (receiver.log_records().len() >= expected_records).then_some(())
+    })
+    .await;
+    eventually("the recovery reported", WAIT, || async {
+        let reports = store.load().await.ok()?;
+        ["vendor-http", "collector-grpc"]
+            .iter()
+            .flat_map(|t| [(t, "spans"), (t, "evaluations")])
+            .all(|(t, s)| {
+                state(&reports, t, s).is_some_and(|r| r.state == DeliveryState::Delivering)
+            })
+            .then_some(())
     })
     .await;
 

@@ -425,7 +425,9 @@ pub struct TraceProjectStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `StreamReady`, `IngestAvailable`.
+    /// `Ready`, `StreamReady`, `IngestAvailable`, and `export.umpire.dev/<target>` per export
+    /// target (True: `Delivering` or `Idle`; False: `DeliveryFailing`, `ItemsRejected`,
+    /// `TargetInvalid`; Unknown: `NotReported`), from the ingest replicas' delivery reports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

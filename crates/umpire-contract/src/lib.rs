@@ -9,6 +9,7 @@ pub mod alert_state;
 pub mod document;
 mod duration;
 pub mod evaluator;
+pub mod export_status;
 pub mod ingest;
 pub mod references;
 #[cfg(feature = "validation")]

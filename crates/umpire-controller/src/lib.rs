@@ -10,6 +10,7 @@ pub mod apply;
 pub mod children;
 pub mod consent;
 pub mod context;
+pub mod exports;
 pub mod metrics;
 pub mod policy;
 pub mod project;

@@ -22,6 +22,7 @@ use crate::children::project::{desired, endpoints};
 use crate::children::{MANAGED_BY, Owner, PROJECT_LABEL};
 use crate::consent;
 use crate::context::{Error, Shared, finalizer_outcome};
+use crate::exports;
 use crate::status::{Observed, conditions};
 use crate::streams::{self, StreamProblem};
 
@@ -243,19 +244,28 @@ async fn apply_project(tp: &TraceProject, shared: &Shared) -> Result<Action, Err
         ),
     };
     let (grpc, http) = endpoints(&name, &namespace);
+    let targets: Vec<String> = tp
+        .spec
+        .export
+        .iter()
+        .flatten()
+        .map(|t| t.name.clone())
+        .collect();
+    let mut observed = vec![ready, stream_condition, ingest_condition];
+    observed.extend(exports::conditions(&shared.js, &names, &targets, &previous.conditions).await);
     let status = TraceProjectStatus {
         observed_generation: generation,
-        conditions: conditions(
-            &previous.conditions,
-            &[ready, stream_condition, ingest_condition],
-            generation,
-        ),
+        conditions: conditions(&previous.conditions, &observed, generation),
         endpoints: Some(OtlpEndpoints { grpc, http }),
         stream: Some(names.spans_stream()),
         ingest_replicas_ready: Some(ready_replicas),
     };
     write_status(shared, tp, status).await?;
     match stream {
+        // Export targets' conditions follow the ingest replicas' reports.
+        Ok(_) if !targets.is_empty() => Ok(Action::requeue(
+            shared.alert_status_interval.min(shared.resync),
+        )),
         Ok(_) => Ok(Action::requeue(shared.resync)),
         // Not an outage: retrying fast will not help until the spec or the NATS cluster
         // changes (a spec change reconciles at once; a grown cluster is seen within a minute).

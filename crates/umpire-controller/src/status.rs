@@ -7,25 +7,37 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 /// A condition as a reconcile computes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed {
-    pub type_: &'static str,
-    pub ok: bool,
+    pub type_: String,
+    /// `None`: Unknown (nothing reported yet).
+    pub ok: Option<bool>,
     pub reason: String,
     pub message: String,
 }
 
 impl Observed {
-    pub fn new(type_: &'static str, ok: bool, reason: &str, message: impl Into<String>) -> Self {
+    pub fn new(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Self {
         Self {
-            type_,
-            ok,
+            type_: type_.to_owned(),
+            ok: Some(ok),
             reason: reason.to_owned(),
             message: message.into(),
         }
     }
+
+    pub fn unknown(type_: &str, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            ok: None,
+            ..Self::new(type_, false, reason, message)
+        }
+    }
 }
 
-fn status_text(ok: bool) -> &'static str {
-    if ok { "True" } else { "False" }
+fn status_text(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "Unknown",
+    }
 }
 
 /// The new conditions, keeping each transition time whose status did not change.
@@ -44,7 +56,7 @@ pub fn conditions(
                 .map(|p| p.last_transition_time.clone())
                 .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
             Condition {
-                type_: o.type_.to_owned(),
+                type_: o.type_.clone(),
                 status: status.to_owned(),
                 reason: o.reason.clone(),
                 message: o.message.chars().take(32_768).collect(),

@@ -15,7 +15,7 @@ use umpire_nats::topology::ProjectNames;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn bounded<T, E: std::fmt::Display>(
+pub(crate) async fn bounded<T, E: std::fmt::Display>(
     what: &str,
     call: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, String> {

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod metrics;
 mod pump;
+mod report;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use async_nats::jetstream;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_api::trace_project::{EvaluationFormat, ExportTarget};
+use umpire_contract::export_status::{DeliveryState, ExportStatusStore};
 use umpire_nats::topology::ProjectNames;
 use umpire_runtime::egress::EgressPolicy;
 use umpire_runtime::secrets::MountedSecrets;
@@ -22,9 +24,19 @@ pub use client::{OtlpClient, SendError, SetupError};
 pub use metrics::ExportMetrics;
 pub use pump::Signal;
 
+/// Where pumps report their delivery state (the project's export status bucket), and as
+/// which ingest replica.
+#[derive(Clone)]
+pub struct Reporting {
+    pub store: Option<Arc<ExportStatusStore>>,
+    pub member: String,
+}
+
 /// Starts one pump per target and signal it forwards. A target that cannot be set up (an
-/// invalid endpoint, a refused address, a missing Secret) is returned with its error and not
-/// started; the others are: one bad target must not hold back the rest, nor ingest.
+/// invalid endpoint, a refused address, a missing Secret) is returned with its error and
+/// reported as invalid, not started; the others are: one bad target must not hold back the
+/// rest, nor ingest.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     js: &jetstream::Context,
     names: &ProjectNames,
@@ -32,14 +44,34 @@ pub fn start(
     secrets: &MountedSecrets,
     egress: Option<&EgressPolicy>,
     metrics: &ExportMetrics,
+    reporting: &Reporting,
     shutdown: &CancellationToken,
 ) -> (JoinSet<()>, Vec<SetupError>) {
     let mut pumps = Vec::new();
     let mut errors = Vec::new();
+    let mut tasks = JoinSet::new();
     for target in targets {
         let client = match OtlpClient::new(target, secrets.clone(), egress) {
             Ok(client) => Arc::new(client),
             Err(e) => {
+                let mut reporter = report::Reporter::new(
+                    reporting.store.clone(),
+                    &target.name,
+                    "setup",
+                    &reporting.member,
+                );
+                let error = e.to_string();
+                let shutdown = shutdown.clone();
+                // Reported until shutdown: the report expires unless refreshed.
+                tasks.spawn(async move {
+                    loop {
+                        reporter.set(DeliveryState::Invalid, Some(&error)).await;
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(umpire_nats::topology::EXPORT_REPORT_REFRESH) => {}
+                        }
+                    }
+                });
                 errors.push(e);
                 continue;
             }
@@ -61,11 +93,16 @@ pub fn start(
                         .evaluations_as
                         .unwrap_or(EvaluationFormat::LogRecords),
                     metrics: metrics.clone(),
+                    reporter: report::Reporter::new(
+                        reporting.store.clone(),
+                        &target.name,
+                        signal.as_str(),
+                        &reporting.member,
+                    ),
                 });
             }
         }
     }
-    let mut tasks = JoinSet::new();
     for pump in pumps {
         tasks.spawn(pump.run(shutdown.clone()));
     }

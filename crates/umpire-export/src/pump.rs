@@ -18,6 +18,8 @@ use umpire_runtime::retry::Backoff;
 
 use crate::client::{OtlpClient, SendError};
 use crate::metrics::{ExportMetrics, FailureLabels, TargetLabels};
+use crate::report::Reporter;
+use umpire_contract::export_status::DeliveryState;
 
 /// Most messages in one export request.
 const BATCH_MESSAGES: usize = 512;
@@ -53,6 +55,7 @@ pub(crate) struct Pump {
     pub client: Arc<OtlpClient>,
     pub evaluations_as: EvaluationFormat,
     pub metrics: ExportMetrics,
+    pub reporter: Reporter,
 }
 
 impl Pump {
@@ -79,7 +82,7 @@ impl Pump {
             .map_err(|e| e.to_string())
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut attempt = 0u32;
         let consumer = loop {
             match self.consumer().await {
@@ -88,6 +91,12 @@ impl Pump {
                     if attempt.is_multiple_of(10) {
                         tracing::warn!(event = "export_set_up_failed", target = %self.target, signal = self.signal.as_str(), error = %reason, "retrying");
                     }
+                    self.reporter
+                        .set(
+                            DeliveryState::Failing,
+                            Some(&format!("setting up the stream consumer: {reason}")),
+                        )
+                        .await;
                     if !Backoff::SET_UP.wait(attempt, &shutdown).await {
                         return;
                     }
@@ -96,9 +105,11 @@ impl Pump {
             }
         };
         tracing::info!(event = "export_started", target = %self.target, signal = self.signal.as_str(), "exporting");
+        self.reporter.set(DeliveryState::Started, None).await;
         let mut lag_updated = Instant::now() - Duration::from_secs(60);
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
+            self.reporter.refresh().await;
             if lag_updated.elapsed() >= Duration::from_secs(5) {
                 let mut info_consumer = consumer.clone();
                 if let Ok(info) = info_consumer.info().await {
@@ -134,7 +145,7 @@ impl Pump {
     /// At shutdown, sends what is stored now — ingest stops its sampler first, so no more
     /// spans come from this replica — for at most [`DRAIN_TIME`], and only while the backend
     /// takes it; the rest waits in the stream for the next replica or start.
-    async fn drain(&self, consumer: &jetstream::consumer::PullConsumer) {
+    async fn drain(&mut self, consumer: &jetstream::consumer::PullConsumer) {
         let deadline = CancellationToken::new();
         let timer = {
             let deadline = deadline.clone();
@@ -158,7 +169,11 @@ impl Pump {
 
     /// Sends one batch until it lands (or the backend rejects it as invalid), then acks;
     /// false when `shutdown` came first (the batch is handed back).
-    async fn export(&self, batch: Vec<jetstream::Message>, shutdown: &CancellationToken) -> bool {
+    async fn export(
+        &mut self,
+        batch: Vec<jetstream::Message>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut progress = Progress {
             batch: &batch,
             last: Instant::now(),
@@ -179,7 +194,7 @@ impl Pump {
     /// Sends one request until the backend takes it or rejects it as invalid (true), or
     /// shutdown comes first (false).
     async fn send_until_taken(
-        &self,
+        &mut self,
         part: &Request,
         progress: &mut Progress<'_>,
         shutdown: &CancellationToken,
@@ -200,6 +215,7 @@ impl Pump {
                     if attempt > 0 {
                         tracing::info!(event = "export_recovered", target = %self.target, signal = self.signal.as_str(), attempts = attempt + 1, "the export target took the batch");
                     }
+                    self.reporter.set(DeliveryState::Delivering, None).await;
                     return true;
                 }
                 Err(error) => error,
@@ -219,12 +235,23 @@ impl Pump {
                         .rejected
                         .get_or_create(&self.labels())
                         .inc_by(items as u64);
+                    self.reporter
+                        .set(
+                            DeliveryState::Rejecting,
+                            Some(&format!(
+                                "{items} items refused as invalid and dropped: {reason}"
+                            )),
+                        )
+                        .await;
                     return true;
                 }
                 SendError::Retryable { reason, after } => {
                     if attempt.is_multiple_of(10) {
                         tracing::warn!(event = "export_failed", target = %self.target, signal = self.signal.as_str(), attempt, error = %reason, "export failed; retrying");
                     }
+                    self.reporter
+                        .set(DeliveryState::Failing, Some(&reason))
+                        .await;
                     let wait = after.unwrap_or_else(|| RETRY.delay(attempt));
                     tokio::select! {
                         _ = shutdown.cancelled() => return false,

@@ -16,6 +16,7 @@ use async_nats::jetstream::{self, stream};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use umpire_contract::export_status::ExportStatusStore;
 use umpire_nats::streams::ensure_stream;
 use umpire_nats::topology::{self, ProjectNames};
 use umpire_runtime::admin::AdminServer;
@@ -203,6 +204,7 @@ pub async fn start(
         topology::span_stream(&names, &span_stream_limits(&plan)),
         topology::dead_letter_stream(&names, plan.stream.replicas),
     ];
+    let replicas = plan.stream.replicas;
     let export_targets = config.spec.export.clone().unwrap_or_default();
     let export = if export_targets.is_empty() {
         None
@@ -237,11 +239,25 @@ pub async fn start(
     let task = tokio::spawn(async move {
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
-        set_up_streams(&control_js, streams, &setup_readiness, &shutdown).await;
+        // The export status bucket exists whether or not the project exports, so adding a
+        // target later needs no other set-up and the project's state has one shape.
+        let buckets = vec![topology::export_status_bucket(&names, replicas)];
+        set_up_streams(&control_js, streams, buckets, &setup_readiness, &shutdown).await;
         let export_stop = CancellationToken::new();
         let mut exports = tokio::task::JoinSet::new();
         if let Some((export_client, targets)) = &export {
             let js = jetstream::new(export_client.clone());
+            let store = match ExportStatusStore::open(&js, &names, replicas).await {
+                Ok(store) => Some(Arc::new(store)),
+                Err(e) => {
+                    tracing::warn!(event = "export_status_unavailable", error = %e, "exporting without reporting delivery state");
+                    None
+                }
+            };
+            let reporting = umpire_export::Reporting {
+                store,
+                member: member.clone(),
+            };
             let (tasks, errors) = umpire_export::start(
                 &js,
                 &names,
@@ -249,6 +265,7 @@ pub async fn start(
                 &secrets,
                 egress.as_ref(),
                 &export_metrics,
+                &reporting,
                 &export_stop,
             );
             for error in errors {
@@ -324,12 +341,16 @@ fn spawn_sampler_thread(
 async fn set_up_streams(
     js: &jetstream::Context,
     configs: Vec<stream::Config>,
+    buckets: Vec<umpire_nats::kv::BucketSettings>,
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) {
     set_up_until_ready(STREAMS_CHECK, readiness, shutdown, || async {
         for config in &configs {
             ensure_stream(js, config.clone()).await?;
+        }
+        for bucket in &buckets {
+            umpire_nats::kv::ensure_bucket(js, bucket).await?;
         }
         Ok::<_, umpire_nats::streams::StreamSetupError>(())
     })

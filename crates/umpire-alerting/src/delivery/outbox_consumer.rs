@@ -109,8 +109,11 @@ async fn deliver(
                         attempts: attempt + 1,
                     },
                 );
-                tracing::info!(event = "notification_delivered", id = %notification.id(), route = %notification.route, attempts = attempt + 1, "notification delivered");
-                let _ = message.double_ack().await;
+                // Logged once the outbox has the ack: a replica that dies between the
+                // receiver's answer and this ack sends the notification again (same dedup
+                // key, which PagerDuty folds into the same incident).
+                let acked = message.double_ack().await.is_ok();
+                tracing::info!(event = "notification_delivered", id = %notification.id(), route = %notification.route, attempts = attempt + 1, acked, "notification delivered");
                 return;
             }
             Attempt::Printed(body) => {

@@ -55,6 +55,24 @@ pub fn budget_bucket(names: &ProjectNames, replicas: usize) -> BucketSettings {
     }
 }
 
+/// How long an export report lives unless its replica rewrites it (every
+/// [`EXPORT_REPORT_REFRESH`]): a stopped replica's report disappears after this.
+pub const EXPORT_REPORT_TTL: Duration = Duration::from_secs(600);
+/// How often a running replica rewrites its export reports.
+pub const EXPORT_REPORT_REFRESH: Duration = Duration::from_secs(120);
+
+/// Each ingest replica's delivery state per export target and signal
+/// (`<target>.<signal>.<member>`), read by the controller for the TraceProject's status.
+pub fn export_status_bucket(names: &ProjectNames, replicas: usize) -> BucketSettings {
+    BucketSettings {
+        bucket: names.export_status_bucket(),
+        description: "Umpire export delivery state, per target, signal and ingest replica".into(),
+        history: 1,
+        max_age: EXPORT_REPORT_TTL,
+        replicas,
+    }
+}
+
 /// The stream behind the object store of alert window snapshots (one object per policy,
 /// replaced on every save). Laid out exactly as async-nats' `create_object_store` lays it
 /// out, so `get_object_store` reads it; made through [`crate::streams::ensure_stream`] so

@@ -12,8 +12,8 @@ mod names;
 mod streams;
 
 pub use buckets::{
-    alert_lease_bucket, alert_snapshot_store, alert_state_bucket, budget_bucket,
-    ingest_lease_bucket,
+    EXPORT_REPORT_REFRESH, EXPORT_REPORT_TTL, alert_lease_bucket, alert_snapshot_store,
+    alert_state_bucket, budget_bucket, export_status_bucket, ingest_lease_bucket,
 };
 pub use consumers::{
     EXPORT_ACK_WAIT, NOTIFIER_ACK_WAIT, PolicyConsumer, export_consumer, intake_consumer,

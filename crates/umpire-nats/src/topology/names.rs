@@ -183,6 +183,12 @@ impl ProjectNames {
         format!("export-{target}_{signal}")
     }
 
+    /// How each ingest replica's delivery to each export target stands:
+    /// `<target>.<signal>.<member>`.
+    pub fn export_status_bucket(&self) -> String {
+        format!("umpire-export-status-{}-{}", self.namespace, self.project)
+    }
+
     /// Ingest replicas' membership and partition leases.
     pub fn ingest_bucket(&self) -> String {
         format!("umpire-ingest-{}-{}", self.namespace, self.project)
@@ -201,6 +207,7 @@ impl ProjectNames {
             format!("KV_{}", self.alert_lease_bucket()),
             format!("KV_{}", self.ingest_bucket()),
             format!("KV_{}", self.budget_bucket()),
+            format!("KV_{}", self.export_status_bucket()),
             format!("OBJ_{}", self.alert_snapshot_bucket()),
         ]
     }
