@@ -358,3 +358,135 @@ async fn kept_spans_and_evaluations_reach_both_targets_through_an_outage() {
     ingest.terminate();
     evaluator.terminate();
 }
+
+/// Outcome-based export: a target that takes every trace in which a judge failed, whole, and
+/// a quarter of the others (by trace-id hash) — decided after the evaluator judged them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_based_export_sends_every_failing_trace_whole_and_a_share_of_the_rest() {
+    use umpire_core::hashing::{HashPurpose, trace_in_percentage};
+    use umpire_core::ids::TraceId;
+
+    let nats = NatsServer::start().unwrap();
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_configs(dir.path(), &nats, &receiver);
+    std::fs::write(
+        dir.path().join("ingest.yaml"),
+        format!(
+            r#"
+namespace: team
+project: shop
+nats: {{url: "{nats}"}}
+listen: {{grpc: "127.0.0.1:0", http: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+spec:
+  sampling: {{decisionWait: 1s}}
+  export:
+    - name: failures
+      otlp: {{endpoint: {http}}}
+      outcome: {{healthyPercentage: 25, decisionWait: 3s}}
+"#,
+            nats = nats.url(),
+            http = receiver.http_url(),
+        ),
+    )
+    .unwrap();
+    let mut ingest = UmpireProcess::spawn(&["ingest", "--config", "ingest.yaml"], dir.path());
+    let started = ingest.wait_for_event("ingest_starting", WAIT);
+    let http = started["http"].as_str().unwrap().to_owned();
+    let admin = started["admin"].as_str().unwrap().to_owned();
+    ingest.wait_for_event("export_started", WAIT);
+    let mut evaluator =
+        UmpireProcess::spawn(&["evaluator", "--config", "evaluator.yaml"], dir.path());
+    evaluator.wait_for_event("evaluator_starting", WAIT);
+
+    const TRACES: u64 = 60;
+    let llm_spans = send(&http, 0, TRACES).await;
+    // What the target must get, derived independently of the exporter: the traces whose
+    // LLM call failed (every third), and the healthy ones the documented hash puts within
+    // 25 % — the same on any replica.
+    let trace_id = |n: u64| {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(n + 1).to_be_bytes());
+        id[15] = 0xee;
+        id
+    };
+    let failing: BTreeSet<[u8; 16]> = (0..TRACES)
+        .filter(|n| n.is_multiple_of(3))
+        .map(trace_id)
+        .collect();
+    let sampled: BTreeSet<[u8; 16]> = (0..TRACES)
+        .filter(|n| !n.is_multiple_of(3))
+        .map(trace_id)
+        .filter(|id| trace_in_percentage(&TraceId(*id), HashPurpose::OutcomeExport, 25.0))
+        .collect();
+    assert!(
+        !sampled.is_empty() && sampled.len() < 40,
+        "{}",
+        sampled.len()
+    );
+    let expected: BTreeSet<[u8; 16]> = failing.union(&sampled).copied().collect();
+
+    // Every trace decided (the exporter counts each decision once).
+    let admin = &admin;
+    eventually("all 60 traces decided", WAIT, || async move {
+        let metrics = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let decided: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("umpire_export_traces_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (decided >= TRACES as f64).then_some(())
+    })
+    .await;
+    let spans = receiver.spans();
+    let mut per_trace: BTreeMap<[u8; 16], BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for span in &spans {
+        per_trace
+            .entry(span.trace_id.clone().try_into().unwrap())
+            .or_default()
+            .insert(span.span_id.clone());
+    }
+    let exported: BTreeSet<[u8; 16]> = per_trace.keys().copied().collect();
+    assert_eq!(
+        exported, expected,
+        "every failing trace and exactly the sampled healthy ones"
+    );
+    assert!(
+        per_trace.values().all(|ids| ids.len() == 3),
+        "each exported trace is whole (root, LLM call, tool call)"
+    );
+    // Their evaluations travel with them: both verdicts of each exported LLM span, none of
+    // a dropped trace.
+    let records = receiver.log_records();
+    let mut verdicts: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for record in &records {
+        assert!(
+            expected.contains(&<[u8; 16]>::try_from(record.trace_id.clone()).unwrap()),
+            "an evaluation of a dropped trace was exported"
+        );
+        *verdicts.entry(record.span_id.clone()).or_default() += 1;
+    }
+    let exported_llm: Vec<&Vec<u8>> = llm_spans
+        .iter()
+        .filter(|id| spans.iter().any(|s| &s.span_id == *id))
+        .collect();
+    assert_eq!(exported_llm.len(), expected.len());
+    for id in exported_llm {
+        assert!(verdicts.get(id).copied().unwrap_or(0) >= 2, "{id:?}");
+    }
+    println!(
+        "outcome export: {} of {TRACES} traces sent ({} failing, {} sampled healthy), {} spans, {} evaluation records",
+        exported.len(),
+        failing.len(),
+        sampled.len(),
+        spans.len(),
+        records.len()
+    );
+    ingest.terminate();
+    evaluator.terminate();
+}

@@ -355,6 +355,32 @@ pub struct ExportTarget {
     pub name: String,
     /// Forward over OTLP.
     pub otlp: OtlpExport,
+    /// Forward whole traces chosen by their evaluations instead of every kept span: each
+    /// trace in which a judge failed or errored, and a deterministic share of the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<OutcomeExport>,
+}
+
+/// Export by outcome: the decision is taken per trace once the policies had `decisionWait`
+/// to judge it, by the one ingest replica that holds the trace's summary, and is the same
+/// on every replica (the share of healthy traces hashes the trace id).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.decisionWait) || duration(self.decisionWait) <= duration('10m')").message("decisionWait is at most 10m").field_path(".decisionWait"))]
+pub struct OutcomeExport {
+    /// Judges whose failure or error exports the trace. Default: any judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub judges: Option<Vec<String>>,
+    /// Percentage (0–100) of the other judged traces exported as well, chosen by trace id.
+    /// Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub healthy_percentage: Option<f64>,
+    /// How long after a trace is stored its evaluations are awaited before deciding (slow
+    /// LLM judges); evaluations stored later are not considered. Default 30s, at most 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_wait: Option<Duration>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

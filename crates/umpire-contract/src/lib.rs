@@ -12,5 +12,6 @@ pub mod evaluator;
 pub mod export_status;
 pub mod ingest;
 pub mod references;
+pub mod traces;
 #[cfg(feature = "validation")]
 pub mod validation;

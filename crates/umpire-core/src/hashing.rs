@@ -16,6 +16,8 @@ pub enum HashPurpose {
     EvaluationSampling,
     /// Which ingest partition owns a trace.
     Partition,
+    /// An outcome-based export target's share of healthy traces.
+    OutcomeExport,
 }
 
 impl HashPurpose {
@@ -24,6 +26,7 @@ impl HashPurpose {
             Self::TailSampling => 0x7461_696c_5f73_616d,
             Self::EvaluationSampling => 0x6576_616c_5f73_616d,
             Self::Partition => 0x7061_7274_6974_696f,
+            Self::OutcomeExport => 0x6f75_7463_6f6d_6578,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod metrics;
+mod outcome;
 mod pump;
 mod report;
 
@@ -76,31 +77,50 @@ pub fn start(
                 continue;
             }
         };
-        let signals = [
-            (Signal::Spans, target.otlp.spans.unwrap_or(true)),
-            (Signal::Evaluations, target.otlp.evaluations.unwrap_or(true)),
-        ];
-        for (signal, wanted) in signals {
-            if wanted {
-                pumps.push(pump::Pump {
-                    js: js.clone(),
-                    names: names.clone(),
-                    target: target.name.clone(),
-                    signal,
-                    client: client.clone(),
-                    evaluations_as: target
-                        .otlp
-                        .evaluations_as
-                        .unwrap_or(EvaluationFormat::LogRecords),
-                    metrics: metrics.clone(),
-                    reporter: report::Reporter::new(
-                        reporting.store.clone(),
-                        &target.name,
-                        signal.as_str(),
-                        &reporting.member,
-                    ),
-                });
+        let pump_for = |signal: Signal| pump::Pump {
+            js: js.clone(),
+            names: names.clone(),
+            target: target.name.clone(),
+            signal,
+            client: client.clone(),
+            evaluations_as: target
+                .otlp
+                .evaluations_as
+                .unwrap_or(EvaluationFormat::LogRecords),
+            metrics: metrics.clone(),
+            reporter: report::Reporter::new(
+                reporting.store.clone(),
+                &target.name,
+                signal.as_str(),
+                &reporting.member,
+            ),
+        };
+        let spans = target
+            .otlp
+            .spans
+            .unwrap_or(true)
+            .then(|| pump_for(Signal::Spans));
+        let evaluations = target
+            .otlp
+            .evaluations
+            .unwrap_or(true)
+            .then(|| pump_for(Signal::Evaluations));
+        match &target.outcome {
+            // Whole traces by their evaluations: one pump decides and sends both signals.
+            Some(outcome) => {
+                tasks.spawn(
+                    outcome::OutcomePump {
+                        js: js.clone(),
+                        names: names.clone(),
+                        target: target.name.clone(),
+                        settings: outcome::OutcomeSettings::from_spec(outcome),
+                        spans,
+                        evaluations,
+                    }
+                    .run(shutdown.clone()),
+                );
             }
+            None => pumps.extend(spans.into_iter().chain(evaluations)),
         }
     }
     for pump in pumps {

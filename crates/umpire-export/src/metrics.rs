@@ -19,8 +19,18 @@ pub struct FailureLabels {
     pub kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub target: String,
+    /// `failed` (a judge failed or errored), `sampled` (healthy, within the percentage),
+    /// `dropped`.
+    pub decision: &'static str,
+}
+
 #[derive(Clone, Default)]
 pub struct ExportMetrics {
+    /// Traces an outcome-based target decided, by decision.
+    pub traces: Family<DecisionLabels, Counter>,
     /// Spans or evaluation records the backend accepted.
     pub sent: Family<TargetLabels, Counter>,
     /// Send attempts that failed, by kind (`retryable`, `rejected`).
@@ -49,6 +59,11 @@ impl ExportMetrics {
             "rejected",
             "Spans and evaluation records dropped because the target refused them as invalid",
             metrics.rejected.clone(),
+        );
+        r.register(
+            "traces",
+            "Traces an outcome-based export target decided: failed, sampled or dropped",
+            metrics.traces.clone(),
         );
         r.register(
             "lag_messages",

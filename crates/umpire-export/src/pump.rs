@@ -193,7 +193,7 @@ impl Pump {
 
     /// Sends one request until the backend takes it or rejects it as invalid (true), or
     /// shutdown comes first (false).
-    async fn send_until_taken(
+    pub(crate) async fn send_until_taken(
         &mut self,
         part: &Request,
         progress: &mut Progress<'_>,
@@ -270,47 +270,56 @@ impl Pump {
         match self.signal {
             Signal::Spans => {
                 let spans: Vec<Span> = batch.iter().filter_map(|m| self.decode(m)).collect();
-                if spans.is_empty() {
-                    return Vec::new();
-                }
-                vec![Request::Traces(trace_request(&spans), spans.len())]
+                self.encode_spans(&spans)
             }
             Signal::Evaluations => {
                 let evaluations: Vec<SpanEvaluation> =
                     batch.iter().filter_map(|m| self.decode(m)).collect();
-                let resource = [
-                    ("service.name", "umpire"),
-                    ("umpire.namespace", self.names.namespace()),
-                    ("umpire.project", self.names.project()),
-                ];
-                let mut parts = Vec::new();
-                if self.evaluations_as != EvaluationFormat::SpanEvents {
-                    let request = logs_request(&resource, &evaluations);
-                    let records: usize = request
-                        .resource_logs
-                        .iter()
-                        .flat_map(|r| &r.scope_logs)
-                        .map(|s| s.log_records.len())
-                        .sum();
-                    if records > 0 {
-                        parts.push(Request::Logs(request, records));
-                    }
-                }
-                if self.evaluations_as != EvaluationFormat::LogRecords {
-                    let request = evaluation_spans_request(&resource, &evaluations);
-                    let spans: usize = request
-                        .resource_spans
-                        .iter()
-                        .flat_map(|r| &r.scope_spans)
-                        .map(|s| s.spans.len())
-                        .sum();
-                    if spans > 0 {
-                        parts.push(Request::Traces(request, spans));
-                    }
-                }
-                parts
+                self.encode_evaluations(&evaluations)
             }
         }
+    }
+
+    pub(crate) fn encode_spans(&self, spans: &[Span]) -> Vec<Request> {
+        if spans.is_empty() {
+            return Vec::new();
+        }
+        vec![Request::Traces(trace_request(spans), spans.len())]
+    }
+
+    /// Evaluations as a logs request, a traces request of evaluation spans, or both.
+    pub(crate) fn encode_evaluations(&self, evaluations: &[SpanEvaluation]) -> Vec<Request> {
+        let resource = [
+            ("service.name", "umpire"),
+            ("umpire.namespace", self.names.namespace()),
+            ("umpire.project", self.names.project()),
+        ];
+        let mut parts = Vec::new();
+        if self.evaluations_as != EvaluationFormat::SpanEvents {
+            let request = logs_request(&resource, evaluations);
+            let records: usize = request
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum();
+            if records > 0 {
+                parts.push(Request::Logs(request, records));
+            }
+        }
+        if self.evaluations_as != EvaluationFormat::LogRecords {
+            let request = evaluation_spans_request(&resource, evaluations);
+            let spans: usize = request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            if spans > 0 {
+                parts.push(Request::Traces(request, spans));
+            }
+        }
+        parts
     }
 
     /// A stored message Umpire itself wrote; one that does not decode (a newer format) is
@@ -326,7 +335,7 @@ impl Pump {
     }
 }
 
-enum Request {
+pub(crate) enum Request {
     Traces(umpire_otlp::ExportTraceServiceRequest, usize),
     Logs(umpire_otlp::ExportLogsServiceRequest, usize),
 }
@@ -341,13 +350,13 @@ impl Request {
 
 /// Tells JetStream, every third of the ack wait, that a batch held back by a down backend
 /// is still being worked on.
-struct Progress<'a> {
-    batch: &'a [jetstream::Message],
-    last: Instant,
+pub(crate) struct Progress<'a> {
+    pub batch: &'a [jetstream::Message],
+    pub last: Instant,
 }
 
 impl Progress<'_> {
-    async fn report(&mut self) {
+    pub async fn report(&mut self) {
         if self.last.elapsed() >= EXPORT_ACK_WAIT / 3 {
             for message in self.batch {
                 let _ = message.ack_with(AckKind::Progress).await;
@@ -358,7 +367,7 @@ impl Progress<'_> {
 }
 
 /// One batch: what the consumer has, up to the batch limits, waiting at most `wait` for it.
-async fn pull(
+pub(crate) async fn pull(
     consumer: &jetstream::consumer::PullConsumer,
     wait: Duration,
 ) -> Result<Vec<jetstream::Message>, async_nats::jetstream::consumer::pull::BatchError> {
@@ -382,7 +391,7 @@ async fn pull(
     Ok(batch)
 }
 
-async fn acknowledge(batch: &[jetstream::Message]) {
+pub(crate) async fn acknowledge(batch: &[jetstream::Message]) {
     for message in batch {
         if let Err(e) = message.ack().await {
             tracing::debug!(event = "export_ack_failed", error = %e, "acknowledging an exported message failed; it will be sent again");

@@ -218,5 +218,6 @@ fn local_export(endpoint: &str) -> umpire_api::trace_project::ExportTarget {
             evaluations: None,
             evaluations_as: Some(EvaluationFormat::SpanEvents),
         },
+        outcome: None,
     }
 }

@@ -6,9 +6,8 @@
 //! acknowledges the summary once every evaluation is stored.
 
 use async_nats::jetstream;
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
-use futures::StreamExt;
 use futures::future::join_all;
+use umpire_contract::traces::read_back;
 use umpire_core::judge::TraceContext;
 use umpire_core::span::Span;
 use umpire_core::trace_summary::TraceSummary;
@@ -16,13 +15,6 @@ use umpire_core::trace_summary::TraceSummary;
 use super::Shared;
 use super::span_task::{in_progress, judge_and_store, poison, settle};
 use crate::metrics::ReasonLabels;
-
-/// Most spans of one trace read back; a larger trace is judged as incomplete `too_large`.
-const MAX_TRACE_SPANS: usize = 10_000;
-/// Most bytes of one trace read back (encoded spans), likewise.
-const MAX_TRACE_BYTES: usize = 32 << 20;
-/// Span reads in flight per trace.
-const READS_IN_FLIGHT: usize = 32;
 
 /// Traces read back and judged at once: each may hold up to `MAX_TRACE_BYTES`, so this —
 /// not the judging concurrency — bounds the memory trace-level policies take.
@@ -49,7 +41,7 @@ async fn judge_summary(shared: &Shared, summary: TraceSummary) -> bool {
     let Ok(_assembly) = shared.assemblies.acquire().await else {
         return false;
     };
-    let trace = match read_back(shared, &summary).await {
+    let trace = match read_back(&shared.js, &shared.names, &summary).await {
         Ok(trace) => trace,
         Err(e) => {
             tracing::warn!(event = "trace_read_failed", trace_id = %summary.trace_id, error = %e, "reading a trace back from the span stream failed; it will be retried");
@@ -88,82 +80,4 @@ async fn judge_summary(shared: &Shared, summary: TraceSummary) -> bool {
     .await
     .into_iter()
     .all(|stored| stored)
-}
-
-struct ReadTrace {
-    spans: Vec<Span>,
-    incomplete: Option<String>,
-    /// Named by the summary, no longer in the stream.
-    missing: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("span stream message {sequence}: {message}")]
-struct ReadError {
-    sequence: u64,
-    message: String,
-}
-
-async fn read_back(shared: &Shared, summary: &TraceSummary) -> Result<ReadTrace, ReadError> {
-    let stream = shared
-        .js
-        .get_stream_no_info(shared.names.spans_stream())
-        .await
-        .map_err(|e| ReadError {
-            sequence: 0,
-            message: e.to_string(),
-        })?;
-    let mut incomplete = summary.incomplete.clone();
-    let named = summary.span_count();
-    if named > MAX_TRACE_SPANS as u64 {
-        incomplete.get_or_insert_with(|| "too_large".into());
-    }
-    let stream = &stream;
-    let mut reads = futures::stream::iter(summary.sequences().take(MAX_TRACE_SPANS))
-        .map(|sequence| read_span(stream, sequence))
-        .buffered(READS_IN_FLIGHT);
-    let (mut spans, mut missing, mut bytes) = (Vec::new(), 0u64, 0usize);
-    while let Some(read) = reads.next().await {
-        match read? {
-            Some((span, size)) => {
-                bytes += size;
-                if bytes > MAX_TRACE_BYTES {
-                    incomplete.get_or_insert_with(|| "too_large".into());
-                    break;
-                }
-                spans.push(span);
-            }
-            None => missing += 1,
-        }
-    }
-    if missing > 0 {
-        incomplete.get_or_insert_with(|| "spans_missing".into());
-    }
-    Ok(ReadTrace {
-        spans,
-        incomplete,
-        missing,
-    })
-}
-
-/// One span by its sequence; `None` when the stream no longer holds it (removed by its
-/// limits) or it cannot be decoded (the span path dead-letters such messages).
-async fn read_span(stream: &Stream<()>, sequence: u64) -> Result<Option<(Span, usize)>, ReadError> {
-    match stream.get_raw_message(sequence).await {
-        Ok(message) => Ok(serde_json::from_slice::<Span>(&message.payload)
-            .ok()
-            .map(|span| (span, message.payload.len()))),
-        Err(e) => match e.kind() {
-            LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            LastRawMessageErrorKind::JetStream(error)
-                if error.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND =>
-            {
-                Ok(None)
-            }
-            _ => Err(ReadError {
-                sequence,
-                message: e.to_string(),
-            }),
-        },
-    }
 }

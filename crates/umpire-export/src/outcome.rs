@@ -1,0 +1,481 @@
+//! Export by outcome: whole traces chosen by their evaluations. Every ingest replica follows
+//! the project's scores (an ordered consumer, from a little before it started) into a
+//! bounded index of which traces a judge failed or errored on; the trace summaries ingest
+//! publishes after each kept trace's spans go, one each, to the replicas through a durable
+//! consumer. A summary is decided `decisionWait` after it was stored — failed, or within the
+//! healthy percentage by trace-id hash, or dropped — and a kept trace is read back from the
+//! span stream (every kept span) and sent with its evaluations; then the summary is acked.
+//! One replica decides each trace, from the same scores and hash: the same answer anywhere.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use umpire_api::trace_project::OutcomeExport;
+use umpire_contract::traces::read_back;
+use umpire_core::hashing::{HashPurpose, trace_in_percentage};
+use umpire_core::ids::TraceId;
+use umpire_core::judge::Outcome;
+use umpire_core::score::SpanEvaluation;
+use umpire_core::span::Span;
+use umpire_core::trace_summary::TraceSummary;
+use umpire_nats::consumers::ensure_consumer;
+use umpire_nats::topology::{ProjectNames, export_consumer};
+use umpire_runtime::retry::Backoff;
+
+use crate::metrics::DecisionLabels;
+use crate::pump::{Progress, Pump, Request, acknowledge, pull};
+
+/// Traces the score index remembers at most (oldest forgotten first): ~100 bytes each.
+const INDEX_MAX_TRACES: usize = 500_000;
+/// Evaluations remembered per trace at most (sequences; a larger trace exports the first).
+const INDEX_MAX_EVALUATIONS: usize = 1_000;
+/// How long past `decisionWait` a trace stays in the index, for summaries redelivered after
+/// a replica stopped.
+const INDEX_GRACE: Duration = Duration::from_secs(300);
+/// Default and longest wait for a trace's evaluations.
+const DEFAULT_DECISION_WAIT: Duration = Duration::from_secs(30);
+const MAX_DECISION_WAIT: Duration = Duration::from_secs(600);
+/// Spans gathered before a request is sent (kept traces are sent together).
+const SPANS_PER_REQUEST: usize = 2_000;
+
+#[derive(Debug, Clone)]
+pub(crate) struct OutcomeSettings {
+    judges: Option<BTreeSet<String>>,
+    healthy_percentage: f64,
+    decision_wait: Duration,
+}
+
+impl OutcomeSettings {
+    pub fn from_spec(spec: &OutcomeExport) -> Self {
+        Self {
+            judges: spec
+                .judges
+                .as_ref()
+                .filter(|j| !j.is_empty())
+                .map(|j| j.iter().cloned().collect()),
+            healthy_percentage: spec.healthy_percentage.unwrap_or(0.0),
+            decision_wait: spec
+                .decision_wait
+                .as_ref()
+                .map_or(DEFAULT_DECISION_WAIT, |d| d.as_std())
+                .min(MAX_DECISION_WAIT),
+        }
+    }
+
+    /// Whether this evaluation makes its trace exported: a chosen judge failed or errored.
+    fn fails(&self, evaluation: &SpanEvaluation) -> bool {
+        evaluation.scores.iter().any(|score| {
+            self.judges
+                .as_ref()
+                .is_none_or(|judges| judges.contains(&score.judge))
+                && match &score.outcome {
+                    Outcome::Scored(verdict) => !verdict.passed,
+                    Outcome::Failed(_) => true,
+                    Outcome::Skipped { .. } => false,
+                }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Failed,
+    Sampled,
+    Dropped,
+}
+
+impl Decision {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Sampled => "sampled",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+#[derive(Default)]
+struct TraceOutcome {
+    failed: bool,
+    /// Scores-stream sequences of the trace's evaluations.
+    evaluations: Vec<u64>,
+}
+
+/// What the evaluations seen so far say of recent traces.
+#[derive(Default)]
+pub(crate) struct ScoreIndex {
+    traces: HashMap<TraceId, TraceOutcome>,
+    order: VecDeque<(Instant, TraceId)>,
+}
+
+impl ScoreIndex {
+    fn add(&mut self, evaluation: &SpanEvaluation, sequence: u64, failed: bool, keep: Duration) {
+        let now = Instant::now();
+        let entry = self.traces.entry(evaluation.trace_id).or_insert_with(|| {
+            self.order.push_back((now, evaluation.trace_id));
+            TraceOutcome::default()
+        });
+        entry.failed |= failed;
+        if entry.evaluations.len() < INDEX_MAX_EVALUATIONS {
+            entry.evaluations.push(sequence);
+        }
+        while let Some((seen, trace)) = self.order.front().copied() {
+            if self.order.len() <= INDEX_MAX_TRACES && now.duration_since(seen) <= keep {
+                break;
+            }
+            self.order.pop_front();
+            self.traces.remove(&trace);
+        }
+    }
+
+    fn get(&self, trace: &TraceId) -> (bool, Vec<u64>) {
+        self.traces
+            .get(trace)
+            .map(|t| (t.failed, t.evaluations.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// Decides a trace from what its evaluations said.
+pub(crate) fn decide(settings: &OutcomeSettings, trace: &TraceId, failed: bool) -> Decision {
+    if failed {
+        Decision::Failed
+    } else if trace_in_percentage(
+        trace,
+        HashPurpose::OutcomeExport,
+        settings.healthy_percentage,
+    ) {
+        Decision::Sampled
+    } else {
+        Decision::Dropped
+    }
+}
+
+pub(crate) struct OutcomePump {
+    pub js: jetstream::Context,
+    pub names: ProjectNames,
+    pub target: String,
+    pub settings: OutcomeSettings,
+    /// Senders (and reporters) of the signals the target forwards.
+    pub spans: Option<Pump>,
+    pub evaluations: Option<Pump>,
+}
+
+impl OutcomePump {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let index = Arc::new(Mutex::new(ScoreIndex::default()));
+        // From before this replica started: summaries another replica left unacked are
+        // redelivered here, and their evaluations must be in the index.
+        let from = SystemTime::now()
+            - (self.settings.decision_wait + umpire_nats::topology::EXPORT_ACK_WAIT + INDEX_GRACE);
+        let follower = tokio::spawn(follow_scores(
+            self.js.clone(),
+            self.names.clone(),
+            index.clone(),
+            self.settings.clone(),
+            from,
+            shutdown.clone(),
+        ));
+        let Some(consumer) = self.consumer(&shutdown).await else {
+            follower.abort();
+            return;
+        };
+        tracing::info!(event = "export_started", target = %self.target, signal = "outcome", decision_wait_s = self.settings.decision_wait.as_secs(), "exporting traces by outcome");
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            let batch = match pull(&consumer, Duration::from_millis(500)).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    failures += 1;
+                    if failures % 10 == 1 {
+                        tracing::warn!(event = "export_pull_failed", target = %self.target, error = %e, "cannot pull trace summaries; retrying");
+                    }
+                    if !Backoff::SET_UP.wait(failures - 1, &shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            failures = 0;
+            if !batch.is_empty() && !self.decide_batch(batch, &index, &shutdown).await {
+                break;
+            }
+        }
+        follower.abort();
+    }
+
+    async fn consumer(&mut self, shutdown: &CancellationToken) -> Option<consumer::PullConsumer> {
+        let mut attempt = 0u32;
+        loop {
+            let made = async {
+                let stream = self
+                    .js
+                    .get_stream(self.names.spans_stream())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let config = export_consumer(
+                    &self.names,
+                    &self.target,
+                    "outcome",
+                    self.names.traces_subject(),
+                );
+                ensure_consumer(&stream, config)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match made {
+                Ok(consumer) => return Some(consumer),
+                Err(e) => {
+                    if attempt.is_multiple_of(10) {
+                        tracing::warn!(event = "export_set_up_failed", target = %self.target, signal = "outcome", error = %e, "retrying");
+                    }
+                    if !Backoff::SET_UP.wait(attempt, shutdown).await {
+                        return None;
+                    }
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Waits until the batch's summaries are due, decides each, sends the kept traces and
+    /// acks the batch; false when shutdown came first (the batch is handed back).
+    async fn decide_batch(
+        &mut self,
+        batch: Vec<jetstream::Message>,
+        index: &Mutex<ScoreIndex>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut progress = Progress {
+            batch: &batch,
+            last: Instant::now(),
+        };
+        let stored_last = batch
+            .iter()
+            .filter_map(|m| m.info().ok().map(|i| SystemTime::from(i.published)))
+            .max()
+            .unwrap_or_else(SystemTime::now);
+        let due = stored_last + self.settings.decision_wait;
+        while let Ok(left) = due.duration_since(SystemTime::now()) {
+            tokio::select! {
+                _ = shutdown.cancelled() => return handed_back(&batch).await,
+                _ = tokio::time::sleep(left.min(Duration::from_secs(5))) => {}
+            }
+            progress.report().await;
+        }
+        let mut spans: Vec<Span> = Vec::new();
+        let mut evaluations: Vec<SpanEvaluation> = Vec::new();
+        for message in &batch {
+            let Ok(summary) = serde_json::from_slice::<TraceSummary>(&message.payload) else {
+                tracing::error!(event = "export_undecodable", target = %self.target, signal = "outcome", "skipping a trace summary that does not decode");
+                continue;
+            };
+            let (failed, sequences) = match index.lock() {
+                Ok(index) => index.get(&summary.trace_id),
+                Err(poisoned) => poisoned.into_inner().get(&summary.trace_id),
+            };
+            let decision = decide(&self.settings, &summary.trace_id, failed);
+            self.count(decision);
+            if decision == Decision::Dropped {
+                continue;
+            }
+            if self.spans.is_some() {
+                match read_back(&self.js, &self.names, &summary).await {
+                    Ok(trace) => spans.extend(trace.spans),
+                    Err(e) => {
+                        // Handed back whole: the stream is unreachable right now.
+                        tracing::warn!(event = "export_trace_read_failed", target = %self.target, trace_id = %summary.trace_id, error = %e, "reading a kept trace back failed; retried");
+                        return handed_back(&batch).await;
+                    }
+                }
+            }
+            if self.evaluations.is_some() {
+                evaluations.extend(self.read_evaluations(&sequences).await);
+            }
+            if spans.len() >= SPANS_PER_REQUEST
+                && !self
+                    .send_spans(std::mem::take(&mut spans), &mut progress, shutdown)
+                    .await
+            {
+                return handed_back(&batch).await;
+            }
+        }
+        if !self.send_spans(spans, &mut progress, shutdown).await {
+            return handed_back(&batch).await;
+        }
+        if let Some(pump) = self.evaluations.as_mut() {
+            for part in pump.encode_evaluations(&evaluations) {
+                if !pump.send_until_taken(&part, &mut progress, shutdown).await {
+                    return handed_back(&batch).await;
+                }
+            }
+        }
+        acknowledge(&batch).await;
+        true
+    }
+
+    async fn send_spans(
+        &mut self,
+        spans: Vec<Span>,
+        progress: &mut Progress<'_>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Some(pump) = self.spans.as_mut() else {
+            return true;
+        };
+        let parts: Vec<Request> = pump.encode_spans(&spans);
+        for part in parts {
+            if !pump.send_until_taken(&part, progress, shutdown).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The trace's evaluations, read from the scores stream by sequence (those the
+    /// stream's limits removed are skipped).
+    async fn read_evaluations(&self, sequences: &[u64]) -> Vec<SpanEvaluation> {
+        let Ok(stream) = self.js.get_stream_no_info(self.names.scores_stream()).await else {
+            return Vec::new();
+        };
+        let mut evaluations = Vec::new();
+        for sequence in sequences {
+            if let Ok(message) = stream.get_raw_message(*sequence).await
+                && let Ok(evaluation) = serde_json::from_slice(&message.payload)
+            {
+                evaluations.push(evaluation);
+            }
+        }
+        evaluations
+    }
+
+    fn count(&self, decision: Decision) {
+        let metrics = self
+            .spans
+            .as_ref()
+            .or(self.evaluations.as_ref())
+            .map(|p| &p.metrics);
+        if let Some(metrics) = metrics {
+            metrics
+                .traces
+                .get_or_create(&DecisionLabels {
+                    target: self.target.clone(),
+                    decision: decision.as_str(),
+                })
+                .inc();
+        }
+    }
+}
+
+async fn handed_back(batch: &[jetstream::Message]) -> bool {
+    for message in batch {
+        let _ = message
+            .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+    }
+    false
+}
+
+/// Folds every stored evaluation of the project into the index, from `from` on, following
+/// new ones; re-created from where it stopped after an error.
+async fn follow_scores(
+    js: jetstream::Context,
+    names: ProjectNames,
+    index: Arc<Mutex<ScoreIndex>>,
+    settings: OutcomeSettings,
+    mut from: SystemTime,
+    shutdown: CancellationToken,
+) {
+    let keep = settings.decision_wait + umpire_nats::topology::EXPORT_ACK_WAIT + INDEX_GRACE;
+    let mut attempt = 0u32;
+    while !shutdown.is_cancelled() {
+        let consumer = async {
+            let stream = js
+                .get_stream(names.scores_stream())
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    description: Some("Umpire outcome export: the project's evaluations".into()),
+                    filter_subject: names.scores_wildcard(),
+                    deliver_policy: consumer::DeliverPolicy::ByStartTime {
+                        start_time: time::OffsetDateTime::from(from),
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .messages()
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        let mut messages = match consumer {
+            Ok(messages) => messages,
+            Err(e) => {
+                if attempt.is_multiple_of(10) {
+                    tracing::warn!(event = "export_scores_unavailable", error = %e, "cannot follow the project's evaluations; retrying");
+                }
+                if !Backoff::SET_UP.wait(attempt, &shutdown).await {
+                    return;
+                }
+                attempt = attempt.saturating_add(1);
+                continue;
+            }
+        };
+        attempt = 0;
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                message = messages.next() => message,
+            };
+            let Some(Ok(message)) = message else { break };
+            let Ok(info) = message.info() else { continue };
+            let (sequence, published) = (info.stream_sequence, SystemTime::from(info.published));
+            if let Ok(evaluation) = serde_json::from_slice::<SpanEvaluation>(&message.payload) {
+                let failed = settings.fails(&evaluation);
+                match index.lock() {
+                    Ok(mut index) => index.add(&evaluation, sequence, failed, keep),
+                    Err(poisoned) => poisoned
+                        .into_inner()
+                        .add(&evaluation, sequence, failed, keep),
+                }
+            }
+            from = published;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_traces_are_always_kept_and_a_share_of_the_rest_by_hash() {
+        let settings = OutcomeSettings {
+            judges: None,
+            healthy_percentage: 10.0,
+            decision_wait: DEFAULT_DECISION_WAIT,
+        };
+        let mut kept = 0;
+        for n in 0u32..10_000 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            let trace = TraceId(id);
+            assert_eq!(decide(&settings, &trace, true), Decision::Failed);
+            let healthy = decide(&settings, &trace, false);
+            // The same answer every time (and on every replica: a hash of the id).
+            assert_eq!(healthy, decide(&settings, &trace, false));
+            kept += usize::from(healthy == Decision::Sampled);
+        }
+        assert!(
+            (900..1100).contains(&kept),
+            "{kept} of 10,000 sampled at 10%"
+        );
+    }
+}
