@@ -62,7 +62,12 @@ struct RunningPod {
 
 #[derive(Default)]
 struct RunnerState {
+    /// The pods of each Deployment; taken out while a reconcile pass works on them.
     pods: BTreeMap<(String, String), Vec<RunningPod>>,
+    /// What [`PodRunner::pods`] shows: written at the end of each pass, before the status,
+    /// so a reader never catches a Deployment mid-pass with no pods (one did, in CI: the
+    /// status said 2 ready while the pods were out being probed).
+    views: BTreeMap<(String, String), Vec<PodView>>,
     /// Logs of pods already stopped, per Deployment.
     finished_logs: BTreeMap<(String, String), String>,
     problems: Vec<String>,
@@ -91,26 +96,10 @@ impl PodRunner {
     }
 
     pub fn pods(&self, namespace: &str, deployment: &str) -> Vec<PodView> {
-        let state = lock(&self.state);
-        let key = (namespace.to_owned(), deployment.to_owned());
-        let newest = state
-            .pods
-            .get(&key)
-            .and_then(|pods| pods.last().map(|p| p.template));
-        state
-            .pods
-            .get(&key)
-            .map(|pods| {
-                pods.iter()
-                    .map(|p| PodView {
-                        name: p.name.clone(),
-                        ip: p.address.as_ref().map(|a| a.ip),
-                        ready: p.ready,
-                        restarts: p.restarts,
-                        current: Some(p.template) == newest,
-                    })
-                    .collect()
-            })
+        lock(&self.state)
+            .views
+            .get(&(namespace.to_owned(), deployment.to_owned()))
+            .cloned()
             .unwrap_or_default()
     }
 
@@ -197,6 +186,7 @@ async fn run(
             .collect();
         for key in gone {
             let pods = lock(&state).pods.remove(&key).unwrap_or_default();
+            lock(&state).views.remove(&key);
             for pod in pods {
                 stop_pod(&options, &state, &key, pod).await;
             }

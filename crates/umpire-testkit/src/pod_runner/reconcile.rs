@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::{RunnerOptions, RunnerState, RunningPod, lock};
+use super::{PodView, RunnerOptions, RunnerState, RunningPod, lock};
 use crate::netns::PodAddress;
 use crate::pod::PodProcess;
 
@@ -141,6 +141,17 @@ pub(super) async fn reconcile(
             stopping.push(pod);
         }
     }
+    let views = pods
+        .iter()
+        .map(|p| PodView {
+            name: p.name.clone(),
+            ip: p.address.as_ref().map(|a| a.ip),
+            ready: p.ready,
+            restarts: p.restarts,
+            current: p.template == template,
+        })
+        .collect();
+    lock(state).views.insert(key.clone(), views);
     write_status(client, deployment, &pods, template).await;
     lock(state).pods.insert(key.clone(), pods);
     for pod in stopping {
