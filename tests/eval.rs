@@ -201,3 +201,126 @@ fn refuses_invalid_policies() {
         "{output}"
     );
 }
+
+/// `--export`: a CI run's traces and verdicts go to the targets of the production
+/// TraceProject (headers from `--secret-dir`; an outcome target takes only the traces it
+/// would select) and to an ad-hoc `--export-otlp` endpoint — real OTLP servers receive them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_run_lands_at_the_production_export_targets() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use umpire_testkit::otlp::OtlpReceiver;
+
+    let judge = JudgeServer::start().await.unwrap();
+    judge.set_verdict(|_| "grounded".into());
+    let (all, failures, ad_hoc) = (
+        OtlpReceiver::start().await.unwrap(),
+        OtlpReceiver::start().await.unwrap(),
+        OtlpReceiver::start().await.unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy(dir.path(), &judge.url());
+    std::fs::create_dir_all(dir.path().join("secrets/vendor")).unwrap();
+    std::fs::write(dir.path().join("secrets/vendor/api-key"), "ci-export-key").unwrap();
+    let project = dir.path().join("project.yaml");
+    std::fs::write(
+        &project,
+        format!(
+            r#"
+apiVersion: umpire.dev/v1alpha1
+kind: TraceProject
+metadata: {{name: bot, namespace: ci}}
+spec:
+  export:
+    - name: all
+      otlp:
+        endpoint: {all}
+        headers: [{{name: X-Api-Key, valueFrom: {{name: vendor, key: api-key}}}}]
+    - name: failures
+      otlp: {{endpoint: "{failures}", protocol: grpc}}
+      outcome: {{judges: [valid-json]}}
+"#,
+            all = all.http_url(),
+            failures = failures.grpc_url(),
+        ),
+    )
+    .unwrap();
+    let (code, output) = tokio::task::spawn_blocking({
+        let (policy, project, secrets, url) = (
+            policy.display().to_string(),
+            project.display().to_string(),
+            dir.path().join("secrets").display().to_string(),
+            ad_hoc.http_url(),
+        );
+        move || {
+            eval(&[
+                "--policy",
+                &policy,
+                "--format",
+                "json",
+                "--export",
+                &project,
+                "--export-otlp",
+                &url,
+                "--secret-dir",
+                &secrets,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{output}");
+    let json_end = output.rfind('}').unwrap();
+    let report: Value = serde_json::from_str(&output[..=json_end]).unwrap();
+    assert!(output.contains("exported to all"), "{output}");
+    let verdicts = report["verdicts"].as_array().unwrap();
+
+    // Everything read (36 spans of the recorded fixture) reaches `all`, with the key.
+    let spans = all.spans();
+    assert_eq!(spans.len(), report["spansRead"].as_u64().unwrap() as usize);
+    assert!(
+        all.headers()
+            .iter()
+            .all(|h| h["x-api-key"] == "ci-export-key")
+    );
+    // One gen_ai.evaluation.result per verdict given (skipped judges send nothing).
+    let given = verdicts.iter().filter(|v| v["result"] != "skipped").count();
+    assert_eq!(all.log_records().len(), given);
+
+    // `failures` gets exactly the traces in which valid-json failed or errored, whole.
+    let wanted: BTreeSet<String> = verdicts
+        .iter()
+        .filter(|v| v["judge"] == "valid-json" && (v["result"] == "fail" || v["result"] == "error"))
+        .map(|v| v["traceId"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!wanted.is_empty());
+    let hex = |id: &[u8]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut per_trace: BTreeMap<String, usize> = BTreeMap::new();
+    for span in &spans {
+        *per_trace.entry(hex(&span.trace_id)).or_default() += 1;
+    }
+    let got = failures.spans();
+    let got_traces: BTreeSet<String> = got.iter().map(|s| hex(&s.trace_id)).collect();
+    assert_eq!(got_traces, wanted);
+    assert_eq!(
+        got.len(),
+        wanted.iter().map(|t| per_trace[t]).sum::<usize>()
+    );
+    assert!(
+        failures
+            .log_records()
+            .iter()
+            .all(|r| wanted.contains(&hex(&r.trace_id)))
+    );
+
+    // The ad-hoc endpoint: every span, and one evaluation span per judged span.
+    let ad_hoc_spans = ad_hoc.spans();
+    let evaluation_spans = ad_hoc_spans
+        .iter()
+        .filter(|s| s.name == "gen_ai.evaluation")
+        .count();
+    assert_eq!(ad_hoc_spans.len() - evaluation_spans, spans.len());
+    assert_eq!(
+        evaluation_spans,
+        report["spansSelected"].as_u64().unwrap() as usize
+    );
+}

@@ -24,6 +24,15 @@ pub fn validate_project(config: &IngestConfig) -> Result<(), String> {
     )
 }
 
+/// A TraceProject manifest as read from a file (`umpire eval --export`).
+pub fn validate_project_manifest(object: &Value) -> Result<(), String> {
+    validate(
+        UmpireKind::TraceProject,
+        object,
+        &umpire_api::validate::NoReferences,
+    )
+}
+
 /// The EvalPolicy spec of an evaluator config, with its mounted ConfigMaps for references.
 pub fn validate_policy(config: &EvaluatorConfig) -> Result<(), String> {
     validate_policy_spec(

@@ -1,6 +1,7 @@
 //! A policy's judges, ready to run: code judges as they are, LLM judges behind clients and
 //! limits. Used alike by the evaluator worker and by `umpire eval`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use umpire_runtime::egress::EgressPolicy;
@@ -8,6 +9,7 @@ use umpire_runtime::egress::EgressPolicy;
 use futures::future::join_all;
 use umpire_api::compile::{JudgeImplementation, PolicyPlan};
 use umpire_core::judge::{CodeJudge, JudgeErrorKind, JudgeInput, Outcome, TraceContext};
+use umpire_core::score::{JudgeScore, SpanEvaluation};
 use umpire_core::span::Span;
 use umpire_llm::{
     ApiKey, ClientSettings, LlmRunner, OpenAiClient, RunnerLimits, SharedCounters, SharedLimits,
@@ -45,6 +47,48 @@ pub struct JudgeResult {
     pub judge: String,
     pub outcome: Outcome,
     pub latency_ms: f64,
+}
+
+/// The record of one judged span, as the evaluator stores it on the scores stream (and
+/// `umpire eval --export` sends it): the span's ids, times, model, response id and group-by
+/// values, and every judge's outcome.
+pub fn span_evaluation(
+    policy: &str,
+    group_keys: &[String],
+    span: &Span,
+    results: Vec<JudgeResult>,
+    scored_at_unix_nano: u64,
+) -> SpanEvaluation {
+    SpanEvaluation {
+        id: SpanEvaluation::id_for(policy, &span.trace_id, &span.span_id),
+        policy: policy.to_owned(),
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        observed_at_unix_nano: span.end_time_unix_nano,
+        scored_at_unix_nano,
+        latency_ms: span.duration_ms(),
+        groups: group_keys
+            .iter()
+            .map(|key| (key.clone(), span.attribute_text(key).unwrap_or_default()))
+            .collect::<BTreeMap<_, _>>(),
+        model: span
+            .ai
+            .response_model
+            .clone()
+            .or_else(|| span.ai.request_model.clone()),
+        response_id: span
+            .attribute("gen_ai.response.id")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        scores: results
+            .into_iter()
+            .map(|r| JudgeScore {
+                judge: r.judge,
+                outcome: r.outcome,
+                judge_latency_ms: r.latency_ms,
+            })
+            .collect(),
+    }
 }
 
 impl PolicyJudge {

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod metrics;
+mod once;
 mod outcome;
 mod pump;
 mod report;
@@ -23,6 +24,7 @@ use umpire_runtime::secrets::MountedSecrets;
 
 pub use client::{OtlpClient, SendError, SetupError};
 pub use metrics::ExportMetrics;
+pub use once::{Delivered, ad_hoc_target, send_once};
 pub use pump::Signal;
 
 /// Where pumps report their delivery state (the project's export status bucket), and as

@@ -140,6 +140,18 @@ impl ScoreIndex {
     }
 }
 
+/// Whether an outcome target takes the trace, given all its evaluations (what `umpire
+/// eval --export` applies to a CI run's traces).
+pub fn outcome_selects(
+    spec: &OutcomeExport,
+    trace: &TraceId,
+    evaluations: &[&SpanEvaluation],
+) -> bool {
+    let settings = OutcomeSettings::from_spec(spec);
+    let failed = evaluations.iter().any(|e| settings.fails(e));
+    decide(&settings, trace, failed) != Decision::Dropped
+}
+
 /// Decides a trace from what its evaluations said.
 pub(crate) fn decide(settings: &OutcomeSettings, trace: &TraceId, failed: bool) -> Decision {
     if failed {

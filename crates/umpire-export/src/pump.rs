@@ -287,39 +287,8 @@ impl Pump {
         vec![Request::Traces(trace_request(spans), spans.len())]
     }
 
-    /// Evaluations as a logs request, a traces request of evaluation spans, or both.
     pub(crate) fn encode_evaluations(&self, evaluations: &[SpanEvaluation]) -> Vec<Request> {
-        let resource = [
-            ("service.name", "umpire"),
-            ("umpire.namespace", self.names.namespace()),
-            ("umpire.project", self.names.project()),
-        ];
-        let mut parts = Vec::new();
-        if self.evaluations_as != EvaluationFormat::SpanEvents {
-            let request = logs_request(&resource, evaluations);
-            let records: usize = request
-                .resource_logs
-                .iter()
-                .flat_map(|r| &r.scope_logs)
-                .map(|s| s.log_records.len())
-                .sum();
-            if records > 0 {
-                parts.push(Request::Logs(request, records));
-            }
-        }
-        if self.evaluations_as != EvaluationFormat::LogRecords {
-            let request = evaluation_spans_request(&resource, evaluations);
-            let spans: usize = request
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len())
-                .sum();
-            if spans > 0 {
-                parts.push(Request::Traces(request, spans));
-            }
-        }
-        parts
+        evaluation_requests(evaluations, self.evaluations_as, &self.names)
     }
 
     /// A stored message Umpire itself wrote; one that does not decode (a newer format) is
@@ -333,6 +302,46 @@ impl Pump {
             }
         }
     }
+}
+
+/// Evaluations as a logs request, a traces request of evaluation spans, or both, with the
+/// resource Umpire's evaluations carry (`service.name=umpire`, namespace, project).
+pub(crate) fn evaluation_requests(
+    evaluations: &[SpanEvaluation],
+    format: EvaluationFormat,
+    names: &ProjectNames,
+) -> Vec<Request> {
+    let resource = [
+        ("service.name", "umpire"),
+        ("umpire.namespace", names.namespace()),
+        ("umpire.project", names.project()),
+    ];
+    let mut parts = Vec::new();
+    if format != EvaluationFormat::SpanEvents {
+        let request = logs_request(&resource, evaluations);
+        let records: usize = request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum();
+        if records > 0 {
+            parts.push(Request::Logs(request, records));
+        }
+    }
+    if format != EvaluationFormat::LogRecords {
+        let request = evaluation_spans_request(&resource, evaluations);
+        let spans: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        if spans > 0 {
+            parts.push(Request::Traces(request, spans));
+        }
+    }
+    parts
 }
 
 pub(crate) enum Request {

@@ -46,7 +46,7 @@ pub(crate) async fn start_workers(
         if let Some(endpoint) = &options.export_otlp {
             spec.export
                 .get_or_insert_with(Vec::new)
-                .push(local_export(endpoint));
+                .push(umpire_export::ad_hoc_target("local-export", endpoint));
         }
         let mut config =
             IngestConfig::for_project(&project.namespace, &project.name, spec, nats.clone());
@@ -201,23 +201,4 @@ pub(crate) async fn subscribe_scores(
         }));
     }
     Ok(feeders)
-}
-
-/// The `--export-otlp` target: OTLP/HTTP, evaluations as span events (what trace-only
-/// backends such as Phoenix and Jaeger show).
-fn local_export(endpoint: &str) -> umpire_api::trace_project::ExportTarget {
-    use umpire_api::trace_project::{EvaluationFormat, ExportTarget, OtlpExport};
-    ExportTarget {
-        name: "local-export".into(),
-        otlp: OtlpExport {
-            endpoint: endpoint.to_owned(),
-            protocol: None,
-            compression: None,
-            headers: None,
-            spans: None,
-            evaluations: None,
-            evaluations_as: Some(EvaluationFormat::SpanEvents),
-        },
-        outcome: None,
-    }
 }

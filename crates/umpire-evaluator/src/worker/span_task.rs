@@ -2,13 +2,14 @@
 //! acknowledge — keeping the message alive meanwhile — or hand it back; and the dead-letter
 //! path for spans that cannot be read.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind};
 use umpire_core::judge::TraceContext;
-use umpire_core::score::{JudgeScore, SpanEvaluation};
+use umpire_core::score::SpanEvaluation;
+
+use crate::judging::span_evaluation;
 use umpire_core::span::Span;
 use umpire_runtime::retry::Backoff;
 
@@ -87,40 +88,13 @@ pub(super) async fn judge_and_store(shared: &Shared, span: Span, context: &Trace
     for result in &results {
         shared.metrics.record(result);
     }
-    let policy = &shared.settings.policy;
-    let groups: BTreeMap<String, String> = shared
-        .settings
-        .group_keys
-        .iter()
-        .map(|key| (key.clone(), span.attribute_text(key).unwrap_or_default()))
-        .collect();
-    let evaluation = SpanEvaluation {
-        id: SpanEvaluation::id_for(policy, &span.trace_id, &span.span_id),
-        policy: policy.clone(),
-        trace_id: span.trace_id,
-        span_id: span.span_id,
-        observed_at_unix_nano: span.end_time_unix_nano,
-        scored_at_unix_nano: now_nanos(),
-        latency_ms: span.duration_ms(),
-        groups,
-        model: span
-            .ai
-            .response_model
-            .clone()
-            .or_else(|| span.ai.request_model.clone()),
-        response_id: span
-            .attribute("gen_ai.response.id")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        scores: results
-            .into_iter()
-            .map(|r| JudgeScore {
-                judge: r.judge,
-                outcome: r.outcome,
-                judge_latency_ms: r.latency_ms,
-            })
-            .collect(),
-    };
+    let evaluation = span_evaluation(
+        &shared.settings.policy,
+        &shared.settings.group_keys,
+        &span,
+        results,
+        now_nanos(),
+    );
     // Boxed: the publish future (async-nats' send and its retries) is larger than the rest
     // of the span task together.
     let stored = Box::pin(publish(shared, &evaluation)).await;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+mod export;
 mod report;
 
 use report::{JudgeReport, Report, SpanVerdict, junit, print_table};
@@ -15,13 +16,14 @@ use futures::StreamExt;
 use serde_json::Value;
 use umpire_api::eval_policy::EvalPolicySpec;
 use umpire_contract::document::manifest_parts;
-use umpire_contract::evaluator::plan_policy;
+use umpire_contract::evaluator::{group_keys, plan_policy};
 use umpire_contract::references::MountedReferences;
 use umpire_contract::validation::validate_policy_spec;
 use umpire_core::ids::TraceId;
 use umpire_core::judge::TraceContext;
 use umpire_core::span::Span;
-use umpire_evaluator::judging::PolicyJudges;
+use umpire_evaluator::judging::{PolicyJudges, span_evaluation};
+use umpire_nats::topology::ProjectNames;
 use umpire_otlp::decode::{Encoding, decode_request};
 
 #[derive(clap::Args)]
@@ -59,6 +61,15 @@ pub struct Args {
     /// Spans judged at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Also send the run's traces and every verdict to the export targets of the
+    /// TraceProject in FILE (its `spec.export`: the targets production uses — an outcome
+    /// target takes only the traces it would select; header Secrets from --secret-dir).
+    /// Repeatable.
+    #[arg(long, value_name = "FILE")]
+    export: Vec<PathBuf>,
+    /// Also send them to this OTLP/HTTP endpoint (evaluations as span events). Repeatable.
+    #[arg(long, value_name = "URL")]
+    export_otlp: Vec<String>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -87,6 +98,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .map_err(|lines| anyhow::anyhow!("the EvalPolicy spec is invalid:\n{lines}"))?;
     let plan = plan_policy(&namespace, &spec, &references)?;
     let thresholds = thresholds(args)?;
+    let export_targets = export::targets(&args.export, &args.export_otlp)?;
     let spans = read_spans(&args.spans)?;
     let mut contexts: HashMap<TraceId, TraceContext> = HashMap::new();
     for span in &spans {
@@ -129,10 +141,21 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }))
         .buffer_unordered(args.concurrency.max(1));
         let mut verdicts = Vec::new();
+        let mut evaluations = Vec::new();
+        let group_keys: Vec<String> = group_keys(&spec).into_iter().collect();
         while let Some((span, results)) = results.next().await {
             for (index, (report, result)) in reports.iter_mut().zip(&results).enumerate() {
                 report.record(&result.outcome);
                 verdicts.push((index, SpanVerdict::new(span, result)));
+            }
+            if !export_targets.is_empty() {
+                evaluations.push(span_evaluation(
+                    &name,
+                    &group_keys,
+                    span,
+                    results,
+                    now_nanos(),
+                ));
             }
         }
         for report in &mut reports {
@@ -143,9 +166,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             (&a.trace_id, &a.span_id, a_judge).cmp(&(&b.trace_id, &b.span_id, b_judge))
         });
         let verdicts = verdicts.into_iter().map(|(_, v)| v).collect::<Vec<_>>();
-        anyhow::Ok((reports, verdicts))
+        anyhow::Ok((reports, verdicts, evaluations))
     })?;
-    let (report, verdicts) = report;
+    let (report, verdicts, evaluations) = report;
 
     let mut gate_failures = Vec::new();
     for judge in &report {
@@ -184,11 +207,27 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "json" => println!("{}", serde_json::to_string_pretty(&report)?),
         _ => print_table(&report),
     }
+    if !export_targets.is_empty() {
+        let names = ProjectNames::new(&namespace, &spec.project_ref.name);
+        runtime.block_on(export::export(
+            &export_targets,
+            args.secret_dir.clone(),
+            &names,
+            &spans,
+            &evaluations,
+        ))?;
+    }
     Ok(if report.gate_failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn thresholds(args: &Args) -> anyhow::Result<BTreeMap<String, f64>> {
