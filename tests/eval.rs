@@ -234,6 +234,7 @@ spec:
     - name: all
       otlp:
         endpoint: {all}
+        protocol: httpJson
         headers: [{{name: X-Api-Key, valueFrom: {{name: vendor, key: api-key}}}}]
     - name: failures
       otlp: {{endpoint: "{failures}", protocol: grpc}}
@@ -274,7 +275,13 @@ spec:
     assert!(output.contains("exported to all"), "{output}");
     let verdicts = report["verdicts"].as_array().unwrap();
 
-    // Everything read (36 spans of the recorded fixture) reaches `all`, with the key.
+    // Everything read (36 spans of the recorded fixture) reaches `all` — as OTLP/JSON — with
+    // the key.
+    assert!(
+        all.headers()
+            .iter()
+            .all(|h| h["content-type"] == "application/json")
+    );
     let spans = all.spans();
     assert_eq!(spans.len(), report["spansRead"].as_u64().unwrap() as usize);
     assert!(

@@ -389,7 +389,8 @@ pub struct OtlpExport {
     /// Base URL: `http(s)://host:4318` for HTTP, `http(s)://host:4317` for gRPC.
     #[schemars(length(min = 1, max = 2048), regex(pattern = URL_PATTERN))]
     pub endpoint: String,
-    /// `httpProtobuf` (default: `POST <endpoint>/v1/traces` and `/v1/logs`) or `grpc`.
+    /// `httpProtobuf` (default: `POST <endpoint>/v1/traces` and `/v1/logs`), `httpJson`
+    /// (the same paths, JSON bodies) or `grpc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<OtlpProtocol>,
     /// `gzip` (default) or `none`.
@@ -426,6 +427,9 @@ pub enum EvaluationFormat {
 #[serde(rename_all = "camelCase")]
 pub enum OtlpProtocol {
     HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies (`application/json`, ids as hex, as the OTLP spec's JSON
+    /// mapping says), for backends or proxies that take only JSON.
+    HttpJson,
     Grpc,
 }
 

@@ -13,7 +13,6 @@ use flate2::write::GzEncoder;
 use hyper::header::{HeaderName, HeaderValue};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use umpire_api::trace_project::{ExportTarget, OtlpCompression, OtlpProtocol};
@@ -66,6 +65,8 @@ enum Transport {
         client: JsonClient,
         traces_url: String,
         logs_url: String,
+        /// OTLP/JSON bodies instead of protobuf.
+        json: bool,
     },
     Grpc {
         traces: TraceServiceClient<Channel>,
@@ -95,7 +96,8 @@ impl OtlpClient {
         let base = otlp.endpoint.trim_end_matches('/');
         let gzip = otlp.compression != Some(OtlpCompression::None);
         let transport = match otlp.protocol.unwrap_or(OtlpProtocol::HttpProtobuf) {
-            OtlpProtocol::HttpProtobuf => Transport::Http {
+            protocol @ (OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson) => Transport::Http {
+                json: protocol == OtlpProtocol::HttpJson,
                 client: JsonClient::new(2, MAX_REPLY_BYTES, egress.cloned()).map_err(|e| {
                     SetupError::Tls {
                         target: target.name.clone(),
@@ -165,8 +167,14 @@ impl OtlpClient {
     pub async fn send_traces(&self, request: ExportTraceServiceRequest) -> Result<(), SendError> {
         match &self.transport {
             Transport::Http {
-                client, traces_url, ..
-            } => self.post(client, traces_url, request.encode_to_vec()).await,
+                client,
+                traces_url,
+                json,
+                ..
+            } => {
+                let body = encode_body(&request, *json)?;
+                self.post(client, traces_url, body, *json).await
+            }
             Transport::Grpc { traces, .. } => {
                 let request = self.grpc_request(request)?;
                 traces
@@ -182,8 +190,14 @@ impl OtlpClient {
     pub async fn send_logs(&self, request: ExportLogsServiceRequest) -> Result<(), SendError> {
         match &self.transport {
             Transport::Http {
-                client, logs_url, ..
-            } => self.post(client, logs_url, request.encode_to_vec()).await,
+                client,
+                logs_url,
+                json,
+                ..
+            } => {
+                let body = encode_body(&request, *json)?;
+                self.post(client, logs_url, body, *json).await
+            }
             Transport::Grpc { logs, .. } => {
                 let request = self.grpc_request(request)?;
                 logs.clone()
@@ -207,7 +221,13 @@ impl OtlpClient {
         Ok(request)
     }
 
-    async fn post(&self, client: &JsonClient, url: &str, body: Vec<u8>) -> Result<(), SendError> {
+    async fn post(
+        &self,
+        client: &JsonClient,
+        url: &str,
+        body: Vec<u8>,
+        json: bool,
+    ) -> Result<(), SendError> {
         let mut headers = self.header_values().map_err(secret_error)?;
         let body = if self.gzip {
             headers.push((
@@ -221,7 +241,11 @@ impl OtlpClient {
         let reply = client
             .post(
                 url,
-                "application/x-protobuf",
+                if json {
+                    "application/json"
+                } else {
+                    "application/x-protobuf"
+                },
                 &headers,
                 Bytes::from(body),
                 SEND_TIMEOUT,
@@ -274,6 +298,20 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap_or_default()
 }
 
+/// A request as its OTLP/HTTP body: protobuf, or the OTLP JSON mapping (opentelemetry-proto's
+/// serde implementation: hex ids, camelCase fields, enums as integers).
+pub fn encode_body<T: prost::Message + serde::Serialize>(
+    request: &T,
+    json: bool,
+) -> Result<Vec<u8>, SendError> {
+    if json {
+        serde_json::to_vec(request)
+            .map_err(|e| SendError::Rejected(format!("encoding OTLP/JSON: {e}")))
+    } else {
+        Ok(request.encode_to_vec())
+    }
+}
+
 fn grpc_error(status: tonic::Status) -> SendError {
     use tonic::Code;
     let reason = format!("gRPC {:?}: {}", status.code(), status.message());
@@ -289,5 +327,44 @@ fn grpc_error(status: tonic::Status) -> SendError {
             reason,
             after: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use umpire_otlp::decode::{Encoding, decode_request};
+
+    /// The OTLP/JSON bodies `httpJson` sends read back, through ingest's own OTLP/JSON
+    /// decoder (written to the spec and tested on recorded exports), as the very request
+    /// that was encoded — for recordings of three instrumentations.
+    #[test]
+    fn json_bodies_round_trip_through_an_otlp_json_decoder() {
+        let fixtures = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/otlp"
+        ));
+        for name in [
+            "openinference-00.pb",
+            "openllmetry-00.pb",
+            "otel-genai-00.pb",
+        ] {
+            let bytes = std::fs::read(fixtures.join(name)).expect("fixture");
+            let request = decode_request(&bytes, Encoding::Protobuf).expect("protobuf fixture");
+            let json = encode_body(&request, true).expect("encodes");
+            let text = String::from_utf8(json.clone()).expect("utf-8");
+            let first_span = &request.resource_spans[0].scope_spans[0].spans[0];
+            let hex: String = first_span
+                .trace_id
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert!(
+                text.contains(&format!("\"traceId\":\"{hex}\"")),
+                "{name}: ids are hex"
+            );
+            let read_back = decode_request(&json, Encoding::Json).expect("OTLP/JSON decodes");
+            assert_eq!(read_back, request, "{name}");
+        }
     }
 }

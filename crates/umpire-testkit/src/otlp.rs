@@ -206,8 +206,9 @@ fn body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, StatusCode> {
     Ok(out)
 }
 
-/// Decodes an OTLP/HTTP body (gzip or not) as `T` and records it with `keep`.
-fn accept<T: Message + Default>(
+/// Decodes an OTLP/HTTP body (gzip or not; protobuf, or JSON when the content type says so)
+/// as `T` and records it with `keep`.
+fn accept<T: Message + Default + serde::de::DeserializeOwned>(
     recorded: &Recorded,
     headers: &HeaderMap,
     raw: &[u8],
@@ -216,8 +217,17 @@ fn accept<T: Message + Default>(
     if recorded.down() {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    let decoded = body(headers, raw)
-        .and_then(|b| T::decode(b.as_slice()).map_err(|_| StatusCode::BAD_REQUEST));
+    let json = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let decoded = body(headers, raw).and_then(|b| {
+        if json {
+            serde_json::from_slice(&b).map_err(|_| StatusCode::BAD_REQUEST)
+        } else {
+            T::decode(b.as_slice()).map_err(|_| StatusCode::BAD_REQUEST)
+        }
+    });
     match decoded {
         Ok(request) => {
             recorded.keep_headers(header_map(headers));
