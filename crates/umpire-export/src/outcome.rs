@@ -39,6 +39,10 @@ const INDEX_GRACE: Duration = Duration::from_secs(300);
 /// Default and longest wait for a trace's evaluations.
 const DEFAULT_DECISION_WAIT: Duration = Duration::from_secs(30);
 const MAX_DECISION_WAIT: Duration = Duration::from_secs(600);
+/// How long the follower waits on an empty stream before calling itself caught up.
+const FOLLOW_IDLE: Duration = Duration::from_millis(500);
+/// Longest a due decision waits for the follower to catch up with it.
+const FOLLOW_LAG_LIMIT: Duration = Duration::from_secs(60);
 /// Spans gathered before a request is sent (kept traces are sent together).
 const SPANS_PER_REQUEST: usize = 2_000;
 
@@ -110,6 +114,9 @@ struct TraceOutcome {
 pub(crate) struct ScoreIndex {
     traces: HashMap<TraceId, TraceOutcome>,
     order: VecDeque<(Instant, TraceId)>,
+    /// Every evaluation stored before this time is in the index: the stored time of the
+    /// last one folded in, or the present while the follower has nothing pending.
+    followed_until: Option<SystemTime>,
 }
 
 impl ScoreIndex {
@@ -130,6 +137,10 @@ impl ScoreIndex {
             self.order.pop_front();
             self.traces.remove(&trace);
         }
+    }
+
+    fn followed_until(&self) -> Option<SystemTime> {
+        self.followed_until
     }
 
     fn get(&self, trace: &TraceId) -> (bool, Vec<u64>) {
@@ -280,19 +291,35 @@ impl OutcomePump {
             }
             progress.report().await;
         }
+        // The decision needs every evaluation stored before it was due: a follower that
+        // lags (a burst of scores, a slow start) is waited for, within a bound.
+        let waited = Instant::now();
+        while lock_index(index)
+            .followed_until()
+            .is_none_or(|until| until < due)
+        {
+            if waited.elapsed() >= FOLLOW_LAG_LIMIT {
+                tracing::warn!(event = "export_scores_behind", target = %self.target, waited_s = FOLLOW_LAG_LIMIT.as_secs(), "deciding while the evaluations followed are behind: later evaluations are not considered");
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return handed_back(&batch).await,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            progress.report().await;
+        }
         let mut spans: Vec<Span> = Vec::new();
         let mut evaluations: Vec<SpanEvaluation> = Vec::new();
+        // Counted once the batch is acked (a batch handed back is decided again).
+        let mut decisions = Vec::with_capacity(batch.len());
         for message in &batch {
             let Ok(summary) = serde_json::from_slice::<TraceSummary>(&message.payload) else {
                 tracing::error!(event = "export_undecodable", target = %self.target, signal = "outcome", "skipping a trace summary that does not decode");
                 continue;
             };
-            let (failed, sequences) = match index.lock() {
-                Ok(index) => index.get(&summary.trace_id),
-                Err(poisoned) => poisoned.into_inner().get(&summary.trace_id),
-            };
+            let (failed, sequences) = lock_index(index).get(&summary.trace_id);
             let decision = decide(&self.settings, &summary.trace_id, failed);
-            self.count(decision);
+            decisions.push(decision);
             if decision == Decision::Dropped {
                 continue;
             }
@@ -328,6 +355,9 @@ impl OutcomePump {
             }
         }
         acknowledge(&batch).await;
+        for decision in decisions {
+            self.count(decision);
+        }
         true
     }
 
@@ -384,6 +414,12 @@ impl OutcomePump {
     }
 }
 
+fn lock_index(index: &Mutex<ScoreIndex>) -> std::sync::MutexGuard<'_, ScoreIndex> {
+    index
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 async fn handed_back(batch: &[jetstream::Message]) -> bool {
     for message in batch {
         let _ = message
@@ -411,7 +447,7 @@ async fn follow_scores(
                 .get_stream(names.scores_stream())
                 .await
                 .map_err(|e| e.to_string())?;
-            stream
+            let mut consumer = stream
                 .create_consumer(consumer::pull::OrderedConfig {
                     description: Some("Umpire outcome export: the project's evaluations".into()),
                     filter_subject: names.scores_wildcard(),
@@ -421,14 +457,19 @@ async fn follow_scores(
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| e.to_string())?
-                .messages()
+                .map_err(|e| e.to_string())?;
+            // Nothing to replay (no evaluations yet, or none since `from`): caught up now.
+            let pending = consumer
+                .info()
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?
+                .num_pending;
+            let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((messages, pending == 0))
         }
         .await;
-        let mut messages = match consumer {
-            Ok(messages) => messages,
+        let (mut messages, mut caught_up) = match consumer {
+            Ok(followed) => followed,
             Err(e) => {
                 if attempt.is_multiple_of(10) {
                     tracing::warn!(event = "export_scores_unavailable", error = %e, "cannot follow the project's evaluations; retrying");
@@ -444,20 +485,25 @@ async fn follow_scores(
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                // Nothing new for a while and nothing was pending: the index holds every
+                // evaluation stored until then.
+                _ = tokio::time::sleep(FOLLOW_IDLE), if caught_up => {
+                    lock_index(&index).followed_until = Some(SystemTime::now() - FOLLOW_IDLE);
+                    continue;
+                }
                 message = messages.next() => message,
             };
             let Some(Ok(message)) = message else { break };
             let Ok(info) = message.info() else { continue };
             let (sequence, published) = (info.stream_sequence, SystemTime::from(info.published));
+            caught_up = info.pending == 0;
+            let mut locked = lock_index(&index);
             if let Ok(evaluation) = serde_json::from_slice::<SpanEvaluation>(&message.payload) {
                 let failed = settings.fails(&evaluation);
-                match index.lock() {
-                    Ok(mut index) => index.add(&evaluation, sequence, failed, keep),
-                    Err(poisoned) => poisoned
-                        .into_inner()
-                        .add(&evaluation, sequence, failed, keep),
-                }
+                locked.add(&evaluation, sequence, failed, keep);
             }
+            locked.followed_until = Some(published);
+            drop(locked);
             from = published;
         }
     }
