@@ -109,6 +109,7 @@ pub fn start(
             .then(|| pump_for(Signal::Evaluations));
         match &target.outcome {
             // Whole traces by their evaluations: one pump decides and sends both signals.
+            Some(_) if spans.is_none() && evaluations.is_none() => {}
             Some(outcome) => {
                 tasks.spawn(
                     outcome::OutcomePump {

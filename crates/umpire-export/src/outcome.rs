@@ -22,8 +22,7 @@ use umpire_core::judge::Outcome;
 use umpire_core::score::SpanEvaluation;
 use umpire_core::span::Span;
 use umpire_core::trace_summary::TraceSummary;
-use umpire_nats::consumers::ensure_consumer;
-use umpire_nats::topology::{ProjectNames, export_consumer};
+use umpire_nats::topology::ProjectNames;
 use umpire_runtime::retry::Backoff;
 
 use crate::metrics::DecisionLabels;
@@ -232,38 +231,13 @@ impl OutcomePump {
     }
 
     async fn consumer(&mut self, shutdown: &CancellationToken) -> Option<consumer::PullConsumer> {
-        let mut attempt = 0u32;
-        loop {
-            let made = async {
-                let stream = self
-                    .js
-                    .get_stream(self.names.spans_stream())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let config = export_consumer(
-                    &self.names,
-                    &self.target,
-                    "outcome",
-                    self.names.traces_subject(),
-                );
-                ensure_consumer(&stream, config)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            .await;
-            match made {
-                Ok(consumer) => return Some(consumer),
-                Err(e) => {
-                    if attempt.is_multiple_of(10) {
-                        tracing::warn!(event = "export_set_up_failed", target = %self.target, signal = "outcome", error = %e, "retrying");
-                    }
-                    if !Backoff::SET_UP.wait(attempt, shutdown).await {
-                        return None;
-                    }
-                    attempt = attempt.saturating_add(1);
-                }
-            }
-        }
+        let stream = self.names.spans_stream();
+        let filter = self.names.traces_subject();
+        // Either signal's pump sets it up and reports its failures (start() spawns no
+        // outcome pump that forwards neither).
+        let pump = self.spans.as_mut().or(self.evaluations.as_mut())?;
+        pump.set_up_consumer("outcome", &stream, filter, shutdown)
+            .await
     }
 
     /// Waits until the batch's summaries are due, decides each, sends the kept traces and

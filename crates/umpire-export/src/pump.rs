@@ -66,30 +66,34 @@ impl Pump {
         }
     }
 
-    async fn consumer(&self) -> Result<jetstream::consumer::PullConsumer, String> {
-        let (stream, filter) = match self.signal {
-            Signal::Spans => (self.names.spans_stream(), self.names.spans_wildcard()),
-            Signal::Evaluations => (self.names.scores_stream(), self.names.scores_wildcard()),
-        };
-        let stream = self
-            .js
-            .get_stream(&stream)
-            .await
-            .map_err(|e| format!("stream {stream}: {e}"))?;
-        let config = export_consumer(&self.names, &self.target, self.signal.as_str(), filter);
-        ensure_consumer(&stream, config)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// The target's durable consumer `export-<target>_<name>` on `stream`, filtered to
+    /// `filter`, retried until it exists (failures reported) or shutdown.
+    pub(crate) async fn set_up_consumer(
+        &mut self,
+        name: &str,
+        stream: &str,
+        filter: String,
+        shutdown: &CancellationToken,
+    ) -> Option<jetstream::consumer::PullConsumer> {
         let mut attempt = 0u32;
-        let consumer = loop {
-            match self.consumer().await {
-                Ok(consumer) => break consumer,
+        loop {
+            let made = async {
+                let stream = self
+                    .js
+                    .get_stream(stream)
+                    .await
+                    .map_err(|e| format!("stream {stream}: {e}"))?;
+                let config = export_consumer(&self.names, &self.target, name, filter.clone());
+                ensure_consumer(&stream, config)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match made {
+                Ok(consumer) => return Some(consumer),
                 Err(reason) => {
                     if attempt.is_multiple_of(10) {
-                        tracing::warn!(event = "export_set_up_failed", target = %self.target, signal = self.signal.as_str(), error = %reason, "retrying");
+                        tracing::warn!(event = "export_set_up_failed", target = %self.target, signal = name, error = %reason, "retrying");
                     }
                     self.reporter
                         .set(
@@ -97,12 +101,25 @@ impl Pump {
                             Some(&format!("setting up the stream consumer: {reason}")),
                         )
                         .await;
-                    if !Backoff::SET_UP.wait(attempt, &shutdown).await {
-                        return;
+                    if !Backoff::SET_UP.wait(attempt, shutdown).await {
+                        return None;
                     }
                     attempt = attempt.saturating_add(1);
                 }
             }
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let (stream, filter) = match self.signal {
+            Signal::Spans => (self.names.spans_stream(), self.names.spans_wildcard()),
+            Signal::Evaluations => (self.names.scores_stream(), self.names.scores_wildcard()),
+        };
+        let Some(consumer) = self
+            .set_up_consumer(self.signal.as_str(), &stream, filter, &shutdown)
+            .await
+        else {
+            return;
         };
         tracing::info!(event = "export_started", target = %self.target, signal = self.signal.as_str(), "exporting");
         self.reporter.set(DeliveryState::Started, None).await;
