@@ -26,7 +26,7 @@ use umpire_nats::topology::ProjectNames;
 use umpire_runtime::retry::Backoff;
 
 use crate::metrics::DecisionLabels;
-use crate::pump::{Progress, Pump, Request, acknowledge, pull};
+use crate::pump::{Progress, Pump, Request, acknowledge, pull_retrying};
 
 /// Traces the score index remembers at most (oldest forgotten first): ~100 bytes each.
 const INDEX_MAX_TRACES: usize = 500_000;
@@ -38,6 +38,8 @@ const INDEX_GRACE: Duration = Duration::from_secs(300);
 /// Default and longest wait for a trace's evaluations.
 const DEFAULT_DECISION_WAIT: Duration = Duration::from_secs(30);
 const MAX_DECISION_WAIT: Duration = Duration::from_secs(600);
+/// When a batch whose trace could not be read back is delivered again.
+const READ_RETRY: Duration = Duration::from_secs(5);
 /// How long the follower waits on an empty stream before calling itself caught up.
 const FOLLOW_IDLE: Duration = Duration::from_millis(500);
 /// Longest a due decision waits for the follower to catch up with it.
@@ -207,22 +209,17 @@ impl OutcomePump {
             return;
         };
         tracing::info!(event = "export_started", target = %self.target, signal = "outcome", decision_wait_s = self.settings.decision_wait.as_secs(), "exporting traces by outcome");
-        let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            let batch = match pull(&consumer, Duration::from_millis(500)).await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    failures += 1;
-                    if failures % 10 == 1 {
-                        tracing::warn!(event = "export_pull_failed", target = %self.target, error = %e, "cannot pull trace summaries; retrying");
-                    }
-                    if !Backoff::SET_UP.wait(failures - 1, &shutdown).await {
-                        break;
-                    }
-                    continue;
-                }
+            let Some(batch) = pull_retrying(
+                &consumer,
+                Duration::from_millis(500),
+                &self.target,
+                &shutdown,
+            )
+            .await
+            else {
+                break;
             };
-            failures = 0;
             if !batch.is_empty() && !self.decide_batch(batch, &index, &shutdown).await {
                 break;
             }
@@ -301,9 +298,11 @@ impl OutcomePump {
                 match read_back(&self.js, &self.names, &summary).await {
                     Ok(trace) => spans.extend(trace.spans),
                     Err(e) => {
-                        // Handed back whole: the stream is unreachable right now.
+                        // Handed back whole, to be decided again in a moment: the span
+                        // stream cannot be read right now. The pump goes on.
                         tracing::warn!(event = "export_trace_read_failed", target = %self.target, trace_id = %summary.trace_id, error = %e, "reading a kept trace back failed; retried");
-                        return handed_back(&batch).await;
+                        nak_all(&batch, READ_RETRY).await;
+                        return true;
                     }
                 }
             }
@@ -394,13 +393,16 @@ fn lock_index(index: &Mutex<ScoreIndex>) -> std::sync::MutexGuard<'_, ScoreIndex
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Hands the batch back at shutdown (false: the pump stops).
 async fn handed_back(batch: &[jetstream::Message]) -> bool {
-    for message in batch {
-        let _ = message
-            .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
-            .await;
-    }
+    nak_all(batch, Duration::from_secs(1)).await;
     false
+}
+
+async fn nak_all(batch: &[jetstream::Message], delay: Duration) {
+    for message in batch {
+        let _ = message.ack_with(jetstream::AckKind::Nak(Some(delay))).await;
+    }
 }
 
 /// Folds every stored evaluation of the project into the index, from `from` on, following

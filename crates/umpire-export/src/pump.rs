@@ -124,7 +124,6 @@ impl Pump {
         tracing::info!(event = "export_started", target = %self.target, signal = self.signal.as_str(), "exporting");
         self.reporter.set(DeliveryState::Started, None).await;
         let mut lag_updated = Instant::now() - Duration::from_secs(60);
-        let mut failures = 0u32;
         while !shutdown.is_cancelled() {
             self.reporter.refresh().await;
             if lag_updated.elapsed() >= Duration::from_secs(5) {
@@ -138,20 +137,10 @@ impl Pump {
                 }
                 lag_updated = Instant::now();
             }
-            let batch = match pull(&consumer, BATCH_WAIT).await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    failures += 1;
-                    if failures % 10 == 1 {
-                        tracing::warn!(event = "export_pull_failed", target = %self.target, error = %e, "cannot pull; retrying");
-                    }
-                    if !Backoff::SET_UP.wait(failures - 1, &shutdown).await {
-                        return;
-                    }
-                    continue;
-                }
+            let Some(batch) = pull_retrying(&consumer, BATCH_WAIT, &self.target, &shutdown).await
+            else {
+                return;
             };
-            failures = 0;
             if !batch.is_empty() {
                 self.export(batch, &shutdown).await;
             }
@@ -388,6 +377,31 @@ impl Progress<'_> {
                 let _ = message.ack_with(AckKind::Progress).await;
             }
             self.last = Instant::now();
+        }
+    }
+}
+
+/// The next batch, a failed pull retried with backoff (logged the first and every tenth
+/// time); `None` once shutdown comes first.
+pub(crate) async fn pull_retrying(
+    consumer: &jetstream::consumer::PullConsumer,
+    wait: Duration,
+    target: &str,
+    shutdown: &CancellationToken,
+) -> Option<Vec<jetstream::Message>> {
+    let mut failures = 0u32;
+    loop {
+        match pull(consumer, wait).await {
+            Ok(batch) => return Some(batch),
+            Err(e) => {
+                failures += 1;
+                if failures % 10 == 1 {
+                    tracing::warn!(event = "export_pull_failed", target = %target, error = %e, "cannot pull; retrying");
+                }
+                if !Backoff::SET_UP.wait(failures - 1, shutdown).await {
+                    return None;
+                }
+            }
         }
     }
 }
