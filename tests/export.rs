@@ -390,17 +390,25 @@ spec:
         ),
     )
     .unwrap();
-    let mut ingest = UmpireProcess::spawn(&["ingest", "--config", "ingest.yaml"], dir.path());
-    let started = ingest.wait_for_event("ingest_starting", WAIT);
-    let http = started["http"].as_str().unwrap().to_owned();
-    let admin = started["admin"].as_str().unwrap().to_owned();
-    ingest.wait_for_event("export_started", WAIT);
+    // Two ingest replicas: each trace is decided by the one that holds its summary.
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut ingest = UmpireProcess::spawn(&["ingest", "--config", "ingest.yaml"], dir.path());
+        let started = ingest.wait_for_event("ingest_starting", WAIT);
+        ingest.wait_for_event("export_started", WAIT);
+        replicas.push((
+            ingest,
+            started["http"].as_str().unwrap().to_owned(),
+            started["admin"].as_str().unwrap().to_owned(),
+        ));
+    }
     let mut evaluator =
         UmpireProcess::spawn(&["evaluator", "--config", "evaluator.yaml"], dir.path());
     evaluator.wait_for_event("evaluator_starting", WAIT);
 
     const TRACES: u64 = 60;
-    let llm_spans = send(&http, 0, TRACES).await;
+    let mut llm_spans = send(&replicas[0].1, 0, TRACES / 2).await;
+    llm_spans.extend(send(&replicas[1].1, TRACES / 2, TRACES / 2).await);
     // What the target must get, derived independently of the exporter: the traces whose
     // LLM call failed (every third), and the healthy ones the documented hash puts within
     // 25 % — the same on any replica.
@@ -426,30 +434,35 @@ spec:
     );
     let expected: BTreeSet<[u8; 16]> = failing.union(&sampled).copied().collect();
 
-    // Every trace decided (the exporter counts each decision once).
-    let admin = &admin;
-    eventually("all 60 traces decided", WAIT, || async move {
-        let metrics = reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let decided: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("umpire_export_traces_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        (decided >= TRACES as f64).then_some(())
+    // Every trace decided, once, by one of the two (each counts a decision once acked).
+    let admins: Vec<String> = replicas.iter().map(|(_, _, admin)| admin.clone()).collect();
+    let admins = &admins;
+    let decided = eventually("all 60 traces decided", WAIT, || async move {
+        let mut decided = 0.0;
+        for admin in admins {
+            let metrics = reqwest::get(format!("http://{admin}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            decided += metrics
+                .lines()
+                .filter(|l| l.starts_with("umpire_export_traces_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        (decided >= TRACES as f64).then_some(decided)
     })
     .await;
+    assert_eq!(decided, TRACES as f64, "no trace decided twice");
     let spans = receiver.spans();
-    let mut per_trace: BTreeMap<[u8; 16], BTreeSet<Vec<u8>>> = BTreeMap::new();
+    let mut per_trace: BTreeMap<[u8; 16], Vec<Vec<u8>>> = BTreeMap::new();
     for span in &spans {
         per_trace
             .entry(span.trace_id.clone().try_into().unwrap())
             .or_default()
-            .insert(span.span_id.clone());
+            .push(span.span_id.clone());
     }
     let exported: BTreeSet<[u8; 16]> = per_trace.keys().copied().collect();
     assert_eq!(
@@ -457,8 +470,10 @@ spec:
         "every failing trace and exactly the sampled healthy ones"
     );
     assert!(
-        per_trace.values().all(|ids| ids.len() == 3),
-        "each exported trace is whole (root, LLM call, tool call)"
+        per_trace
+            .values()
+            .all(|ids| ids.len() == 3 && ids.iter().collect::<BTreeSet<_>>().len() == 3),
+        "each exported trace is whole (root, LLM call, tool call) and sent once"
     );
     // Their evaluations travel with them: both verdicts of each exported LLM span, none of
     // a dropped trace.
@@ -487,6 +502,8 @@ spec:
         spans.len(),
         records.len()
     );
-    ingest.terminate();
+    for (mut ingest, _, _) in replicas {
+        ingest.terminate();
+    }
     evaluator.terminate();
 }
