@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use umpire_runtime::egress::EgressPolicy;
 
 use futures::future::join_all;
@@ -51,14 +51,16 @@ pub struct JudgeResult {
 
 /// The record of one judged span, as the evaluator stores it on the scores stream (and
 /// `umpire eval --export` sends it): the span's ids, times, model, response id and group-by
-/// values, and every judge's outcome.
+/// values, and every judge's outcome, stamped with the time it was built.
 pub fn span_evaluation(
     policy: &str,
     group_keys: &[String],
     span: &Span,
     results: Vec<JudgeResult>,
-    scored_at_unix_nano: u64,
 ) -> SpanEvaluation {
+    let scored_at_unix_nano = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     SpanEvaluation {
         id: SpanEvaluation::id_for(policy, &span.trace_id, &span.span_id),
         policy: policy.to_owned(),

@@ -2,7 +2,7 @@
 //! acknowledge — keeping the message alive meanwhile — or hand it back; and the dead-letter
 //! path for spans that cannot be read.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind};
@@ -14,13 +14,6 @@ use umpire_core::span::Span;
 use umpire_runtime::retry::Backoff;
 
 use super::{MAX_DELIVERIES, Shared};
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
 
 /// Runs `work` while telling JetStream, every third of the ack wait, that `message` is still
 /// being worked on. A span waiting for a judging slot or a rate-limited LLM judge would
@@ -93,7 +86,6 @@ pub(super) async fn judge_and_store(shared: &Shared, span: Span, context: &Trace
         &shared.settings.group_keys,
         &span,
         results,
-        now_nanos(),
     );
     // Boxed: the publish future (async-nats' send and its retries) is larger than the rest
     // of the span task together.

@@ -149,13 +149,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 verdicts.push((index, SpanVerdict::new(span, result)));
             }
             if !export_targets.is_empty() {
-                evaluations.push(span_evaluation(
-                    &name,
-                    &group_keys,
-                    span,
-                    results,
-                    now_nanos(),
-                ));
+                evaluations.push(span_evaluation(&name, &group_keys, span, results));
             }
         }
         for report in &mut reports {
@@ -222,12 +216,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn thresholds(args: &Args) -> anyhow::Result<BTreeMap<String, f64>> {
