@@ -121,6 +121,8 @@ pub struct IngestMetrics {
     pub publish_duplicates: Counter,
     pub spans_dead_lettered: Counter,
     pub partitions_owned: Gauge,
+    pub partition_claims: Counter,
+    pub publishes_fenced: Counter,
     pub intake_decode_failures: Counter,
 }
 
@@ -157,6 +159,8 @@ impl IngestMetrics {
             publish_duplicates: Counter::default(),
             spans_dead_lettered: Counter::default(),
             partitions_owned: Gauge::default(),
+            partition_claims: Counter::default(),
+            publishes_fenced: Counter::default(),
             intake_decode_failures: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("ingest");
@@ -284,6 +288,16 @@ impl IngestMetrics {
             "partitions_owned",
             "Trace partitions this replica owns",
             metrics.partitions_owned.clone(),
+        );
+        r.register(
+            "partition_claims",
+            "Partitions whose fence this replica claimed (on acquiring them): publishes of an earlier owner are refused from then on",
+            metrics.partition_claims.clone(),
+        );
+        r.register(
+            "publishes_fenced",
+            "Publications refused because another replica had claimed the partition (this one was paused past its lease) or the fence marker was gone; the partition is given up",
+            metrics.publishes_fenced.clone(),
         );
         r.register(
             "intake_decode_failures",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::*;
-use umpire_testkit::nats::NatsCluster;
+use umpire_testkit::nats::{NatsCluster, count_on, move_stream_leader_off};
 use umpire_testkit::wait::eventually;
 
 const CLIENTS: u32 = 4;
@@ -225,4 +225,99 @@ async fn a_paused_node_past_the_lease_ttl_leaves_one_owner_per_partition() {
     assert_eq!(spans.len(), ids.len(), "no span stored twice");
     assert_eq!(ids, acknowledged, "every acknowledged span stored");
     a.wait_partitions(1.0).await;
+}
+
+/// A partition owner paused past its lease must not publish once its successor has taken
+/// over. Replica A (keeps every trace) talks only to node 0; replica B (keeps none) to the
+/// other two. A buffers traces, then node 0 freezes: A's decisions come due and their
+/// publishes wait in node 0's socket, A self-fences, B takes every partition over and drops
+/// those traces on redelivery. When node 0 runs again it hands A's stale publishes on to
+/// the span stream — which must refuse them: B is the owner, and B kept nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_owners_publishes_are_refused_after_takeover() {
+    const TRACES: u32 = 60;
+    let mut cluster = NatsCluster::start(3, &[]).unwrap();
+    let ttl = Duration::from_secs(6);
+    let replica = |member: &str| Options {
+        member: member.into(),
+        lease_ttl: ttl,
+        ..Options::default()
+    };
+    let keep_all = json!({"sampling": {"decisionWait": "2s"}, "stream": {"replicas": 3}});
+    let keep_none = json!({
+        "sampling": {"decisionWait": "2s", "policies": [{"name": "none", "probabilistic": {"percentage": 0}}]},
+        "stream": {"replicas": 3},
+    });
+    let a = TestIngest::start_with(&cluster.nodes[0].url(), keep_all, replica("replica-a")).await;
+    let b_urls = format!("{},{}", cluster.nodes[1].url(), cluster.nodes[2].url());
+    let b = TestIngest::start_with(&b_urls, keep_none, replica("replica-b")).await;
+    eventually(
+        "partitions spread over both replicas",
+        Duration::from_secs(30),
+        || async {
+            let (a, b) = (
+                a.metric("umpire_ingest_partitions_owned").await,
+                b.metric("umpire_ingest_partitions_owned").await,
+            );
+            (a >= 1.0 && b >= 1.0 && a + b == 16.0).then_some(())
+        },
+    )
+    .await;
+    // Node 0 must not lead the span stream: a leader frozen and resumed cannot get its stale
+    // proposals accepted anyway, which would hide what this test is about.
+    let js = jetstream(&b_urls).await;
+    move_stream_leader_off(&js, &spans_stream(), "umpire-0").await;
+
+    for trace in 0..TRACES {
+        let spans = (0..3).map(|i| span(trace, i, false, 10, vec![])).collect();
+        send_until_accepted(&a.http, &request(spans)).await;
+    }
+    eventually(
+        "A buffering its partitions' traces",
+        Duration::from_secs(10),
+        || async { (a.metric("umpire_ingest_buffered_traces").await >= 1.0).then_some(()) },
+    )
+    .await;
+    cluster.nodes[0].pause();
+    eprintln!("injected: node 0 (replica A's only server) frozen while A buffers traces");
+    eventually(
+        "B owning every partition",
+        Duration::from_secs(60),
+        || async { (b.metric("umpire_ingest_partitions_owned").await == 16.0).then_some(()) },
+    )
+    .await;
+    eventually(
+        "B deciding every trace (dropping it)",
+        Duration::from_secs(60),
+        || async {
+            (b.metric("umpire_ingest_traces_dropped_total").await >= f64::from(TRACES))
+                .then_some(())
+        },
+    )
+    .await;
+    cluster.nodes[0].resume();
+    // Node 0 passes A's connection on in order: once A has claimed a partition again (its
+    // claim travels behind the stale publishes), those publishes have been judged.
+    let claims = a.metric("umpire_ingest_partition_claims_total").await;
+    eventually(
+        "A claiming a partition again",
+        Duration::from_secs(60),
+        || async {
+            (a.metric("umpire_ingest_partition_claims_total").await > claims).then_some(())
+        },
+    )
+    .await;
+    let stored = count_on(&js, &spans_stream(), SPAN_SUBJECTS).await.unwrap();
+    let summaries = count_on(&js, &spans_stream(), "umpire.traces.>")
+        .await
+        .unwrap();
+    eprintln!(
+        "in the span stream: {stored} spans, {summaries} trace summaries; A's fenced publishes: {}",
+        a.metric("umpire_ingest_publishes_fenced_total").await
+    );
+    assert_eq!(
+        (stored, summaries),
+        (0, 0),
+        "a stale owner's publishes reached the span stream"
+    );
 }

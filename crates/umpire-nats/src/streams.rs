@@ -83,6 +83,7 @@ fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
             && current.duplicate_window != wanted.duplicate_window)
         || size(current.max_message_size) != size(wanted.max_message_size)
         || current.discard != wanted.discard
+        || current.allow_rollup != wanted.allow_rollup
 }
 
 /// Whether a stream lookup failed because the stream does not exist.

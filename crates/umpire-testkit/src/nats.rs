@@ -243,6 +243,24 @@ impl NatsCluster {
     }
 }
 
+/// Moves the leadership of `stream` away from node `node` (`umpire-<i>`): asks the leader to
+/// step down until another node leads. For fault tests that need to know where the leader
+/// is not.
+pub async fn move_stream_leader_off(js: &async_nats::jetstream::Context, stream: &str, node: &str) {
+    let what = format!("{stream}'s leader to move off {node}");
+    crate::wait::eventually(&what, Duration::from_secs(60), || async {
+        let mut handle = js.get_stream(stream).await.ok()?;
+        let leader = handle.info().await.ok()?.cluster.clone()?.leader?;
+        if leader != node {
+            return Some(());
+        }
+        let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}");
+        let _ = js.client().request(subject, "".into()).await;
+        None
+    })
+    .await;
+}
+
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -93,6 +93,7 @@ impl SamplingLoop {
                         trace_id,
                         incomplete,
                     }),
+                    fence: None,
                 });
             }
             Decision::Drop => {

@@ -239,7 +239,9 @@ pub struct LeaseUpdate {
 /// What the sampling loop asks of the lease task.
 #[derive(Debug)]
 pub enum LeaseCommand {
-    /// A surplus partition is drained: give it back.
+    /// Give a partition back: a surplus one once drained, or one whose fence refused a
+    /// publish (released if the lease is still ours, so it can be acquired and claimed
+    /// afresh).
     Release(u32),
     /// Release everything and leave; answers when done.
     Leave(tokio::sync::oneshot::Sender<()>),

@@ -32,6 +32,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::ids::TraceId;
 use umpire_core::sampling::TailSampler;
+use umpire_nats::fence::SlottedFence;
 use umpire_nats::topology::ProjectNames;
 use umpire_otlp::buffered::decode_request;
 use umpire_runtime::retry::Backoff;
@@ -83,6 +84,19 @@ struct Delivery {
     message: jetstream::Message,
     /// Its share of `max_pending_delivery_bytes`, given back once it is buffered.
     _permit: OwnedSemaphorePermit,
+}
+
+/// What a partition's fetcher hands the sampling loop: first the partition's fence, claimed
+/// before anything is pulled, then its intake messages.
+// The channel carried a `Delivery` by value before; boxing it would add an allocation per
+// intake message for the sake of one claim per partition.
+#[allow(clippy::large_enum_variant)]
+enum FromFetcher {
+    Claimed {
+        partition: u32,
+        fence: Arc<SlottedFence>,
+    },
+    Delivery(Delivery),
 }
 
 pub struct Sampler {
@@ -160,6 +174,7 @@ impl Sampler {
             fetchers: HashMap::new(),
             draining: BTreeSet::new(),
             deliveries_tx,
+            fences: HashMap::new(),
             delivery_budget: Arc::new(Semaphore::new(pending_bytes.clamp(1, u32::MAX as usize))),
             acks: JoinSet::new(),
         };
@@ -183,13 +198,20 @@ struct SamplingLoop {
     publishing_per_partition: HashMap<u32, usize>,
     fetchers: HashMap<u32, CancellationToken>,
     draining: BTreeSet<u32>,
-    deliveries_tx: mpsc::Sender<Delivery>,
+    deliveries_tx: mpsc::Sender<FromFetcher>,
+    /// Each owned partition's fence, claimed by its fetcher: every publish for the partition
+    /// carries it, so JetStream refuses them once a successor has claimed the partition.
+    fences: HashMap<u32, Arc<SlottedFence>>,
     delivery_budget: Arc<Semaphore>,
     acks: JoinSet<()>,
 }
 
 impl SamplingLoop {
-    async fn run(&mut self, mut deliveries: mpsc::Receiver<Delivery>, shutdown: CancellationToken) {
+    async fn run(
+        &mut self,
+        mut deliveries: mpsc::Receiver<FromFetcher>,
+        shutdown: CancellationToken,
+    ) {
         let mut decision_tick = tokio::time::interval(Duration::from_millis(50));
         decision_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut progress_tick = tokio::time::interval(self.progress_every());
@@ -201,7 +223,10 @@ impl SamplingLoop {
                 _ = shutdown.cancelled() => break,
                 Some(outcome) = self.publishing.next() => self.on_published(outcome),
                 Some(update) = self.lease_updates.recv() => self.on_lease_update(update),
-                Some(delivery) = deliveries.recv() => self.on_delivery(delivery),
+                Some(from) = deliveries.recv() => match from {
+                    FromFetcher::Claimed { partition, fence } => self.on_claimed(partition, fence),
+                    FromFetcher::Delivery(delivery) => self.on_delivery(delivery),
+                },
                 _ = decision_tick.tick() => more_due = self.decide_due(Instant::now()),
                 _ = progress_tick.tick() => self.keep_held_messages(Instant::now()),
                 _ = tokio::task::yield_now(), if more_due => more_due = self.decide_due(Instant::now()),
@@ -315,6 +340,7 @@ impl SamplingLoop {
                 spans: late_kept,
                 attempt: 0,
                 trace: None,
+                fence: None,
             });
         }
         self.ack_if_settled(key);

@@ -2,16 +2,21 @@
 //! while the partition is still ours), and an intake message is acknowledged once every
 //! span it carried is settled — published or dropped.
 
+use std::sync::Arc;
+
 use async_nats::jetstream::message::Acker;
 
 use super::buffer::MessageKey;
-use super::publish::{PublishJob, PublishOutcome, publish_job};
+use super::publish::{PublishFailure, PublishJob, PublishOutcome, publish_job};
 use super::{MAX_CONCURRENT_PUBLISHES, SamplingLoop};
 
 impl SamplingLoop {
     /// Queues a publication; at most `MAX_CONCURRENT_PUBLISHES` run at once, so their
     /// unacknowledged publishes stay within the context's budget.
-    pub(super) fn start_publish(&mut self, job: PublishJob) {
+    pub(super) fn start_publish(&mut self, mut job: PublishJob) {
+        if job.fence.is_none() {
+            job.fence = self.fences.get(&job.partition).cloned();
+        }
         self.publishing_spans += job.spans.len();
         self.publishing_bytes += job.bytes();
         *self
@@ -62,11 +67,17 @@ impl SamplingLoop {
                     self.release(key);
                 }
             }
-            Err(e) => {
+            Err(PublishFailure::Fenced(e)) => {
+                self.metrics().publishes_fenced.inc();
+                if self.still_owned(&job) {
+                    self.on_fenced(job.partition, &e);
+                }
+                // Otherwise the partition was already given up (and perhaps claimed again
+                // since): nothing of this job is ours to act on.
+            }
+            Err(PublishFailure::Failed(e)) => {
                 self.metrics().publish_failures.inc();
-                if self.fetchers.contains_key(&job.partition)
-                    || self.draining.contains(&job.partition)
-                {
+                if self.still_owned(&job) {
                     if job.attempt % 10 == 0 {
                         tracing::warn!(event = "publish_retry", attempt = job.attempt, error = %e, "publishing kept spans failed; retrying");
                     }
@@ -76,6 +87,21 @@ impl SamplingLoop {
                 // Otherwise the partition is gone: its new owner receives the messages again.
             }
         }
+    }
+
+    /// Whether the job's partition is still held under the fence the job started with (a
+    /// job of an earlier tenure must not publish under a later one's fence: its messages
+    /// were handed back when the partition was lost).
+    fn still_owned(&self, job: &PublishJob) -> bool {
+        let same_fence = match (&job.fence, self.fences.get(&job.partition)) {
+            (Some(started), Some(current)) => Arc::ptr_eq(started, current),
+            (Some(_), None) => false,
+            // Started before the claim arrived: the retry takes the fence.
+            (None, _) => true,
+        };
+        same_fence
+            && (self.fetchers.contains_key(&job.partition)
+                || self.draining.contains(&job.partition))
     }
 
     pub(super) fn release(&mut self, key: MessageKey) {

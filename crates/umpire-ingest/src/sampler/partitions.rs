@@ -12,8 +12,14 @@ use tokio_util::sync::CancellationToken;
 use umpire_nats::topology::ProjectNames;
 use umpire_runtime::retry::Backoff;
 
+use umpire_nats::fence::SlottedFence;
+
 use super::leases::{LeaseCommand, LeaseUpdate};
-use super::{Delivery, SamplingLoop};
+use super::{Delivery, FromFetcher, SamplingLoop};
+
+/// Fence slots per partition: the publishes of a partition in flight at once (see
+/// [`SlottedFence`]).
+pub(super) const FENCE_SLOTS: usize = 128;
 
 impl SamplingLoop {
     pub(super) fn on_lease_update(&mut self, update: LeaseUpdate) {
@@ -58,6 +64,7 @@ impl SamplingLoop {
         if let Some(token) = self.fetchers.remove(&partition) {
             token.cancel();
         }
+        self.fences.remove(&partition);
         self.draining.remove(&partition);
         self.buffer.take_partition(partition);
         // Handed back now (NAK), the messages go to the partition's next owner at once
@@ -85,8 +92,33 @@ impl SamplingLoop {
             .collect();
         for partition in done {
             self.draining.remove(&partition);
+            self.fences.remove(&partition);
             let _ = self.lease_commands.send(LeaseCommand::Release(partition));
         }
+    }
+
+    /// A fetcher claimed its partition: publishes for it carry this fence from now on.
+    pub(super) fn on_claimed(&mut self, partition: u32, fence: Arc<SlottedFence>) {
+        if !self.usable(partition) {
+            return;
+        }
+        self.metrics().partition_claims.inc();
+        self.fences.insert(partition, fence);
+    }
+
+    /// A publish for `partition` was refused by its fence: a newer owner has claimed it
+    /// (this replica was paused past its lease), or the marker is gone. Stop at once, hand
+    /// the messages back, and give the lease up — if nobody else holds it, it is acquired
+    /// and claimed again in a later round.
+    pub(super) fn on_fenced(&mut self, partition: u32, error: &str) {
+        tracing::warn!(
+            event = "partition_fenced",
+            partition,
+            error,
+            "a publish was refused by the partition's fence: another replica owns it now"
+        );
+        self.lose(partition);
+        let _ = self.lease_commands.send(LeaseCommand::Release(partition));
     }
 
     pub(super) fn start_fetcher(&mut self, partition: u32) {
@@ -95,19 +127,70 @@ impl SamplingLoop {
         let js = self.sampler.js.clone();
         let names = self.sampler.names.clone();
         let ack_wait = self.sampler.settings.ack_wait;
+        let claim = Claim {
+            member: self.sampler.settings.member.clone(),
+            prefix: names.partition_fence_prefix(partition),
+        };
         let pull = Pull {
             deliveries: self.deliveries_tx.clone(),
             budget: self.delivery_budget.clone(),
             budget_bytes: self.sampler.settings.max_pending_delivery_bytes,
             batch_bytes: self.sampler.settings.intake_batch_bytes,
         };
-        tokio::spawn(fetch_partition(js, names, partition, ack_wait, pull, token));
+        tokio::spawn(async move {
+            if claim.run(&js, partition, &pull.deliveries, &token).await {
+                fetch_partition(js, names, partition, ack_wait, pull, token).await;
+            }
+        });
+    }
+}
+
+/// Claiming a newly acquired partition's fence before pulling anything of it.
+struct Claim {
+    member: String,
+    prefix: String,
+}
+
+impl Claim {
+    /// Claims until it succeeds and hands the fence to the loop; false when cancelled first.
+    async fn run(
+        &self,
+        js: &jetstream::Context,
+        partition: u32,
+        deliveries: &mpsc::Sender<FromFetcher>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let mut failures = 0u32;
+        loop {
+            let claimed = tokio::select! {
+                _ = cancel.cancelled() => return false,
+                claimed = SlottedFence::claim(js, &self.prefix, &self.member, FENCE_SLOTS) => claimed,
+            };
+            match claimed {
+                Ok(fence) => {
+                    let fence = Arc::new(fence);
+                    return deliveries
+                        .send(FromFetcher::Claimed { partition, fence })
+                        .await
+                        .is_ok();
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures % 10 == 1 {
+                        tracing::warn!(event = "partition_claim_failed", partition, error = %e, "cannot claim the partition's fence; retrying");
+                    }
+                    if !Backoff::SET_UP.wait(failures - 1, cancel).await {
+                        return false;
+                    }
+                }
+            }
+        }
     }
 }
 
 /// Where a partition's pull hands its messages, and how much it may hold.
 struct Pull {
-    deliveries: mpsc::Sender<Delivery>,
+    deliveries: mpsc::Sender<FromFetcher>,
     /// Bytes pulled but not yet buffered, shared by every partition: a pull waits for
     /// room, so a slow sampler slows the pulls instead of queueing messages in memory.
     budget: Arc<Semaphore>,
@@ -175,7 +258,7 @@ async fn fetch_partition(
                         };
                         let Ok(permit) = permit else { return };
                         let delivery = Delivery { partition, message, _permit: permit };
-                        if pull.deliveries.send(delivery).await.is_err() {
+                        if pull.deliveries.send(FromFetcher::Delivery(delivery)).await.is_err() {
                             return;
                         }
                     }

@@ -1,5 +1,6 @@
 //! Publishing a kept trace's spans to the span stream.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -7,6 +8,7 @@ use futures::future::join_all;
 use umpire_core::ids::TraceId;
 use umpire_core::span::GENAI_OPERATIONS;
 use umpire_core::trace_summary::TraceSummary;
+use umpire_nats::fence::{FencedWriteError, SlottedFence};
 use umpire_nats::topology::ProjectNames;
 use umpire_otlp::buffered::BufferedSpan;
 use umpire_runtime::retry::Backoff;
@@ -22,6 +24,9 @@ pub struct PublishJob {
     pub attempt: u32,
     /// A decided trace (not late spans): its summary follows its spans.
     pub trace: Option<DecidedTrace>,
+    /// The partition's fence when the job was first started (`None` until then): every
+    /// publish carries it, and a retry only happens under the same one.
+    pub fence: Option<Arc<SlottedFence>>,
 }
 
 /// What the summary of a decided trace says besides where its spans are.
@@ -41,8 +46,33 @@ impl PublishJob {
 
 pub struct PublishOutcome {
     pub job: PublishJob,
-    pub result: Result<Published, String>,
+    pub result: Result<Published, PublishFailure>,
     pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishFailure {
+    /// The partition's fence refused a publish: another replica owns the partition now.
+    #[error("{0}")]
+    Fenced(String),
+    /// Worth retrying (NATS unreachable, timed out, …).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<FencedWriteError> for PublishFailure {
+    fn from(error: FencedWriteError) -> Self {
+        match error {
+            FencedWriteError::Fenced(message) => Self::Fenced(message),
+            FencedWriteError::Publish(e) => Self::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<async_nats::jetstream::context::PublishError> for PublishFailure {
+    fn from(error: async_nats::jetstream::context::PublishError) -> Self {
+        FencedWriteError::from(error).into()
+    }
 }
 
 pub async fn publish_job(
@@ -54,16 +84,14 @@ pub async fn publish_job(
         tokio::time::sleep(Backoff::PUBLISH.delay(job.attempt - 1)).await;
     }
     let started = Instant::now();
-    let mut result = publish_spans(&js, &names, &job.spans).await;
-    if let (Ok(published), Some(trace)) = (&result, &job.trace) {
-        let summary = TraceSummary::new(
-            trace.trace_id,
-            trace.incomplete.clone(),
-            published.sequences.clone(),
-        );
-        if let Err(e) = publish_summary(&js, &names, &summary).await {
-            result = Err(e);
-        }
+    let result = match &job.fence {
+        Some(fence) => publish_guarded(&js, &names, fence, &job).await,
+        None => Err(PublishFailure::Failed(
+            "the partition's fence is not claimed yet".into(),
+        )),
+    };
+    if let (Err(e @ PublishFailure::Fenced(_)), Some(fence)) = (&result, &job.fence) {
+        fence.revoke(&FencedWriteError::Fenced(e.to_string()));
     }
     PublishOutcome {
         job,
@@ -83,9 +111,9 @@ fn operation_token(operation: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Spans sent before awaiting their acknowledgements: bounds the publishes a job holds
-/// unacknowledged (32 jobs × 256 stays inside the publish context's budget).
-const ACK_CHUNK: usize = 256;
+/// Fence slots one job takes, so the spans it sends before awaiting their acknowledgements
+/// (several jobs of one partition run at once within its [`super::partitions::FENCE_SLOTS`]).
+const SLOTS_PER_JOB: usize = 32;
 
 /// What a job's publication came to.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -99,15 +127,39 @@ pub struct Published {
     pub dead_lettered: u64,
 }
 
+/// Publishes the job's spans, then its trace's summary, each guarded by a slot of the
+/// partition's fence.
+async fn publish_guarded(
+    js: &jetstream::Context,
+    names: &ProjectNames,
+    fence: &SlottedFence,
+    job: &PublishJob,
+) -> Result<Published, PublishFailure> {
+    let client = js.client();
+    if !umpire_nats::connect::is_connected(&client) {
+        return Err(PublishFailure::Failed("not connected to NATS".into()));
+    }
+    let taken = fence.take(js, job.spans.len().min(SLOTS_PER_JOB)).await?;
+    let slots = taken.slots();
+    let published = publish_spans(js, names, slots, &job.spans).await?;
+    if let (Some(trace), Some(slot)) = (&job.trace, slots.first()) {
+        let summary = TraceSummary::new(
+            trace.trace_id,
+            trace.incomplete.clone(),
+            published.sequences.clone(),
+        );
+        publish_summary(js, names, slot.fence(), &summary).await?;
+    }
+    Ok(published)
+}
+
 async fn publish_spans(
     js: &jetstream::Context,
     names: &ProjectNames,
+    slots: &[umpire_nats::fence::Slot],
     spans: &[BufferedSpan],
-) -> Result<Published, String> {
+) -> Result<Published, PublishFailure> {
     let client = js.client();
-    if !umpire_nats::connect::is_connected(&client) {
-        return Err("not connected to NATS".into());
-    }
     let budget = client
         .server_info()
         .max_payload
@@ -115,9 +167,9 @@ async fn publish_spans(
         .max(64 * 1024);
     let mut published = Published::default();
     let mut poisoned = Vec::new();
-    for chunk in spans.chunks(ACK_CHUNK) {
+    for chunk in spans.chunks(slots.len().max(1)) {
         let mut acks = Vec::with_capacity(chunk.len());
-        for buffered in chunk {
+        for (buffered, slot) in chunk.iter().zip(slots) {
             let mut span = match buffered.to_domain() {
                 Ok(span) => span,
                 Err(e) => {
@@ -145,19 +197,16 @@ async fn publish_spans(
                     continue;
                 }
             };
+            let message = PublishMessage::build()
+                .payload(payload.into())
+                .message_id(id);
             let ack = js
-                .send_publish(
-                    subject,
-                    PublishMessage::build()
-                        .payload(payload.into())
-                        .message_id(id),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+                .send_publish(subject, slot.fence().guard(message))
+                .await?;
             acks.push(ack);
         }
         for result in join_all(acks.into_iter().map(|a| a.into_future())).await {
-            let ack = result.map_err(|e| e.to_string())?;
+            let ack = result?;
             if ack.duplicate {
                 published.duplicates += 1;
             }
@@ -165,7 +214,10 @@ async fn publish_spans(
         }
     }
     for letter in &poisoned {
-        letter.publish(js, names).await?;
+        letter
+            .publish(js, names)
+            .await
+            .map_err(PublishFailure::Failed)?;
         published.dead_lettered += 1;
     }
     Ok(published)
@@ -176,19 +228,17 @@ async fn publish_spans(
 async fn publish_summary(
     js: &jetstream::Context,
     names: &ProjectNames,
+    fence: &umpire_nats::fence::Fence,
     summary: &TraceSummary,
-) -> Result<(), String> {
-    let payload = serde_json::to_vec(summary).map_err(|e| e.to_string())?;
-    js.send_publish(
-        names.traces_subject(),
-        PublishMessage::build()
-            .payload(payload.into())
-            .message_id(summary.message_id()),
-    )
-    .await
-    .map_err(|e| format!("trace summary: {e}"))?
-    .await
-    .map_err(|e| format!("trace summary: {e}"))?;
+) -> Result<(), PublishFailure> {
+    let payload = serde_json::to_vec(summary)
+        .map_err(|e| PublishFailure::Failed(format!("trace summary: {e}")))?;
+    let message = PublishMessage::build()
+        .payload(payload.into())
+        .message_id(summary.message_id());
+    js.send_publish(names.traces_subject(), fence.guard(message))
+        .await?
+        .await?;
     Ok(())
 }
 

@@ -44,6 +44,21 @@ impl ProjectNames {
         format!("umpire.spans.{}.{}.>", self.namespace, self.project)
     }
 
+    /// `umpire.fences.<ns>.<project>.<partition>`: the prefix of a trace partition's fence
+    /// markers in the span stream (one subject per slot below it; see
+    /// [`crate::fence::SlottedFence`]). Outside `umpire.spans.…`, so span consumers never
+    /// see them.
+    pub fn partition_fence_prefix(&self, partition: u32) -> String {
+        format!(
+            "umpire.fences.{}.{}.{partition}",
+            self.namespace, self.project
+        )
+    }
+
+    pub fn fences_wildcard(&self) -> String {
+        format!("umpire.fences.{}.{}.>", self.namespace, self.project)
+    }
+
     /// `umpire.traces.<ns>.<project>`: one summary per kept trace, published to the span
     /// stream after its spans (outside `umpire.spans.…`, so span consumers never see it).
     pub fn traces_subject(&self) -> String {

@@ -17,7 +17,8 @@ pub struct SpanStreamLimits {
     pub duplicate_window: Duration,
 }
 
-/// Kept spans, deduplicated by span id within the duplicate window.
+/// Kept spans, deduplicated by span id within the duplicate window; trace summaries; and the
+/// partition owners' fence markers (rolled up: one message per marker subject).
 pub fn span_stream(names: &ProjectNames, limits: &SpanStreamLimits) -> stream::Config {
     stream::Config {
         name: names.spans_stream(),
@@ -26,7 +27,12 @@ pub fn span_stream(names: &ProjectNames, limits: &SpanStreamLimits) -> stream::C
             names.namespace(),
             names.project()
         )),
-        subjects: vec![names.spans_wildcard(), names.traces_subject()],
+        subjects: vec![
+            names.spans_wildcard(),
+            names.traces_subject(),
+            names.fences_wildcard(),
+        ],
+        allow_rollup: true,
         max_age: limits.max_age,
         max_bytes: i64::try_from(limits.max_bytes).unwrap_or(i64::MAX),
         max_messages: limits
