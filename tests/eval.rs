@@ -331,3 +331,62 @@ spec:
         report["spansSelected"].as_u64().unwrap() as usize
     );
 }
+
+/// A `pii` judge from an EvalPolicy through `umpire eval`: on the OpenLLMetry recording the
+/// three replies giving the support address and phone number fail (hand-checked, see
+/// `judges_on_fixtures.rs`), and nothing the command prints contains those values.
+#[test]
+fn a_pii_judge_names_kinds_and_never_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(
+        &path,
+        r#"
+apiVersion: umpire.dev/v1alpha1
+kind: EvalPolicy
+metadata: {name: privacy, namespace: ci}
+spec:
+  projectRef: {name: bot}
+  select: {kinds: [LLM]}
+  judges:
+    - name: no-pii
+      pii: {fields: [output, messages, toolArguments]}
+    - name: no-cards
+      pii: {fields: [output], kinds: [paymentCard, iban]}
+"#,
+    )
+    .unwrap();
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/otlp/openllmetry-00.pb");
+    let output = Command::new(env!("CARGO_BIN_EXE_umpire"))
+        .args(["eval", "--format", "json", "--policy"])
+        .arg(&path)
+        .arg("--spans")
+        .arg(fixtures)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let judge = |name: &str| {
+        report["judges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["judge"] == name)
+            .unwrap()
+            .clone()
+    };
+    let no_pii = judge("no-pii");
+    let scored = no_pii["scored"].as_u64().unwrap();
+    assert_eq!(scored - no_pii["passed"].as_u64().unwrap(), 3, "{no_pii}");
+    let no_cards = judge("no-cards");
+    assert_eq!(no_cards["scored"], no_cards["passed"], "{no_cards}");
+    let everything = stdout + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        everything.contains("found email ×1, phone ×1 in output, messages"),
+        "{everything}"
+    );
+    for value in ["support@example.com", "415 555 0100"] {
+        assert!(!everything.contains(value), "{value} printed");
+    }
+}

@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 /// A field of a normalised span that judges and prompt templates can read.
 ///
-/// Written in resources as `input`, `output`, `context`, `system`, `attributes.<key>` or
-/// `resource.<key>` (attribute keys keep their dots: `attributes.gen_ai.request.model`).
+/// Written in resources as `input`, `output`, `context`, `system`, `messages`,
+/// `toolArguments`, `attributes.<key>` or `resource.<key>` (attribute keys keep their dots:
+/// `attributes.gen_ai.request.model`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SpanField {
     /// The prompt / request text (last user message, or `input.value`).
@@ -17,6 +18,11 @@ pub enum SpanField {
     Context,
     /// System instructions given to the model.
     System,
+    /// Every input and output message's content, joined (the whole conversation a span
+    /// carries, not only the last user message).
+    Messages,
+    /// The arguments of the tool calls a model asked for and of the tool a tool span ran.
+    ToolArguments,
     /// A span attribute by key.
     Attribute(String),
     /// A resource attribute by key (e.g. `service.version`).
@@ -25,7 +31,7 @@ pub enum SpanField {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown span field `{0}`: use input, output, context, system, attributes.<key> or resource.<key>"
+    "unknown span field `{0}`: use input, output, context, system, messages, toolArguments, attributes.<key> or resource.<key>"
 )]
 pub struct UnknownSpanField(pub String);
 
@@ -43,6 +49,8 @@ impl FromStr for SpanField {
             "output" => Ok(Self::Output),
             "context" => Ok(Self::Context),
             "system" => Ok(Self::System),
+            "messages" => Ok(Self::Messages),
+            "toolArguments" => Ok(Self::ToolArguments),
             _ => keyed("attributes.")
                 .map(Self::Attribute)
                 .or_else(|| keyed("resource.").map(Self::Resource))
@@ -58,6 +66,8 @@ impl fmt::Display for SpanField {
             Self::Output => f.write_str("output"),
             Self::Context => f.write_str("context"),
             Self::System => f.write_str("system"),
+            Self::Messages => f.write_str("messages"),
+            Self::ToolArguments => f.write_str("toolArguments"),
             Self::Attribute(key) => write!(f, "attributes.{key}"),
             Self::Resource(key) => write!(f, "resource.{key}"),
         }
@@ -75,6 +85,8 @@ mod tests {
             "output",
             "context",
             "system",
+            "messages",
+            "toolArguments",
             "attributes.gen_ai.request.model",
             "resource.service.version",
         ] {

@@ -385,3 +385,71 @@ fn cost_does_not_apply_to_spans_that_call_no_model() {
         );
     }
 }
+
+/// The recordings hold personal data in two places, checked by hand: the support address in
+/// the third document every OpenInference retriever span returns ("Support:
+/// support@example.com, weekdays 9-17."), and three OpenLLMetry replies ("Contact
+/// support@example.com or call +1 415 555 0100 for help.", in each span's output and its
+/// output messages; found with a script over the JSON recordings). No other prompt, reply, message, tool argument or
+/// system instruction of the three recordings has an address, phone number, card, IBAN,
+/// SSN or key.
+#[test]
+fn pii_finds_the_support_contacts_and_nothing_else() {
+    use umpire_core::judge::pii::{PiiJudge, PiiKind};
+    let conversation = PiiJudge {
+        fields: vec![
+            SpanField::Input,
+            SpanField::Output,
+            SpanField::Messages,
+            SpanField::ToolArguments,
+            SpanField::System,
+        ],
+        kinds: PiiKind::ALL.to_vec(),
+        expect_none: true,
+    };
+    let documents = PiiJudge {
+        fields: vec![SpanField::Context],
+        kinds: PiiKind::ALL.to_vec(),
+        expect_none: true,
+    };
+    let (mut judged, mut flagged) = (0, 0);
+    for name in ["openinference-00", "openllmetry-00", "otel-genai-00"] {
+        for span in fixture(name) {
+            let outcome = run(&conversation, &span);
+            let replies = ["5e0c780c3fb2ef8f", "abb1911f437d9a7b", "8b0044495026a362"];
+            if replies.contains(&span.span_id.to_string().as_str()) {
+                flagged += 1;
+                let verdict = outcome.verdict().unwrap();
+                assert!(!verdict.passed);
+                assert_eq!(
+                    verdict.explanation.as_deref(),
+                    Some("found email ×1, phone ×1 in input, output, messages, system"),
+                    "counted once though in output and messages"
+                );
+                assert_eq!(verdict.measurement, Some(2.0));
+            } else if let Some(passed) = passed(&outcome) {
+                judged += 1;
+                assert!(passed, "{name} {}: {outcome:?}", span.span_id);
+            }
+            let in_documents = run(&documents, &span);
+            let expected_hit = name == "openinference-00" && !span.ai.documents.is_empty();
+            if span.ai.documents.is_empty() {
+                assert_eq!(
+                    error_kind(&in_documents),
+                    Some(JudgeErrorKind::MissingField)
+                );
+            } else {
+                let verdict = in_documents.verdict().unwrap();
+                assert_eq!(!verdict.passed, expected_hit, "{name} {}", span.span_id);
+                if expected_hit {
+                    assert_eq!(
+                        verdict.explanation.as_deref(),
+                        Some("found email ×1 in context")
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(flagged, 3);
+    assert!(judged >= 30, "only {judged} spans had a conversation field");
+}

@@ -359,6 +359,10 @@ fn plan_judge(
             }),
         );
     }
+    if let Some(spec) = &judge.pii {
+        let judge = super::pii::pii_judge(spec, &path.field("pii"), errors);
+        return code("pii", false, Arc::new(judge));
+    }
     if let Some(spec) = &judge.tool_call {
         let mut fallback_tools = HashMap::new();
         for (index, tool) in spec.tools.iter().flatten().enumerate() {

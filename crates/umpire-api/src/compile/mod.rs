@@ -4,6 +4,7 @@
 
 mod alerts;
 mod eval_policy;
+mod pii;
 mod trace_project;
 
 pub use alerts::{

@@ -8,14 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{ConfigMapKeyRef, Duration, NAME_PATTERN, SecretKeyRef, URL_PATTERN};
 
-/// Which part of a span a judge reads: `input`, `output`, `context`, `system`,
-/// `attributes.<key>` or `resource.<key>`.
-pub const SPAN_FIELD_PATTERN: &str = r"^(input|output|context|system|attributes\..+|resource\..+)$";
+/// Which part of a span a judge reads: `input`, `output`, `context`, `system`, `messages`,
+/// `toolArguments`, `attributes.<key>` or `resource.<key>`.
+pub const SPAN_FIELD_PATTERN: &str =
+    r"^(input|output|context|system|messages|toolArguments|attributes\..+|resource\..+)$";
 
 /// One judge. Set `name` and exactly one judge kind.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.json), has(self.regex), has(self.contains), has(self.notContains), has(self.toolCall), has(self.latency), has(self.tokens), has(self.cost), has(self.errorStatus), has(self.length), has(self.agentLoop), has(self.llm)].filter(x, x).size() == 1").message("a judge needs exactly one kind: json, regex, contains, notContains, toolCall, latency, tokens, cost, errorStatus, length, agentLoop or llm"))]
+#[x_kube(validation = Rule::new("[has(self.json), has(self.regex), has(self.contains), has(self.notContains), has(self.toolCall), has(self.latency), has(self.tokens), has(self.cost), has(self.errorStatus), has(self.length), has(self.agentLoop), has(self.pii), has(self.llm)].filter(x, x).size() == 1").message("a judge needs exactly one kind: json, regex, contains, notContains, toolCall, latency, tokens, cost, errorStatus, length, agentLoop, pii or llm"))]
 pub struct Judge {
     /// Judge name: scores, metrics and alert rules refer to it.
     #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
@@ -53,9 +54,50 @@ pub struct Judge {
     /// The trace's agent loop (LLM and tool calls) stayed short enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_loop: Option<AgentLoopJudge>,
+    /// Personal data and secrets — e-mail addresses, phone numbers, payment card numbers
+    /// (Luhn-checked), IBANs (checksum-checked), US SSNs, API keys and tokens — in chosen
+    /// fields. The verdict names the kinds found and how many, never the values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<PiiJudge>,
     /// An LLM judges the span with a built-in template or a custom prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmJudge>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PiiJudge {
+    /// Fields to search (`messages` is every message of the span, `toolArguments` the
+    /// arguments of its tool calls). Default `[output]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 8), inner(regex(pattern = SPAN_FIELD_PATTERN), length(max = 256)))]
+    pub fields: Option<Vec<String>>,
+    /// Kinds to look for. Default: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 6))]
+    pub kinds: Option<Vec<PiiKindName>>,
+    /// `none` (default): pass when nothing is found. `any`: pass when something is (e.g. an
+    /// extraction step must still return contact details).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<PiiExpectation>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum PiiKindName {
+    Email,
+    Phone,
+    PaymentCard,
+    Iban,
+    UsSsn,
+    Secret,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum PiiExpectation {
+    None,
+    Any,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -229,7 +229,7 @@ fn pattern_message(pattern: &str, instance: &Value) -> String {
     } else if pattern == NAME_PATTERN {
         "a DNS label: lowercase letters, digits and '-', starting and ending alphanumeric"
     } else if pattern == SPAN_FIELD_PATTERN {
-        "a span field: input, output, context, system, attributes.<key> or resource.<key>"
+        "a span field: input, output, context, system, messages, toolArguments, attributes.<key> or resource.<key>"
     } else if pattern.starts_with("^https?://") {
         "an http:// or https:// URL"
     } else {

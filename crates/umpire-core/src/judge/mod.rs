@@ -8,6 +8,7 @@
 pub mod code;
 pub mod llm;
 pub mod outcome;
+pub mod pii;
 pub mod trace;
 
 use std::borrow::Cow;
@@ -38,6 +39,25 @@ impl JudgeInput<'_> {
             SpanField::Input => ai.input.as_deref().map(Cow::Borrowed),
             SpanField::Output => ai.output.as_deref().map(Cow::Borrowed),
             SpanField::System => ai.system_instructions.as_deref().map(Cow::Borrowed),
+            SpanField::Messages => {
+                let texts: Vec<&str> = ai
+                    .input_messages
+                    .iter()
+                    .chain(&ai.output_messages)
+                    .filter_map(|m| m.content.as_deref())
+                    .collect();
+                (!texts.is_empty()).then(|| Cow::Owned(texts.join("\n\n")))
+            }
+            SpanField::ToolArguments => {
+                let called = ai
+                    .tool_calls
+                    .iter()
+                    .chain(ai.output_messages.iter().flat_map(|m| &m.tool_calls))
+                    .filter_map(|call| call.arguments.as_deref());
+                let ran = ai.tool.as_ref().and_then(|t| t.arguments.as_deref());
+                let texts: Vec<&str> = called.chain(ran).collect();
+                (!texts.is_empty()).then(|| Cow::Owned(texts.join("\n\n")))
+            }
             SpanField::Context => {
                 let documents = if ai.documents.is_empty() {
                     &self.trace.documents
