@@ -390,3 +390,79 @@ spec:
         assert!(!everything.contains(value), "{value} printed");
     }
 }
+
+/// `promptInjection` both ways on the OpenInference recording (support questions, a refund
+/// policy: no injection): the code judge passes every selected span; the built-in LLM
+/// template sends the judge the request and the retrieved documents, asks for `injection`
+/// or `benign`, and maps the answer to the verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_injection_by_catalogue_and_by_llm_template() {
+    let judge = JudgeServer::start().await.unwrap();
+    judge.set_verdict(|request| {
+        if request.prompt().contains("30 days") {
+            "injection".into()
+        } else {
+            "benign".into()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+apiVersion: umpire.dev/v1alpha1
+kind: EvalPolicy
+metadata: {{name: guard, namespace: ci}}
+spec:
+  projectRef: {{name: bot}}
+  select: {{kinds: [LLM]}}
+  judges:
+    - name: injection-patterns
+      promptInjection: {{fields: [input, context, messages]}}
+    - name: injection-llm
+      llm: {{template: promptInjection, endpoint: "{}", model: judge-7b, maxRetries: 0}}
+"#,
+            judge.url()
+        ),
+    )
+    .unwrap();
+    let policy = path.to_str().unwrap().to_owned();
+    let (code, json) =
+        tokio::task::spawn_blocking(move || eval(&["--policy", &policy, "--format", "json"]))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0), "{json}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    let judge_report = |name: &str| {
+        report["judges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["judge"] == name)
+            .unwrap()
+            .clone()
+    };
+    let patterns = judge_report("injection-patterns");
+    assert_eq!(patterns["scored"].as_u64(), Some(12), "{patterns}");
+    assert_eq!(patterns["passed"].as_u64(), Some(12), "{patterns}");
+    let llm = judge_report("injection-llm");
+    let requests = judge.requests();
+    assert!(!requests.is_empty());
+    let prompt = requests[0].prompt();
+    assert!(
+        prompt.contains("[User request]")
+            && prompt.contains("[Documents and tool results the assistant read]"),
+        "{prompt}"
+    );
+    let flagged = requests
+        .iter()
+        .filter(|r| r.prompt().contains("30 days"))
+        .count() as u64;
+    assert!(flagged > 0, "no prompt carried the refund document");
+    assert_eq!(
+        llm["scored"].as_u64().unwrap() - llm["passed"].as_u64().unwrap(),
+        flagged,
+        "{llm}"
+    );
+}

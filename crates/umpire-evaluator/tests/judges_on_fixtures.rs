@@ -453,3 +453,32 @@ fn pii_finds_the_support_contacts_and_nothing_else() {
     assert_eq!(flagged, 3);
     assert!(judged >= 30, "only {judged} spans had a conversation field");
 }
+
+/// Checked by hand: no request, retrieved document or message of the three recordings
+/// tries to instruct the model (they are support questions, a returns policy, a weather
+/// tool). So the catalogue must flag none of their spans — a false alarm on ordinary
+/// traffic is what makes such a judge useless.
+#[test]
+fn prompt_injection_flags_nothing_in_ordinary_traffic() {
+    use umpire_core::judge::injection::{InjectionCategory, PromptInjectionJudge};
+    let judge = PromptInjectionJudge {
+        fields: vec![
+            SpanField::Input,
+            SpanField::Context,
+            SpanField::Messages,
+            SpanField::Output,
+        ],
+        categories: InjectionCategory::ALL.to_vec(),
+    };
+    let mut judged = 0;
+    for name in ["openinference-00", "openllmetry-00", "otel-genai-00"] {
+        for span in fixture(name) {
+            let outcome = run(&judge, &span);
+            if let Some(passed) = passed(&outcome) {
+                judged += 1;
+                assert!(passed, "{name} {}: {outcome:?}", span.span_id);
+            }
+        }
+    }
+    assert!(judged >= 30, "only {judged} spans had a field to read");
+}

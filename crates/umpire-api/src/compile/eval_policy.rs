@@ -360,8 +360,13 @@ fn plan_judge(
         );
     }
     if let Some(spec) = &judge.pii {
-        let judge = super::pii::pii_judge(spec, &path.field("pii"), errors);
+        let judge = super::content_judges::pii_judge(spec, &path.field("pii"), errors);
         return code("pii", false, Arc::new(judge));
+    }
+    if let Some(spec) = &judge.prompt_injection {
+        let path = path.field("promptInjection");
+        let judge = super::content_judges::prompt_injection_judge(spec, &path, errors);
+        return code("promptInjection", false, Arc::new(judge));
     }
     if let Some(spec) = &judge.tool_call {
         let mut fallback_tools = HashMap::new();
@@ -475,6 +480,7 @@ fn builtin(name: BuiltinTemplateName) -> BuiltinTemplate {
         BuiltinTemplateName::AnswerRelevance => BuiltinTemplate::AnswerRelevance,
         BuiltinTemplateName::QaCorrectness => BuiltinTemplate::QaCorrectness,
         BuiltinTemplateName::Toxicity => BuiltinTemplate::Toxicity,
+        BuiltinTemplateName::PromptInjection => BuiltinTemplate::PromptInjection,
     }
 }
 

@@ -3,8 +3,8 @@
 //! exactly what `umpire check` accepted.
 
 mod alerts;
+mod content_judges;
 mod eval_policy;
-mod pii;
 mod trace_project;
 
 pub use alerts::{

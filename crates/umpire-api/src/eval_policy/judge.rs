@@ -16,7 +16,7 @@ pub const SPAN_FIELD_PATTERN: &str =
 /// One judge. Set `name` and exactly one judge kind.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.json), has(self.regex), has(self.contains), has(self.notContains), has(self.toolCall), has(self.latency), has(self.tokens), has(self.cost), has(self.errorStatus), has(self.length), has(self.agentLoop), has(self.pii), has(self.llm)].filter(x, x).size() == 1").message("a judge needs exactly one kind: json, regex, contains, notContains, toolCall, latency, tokens, cost, errorStatus, length, agentLoop, pii or llm"))]
+#[x_kube(validation = Rule::new("[has(self.json), has(self.regex), has(self.contains), has(self.notContains), has(self.toolCall), has(self.latency), has(self.tokens), has(self.cost), has(self.errorStatus), has(self.length), has(self.agentLoop), has(self.pii), has(self.promptInjection), has(self.llm)].filter(x, x).size() == 1").message("a judge needs exactly one kind: json, regex, contains, notContains, toolCall, latency, tokens, cost, errorStatus, length, agentLoop, pii, promptInjection or llm"))]
 pub struct Judge {
     /// Judge name: scores, metrics and alert rules refer to it.
     #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
@@ -59,6 +59,12 @@ pub struct Judge {
     /// fields. The verdict names the kinds found and how many, never the values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pii: Option<PiiJudge>,
+    /// Prompt-injection and jailbreak attempts — instructions to ignore earlier ones, role
+    /// overrides and forged role markers, system-prompt extraction, encoded payloads, text
+    /// in documents or tool results addressed to the model — matched against a maintained
+    /// catalogue. (An LLM judge for the same: `llm.template: promptInjection`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_injection: Option<PromptInjectionJudge>,
     /// An LLM judges the span with a built-in template or a custom prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmJudge>,
@@ -80,6 +86,31 @@ pub struct PiiJudge {
     /// extraction step must still return contact details).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<PiiExpectation>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptInjectionJudge {
+    /// Fields to search. Default `[input, context]`: the user's request and the documents
+    /// the model was given (indirect injection); add `messages` for tool results in the
+    /// conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 8), inner(regex(pattern = SPAN_FIELD_PATTERN), length(max = 256)))]
+    pub fields: Option<Vec<String>>,
+    /// Categories to look for. Default: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 5))]
+    pub categories: Option<Vec<InjectionCategoryName>>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum InjectionCategoryName {
+    InstructionOverride,
+    RoleOverride,
+    PromptExtraction,
+    EncodedPayload,
+    ToolOutputInjection,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,6 +425,7 @@ pub enum BuiltinTemplateName {
     AnswerRelevance,
     QaCorrectness,
     Toxicity,
+    PromptInjection,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
