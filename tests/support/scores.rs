@@ -39,6 +39,7 @@ pub fn evaluation(n: u64, model: &str, passed: bool) -> SpanEvaluation {
         observed_at_unix_nano: now,
         scored_at_unix_nano: now,
         latency_ms: 800.0,
+        time_to_first_token_ms: None,
         groups: BTreeMap::from([("gen_ai.request.model".to_owned(), model.to_owned())]),
         model: Some(model.to_owned()),
         scores: vec![JudgeScore {

@@ -24,6 +24,9 @@ pub struct SpanEvaluation {
     pub scored_at_unix_nano: u64,
     /// The judged span's duration.
     pub latency_ms: f64,
+    /// The judged span's time to first token (streaming calls that record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_ms: Option<f64>,
     /// Values of the policy's `groupBy` attributes (empty string when the span lacks one).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<String, String>,

@@ -69,6 +69,7 @@ pub fn span_evaluation(
         observed_at_unix_nano: span.end_time_unix_nano,
         scored_at_unix_nano,
         latency_ms: span.duration_ms(),
+        time_to_first_token_ms: span.ai.time_to_first_token_ms,
         groups: group_keys
             .iter()
             .map(|key| (key.clone(), span.attribute_text(key).unwrap_or_default()))

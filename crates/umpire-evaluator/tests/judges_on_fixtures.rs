@@ -220,7 +220,10 @@ fn tokens_cost_latency_errors_length() {
         "an unknown model is an error, not $0"
     );
 
-    let latency = LatencyJudge { max_ms: 1.0 };
+    let latency = LatencyJudge {
+        max_ms: 1.0,
+        to_first_token: false,
+    };
     let measured = run(&latency, answer)
         .verdict()
         .unwrap()

@@ -23,3 +23,14 @@ pub fn int_kv(key: &str, value: i64) -> KeyValue {
         ..Default::default()
     }
 }
+
+/// A floating-point attribute.
+pub fn double_kv(key: &str, value: f64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::DoubleValue(value)),
+        }),
+        ..Default::default()
+    }
+}

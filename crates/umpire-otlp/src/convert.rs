@@ -105,7 +105,7 @@ pub fn domain_span(
             message: s.message.clone(),
         })
         .unwrap_or_default();
-    let ai = read_ai_view(&attributes, &events, status.code);
+    let ai = read_ai_view(&attributes, &events, status.code, span.start_time_unix_nano);
     Ok(Span {
         trace_id,
         span_id,

@@ -77,6 +77,15 @@ pub fn plan_routes(spec: &EvalPolicySpec) -> Vec<PlannedRoute> {
         .collect()
 }
 
+fn statistic(statistic: LatencyStatistic) -> Aggregation {
+    match statistic {
+        LatencyStatistic::Mean => Aggregation::Mean,
+        LatencyStatistic::P50 => Aggregation::Quantile(0.5),
+        LatencyStatistic::P95 => Aggregation::Quantile(0.95),
+        LatencyStatistic::P99 => Aggregation::Quantile(0.99),
+    }
+}
+
 fn plan_rule(rule: &AlertRule) -> CoreRule {
     let metric = match (
         &rule.metric.judge,
@@ -87,12 +96,12 @@ fn plan_rule(rule: &AlertRule) -> CoreRule {
             judge: judge.clone(),
             aggregation: aggregation(aggregate),
         },
-        (_, _, Some(latency)) => Metric::Latency(match latency {
-            LatencyStatistic::Mean => Aggregation::Mean,
-            LatencyStatistic::P50 => Aggregation::Quantile(0.5),
-            LatencyStatistic::P95 => Aggregation::Quantile(0.95),
-            LatencyStatistic::P99 => Aggregation::Quantile(0.99),
-        }),
+        (_, _, Some(latency)) => Metric::Latency(statistic(latency)),
+        _ if rule.metric.time_to_first_token.is_some() => Metric::TimeToFirstToken(statistic(
+            rule.metric
+                .time_to_first_token
+                .unwrap_or(LatencyStatistic::Mean),
+        )),
         // The schema's CEL rules make this unreachable for admitted objects.
         _ => Metric::Latency(Aggregation::Mean),
     };

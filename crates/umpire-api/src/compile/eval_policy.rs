@@ -19,7 +19,7 @@ use umpire_core::template::{BuiltinTemplate, PromptTemplate, standard_variable};
 use super::regex_at;
 use crate::common::SecretKeyRef;
 use crate::eval_policy::{
-    BuiltinTemplateName, ContainsMode, EvalPolicySpec, Judge, LlmJudge as LlmSpec,
+    BuiltinTemplateName, ContainsMode, EvalPolicySpec, Judge, LatencyOf, LlmJudge as LlmSpec,
     RegexExpectation, ResponseFormat, SelectSpec, SpanKindSelector,
 };
 use crate::validate::{FieldError, FieldPath, RefLookup, References};
@@ -398,6 +398,7 @@ fn plan_judge(
             false,
             Arc::new(LatencyJudge {
                 max_ms: spec.max_ms as f64,
+                to_first_token: spec.of == Some(LatencyOf::TimeToFirstToken),
             }),
         );
     }

@@ -54,11 +54,12 @@ pub struct AlertRule {
     pub repeat_interval: Option<Duration>,
 }
 
-/// Either a judge's scores with an aggregate, or selected spans' latency.
+/// A judge's scores with an aggregate, selected spans' latency, or their time to first
+/// token.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.judge) != has(self.latency)").message("a metric needs exactly one of judge or latency"))]
-#[x_kube(validation = Rule::new("has(self.judge) == has(self.aggregate)").message("a judge metric needs an aggregate; a latency metric takes none").field_path(".aggregate"))]
+#[x_kube(validation = Rule::new("[has(self.judge), has(self.latency), has(self.timeToFirstToken)].filter(x, x).size() == 1").message("a metric needs exactly one of judge, latency or timeToFirstToken"))]
+#[x_kube(validation = Rule::new("has(self.judge) == has(self.aggregate)").message("a judge metric needs an aggregate; a latency or timeToFirstToken metric takes none").field_path(".aggregate"))]
 pub struct AlertMetric {
     /// Name of a judge in `spec.judges`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +71,10 @@ pub struct AlertMetric {
     /// A latency statistic of the selected spans, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyStatistic>,
+    /// A statistic of the selected spans' time to first token, in milliseconds — of the
+    /// streaming calls that record it (spans without one are not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token: Option<LatencyStatistic>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

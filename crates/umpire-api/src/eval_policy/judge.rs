@@ -237,9 +237,21 @@ pub struct ToolSchema {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LatencyJudge {
-    /// Slowest passing span duration, milliseconds.
+    /// Slowest passing value, milliseconds.
     #[schemars(range(min = 1))]
     pub max_ms: i64,
+    /// What is timed: `duration` (default), the span's whole duration; or
+    /// `timeToFirstToken`, until its first streamed token (spans that record none — calls
+    /// that did not stream — are skipped as not applicable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<LatencyOf>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum LatencyOf {
+    Duration,
+    TimeToFirstToken,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -58,6 +58,7 @@ fn evaluation(n: u64, group: u64, passed: bool) -> SpanEvaluation {
         observed_at_unix_nano: now,
         scored_at_unix_nano: now,
         latency_ms: 500.0,
+        time_to_first_token_ms: None,
         groups: BTreeMap::from([(
             "gen_ai.request.model".to_owned(),
             format!("model-{group:03}"),

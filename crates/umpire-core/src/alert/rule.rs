@@ -27,6 +27,8 @@ pub enum Metric {
     },
     /// Span latency in milliseconds: `Mean` or `Quantile`.
     Latency(Aggregation),
+    /// Time to first token in milliseconds, of the spans that record one.
+    TimeToFirstToken(Aggregation),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +136,9 @@ impl AlertRule {
     pub fn sample(&self, evaluation: &SpanEvaluation) -> Option<Sample> {
         match &self.metric {
             Metric::Latency(_) => Some(Sample::Measurement(evaluation.latency_ms)),
+            Metric::TimeToFirstToken(_) => {
+                evaluation.time_to_first_token_ms.map(Sample::Measurement)
+            }
             Metric::Judge { judge, .. } => match &evaluation.score(judge)?.outcome {
                 Outcome::Scored(verdict) => Some(Sample::Verdict {
                     value: verdict.value,
@@ -149,12 +154,17 @@ impl AlertRule {
         match &self.metric {
             Metric::Judge { judge, aggregation } => format!("{judge} {}", aggregation.name()),
             Metric::Latency(aggregation) => format!("latency {} (ms)", aggregation.name()),
+            Metric::TimeToFirstToken(aggregation) => {
+                format!("time to first token {} (ms)", aggregation.name())
+            }
         }
     }
 
     fn aggregation(&self) -> Aggregation {
         match &self.metric {
-            Metric::Judge { aggregation, .. } | Metric::Latency(aggregation) => *aggregation,
+            Metric::Judge { aggregation, .. }
+            | Metric::Latency(aggregation)
+            | Metric::TimeToFirstToken(aggregation) => *aggregation,
         }
     }
 

@@ -222,10 +222,22 @@ impl CodeJudge for ToolCallJudge {
 #[derive(Debug)]
 pub struct LatencyJudge {
     pub max_ms: f64,
+    /// Time to the first streamed token instead of the whole duration.
+    pub to_first_token: bool,
 }
 
 impl CodeJudge for LatencyJudge {
     fn evaluate(&self, input: &JudgeInput<'_>) -> Outcome {
+        if self.to_first_token {
+            let Some(ms) = input.span.ai.time_to_first_token_ms else {
+                return Outcome::skipped(SkipReason::NotApplicable);
+            };
+            return Outcome::check(
+                ms <= self.max_ms,
+                format!("first token after {ms:.0} ms (max {:.0} ms)", self.max_ms),
+            )
+            .with_measurement(ms);
+        }
         let ms = input.span.duration_ms();
         Outcome::check(
             ms <= self.max_ms,

@@ -16,6 +16,7 @@
 
 mod catalog;
 mod messages;
+mod streaming;
 #[cfg(test)]
 mod tests;
 
@@ -28,8 +29,14 @@ use crate::span::{
 
 use self::catalog::{documents, tool_definitions};
 use self::messages::*;
+pub use self::streaming::time_to_first_token_ms;
 
-pub fn read_ai_view(attributes: &Attributes, events: &[SpanEvent], status: StatusCode) -> AiView {
+pub fn read_ai_view(
+    attributes: &Attributes,
+    events: &[SpanEvent],
+    status: StatusCode,
+    start_unix_nano: u64,
+) -> AiView {
     let get = |key: &str| attributes.get(key);
     let text = |keys: &[&str]| {
         keys.iter()
@@ -209,6 +216,7 @@ pub fn read_ai_view(attributes: &Attributes, events: &[SpanEvent], status: Statu
         agent_name: text(&["gen_ai.agent.name", "agent.name"]),
         input_messages,
         output_messages,
+        time_to_first_token_ms: time_to_first_token_ms(attributes, events, start_unix_nano),
     }
 }
 

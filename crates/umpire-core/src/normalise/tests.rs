@@ -41,6 +41,7 @@ fn reads_older_genai_indexed_attributes() {
         ]),
         &[],
         StatusCode::Unset,
+        0,
     );
     assert_eq!(view.kind, Some(AiSpanKind::Llm));
     assert_eq!(view.provider.as_deref(), Some("openai"));
@@ -103,6 +104,7 @@ fn reads_older_genai_message_events() {
         &attrs(&[("gen_ai.operation.name", json!("chat"))]),
         &events,
         StatusCode::Ok,
+        0,
     );
     assert_eq!(view.kind, Some(AiSpanKind::Llm));
     assert_eq!(view.input.as_deref(), Some("Hi there"));
@@ -126,6 +128,7 @@ fn reads_tool_spans_and_errors() {
             attributes: attrs(&[("exception.type", json!("TimeoutError"))]),
         }],
         StatusCode::Error,
+        0,
     );
     assert_eq!(view.kind, Some(AiSpanKind::Tool));
     let tool = view.tool.unwrap();
@@ -143,6 +146,7 @@ fn non_ai_spans_have_an_empty_view() {
         &attrs(&[("http.method", json!("GET"))]),
         &[],
         StatusCode::Unset,
+        0,
     );
     assert_eq!(view, AiView::default());
 }

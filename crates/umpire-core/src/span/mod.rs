@@ -279,6 +279,10 @@ pub struct AiView {
     pub conversation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
+    /// Time to the first streamed token or chunk, milliseconds from the span's start (see
+    /// [`crate::normalise::time_to_first_token_ms`]); none for a call that did not stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

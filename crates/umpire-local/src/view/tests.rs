@@ -37,6 +37,7 @@ fn evaluation(outcome: Outcome) -> SpanEvaluation {
         observed_at_unix_nano: 0,
         scored_at_unix_nano: 0,
         latency_ms: 1.0,
+        time_to_first_token_ms: None,
         groups: BTreeMap::new(),
         model: None,
         scores: vec![JudgeScore {

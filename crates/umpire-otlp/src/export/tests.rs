@@ -67,6 +67,7 @@ fn evaluation() -> SpanEvaluation {
         observed_at_unix_nano: 10,
         scored_at_unix_nano: 20,
         latency_ms: 1.0,
+        time_to_first_token_ms: None,
         groups: Default::default(),
         model: None,
         response_id: Some("chatcmpl-42".into()),

@@ -259,7 +259,7 @@ fn step(
     };
     let class = match &rule.metric {
         Metric::Judge { judge, .. } => judge.clone(),
-        Metric::Latency(_) => "latency".into(),
+        Metric::Latency(_) | Metric::TimeToFirstToken(_) => "latency".into(),
     };
     let since = match group.status.phase {
         super::state::Phase::Firing { since_ns, .. } => since_ns,

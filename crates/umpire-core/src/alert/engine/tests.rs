@@ -55,6 +55,7 @@ fn evaluation(n: u64, at: u64, passed: bool, model: &str) -> SpanEvaluation {
         observed_at_unix_nano: at,
         scored_at_unix_nano: at,
         latency_ms: 100.0,
+        time_to_first_token_ms: None,
         groups: [("gen_ai.request.model".to_owned(), model.to_owned())]
             .into_iter()
             .collect(),
