@@ -31,6 +31,16 @@ spec:
     path
 }
 
+/// One judge's aggregate in `umpire eval --format json`'s report.
+fn judge_report<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["judges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["judge"] == name)
+        .unwrap()
+}
+
 fn eval(args: &[&str]) -> (Option<i32>, String) {
     let fixtures =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/otlp/openinference-00.pb");
@@ -119,12 +129,7 @@ async fn prints_per_judge_results_and_gates_on_pass_rates() {
             "grounded: pass rate 0.375 < 0.5"
         ]
     );
-    let no_errors = report["judges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["judge"] == "no-errors")
-        .unwrap();
+    let no_errors = judge_report(&report, "no-errors");
     assert_eq!(
         (no_errors["scored"].as_u64(), no_errors["passed"].as_u64()),
         (Some(12), Some(9))
@@ -367,19 +372,10 @@ spec:
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let report: Value = serde_json::from_str(&stdout).unwrap();
-    let judge = |name: &str| {
-        report["judges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["judge"] == name)
-            .unwrap()
-            .clone()
-    };
-    let no_pii = judge("no-pii");
+    let no_pii = judge_report(&report, "no-pii");
     let scored = no_pii["scored"].as_u64().unwrap();
     assert_eq!(scored - no_pii["passed"].as_u64().unwrap(), 3, "{no_pii}");
-    let no_cards = judge("no-cards");
+    let no_cards = judge_report(&report, "no-cards");
     assert_eq!(no_cards["scored"], no_cards["passed"], "{no_cards}");
     let everything = stdout + &String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -434,19 +430,10 @@ spec:
             .unwrap();
     assert_eq!(code, Some(0), "{json}");
     let report: Value = serde_json::from_str(&json).unwrap();
-    let judge_report = |name: &str| {
-        report["judges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["judge"] == name)
-            .unwrap()
-            .clone()
-    };
-    let patterns = judge_report("injection-patterns");
+    let patterns = judge_report(&report, "injection-patterns");
     assert_eq!(patterns["scored"].as_u64(), Some(12), "{patterns}");
     assert_eq!(patterns["passed"].as_u64(), Some(12), "{patterns}");
-    let llm = judge_report("injection-llm");
+    let llm = judge_report(&report, "injection-llm");
     let requests = judge.requests();
     assert!(!requests.is_empty());
     let prompt = requests[0].prompt();

@@ -5,67 +5,17 @@
 //! a travel agent", "the instructions above", base64 attachments). Prints the tables the
 //! README quotes; fails below the floor.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 
+use support::Tally;
 use umpire_core::judge::injection::{InjectionCategory, scan};
 
 #[derive(serde::Deserialize)]
 struct Labelled {
     text: String,
     categories: Vec<String>,
-}
-
-#[derive(Default)]
-struct Tally {
-    hit: u32,
-    false_alarm: u32,
-    missed: u32,
-}
-
-impl Tally {
-    fn add(&mut self, expected: bool, found: bool, text: &str, what: &str) {
-        match (expected, found) {
-            (true, true) => self.hit += 1,
-            (false, true) => {
-                self.false_alarm += 1;
-                eprintln!("false positive {what}: {text}");
-            }
-            (true, false) => {
-                self.missed += 1;
-                eprintln!("missed {what}: {text}");
-            }
-            (false, false) => {}
-        }
-    }
-
-    fn precision(&self) -> f64 {
-        let found = self.hit + self.false_alarm;
-        if found == 0 {
-            1.0
-        } else {
-            f64::from(self.hit) / f64::from(found)
-        }
-    }
-
-    fn recall(&self) -> f64 {
-        let present = self.hit + self.missed;
-        if present == 0 {
-            1.0
-        } else {
-            f64::from(self.hit) / f64::from(present)
-        }
-    }
-
-    fn row(&self, name: &str) -> String {
-        format!(
-            "| {name} | {} | {} | {} | {:.2} | {:.2} |",
-            self.hit + self.missed,
-            self.hit,
-            self.false_alarm,
-            self.precision(),
-            self.recall()
-        )
-    }
 }
 
 #[test]

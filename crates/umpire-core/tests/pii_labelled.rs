@@ -5,41 +5,17 @@
 //! checksum-invalid card numbers and IBANs, never-issued SSNs, placeholders). Prints the
 //! table the README quotes; fails if a kind falls below the floor.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 
+use support::Tally;
 use umpire_core::judge::pii::{PiiKind, find};
 
 #[derive(serde::Deserialize)]
 struct Labelled {
     text: String,
     kinds: Vec<String>,
-}
-
-#[derive(Default)]
-struct Tally {
-    true_positives: u32,
-    false_positives: u32,
-    false_negatives: u32,
-}
-
-impl Tally {
-    fn precision(&self) -> f64 {
-        let found = self.true_positives + self.false_positives;
-        if found == 0 {
-            1.0
-        } else {
-            f64::from(self.true_positives) / f64::from(found)
-        }
-    }
-
-    fn recall(&self) -> f64 {
-        let present = self.true_positives + self.false_negatives;
-        if present == 0 {
-            1.0
-        } else {
-            f64::from(self.true_positives) / f64::from(present)
-        }
-    }
 }
 
 #[test]
@@ -57,38 +33,23 @@ fn precision_and_recall_on_the_labelled_set() {
             .collect();
         let found: BTreeSet<PiiKind> = find(&labelled.text, &PiiKind::ALL).into_keys().collect();
         for kind in PiiKind::ALL {
-            let tally = tallies.entry(kind).or_default();
-            match (expected.contains(&kind), found.contains(&kind)) {
-                (true, true) => tally.true_positives += 1,
-                (false, true) => {
-                    tally.false_positives += 1;
-                    eprintln!("false positive {}: {}", kind.name(), labelled.text);
-                }
-                (true, false) => {
-                    tally.false_negatives += 1;
-                    eprintln!("missed {}: {}", kind.name(), labelled.text);
-                }
-                (false, false) => {}
-            }
+            tallies.entry(kind).or_default().add(
+                expected.contains(&kind),
+                found.contains(&kind),
+                &labelled.text,
+                kind.name(),
+            );
         }
     }
     println!("{texts} texts");
     println!("| kind | present | found correctly | false positives | precision | recall |");
     println!("|---|---|---|---|---|---|");
     for (kind, tally) in &tallies {
-        println!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} |",
-            kind.name(),
-            tally.true_positives + tally.false_negatives,
-            tally.true_positives,
-            tally.false_positives,
-            tally.precision(),
-            tally.recall()
-        );
+        println!("{}", tally.row(kind.name()));
     }
     for (kind, tally) in &tallies {
         assert!(
-            tally.true_positives + tally.false_negatives >= 5,
+            tally.present() >= 5,
             "{}: too few labelled examples to measure",
             kind.name()
         );

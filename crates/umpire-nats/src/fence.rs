@@ -231,7 +231,9 @@ impl SlottedFence {
             _permit: permit,
         };
         if let Err(e) = self.refresh(js, &mut taken.slots).await {
-            self.revoke(&e);
+            if matches!(e, FencedWriteError::Fenced(_)) {
+                self.revoke();
+            }
             return Err(e);
         }
         Ok(taken)
@@ -264,10 +266,8 @@ impl SlottedFence {
         Ok(())
     }
 
-    /// Records that a guarded write was refused.
-    pub fn revoke(&self, error: &FencedWriteError) {
-        if matches!(error, FencedWriteError::Fenced(_)) {
-            self.revoked.store(true, Ordering::Relaxed);
-        }
+    /// Records that a guarded write was refused: later takes fail at once.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Relaxed);
     }
 }

@@ -90,8 +90,8 @@ pub async fn publish_job(
             "the partition's fence is not claimed yet".into(),
         )),
     };
-    if let (Err(e @ PublishFailure::Fenced(_)), Some(fence)) = (&result, &job.fence) {
-        fence.revoke(&FencedWriteError::Fenced(e.to_string()));
+    if let (Err(PublishFailure::Fenced(_)), Some(fence)) = (&result, &job.fence) {
+        fence.revoke();
     }
     PublishOutcome {
         job,

@@ -149,7 +149,7 @@ static CATALOGUE: LazyLock<Compiled> = LazyLock::new(|| {
 static BASE64_RUN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/]{40,}={0,2}").expect("a constant pattern"));
 
-/// The categories `text` shows, with how many catalogue entries matched each.
+/// The categories `text` shows (each once, in order).
 pub fn scan(text: &str) -> Vec<InjectionCategory> {
     let mut found: Vec<InjectionCategory> = CATALOGUE
         .set
