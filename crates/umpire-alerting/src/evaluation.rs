@@ -267,6 +267,12 @@ impl AlertEvaluator {
                     if let Err(stepped) = self.apply(notes, &engine, &mut persisted, &mut triggers).await {
                         return stepped;
                     }
+                    // After the resolves are in the outbox: a crash in between restores the
+                    // firing alert, which expires again and re-sends the same resolve.
+                    let expired = engine.take_expired();
+                    if let Err(stepped) = self.forget_expired(expired, &mut persisted, &mut triggers).await {
+                        return stepped;
+                    }
                     continue;
                 }
                 next = messages.next() => match next {

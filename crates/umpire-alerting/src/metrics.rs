@@ -55,6 +55,8 @@ pub struct AlertMetrics {
     pub pending: Family<RuleLabels, Gauge>,
     pub transitions: Family<TransitionLabels, Counter>,
     pub groups_overflowed: Counter,
+    /// Groups retired after `groupExpiry` without samples.
+    pub groups_expired: Family<RuleLabels, Counter>,
     /// Scores read again on taking leadership, to rebuild the windows.
     pub replayed_scores: Counter,
     pub snapshots: Family<SnapshotLabels, Counter>,
@@ -84,6 +86,7 @@ impl AlertMetrics {
             pending: Family::default(),
             transitions: Family::default(),
             groups_overflowed: Counter::default(),
+            groups_expired: Family::default(),
             replayed_scores: Counter::default(),
             snapshots: Family::default(),
             snapshot_bytes: Gauge::default(),
@@ -141,6 +144,11 @@ impl AlertMetrics {
             "groups_overflowed",
             "Evaluations folded into the __other__ group because a rule hit maxGroups",
             metrics.groups_overflowed.clone(),
+        );
+        alerts.register(
+            "groups_expired",
+            "Groups retired by their rule's groupExpiry (no samples for that long)",
+            metrics.groups_expired.clone(),
         );
         alerts.register(
             "replayed_scores",

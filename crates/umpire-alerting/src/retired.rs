@@ -1,3 +1,6 @@
+//! Alerts whose group expired (`groupExpiry`: its resolve, if it was firing, went out with
+//! the tick's notifications) are forgotten the same way.
+//!
 //! Alerts whose rule left the policy (removed or renamed in git, then applied; or the whole
 //! policy, being deleted — the controller marks it): a new leader finds them in the stored
 //! state, a running one sees the deletion mark at its next lease renewal. A firing one is resolved at its receiver — through the
@@ -5,14 +8,53 @@
 //! one is forgotten, so `firingAlerts` stops counting it and a rule re-added later under
 //! the same name starts clean.
 
+use std::collections::HashMap;
+
 use umpire_contract::alert_state::StoredAlert;
 use umpire_core::alert::notification::Notification;
+use umpire_core::alert::state::AlertStatus;
 
 use crate::evaluation::{AlertEvaluator, Stepped, fenced, now_nanos};
-use crate::metrics::TransitionLabels;
+use crate::metrics::{RuleLabels, TransitionLabels};
 use crate::outbox;
 
 impl AlertEvaluator {
+    /// Forgets the stored state of groups the engine retired by expiry.
+    pub(crate) async fn forget_expired(
+        &mut self,
+        expired: Vec<(String, String)>,
+        persisted: &mut HashMap<(String, String), AlertStatus>,
+        triggers: &mut HashMap<(String, String), Notification>,
+    ) -> Result<(), Stepped> {
+        for (rule, group) in expired {
+            self.metrics
+                .groups_expired
+                .get_or_create(&RuleLabels { rule: rule.clone() })
+                .inc();
+            tracing::info!(event = "alert_group_expired", rule = %rule, group = %group, "no samples for the rule's groupExpiry: the group is retired");
+            let key = (rule, group);
+            triggers.remove(&key);
+            if persisted.remove(&key).is_none() {
+                continue;
+            }
+            self.delete_stored(&key.0, &key.1).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an alert's stored state, retried while this replica leads.
+    async fn delete_stored(&mut self, rule: &str, group: &str) -> Result<(), Stepped> {
+        while let Err(e) = self.store.delete(rule, group).await {
+            if e.fenced {
+                return Err(fenced());
+            }
+            self.metrics.state_write_failures.inc();
+            tracing::warn!(event = "alert_state_write_failed", error = %e, "retrying");
+            self.wait_as_leader().await?;
+        }
+        Ok(())
+    }
+
     /// The policy is being deleted: every alert is resolved (if firing) and forgotten.
     pub(crate) async fn retire_everything(&mut self) -> Stepped {
         let alerts = match self.store.load().await {
@@ -72,14 +114,7 @@ impl AlertEvaluator {
                     }
                 }
             }
-            while let Err(e) = self.store.delete(&alert.rule, &alert.group).await {
-                if e.fenced {
-                    return Err(fenced());
-                }
-                self.metrics.state_write_failures.inc();
-                tracing::warn!(event = "alert_state_write_failed", error = %e, "retrying");
-                self.wait_as_leader().await?;
-            }
+            self.delete_stored(&alert.rule, &alert.group).await?;
         }
         Ok(())
     }

@@ -125,6 +125,7 @@ fn each_instrumentation_and_the_judge_and_alert_metric_on_it() {
         severity: Severity::Warning,
         route: "team".into(),
         repeat_interval: None,
+        group_expiry: None,
     };
     let samples: Vec<Option<Sample>> = spans
         .iter()

@@ -150,6 +150,7 @@ fn plan_rule(rule: &AlertRule) -> CoreRule {
         },
         route: rule.route.clone(),
         repeat_interval: rule.repeat_interval.as_ref().map(|d| d.as_std()),
+        group_expiry: rule.group_expiry.as_ref().map(|d| d.as_std()),
     }
 }
 
@@ -219,6 +220,7 @@ alerts:
     window: 15m
     groupBy: [gen_ai.request.model]
     condition: {regression: {baseline: 24h, maxRelativeDrop: 0.10}}
+    groupExpiry: 72h
     severity: error
     route: oncall
   - {name: slow, metric: {latency: p95}, window: 5m, condition: {above: 8000}, severity: warning, route: team-hook, noData: alert, repeatInterval: 4h}
@@ -245,6 +247,10 @@ routes:
         );
         assert_eq!(rules[1].min_samples, DEFAULT_MIN_SAMPLES);
         assert_eq!(rules[1].max_groups, DEFAULT_MAX_GROUPS);
+        assert_eq!(
+            (rules[0].group_expiry, rules[1].group_expiry),
+            (None, Some(Duration::from_secs(72 * 3600)))
+        );
         assert_eq!(
             rules[2].metric,
             Metric::Latency(Aggregation::Quantile(0.95))

@@ -14,6 +14,8 @@ use crate::common::{Duration, NAME_PATTERN};
 // windows from it, so a rule cannot look back further.
 #[x_kube(validation = Rule::new("duration(self.window) + (has(self.condition.regression) ? duration(self.condition.regression.baseline) : duration('0s')) <= duration('192h')").message("window + baseline must fit in the 8 days (192h) scores are kept: alert windows are rebuilt from them").field_path(".window"))]
 #[x_kube(validation = Rule::new("!has(self.metric.judge) || self.metric.aggregate == 'count' || ((!has(self.condition.above) || (self.condition.above >= 0.0 && self.condition.above <= 1.0)) && (!has(self.condition.below) || (self.condition.below >= 0.0 && self.condition.below <= 1.0)))").message("judge scores, pass rates and error rates are between 0 and 1: write 0.85, not 85").field_path(".condition"))]
+#[x_kube(validation = Rule::new("!has(self.groupExpiry) || has(self.groupBy)").message("groupExpiry retires groups: it needs groupBy").field_path(".groupExpiry"))]
+#[x_kube(validation = Rule::new("!has(self.groupExpiry) || duration(self.groupExpiry) > duration(self.window)").message("groupExpiry must be longer than the window: a group is only absent once a whole window has passed without it").field_path(".groupExpiry"))]
 pub struct AlertRule {
     #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
     pub name: String,
@@ -52,6 +54,12 @@ pub struct AlertRule {
     /// Re-send a still-firing alert this often. Default: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_interval: Option<Duration>,
+    /// Retire a group after this long without samples (e.g. `168h`): a firing alert of it
+    /// is resolved, its state forgotten and its place under `maxGroups` freed — for groups
+    /// gone on purpose, such as a model retired after a `noData: alert` page. Grouped
+    /// rules only; longer than `window`. Default: groups are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_expiry: Option<Duration>,
 }
 
 /// A judge's scores with an aggregate, selected spans' latency, or their time to first

@@ -85,6 +85,9 @@ pub struct AlertRule {
     pub severity: Severity,
     pub route: String,
     pub repeat_interval: Option<Duration>,
+    /// A group without samples for this long is retired: resolved if firing, then
+    /// forgotten (grouped rules only). `None`: groups are kept.
+    pub group_expiry: Option<Duration>,
 }
 
 /// What the rule concluded at one moment.

@@ -9,7 +9,9 @@ use super::state::{AlertStatus, Transition};
 use super::window::BucketSeries;
 use crate::score::SpanEvaluation;
 
+mod expiry;
 mod snapshot;
+use expiry::expire_groups;
 pub use snapshot::{EngineWindows, SnapshotMismatch};
 
 /// The group that collects spans past a rule's `maxGroups`.
@@ -34,6 +36,9 @@ struct Group {
     /// Since when this engine has watched the group (first tick or sample): an absence is
     /// only an absence once a whole window has been watched.
     watched_since_ns: Option<u64>,
+    /// When the newest sample was observed: a group idle past the rule's `group_expiry`
+    /// is retired.
+    last_sample_ns: Option<u64>,
 }
 
 struct RuleState {
@@ -59,6 +64,7 @@ impl RuleState {
             status: AlertStatus::default(),
             last: None,
             watched_since_ns: None,
+            last_sample_ns: None,
         }
     }
 }
@@ -66,6 +72,8 @@ impl RuleState {
 pub struct AlertEngine {
     scope: PolicyScope,
     rules: Vec<RuleState>,
+    /// (rule, group) retired by expiry since last taken.
+    expired: Vec<(String, String)>,
 }
 
 /// An alert's current standing, for status reporting and persistence.
@@ -89,6 +97,7 @@ impl AlertEngine {
                     overflowed: 0,
                 })
                 .collect(),
+            expired: Vec::new(),
         };
         // Ungrouped rules have their one group from the start, so "no traffic" can alert.
         for state in &mut engine.rules {
@@ -187,6 +196,7 @@ impl AlertEngine {
             let at = evaluation.observed_at_unix_nano.min(now_ns);
             let since = group.watched_since_ns.get_or_insert(at);
             *since = (*since).min(at);
+            group.last_sample_ns = group.last_sample_ns.max(Some(at));
             group.recent.add(at, sample, evaluation.trace_id);
             if state.rule.baseline().is_some() {
                 group.trailing.add(at, sample, evaluation.trace_id);
@@ -215,6 +225,7 @@ impl AlertEngine {
                     out.push(n);
                 }
             }
+            out.extend(expire_groups(&scope, state, now_ns, &mut self.expired));
         }
         out
     }
@@ -248,23 +259,6 @@ fn step(
     let transition = group.status.step(rule, &evaluation, now_ns);
     group.last = Some(evaluation.clone());
     let transition = transition?;
-    let action = if transition == Transition::Resolve {
-        Action::Resolve
-    } else {
-        Action::Trigger
-    };
-    let threshold = match rule.threshold {
-        Threshold::Above(t) | Threshold::Below(t) => Some(t),
-        Threshold::Regression { .. } => None,
-    };
-    let class = match &rule.metric {
-        Metric::Judge { judge, .. } => judge.clone(),
-        Metric::Latency(_) | Metric::TimeToFirstToken(_) => "latency".into(),
-    };
-    let since = match group.status.phase {
-        super::state::Phase::Firing { since_ns, .. } => since_ns,
-        _ => now_ns,
-    };
     // When the transition became due: evaluation happens on every score and on every tick,
     // so the gap from here to the notifier's request is the alerting latency.
     let due = match (transition, before) {
@@ -287,6 +281,47 @@ fn step(
         _ => now_ns,
     }
     .min(now_ns);
+    Some(notification(
+        scope,
+        rule,
+        key,
+        group,
+        transition,
+        &evaluation,
+        due,
+        now_ns,
+    ))
+}
+
+/// The notification of a group's transition, made after its status changed.
+#[allow(clippy::too_many_arguments)]
+fn notification(
+    scope: &PolicyScope,
+    rule: &AlertRule,
+    key: &str,
+    group: &Group,
+    transition: Transition,
+    evaluation: &RuleEvaluation,
+    due_ns: u64,
+    now_ns: u64,
+) -> Notification {
+    let action = if transition == Transition::Resolve {
+        Action::Resolve
+    } else {
+        Action::Trigger
+    };
+    let threshold = match rule.threshold {
+        Threshold::Above(t) | Threshold::Below(t) => Some(t),
+        Threshold::Regression { .. } => None,
+    };
+    let class = match &rule.metric {
+        Metric::Judge { judge, .. } => judge.clone(),
+        Metric::Latency(_) | Metric::TimeToFirstToken(_) => "latency".into(),
+    };
+    let since = match group.status.phase {
+        super::state::Phase::Firing { since_ns, .. } => since_ns,
+        _ => now_ns,
+    };
     let group_label = if key.is_empty() {
         String::new()
     } else {
@@ -305,7 +340,7 @@ fn step(
         evaluation.description,
         evaluation.samples
     );
-    Some(Notification {
+    Notification {
         dedup_key: dedup_key(&scope.namespace, &scope.policy, &rule.name, key),
         action,
         episode: group.status.episode,
@@ -329,7 +364,7 @@ fn step(
         summary: summary.chars().take(1024).collect(),
         since_unix_nano: since,
         at_unix_nano: now_ns,
-        due_unix_nano: due,
+        due_unix_nano: due_ns,
         example_trace_ids: evaluation
             .examples
             .iter()
@@ -337,8 +372,10 @@ fn step(
             .take(5)
             .map(|t| t.to_string())
             .collect(),
-    })
+    }
 }
 
+#[cfg(test)]
+mod expiry_tests;
 #[cfg(test)]
 mod tests;

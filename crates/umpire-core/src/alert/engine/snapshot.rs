@@ -38,6 +38,9 @@ pub struct GroupWindows {
     pub recent: BucketSeries,
     pub trailing: BucketSeries,
     pub watched_since_ns: Option<u64>,
+    /// Absent from snapshots of earlier versions (fingerprints differ, so never read).
+    #[serde(default)]
+    pub last_sample_ns: Option<u64>,
 }
 
 /// The snapshot was taken from different rules.
@@ -82,6 +85,7 @@ impl AlertEngine {
                             recent: group.recent.clone(),
                             trailing: group.trailing.clone(),
                             watched_since_ns: group.watched_since_ns,
+                            last_sample_ns: group.last_sample_ns,
                         })
                         .collect();
                     // In a stable order: equal windows, equal snapshots.
@@ -126,6 +130,7 @@ impl AlertEngine {
                         status,
                         last: None,
                         watched_since_ns: group.watched_since_ns,
+                        last_sample_ns: group.last_sample_ns,
                     },
                 );
             }

@@ -9,9 +9,9 @@ use crate::ids::{SpanId, TraceId};
 use crate::judge::{Outcome, Verdict as JudgeVerdict};
 use crate::score::JudgeScore;
 
-const S: u64 = 1_000_000_000;
+pub(super) const S: u64 = 1_000_000_000;
 
-fn rule(threshold: Threshold, for_s: u64, group_by: &[&str]) -> AlertRule {
+pub(super) fn rule(threshold: Threshold, for_s: u64, group_by: &[&str]) -> AlertRule {
     AlertRule {
         name: "grounded-drop".into(),
         metric: Metric::Judge {
@@ -29,10 +29,11 @@ fn rule(threshold: Threshold, for_s: u64, group_by: &[&str]) -> AlertRule {
         severity: Severity::Critical,
         route: "oncall".into(),
         repeat_interval: None,
+        group_expiry: None,
     }
 }
 
-fn engine(rules: Vec<AlertRule>) -> AlertEngine {
+pub(super) fn engine(rules: Vec<AlertRule>) -> AlertEngine {
     AlertEngine::new(
         PolicyScope {
             namespace: "ml".into(),
@@ -43,7 +44,7 @@ fn engine(rules: Vec<AlertRule>) -> AlertEngine {
     )
 }
 
-fn evaluation(n: u64, at: u64, passed: bool, model: &str) -> SpanEvaluation {
+pub(super) fn evaluation(n: u64, at: u64, passed: bool, model: &str) -> SpanEvaluation {
     let mut trace = [0u8; 16];
     trace[..8].copy_from_slice(&n.to_be_bytes());
     SpanEvaluation {
@@ -275,8 +276,12 @@ fn no_data_can_alert_and_repeats_are_sent() {
             (Action::Trigger, 2)
         ]
     );
-    assert!(notes.iter().all(|n| n.episode == 1));
-    assert_eq!(notes[0].id(), "umpire/ml/quality/grounded-drop/1/trigger/0");
+    // The episode is the firing's start in seconds: 60 s in, once a whole window was empty.
+    assert!(notes.iter().all(|n| n.episode == 60));
+    assert_eq!(
+        notes[0].id(),
+        "umpire/ml/quality/grounded-drop/60/trigger/0"
+    );
 }
 
 #[test]
