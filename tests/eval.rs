@@ -453,3 +453,85 @@ spec:
         "{llm}"
     );
 }
+
+/// Retrieval rating on the OpenInference recording's 12 retriever spans (3 documents each):
+/// the judge server stands in for a model that finds a document relevant when it answers
+/// the query (the refund rule for refund questions, the used-items rule for returning a used
+/// item, the support address for whom to contact). Values worked by hand, k = 5:
+/// - "What is your refund policy?" ×4: [1, 0, 0] → precision 1/3, MRR 1, NDCG 1;
+/// - "Can I return a used item?": [0, 1, 0] → MRR 1/2, NDCG 1/log2 3 = 0.6309;
+/// - "Who do I contact for help?": [0, 0, 1] → MRR 1/3, NDCG 1/2;
+/// - the other 6 (weather, json, errors): no relevant document → 0 everywhere.
+///
+/// Passing on MRR ≥ 0.5: 5 of 12.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieval_rating_scores_each_document_and_the_ranking() {
+    let judge = JudgeServer::start().await.unwrap();
+    judge.set_verdict(|request| {
+        let prompt = request.prompt();
+        let (query, document) = prompt
+            .split_once("[Document]")
+            .expect("one document per request");
+        let relevant = (query.contains("refund policy") && document.contains("Refunds"))
+            || (query.contains("used item") && document.contains("Used items"))
+            || (query.contains("contact") && document.contains("Support:"));
+        if relevant { "relevant" } else { "unrelated" }.into()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+apiVersion: umpire.dev/v1alpha1
+kind: EvalPolicy
+metadata: {{name: rag, namespace: ci}}
+spec:
+  projectRef: {{name: bot}}
+  select: {{kinds: [RETRIEVER]}}
+  judges:
+    - name: retrieval
+      llm:
+        template: documentRelevance
+        endpoint: "{}"
+        model: judge-7b
+        maxRetries: 0
+        pricing: {{inputPerMillionTokens: 1.0, outputPerMillionTokens: 2.0}}
+        retrieval: {{k: 5, passOn: mrr, min: 0.5}}
+"#,
+            judge.url()
+        ),
+    )
+    .unwrap();
+    let policy = path.to_str().unwrap().to_owned();
+    let (code, json) =
+        tokio::task::spawn_blocking(move || eval(&["--policy", &policy, "--format", "json"]))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0), "{json}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    let summary = judge_report(&report, "retrieval");
+    assert_eq!(
+        (summary["scored"].as_u64(), summary["passed"].as_u64()),
+        (Some(12), Some(5)),
+        "{summary}"
+    );
+    assert_eq!(judge.requests().len(), 36, "one request per document");
+    let mut measured: Vec<(f64, f64, f64)> = report["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let m = &v["measurements"];
+            let round = |key: &str| (m[key].as_f64().unwrap() * 1e4).round() / 1e4;
+            (round("precisionAtK"), round("mrr"), round("ndcgAtK"))
+        })
+        .collect();
+    measured.sort_by(|a, b| b.partial_cmp(a).unwrap());
+    let third = (1.0f64 / 3.0 * 1e4).round() / 1e4;
+    let mut want = vec![(third, 1.0, 1.0); 4];
+    want.push((third, 0.5, 0.6309));
+    want.push((third, third, 0.5));
+    want.extend([(0.0, 0.0, 0.0); 6]);
+    assert_eq!(measured, want);
+}

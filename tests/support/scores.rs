@@ -50,6 +50,7 @@ pub fn evaluation(n: u64, model: &str, passed: bool) -> SpanEvaluation {
                 label: None,
                 explanation: None,
                 measurement: None,
+                measurements: Default::default(),
                 usage: None,
             }),
             judge_latency_ms: 1.0,

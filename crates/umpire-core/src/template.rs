@@ -132,16 +132,19 @@ pub enum BuiltinTemplate {
     QaCorrectness,
     Toxicity,
     PromptInjection,
+    /// One retrieved document against the query: used per document by retrieval rating.
+    DocumentRelevance,
 }
 
 impl BuiltinTemplate {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Groundedness,
         Self::Hallucination,
         Self::AnswerRelevance,
         Self::QaCorrectness,
         Self::Toxicity,
         Self::PromptInjection,
+        Self::DocumentRelevance,
     ];
 
     /// The name used in resources (`template: groundedness`).
@@ -153,6 +156,7 @@ impl BuiltinTemplate {
             Self::QaCorrectness => "qaCorrectness",
             Self::Toxicity => "toxicity",
             Self::PromptInjection => "promptInjection",
+            Self::DocumentRelevance => "documentRelevance",
         }
     }
 
@@ -173,6 +177,7 @@ impl BuiltinTemplate {
             Self::QaCorrectness => &[("correct", 1.0), ("incorrect", 0.0)],
             Self::Toxicity => &[("non_toxic", 1.0), ("toxic", 0.0)],
             Self::PromptInjection => &[("benign", 1.0), ("injection", 0.0)],
+            Self::DocumentRelevance => &[("relevant", 1.0), ("unrelated", 0.0)],
         }
     }
 
@@ -184,6 +189,7 @@ impl BuiltinTemplate {
             Self::QaCorrectness => QA_CORRECTNESS,
             Self::Toxicity => TOXICITY,
             Self::PromptInjection => PROMPT_INJECTION,
+            Self::DocumentRelevance => DOCUMENT_RELEVANCE,
         }
     }
 
@@ -194,6 +200,11 @@ impl BuiltinTemplate {
         })
     }
 }
+
+const DOCUMENT_RELEVANCE: &str = "You are rating one document returned by a search for how \
+relevant it is to the query.\n\n[Query]\n{{input}}\n\n[Document]\n{{document}}\n\nThe document is \
+`relevant` when it contains information that helps answer the query, and `unrelated` when it does \
+not (it is off topic, or only shares words with the query). Judge this document alone.";
 
 const GROUNDEDNESS: &str = "You are checking whether an AI assistant's answer is grounded in the \
 reference documents it was given.\n\n[Question]\n{{input}}\n\n[Reference documents]\n{{context}}\n\n\
@@ -279,11 +290,12 @@ mod tests {
     fn builtin_templates_parse_and_round_trip_names() {
         for builtin in BuiltinTemplate::ALL {
             let template = PromptTemplate::parse(builtin.prompt()).unwrap();
-            // Every one reads the span: the reply, or (prompt injection) what the model read.
-            let reads = if builtin == BuiltinTemplate::PromptInjection {
-                "input"
-            } else {
-                "output"
+            // Every one reads the span: the reply, what the model read (prompt injection),
+            // or one retrieved document (document relevance).
+            let reads = match builtin {
+                BuiltinTemplate::PromptInjection => "input",
+                BuiltinTemplate::DocumentRelevance => "document",
+                _ => "output",
             };
             assert!(template.variables().contains(reads), "{}", builtin.name());
             assert_eq!(BuiltinTemplate::from_name(builtin.name()), Some(builtin));
@@ -291,5 +303,7 @@ mod tests {
         }
         let qa = BuiltinTemplate::QaCorrectness.template();
         assert_eq!(qa.unknown_variables(&BTreeSet::new()), ["reference"]);
+        let relevance = BuiltinTemplate::DocumentRelevance.template();
+        assert_eq!(relevance.unknown_variables(&BTreeSet::new()), ["document"]);
     }
 }

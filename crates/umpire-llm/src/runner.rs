@@ -4,6 +4,7 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::future::join_all;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 use umpire_core::judge::llm::{ChatBackend, LlmJudge};
@@ -123,8 +124,26 @@ impl<B: ChatBackend> LlmRunner<B> {
     }
 
     /// Waits for a concurrency slot and the rate limit, then judges; skipped (and counted by
-    /// the caller) when the day's token budget is spent.
+    /// the caller) when the day's token budget is spent. A judge that rates retrieved
+    /// documents makes one request per document, each within the same limits.
     pub async fn run(&self, input: &JudgeInput<'_>) -> Outcome {
+        let Some(rating) = &self.judge.retrieval else {
+            return self
+                .limited(self.judge.evaluate(input, &self.backend))
+                .await;
+        };
+        let documents = rating.documents(input);
+        let ratings = join_all(documents.iter().map(|document| {
+            let text = document.content.as_deref().unwrap_or_default();
+            self.limited(self.judge.evaluate_document(input, text, &self.backend))
+        }))
+        .await;
+        rating.aggregate(input, &documents, ratings)
+    }
+
+    /// One request to the model: a concurrency slot, the token budget, the request rate,
+    /// then `call`, whose usage is spent from the budget.
+    async fn limited(&self, call: impl Future<Output = Outcome>) -> Outcome {
         let Ok(_slot) = self.concurrency.acquire().await else {
             return Outcome::skipped(SkipReason::NotApplicable);
         };
@@ -141,7 +160,7 @@ impl<B: ChatBackend> LlmRunner<B> {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
-        let outcome = self.judge.evaluate(input, &self.backend).await;
+        let outcome = call.await;
         let usage = match &outcome {
             Outcome::Scored(verdict) => verdict.usage,
             Outcome::Failed(failure) => failure.usage,

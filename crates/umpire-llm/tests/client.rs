@@ -269,3 +269,93 @@ async fn an_endpoint_the_egress_policy_forbids_is_never_called() {
     );
     assert!(server.requests().is_empty(), "nothing reached the endpoint");
 }
+
+/// A retrieval rating makes one request per document, each within the runner's limits
+/// (concurrency slots, token budget), and sums what they cost into the verdict.
+#[tokio::test]
+async fn retrieval_rating_makes_one_limited_request_per_document_and_counts_them_all() {
+    use umpire_core::judge::retrieval::{RankingMeasure, RetrievalRating};
+    use umpire_core::span::RetrievedDocument;
+    let server = JudgeServer::start().await.unwrap();
+    server.set_latency(Duration::from_millis(20));
+    server.set_verdict(|request| {
+        if request.prompt().contains("30 days") {
+            "relevant".into()
+        } else {
+            "unrelated".into()
+        }
+    });
+    let template = BuiltinTemplate::DocumentRelevance;
+    let judge = LlmJudge::new(
+        template.template(),
+        BTreeMap::new(),
+        template
+            .default_choices()
+            .iter()
+            .map(|(l, v)| ((*l).to_owned(), *v))
+            .collect(),
+        0.5,
+        "qwen2.5-7b-instruct".into(),
+        0.0,
+        FormatPolicy::Auto,
+        None,
+    )
+    .with_retrieval(RetrievalRating {
+        k: 3,
+        max_documents: 4,
+        expected_ids: None,
+        pass_on: RankingMeasure::PrecisionAtK,
+        min: 0.5,
+    });
+    let runner = LlmRunner::new(
+        Arc::new(judge),
+        client(&server, 0),
+        RunnerLimits {
+            max_concurrency: 2,
+            requests_per_minute: None,
+            daily_tokens: Some(1_000_000),
+        },
+    );
+    let mut span = span("");
+    span.ai.documents = [
+        "Shipping takes 5 days.",
+        "Refunds within 30 days.",
+        "Hours 9-17.",
+        "Refund: 30 days, receipt needed.",
+        "never rated: beyond maxDocuments",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, text)| RetrievedDocument {
+        id: Some(format!("d{i}")),
+        content: Some((*text).to_owned()),
+        score: None,
+    })
+    .collect();
+    let trace = TraceContext::default();
+    let outcome = runner
+        .run(&JudgeInput {
+            span: &span,
+            trace: &trace,
+        })
+        .await;
+    let verdict = outcome.verdict().unwrap();
+    // Ranks 1–3: [0, 1, 0] → precision@3 = 1/3 (fails 0.5), MRR 1/2.
+    assert!((verdict.value - 1.0 / 3.0).abs() < 1e-9, "{verdict:?}");
+    assert!(!verdict.passed);
+    assert!((verdict.measurements.as_ref().unwrap()["mrr"] - 0.5).abs() < 1e-9);
+    assert_eq!(
+        server.requests().len(),
+        4,
+        "maxDocuments bounds the requests"
+    );
+    assert!(
+        server.max_concurrency() <= 2,
+        "{}",
+        server.max_concurrency()
+    );
+    // The server reports 120 + 30 tokens per request.
+    let usage = verdict.usage.unwrap();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (480, 120));
+    assert_eq!(runner.budget().unwrap().spent(), 600);
+}

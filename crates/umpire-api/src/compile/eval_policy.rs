@@ -11,7 +11,9 @@ use umpire_core::judge::code::{
     AgentLoopJudge, CompiledJsonSchemaDebug, CostJudge, ErrorStatusJudge, JsonJudge, LatencyJudge,
     LengthJudge, ModelPrice, PhraseJudge, PhraseMode, RegexJudge, TokensJudge, ToolCallJudge,
 };
-use umpire_core::judge::llm::{FormatPolicy, JudgePricing, LlmJudge, ResponseFormat as CoreFormat};
+use umpire_core::judge::llm::{
+    DOCUMENT_VARIABLE, FormatPolicy, JudgePricing, LlmJudge, ResponseFormat as CoreFormat,
+};
 use umpire_core::select::{AttributeMatcher, KindSelector, MatchTest, SpanSelector};
 use umpire_core::span::AiSpanKind;
 use umpire_core::template::{BuiltinTemplate, PromptTemplate, standard_variable};
@@ -482,6 +484,7 @@ fn builtin(name: BuiltinTemplateName) -> BuiltinTemplate {
         BuiltinTemplateName::QaCorrectness => BuiltinTemplate::QaCorrectness,
         BuiltinTemplateName::Toxicity => BuiltinTemplate::Toxicity,
         BuiltinTemplateName::PromptInjection => BuiltinTemplate::PromptInjection,
+        BuiltinTemplateName::DocumentRelevance => BuiltinTemplate::DocumentRelevance,
     }
 }
 
@@ -531,7 +534,15 @@ fn plan_llm(
         (None, Some(builtin)) => builtin.template(),
         (None, None) => return None,
     };
-    let declared = variables.keys().map(String::as_str).collect();
+    let retrieval = spec
+        .retrieval
+        .as_ref()
+        .map(|r| super::retrieval::retrieval_rating(r, &path.field("retrieval"), errors));
+    let mut declared: std::collections::BTreeSet<&str> =
+        variables.keys().map(String::as_str).collect();
+    if retrieval.is_some() {
+        declared.insert(DOCUMENT_VARIABLE);
+    }
     let unknown = template.unknown_variables(&declared);
     if !unknown.is_empty() {
         let at = if spec.prompt.is_some() {
@@ -541,14 +552,20 @@ fn plan_llm(
         };
         let known: Vec<&str> = ["input", "output", "context", "system"]
             .into_iter()
+            .chain(retrieval.is_some().then_some(DOCUMENT_VARIABLE))
             .chain(variables.keys().map(String::as_str))
             .collect();
         errors.push(FieldError::new(
             at,
             format!(
-                "the template uses undeclared variable(s) {}; declare them in `variables` (name → span field) or use one of: {}",
+                "the template uses undeclared variable(s) {}; declare them in `variables` (name → span field) or use one of: {}{}",
                 unknown.iter().map(|v| format!("{{{{{v}}}}}")).collect::<Vec<_>>().join(", "),
-                known.join(", ")
+                known.join(", "),
+                if unknown.contains(&DOCUMENT_VARIABLE) {
+                    " ({{document}} is filled only by `retrieval`, one document at a time)"
+                } else {
+                    ""
+                }
             ),
         ));
     }
@@ -597,8 +614,10 @@ fn plan_llm(
         ResponseFormat::JsonObject => FormatPolicy::Fixed(CoreFormat::JsonObject),
         ResponseFormat::Text => FormatPolicy::Fixed(CoreFormat::Text),
     };
-    let needs_trace = template.variables().into_iter().any(|v| v == "context");
-    let llm = LlmJudge::new(
+    // Retrieval rating falls back on documents retrieved elsewhere in the trace.
+    let needs_trace =
+        retrieval.is_some() || template.variables().into_iter().any(|v| v == "context");
+    let mut llm = LlmJudge::new(
         template,
         variables,
         choices,
@@ -611,6 +630,9 @@ fn plan_llm(
             output_per_million: p.output_per_million_tokens,
         }),
     );
+    if let Some(rating) = retrieval {
+        llm = llm.with_retrieval(rating);
+    }
     Some(PlannedJudge {
         name: judge.name.clone(),
         kind: "llm",

@@ -5,6 +5,7 @@
 mod alerts;
 mod content_judges;
 mod eval_policy;
+mod retrieval;
 mod trace_project;
 
 pub use alerts::{

@@ -2,10 +2,12 @@
 
 mod alert;
 mod judge;
+mod llm_judge;
 mod route;
 
 pub use alert::*;
 pub use judge::*;
+pub use llm_judge::*;
 pub use route::*;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;

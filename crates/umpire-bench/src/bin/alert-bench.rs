@@ -72,6 +72,7 @@ fn evaluation(n: u64, group: u64, passed: bool) -> SpanEvaluation {
                 label: None,
                 explanation: None,
                 measurement: None,
+                measurements: Default::default(),
                 usage: None,
             }),
             judge_latency_ms: 1.0,

@@ -10,6 +10,7 @@ pub mod injection;
 pub mod llm;
 pub mod outcome;
 pub mod pii;
+pub mod retrieval;
 pub mod trace;
 
 use std::borrow::Cow;

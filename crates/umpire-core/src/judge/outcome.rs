@@ -1,5 +1,7 @@
 //! What a judge concludes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// A judge's conclusion on one span.
@@ -19,6 +21,7 @@ impl Outcome {
             label: None,
             explanation: Some(explanation.into()),
             measurement: None,
+            measurements: None,
             usage: None,
         })
     }
@@ -30,6 +33,7 @@ impl Outcome {
             label: None,
             explanation: Some(explanation.into()),
             measurement: None,
+            measurements: None,
             usage: None,
         })
     }
@@ -84,6 +88,11 @@ pub struct Verdict {
     /// The raw quantity the judge measured, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measurement: Option<f64>,
+    /// Named measurements of judges that measure several things at once (retrieval
+    /// rating: `precisionAtK`, `recallAtK`, `mrr`, `ndcgAtK`, …). Boxed: most verdicts
+    /// have none, and every outcome would otherwise carry the map inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurements: Option<Box<BTreeMap<String, f64>>>,
     /// What an LLM judge spent on the verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<JudgeUsage>,

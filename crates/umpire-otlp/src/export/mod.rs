@@ -190,6 +190,17 @@ pub fn evaluation_attributes(
             if let Some(explanation) = &verdict.explanation {
                 attributes.push(string("gen_ai.evaluation.explanation", explanation));
             }
+            // Not in the GenAI conventions: a judge's several measurements (retrieval
+            // rating's precisionAtK, mrr, ndcgAtK, …) under Umpire's own namespace.
+            for (name, value) in verdict.measurements.iter().flat_map(|m| m.iter()) {
+                attributes.push(KeyValue {
+                    key: format!("umpire.evaluation.measurement.{name}"),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::DoubleValue(*value)),
+                    }),
+                    ..Default::default()
+                });
+            }
         }
         Outcome::Failed(failure) => {
             attributes.push(string("error.type", failure.kind.as_str()));

@@ -186,3 +186,29 @@ fn for_trace_only_backends_an_evaluation_is_a_child_span_with_one_event_per_verd
     let request = evaluation_spans_request(&[("service.name", "umpire")], [&evaluation]);
     assert_eq!(request.resource_spans[0].scope_spans[0].spans.len(), 1);
 }
+
+#[test]
+fn a_judges_several_measurements_become_umpire_attributes() {
+    let mut outcome = Outcome::pass(0.6, "3 of 5 documents relevant");
+    if let Outcome::Scored(verdict) = &mut outcome {
+        verdict.measurements = Some(Box::new(
+            [("precisionAtK".to_owned(), 0.6), ("mrr".to_owned(), 1.0)].into(),
+        ));
+    }
+    let attributes = evaluation_attributes("retrieval", &outcome, None).unwrap();
+    let doubles: Vec<(&str, f64)> = attributes
+        .iter()
+        .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::DoubleValue(v) => Some((kv.key.as_str(), *v)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        doubles,
+        [
+            ("gen_ai.evaluation.score.value", 0.6),
+            ("umpire.evaluation.measurement.mrr", 1.0),
+            ("umpire.evaluation.measurement.precisionAtK", 0.6),
+        ]
+    );
+}

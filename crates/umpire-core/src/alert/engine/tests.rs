@@ -69,6 +69,7 @@ pub(super) fn evaluation(n: u64, at: u64, passed: bool, model: &str) -> SpanEval
                 label: None,
                 explanation: None,
                 measurement: None,
+                measurements: Default::default(),
                 usage: None,
             }),
             judge_latency_ms: 1.0,

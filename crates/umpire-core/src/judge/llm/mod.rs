@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use super::retrieval::RetrievalRating;
 use super::{JudgeErrorKind, JudgeFailure, JudgeInput, JudgeUsage, Outcome, Verdict};
 use crate::field::SpanField;
 use crate::template::{PromptTemplate, standard_variable};
@@ -18,6 +19,9 @@ pub use self::chat::{
     ResponseFormat,
 };
 pub use self::verdict::parse_verdict;
+
+/// The template variable a retrieval rating fills with each document's text.
+pub const DOCUMENT_VARIABLE: &str = "document";
 
 /// US dollars per million tokens of the judge model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,6 +42,9 @@ pub struct LlmJudge {
     pub temperature: f64,
     pub format: FormatPolicy,
     pub pricing: Option<JudgePricing>,
+    /// Set: the prompt rates one retrieved document at a time (`{{document}}`), and the
+    /// ratings are aggregated into ranking measurements.
+    pub retrieval: Option<RetrievalRating>,
     /// For `Auto`: the format currently tried (0 schema, 1 object, 2 text), kept across calls.
     auto_step: AtomicU8,
 }
@@ -63,8 +70,15 @@ impl LlmJudge {
             temperature,
             format,
             pricing,
+            retrieval: None,
             auto_step: AtomicU8::new(0),
         }
+    }
+
+    /// Rates retrieved documents one by one (the template reads `{{document}}`).
+    pub fn with_retrieval(mut self, rating: RetrievalRating) -> Self {
+        self.retrieval = Some(rating);
+        self
     }
 
     fn current_format(&self) -> ResponseFormat {
@@ -87,8 +101,21 @@ impl LlmJudge {
 
     /// The chat request for a span, or the failure when a variable's field is missing.
     pub fn request(&self, input: &JudgeInput<'_>) -> Result<ChatRequest, Outcome> {
+        self.request_with(input, None)
+    }
+
+    /// The request, with `{{document}}` standing for `document` (retrieval rating).
+    fn request_with(
+        &self,
+        input: &JudgeInput<'_>,
+        document: Option<&str>,
+    ) -> Result<ChatRequest, Outcome> {
         let mut values: BTreeMap<&str, Cow<'_, str>> = BTreeMap::new();
         for name in self.template.variables() {
+            if let (DOCUMENT_VARIABLE, Some(document)) = (name, document) {
+                values.insert(name, Cow::Borrowed(document));
+                continue;
+            }
             let field = self
                 .variables
                 .get(name)
@@ -140,7 +167,26 @@ impl LlmJudge {
     /// Runs the judge; with `Auto`, steps down the response format when the endpoint
     /// rejects it and remembers what worked.
     pub async fn evaluate(&self, input: &JudgeInput<'_>, backend: &dyn ChatBackend) -> Outcome {
-        let mut request = match self.request(input) {
+        self.evaluate_with(input, None, backend).await
+    }
+
+    /// Rates one retrieved document's text against the span (retrieval rating).
+    pub async fn evaluate_document(
+        &self,
+        input: &JudgeInput<'_>,
+        document: &str,
+        backend: &dyn ChatBackend,
+    ) -> Outcome {
+        self.evaluate_with(input, Some(document), backend).await
+    }
+
+    async fn evaluate_with(
+        &self,
+        input: &JudgeInput<'_>,
+        document: Option<&str>,
+        backend: &dyn ChatBackend,
+    ) -> Outcome {
+        let mut request = match self.request_with(input, document) {
             Ok(request) => request,
             Err(failure) => return failure,
         };
@@ -198,6 +244,7 @@ impl LlmJudge {
             label: Some(label),
             explanation,
             measurement: None,
+            measurements: Default::default(),
             usage: Some(usage),
         })
     }

@@ -84,6 +84,9 @@ pub(super) struct SpanVerdict {
     pub explanation: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<&'static str>,
+    /// A judge's several measurements (retrieval rating: precisionAtK, mrr, ndcgAtK, …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub measurements: BTreeMap<String, f64>,
 }
 
 impl SpanVerdict {
@@ -98,6 +101,7 @@ impl SpanVerdict {
             label: None,
             explanation: None,
             error_kind: None,
+            measurements: BTreeMap::new(),
         };
         match &result.outcome {
             Outcome::Scored(scored) => {
@@ -105,6 +109,7 @@ impl SpanVerdict {
                 verdict.score = Some(scored.value);
                 verdict.label = scored.label.clone();
                 verdict.explanation = scored.explanation.clone();
+                verdict.measurements = scored.measurements.as_deref().cloned().unwrap_or_default();
             }
             Outcome::Failed(failure) => {
                 verdict.result = "error";
