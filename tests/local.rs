@@ -94,6 +94,20 @@ fn the_demo_pages_and_resolves_and_prints_its_manifests() {
     let grounded = judges.iter().find(|j| j["name"] == "grounded").unwrap();
     assert!(grounded["failed"].as_u64().unwrap() > 0, "{grounded}");
     assert!(grounded["passed"].as_u64().unwrap() > grounded["failed"].as_u64().unwrap());
+    // The stale index's documents miss the question: retrieval fails during the incident
+    // only. The demo's answers carry no personal data and no injection.
+    let judge = |name: &str| judges.iter().find(|j| j["name"] == name).unwrap();
+    let retrieval = judge("retrieval");
+    assert!(retrieval["failed"].as_u64().unwrap() > 0, "{retrieval}");
+    assert!(
+        retrieval["passed"].as_u64().unwrap() > retrieval["failed"].as_u64().unwrap(),
+        "{retrieval}"
+    );
+    for clean in ["no-pii", "no-injection"] {
+        let judge = judge(clean);
+        assert!(judge["passed"].as_u64().unwrap() > 0, "{judge}");
+        assert_eq!(judge["failed"].as_u64(), Some(0), "{judge}");
+    }
     let manifests = summary["demoManifests"].as_str().unwrap();
     assert!(manifests.contains("kind: TraceProject") && manifests.contains("apiKeySecretRef"));
     assert!(

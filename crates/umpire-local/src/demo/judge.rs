@@ -1,6 +1,7 @@
 //! The demo's stand-in judge, used when no LLM key is configured: an OpenAI-compatible
 //! `POST /v1/chat/completions` on loopback that judges the `groundedness` prompt by word
-//! overlap — the share of the answer's words found in the reference documents. It is a
+//! overlap — the share of the answer's words found in the reference documents — and the
+//! `documentRelevance` prompt by whether the document shares any of the query's words. It is a
 //! stand-in, labelled as one everywhere it shows; it exercises the real LLM-judge path
 //! (HTTP, prompt rendering, label parsing, limits), not a model's judgement.
 
@@ -55,22 +56,29 @@ async fn complete(Json(request): Json<Value>) -> Response {
         .and_then(|m| m.iter().find(|m| m["role"] == "user"))
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default();
-    let Some(overlap) = groundedness_overlap(prompt) else {
+    let verdict = if let Some(overlap) = groundedness_overlap(prompt) {
+        let label = if overlap >= GROUNDED_OVERLAP {
+            "grounded"
+        } else {
+            "ungrounded"
+        };
+        json!({
+            "label": label,
+            "explanation": format!("stand-in judge: {:.0}% of the answer's words are in the documents", overlap * 100.0),
+        })
+    } else if let Some(shared) = document_relevance(prompt) {
+        let label = if shared > 0 { "relevant" } else { "unrelated" };
+        json!({
+            "label": label,
+            "explanation": format!("stand-in judge: {shared} of the query's words are in the document"),
+        })
+    } else {
         return (
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": {"message": "the demo's stand-in judge only judges the groundedness template"}})),
+            Json(json!({"error": {"message": "the demo's stand-in judge only judges the groundedness and documentRelevance templates"}})),
         )
             .into_response();
     };
-    let label = if overlap >= GROUNDED_OVERLAP {
-        "grounded"
-    } else {
-        "ungrounded"
-    };
-    let verdict = json!({
-        "label": label,
-        "explanation": format!("stand-in judge: {:.0}% of the answer's words are in the documents", overlap * 100.0),
-    });
     Json(json!({
         "id": "chatcmpl-umpire-demo",
         "object": "chat.completion",
@@ -81,19 +89,30 @@ async fn complete(Json(request): Json<Value>) -> Response {
     .into_response()
 }
 
+/// Words of 4+ letters cut to 5: a crude stem, so `returned` matches `return`.
+fn words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 4)
+        .map(|w| w.to_lowercase().chars().take(5).collect())
+        .collect()
+}
+
+/// How many of the query's words (stemmed as above) occur in the document, for the
+/// `documentRelevance` prompt.
+pub(crate) fn document_relevance(prompt: &str) -> Option<usize> {
+    let (_, rest) = prompt.split_once("[Query]\n")?;
+    let (query, rest) = rest.split_once("\n\n[Document]\n")?;
+    let document = rest.split("\n\nThe document is").next()?;
+    let known = words(document);
+    Some(words(query).iter().filter(|w| known.contains(*w)).count())
+}
+
 /// The share of the answer's words (4+ letters, compared on their first 5) that occur in the
 /// reference documents.
 pub(crate) fn groundedness_overlap(prompt: &str) -> Option<f64> {
     let (_, rest) = prompt.split_once("[Reference documents]\n")?;
     let (documents, rest) = rest.split_once("\n\n[Answer]\n")?;
     let answer = rest.split("\n\nAn answer is").next()?;
-    // Words of 4+ letters cut to 5: a crude stem, so `returned` matches `return`.
-    let words = |text: &str| -> BTreeSet<String> {
-        text.split(|c: char| !c.is_alphanumeric())
-            .filter(|w| w.chars().count() >= 4)
-            .map(|w| w.to_lowercase().chars().take(5).collect())
-            .collect()
-    };
     let known = words(documents);
     let said = words(answer);
     if said.is_empty() {
@@ -128,5 +147,20 @@ mod tests {
         assert!(grounded >= GROUNDED_OVERLAP, "{grounded}");
         assert!(invented < GROUNDED_OVERLAP, "{invented}");
         assert_eq!(groundedness_overlap("no markers"), None);
+    }
+
+    #[test]
+    fn relevance_asks_whether_the_document_speaks_of_the_query() {
+        let prompt = |query: &str, document: &str| {
+            format!(
+                "x\n\n[Query]\n{query}\n\n[Document]\n{document}\n\nThe document is `relevant` when …"
+            )
+        };
+        let returns = "Returns policy: clothing can be returned within 30 days of delivery.";
+        let stale = "Catalogue 2019: spring collection of linen shirts and canvas sneakers.";
+        let question = "How long do I have to return a jacket?";
+        assert!(document_relevance(&prompt(question, returns)).unwrap() > 0);
+        assert_eq!(document_relevance(&prompt(question, stale)), Some(0));
+        assert_eq!(document_relevance("no markers"), None);
     }
 }
