@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use support::UmpireProcess;
-use support::scores::{SCORES, evaluation};
+use support::scores::{SCORES, evaluation, write_policy};
 use umpire_testkit::nats::NatsServer;
 use umpire_testkit::pager::{PagerDutyReceiver, Received};
 use umpire_testkit::wait::eventually;
@@ -26,7 +26,7 @@ async fn a_model_whose_calls_stop_pages_alone_then_expires_and_pages_again_on_re
     let nats = NatsServer::start().unwrap();
     let pager = PagerDutyReceiver::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &nats, &pager);
+    let config = write_policy(dir.path(), &nats, &pager, MODEL_SILENT);
     let mut evaluator = UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     evaluator.wait_for_event("alert_replay_done", Duration::from_secs(30));
@@ -124,47 +124,6 @@ async fn publish_calls(js: jetstream::Context, mini: Arc<AtomicBool>) {
     }
 }
 
-fn write_config(dir: &std::path::Path, nats: &NatsServer, pager: &PagerDutyReceiver) -> String {
-    std::fs::create_dir_all(dir.join("secrets/pd")).unwrap();
-    std::fs::write(
-        dir.join("secrets/pd/routing-key"),
-        "e2e0routing0key0000000000000000a",
-    )
-    .unwrap();
-    let config = dir.join("evaluator.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-namespace: team
-policy: quality
-nats: {{url: "{nats}"}}
-adminListen: 127.0.0.1:0
-secretDir: {secrets}
-alertLeaseTtl: 3s
-spec:
-  projectRef: {{name: bot}}
-  judges: [{{name: grounded, latency: {{maxMs: 60000}}}}]
-  alerts:
-    - name: model-silent
-      metric: {{judge: grounded, aggregate: count}}
-      window: 3s
-      minSamples: 1
-      groupBy: [gen_ai.request.model]
-      condition: {{below: 1}}
-      noData: alert
-      groupExpiry: 8s
-      clearFor: 1s
-      severity: critical
-      route: oncall
-  routes:
-    - {{name: oncall, pagerDuty: {{url: "{pd}", routingKeySecretRef: {{name: pd, key: routing-key}}}}}}
-"#,
-            nats = nats.url(),
-            secrets = dir.join("secrets").display(),
-            pd = pager.events_url(),
-        ),
-    )
-    .unwrap();
-    config.to_str().unwrap().to_owned()
-}
+/// The "model deprecation" rule: calls per model, an empty window pages, gone for 8 s
+/// retires the model's group.
+const MODEL_SILENT: &str = "  alerts:\n    - name: model-silent\n      metric: {judge: grounded, aggregate: count}\n      window: 3s\n      minSamples: 1\n      groupBy: [gen_ai.request.model]\n      condition: {below: 1}\n      noData: alert\n      groupExpiry: 8s\n      clearFor: 1s\n      severity: critical\n      route: oncall";

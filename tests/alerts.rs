@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use support::UmpireProcess;
-use support::scores::{HEALTHY, REGRESSED, STOPPED, leaders, publish_scores};
+use support::scores::{
+    HEALTHY, REGRESSED, ROUTING_KEY, STOPPED, leaders, publish_scores, write_policy,
+};
 use umpire_testkit::nats::NatsServer;
 use umpire_testkit::pager::{PagerDutyReceiver, Received};
 use umpire_testkit::wait::eventually;
-
-const ROUTING_KEY: &str = "e2e0routing0key0000000000000000a";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_page_and_one_resolve_per_group_through_a_leader_crash_and_receiver_errors() {
@@ -178,39 +178,6 @@ async fn one_page_and_one_resolve_per_group_through_a_leader_crash_and_receiver_
 const REGRESSION: &str = "  alerts:\n    - name: grounded-regression\n      metric: {judge: grounded, aggregate: passRate}\n      window: 5s\n      minSamples: 50\n      groupBy: [gen_ai.request.model]\n      condition: {regression: {baseline: 20s, maxRelativeDrop: 0.2, confidence: 0.99}}\n      for: 2s\n      clearFor: 3s\n      severity: critical\n      route: oncall";
 
 const GROUNDED_DROP: &str = "  alerts:\n    - {name: grounded-drop, metric: {judge: grounded, aggregate: passRate}, window: 3s, minSamples: 20, condition: {below: 0.75}, severity: critical, route: oncall}";
-
-/// Writes `evaluator.yaml` for policy `quality` with `alerts` (a YAML fragment) and a
-/// PagerDuty route to `pager`; returns its path.
-fn write_policy(dir: &Path, nats: &NatsServer, pager: &PagerDutyReceiver, alerts: &str) -> String {
-    std::fs::create_dir_all(dir.join("secrets/pd")).unwrap();
-    std::fs::write(dir.join("secrets/pd/routing-key"), ROUTING_KEY).unwrap();
-    let config = dir.join("evaluator.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-namespace: team
-policy: quality
-nats: {{url: "{nats}"}}
-adminListen: 127.0.0.1:0
-secretDir: {secrets}
-alertLeaseTtl: 3s
-alertSnapshotInterval: 1s
-spec:
-  projectRef: {{name: bot}}
-  judges: [{{name: grounded, latency: {{maxMs: 60000}}}}]
-{alerts}
-  routes:
-    - {{name: oncall, pagerDuty: {{url: "{pd}", routingKeySecretRef: {{name: pd, key: routing-key}}}}}}
-"#,
-            nats = nats.url(),
-            secrets = dir.join("secrets").display(),
-            pd = pager.events_url(),
-        ),
-    )
-    .unwrap();
-    config.to_str().unwrap().to_owned()
-}
 
 /// Waits until the evaluators created the project's score stream.
 async fn score_stream_created(js: &jetstream::Context) {

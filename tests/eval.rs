@@ -41,6 +41,20 @@ fn judge_report<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap()
 }
 
+/// Runs `umpire eval --format json` with `policy` (YAML) on the recording; the report.
+async fn eval_json(policy: String) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, policy).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    let (code, json) =
+        tokio::task::spawn_blocking(move || eval(&["--policy", &path, "--format", "json"]))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0), "{json}");
+    serde_json::from_str(&json).unwrap()
+}
+
 fn eval(args: &[&str]) -> (Option<i32>, String) {
     let fixtures =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/otlp/openinference-00.pb");
@@ -401,12 +415,8 @@ async fn prompt_injection_by_catalogue_and_by_llm_template() {
             "benign".into()
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("policy.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
+    let report = eval_json(format!(
+        r#"
 apiVersion: umpire.dev/v1alpha1
 kind: EvalPolicy
 metadata: {{name: guard, namespace: ci}}
@@ -419,17 +429,9 @@ spec:
     - name: injection-llm
       llm: {{template: promptInjection, endpoint: "{}", model: judge-7b, maxRetries: 0}}
 "#,
-            judge.url()
-        ),
-    )
-    .unwrap();
-    let policy = path.to_str().unwrap().to_owned();
-    let (code, json) =
-        tokio::task::spawn_blocking(move || eval(&["--policy", &policy, "--format", "json"]))
-            .await
-            .unwrap();
-    assert_eq!(code, Some(0), "{json}");
-    let report: Value = serde_json::from_str(&json).unwrap();
+        judge.url()
+    ))
+    .await;
     let patterns = judge_report(&report, "injection-patterns");
     assert_eq!(patterns["scored"].as_u64(), Some(12), "{patterns}");
     assert_eq!(patterns["passed"].as_u64(), Some(12), "{patterns}");
@@ -477,12 +479,8 @@ async fn retrieval_rating_scores_each_document_and_the_ranking() {
             || (query.contains("contact") && document.contains("Support:"));
         if relevant { "relevant" } else { "unrelated" }.into()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("policy.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
+    let report = eval_json(format!(
+        r#"
 apiVersion: umpire.dev/v1alpha1
 kind: EvalPolicy
 metadata: {{name: rag, namespace: ci}}
@@ -499,17 +497,9 @@ spec:
         pricing: {{inputPerMillionTokens: 1.0, outputPerMillionTokens: 2.0}}
         retrieval: {{k: 5, passOn: mrr, min: 0.5}}
 "#,
-            judge.url()
-        ),
-    )
-    .unwrap();
-    let policy = path.to_str().unwrap().to_owned();
-    let (code, json) =
-        tokio::task::spawn_blocking(move || eval(&["--policy", &policy, "--format", "json"]))
-            .await
-            .unwrap();
-    assert_eq!(code, Some(0), "{json}");
-    let report: Value = serde_json::from_str(&json).unwrap();
+        judge.url()
+    ))
+    .await;
     let summary = judge_report(&report, "retrieval");
     assert_eq!(
         (summary["scored"].as_u64(), summary["passed"].as_u64()),

@@ -1,6 +1,7 @@
 //! Score streams for alerting tests: evaluations published as evaluators publish them.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +11,13 @@ use umpire_core::ids::{SpanId, TraceId};
 use umpire_core::judge::{Outcome, Verdict};
 use umpire_core::score::{JudgeScore, SpanEvaluation};
 
+use umpire_testkit::nats::NatsServer;
+use umpire_testkit::pager::PagerDutyReceiver;
+
 use super::UmpireProcess;
+
+/// A PagerDuty routing key of the documented shape, in the test Secret.
+pub const ROUTING_KEY: &str = "e2e0routing0key0000000000000000a";
 
 pub const SCORES: &str = "umpire.scores.team.bot.quality";
 
@@ -114,4 +121,42 @@ pub fn leaders(processes: &mut [UmpireProcess]) -> Vec<usize> {
         }
     }
     found
+}
+
+/// Writes `evaluator.yaml` for policy `quality` with `alerts` (a YAML fragment) and a
+/// PagerDuty route to `pager`; returns its path.
+pub fn write_policy(
+    dir: &Path,
+    nats: &NatsServer,
+    pager: &PagerDutyReceiver,
+    alerts: &str,
+) -> String {
+    std::fs::create_dir_all(dir.join("secrets/pd")).unwrap();
+    std::fs::write(dir.join("secrets/pd/routing-key"), ROUTING_KEY).unwrap();
+    let config = dir.join("evaluator.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+namespace: team
+policy: quality
+nats: {{url: "{nats}"}}
+adminListen: 127.0.0.1:0
+secretDir: {secrets}
+alertLeaseTtl: 3s
+alertSnapshotInterval: 1s
+spec:
+  projectRef: {{name: bot}}
+  judges: [{{name: grounded, latency: {{maxMs: 60000}}}}]
+{alerts}
+  routes:
+    - {{name: oncall, pagerDuty: {{url: "{pd}", routingKeySecretRef: {{name: pd, key: routing-key}}}}}}
+"#,
+            nats = nats.url(),
+            secrets = dir.join("secrets").display(),
+            pd = pager.events_url(),
+        ),
+    )
+    .unwrap();
+    config.to_str().unwrap().to_owned()
 }

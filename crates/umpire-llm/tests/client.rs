@@ -12,9 +12,9 @@ use umpire_core::template::BuiltinTemplate;
 use umpire_llm::{ApiKey, ClientSettings, LlmRunner, OpenAiClient, RunnerLimits};
 use umpire_testkit::judge::{JudgeServer, Scripted};
 
-fn relevance_judge() -> Arc<LlmJudge> {
-    let template = BuiltinTemplate::AnswerRelevance;
-    Arc::new(LlmJudge::new(
+/// A built-in template's judge with its default choices, passing at 0.5.
+fn builtin_judge(template: BuiltinTemplate) -> LlmJudge {
+    LlmJudge::new(
         template.template(),
         BTreeMap::new(),
         template
@@ -27,7 +27,11 @@ fn relevance_judge() -> Arc<LlmJudge> {
         0.0,
         FormatPolicy::Auto,
         None,
-    ))
+    )
+}
+
+fn relevance_judge() -> Arc<LlmJudge> {
+    Arc::new(builtin_judge(BuiltinTemplate::AnswerRelevance))
 }
 
 fn span(output: &str) -> Span {
@@ -285,22 +289,7 @@ async fn retrieval_rating_makes_one_limited_request_per_document_and_counts_them
             "unrelated".into()
         }
     });
-    let template = BuiltinTemplate::DocumentRelevance;
-    let judge = LlmJudge::new(
-        template.template(),
-        BTreeMap::new(),
-        template
-            .default_choices()
-            .iter()
-            .map(|(l, v)| ((*l).to_owned(), *v))
-            .collect(),
-        0.5,
-        "qwen2.5-7b-instruct".into(),
-        0.0,
-        FormatPolicy::Auto,
-        None,
-    )
-    .with_retrieval(RetrievalRating {
+    let judge = builtin_judge(BuiltinTemplate::DocumentRelevance).with_retrieval(RetrievalRating {
         k: 3,
         max_documents: 4,
         expected_ids: None,
