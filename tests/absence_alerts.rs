@@ -34,7 +34,7 @@ async fn a_model_whose_calls_stop_pages_alone_then_expires_and_pages_again_on_re
     let mini_calls = Arc::new(AtomicBool::new(true));
     let publisher = tokio::spawn(publish_calls(js.clone(), mini_calls.clone()));
     // Both models called for longer than the window, so both groups are watched.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     mini_calls.store(false, Ordering::SeqCst);
     eprintln!("injected: gpt-4o-mini's calls stop; gpt-4o's go on");
 
@@ -44,7 +44,7 @@ async fn a_model_whose_calls_stop_pages_alone_then_expires_and_pages_again_on_re
     let summary = trigger.body["payload"]["summary"].as_str().unwrap();
     assert!(summary.contains("no grounded count samples"), "{summary}");
 
-    // Gone for the 8 s groupExpiry: resolved, and its stored state forgotten.
+    // Gone for the 12 s groupExpiry: resolved, and its stored state forgotten.
     let resolve = next_event(&pager, "resolve", 0).await;
     assert_eq!(resolve.dedup_key(), trigger.dedup_key());
     let expired = evaluator.wait_for_event("alert_group_expired", Duration::from_secs(10));
@@ -124,6 +124,7 @@ async fn publish_calls(js: jetstream::Context, mini: Arc<AtomicBool>) {
     }
 }
 
-/// The "model deprecation" rule: calls per model, an empty window pages, gone for 8 s
-/// retires the model's group.
-const MODEL_SILENT: &str = "  alerts:\n    - name: model-silent\n      metric: {judge: grounded, aggregate: count}\n      window: 3s\n      minSamples: 1\n      groupBy: [gen_ai.request.model]\n      condition: {below: 1}\n      noData: alert\n      groupExpiry: 8s\n      clearFor: 1s\n      severity: critical\n      route: oncall";
+/// The "model deprecation" rule: calls per model, an empty window (5 s) pages, gone for 12 s
+/// retires the model's group. The window is wider than the test needs so that a busy CI
+/// machine delaying the evaluator's reads a few seconds cannot empty gpt-4o's window.
+const MODEL_SILENT: &str = "  alerts:\n    - name: model-silent\n      metric: {judge: grounded, aggregate: count}\n      window: 5s\n      minSamples: 1\n      groupBy: [gen_ai.request.model]\n      condition: {below: 1}\n      noData: alert\n      groupExpiry: 12s\n      clearFor: 1s\n      severity: critical\n      route: oncall";
