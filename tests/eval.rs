@@ -507,6 +507,21 @@ spec:
         "{summary}"
     );
     assert_eq!(judge.requests().len(), 36, "one request per document");
+    // Means over the 12 spans: precision (4 + 1 + 1) × 1/3 / 12 = 1/6; MRR (4 + 0.5 + 1/3)
+    // / 12 = 0.402778; NDCG (4 + 0.630930 + 0.5) / 12 = 0.427577.
+    let means = &summary["meanMeasurements"];
+    assert!(
+        (means["precisionAtK"].as_f64().unwrap() - 1.0 / 6.0).abs() < 1e-6,
+        "{means}"
+    );
+    assert!(
+        (means["mrr"].as_f64().unwrap() - 0.402_778).abs() < 1e-6,
+        "{means}"
+    );
+    assert!(
+        (means["ndcgAtK"].as_f64().unwrap() - 0.427_577).abs() < 1e-6,
+        "{means}"
+    );
     let mut measured: Vec<(f64, f64, f64)> = report["verdicts"]
         .as_array()
         .unwrap()

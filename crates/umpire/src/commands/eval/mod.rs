@@ -123,11 +123,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let mut reports: Vec<JudgeReport> = judges
             .judges()
             .iter()
-            .map(|j| JudgeReport {
-                judge: j.name.clone(),
-                kind: j.kind.to_owned(),
-                ..JudgeReport::default()
-            })
+            .map(|j| JudgeReport::new(&j.name, j.kind))
             .collect();
         let contexts = &contexts;
         let mut results = futures::stream::iter(selected.iter().map(|span| {

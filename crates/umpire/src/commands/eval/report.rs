@@ -22,8 +22,15 @@ pub(super) struct JudgeReport {
     pub errors: u64,
     pub errors_by_kind: BTreeMap<String, u64>,
     pub skipped: u64,
+    /// Means, over the scored spans that carry them, of a judge's several measurements
+    /// (retrieval rating: precisionAtK, mrr, ndcgAtK, …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub mean_measurements: BTreeMap<String, f64>,
     #[serde(skip)]
     pub score_sum: f64,
+    /// Sum and count per measurement, for the means.
+    #[serde(skip)]
+    measurement_sums: BTreeMap<String, (f64, u64)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +46,14 @@ pub(super) struct Report {
 }
 
 impl JudgeReport {
+    pub(super) fn new(judge: &str, kind: &str) -> Self {
+        Self {
+            judge: judge.to_owned(),
+            kind: kind.to_owned(),
+            ..Self::default()
+        }
+    }
+
     pub(super) fn record(&mut self, outcome: &Outcome) {
         self.spans += 1;
         match outcome {
@@ -46,6 +61,11 @@ impl JudgeReport {
                 self.scored += 1;
                 self.passed += u64::from(verdict.passed);
                 self.score_sum += verdict.value;
+                for (name, value) in verdict.measurements.iter().flat_map(|m| m.iter()) {
+                    let sum = self.measurement_sums.entry(name.clone()).or_default();
+                    sum.0 += value;
+                    sum.1 += 1;
+                }
             }
             Outcome::Failed(failure) => {
                 self.errors += 1;
@@ -63,6 +83,11 @@ impl JudgeReport {
             self.pass_rate = Some(self.passed as f64 / self.scored as f64);
             self.mean_score = Some(self.score_sum / self.scored as f64);
         }
+        self.mean_measurements = self
+            .measurement_sums
+            .iter()
+            .map(|(name, (sum, count))| (name.clone(), sum / *count as f64))
+            .collect();
     }
 }
 
@@ -195,6 +220,14 @@ pub(super) fn print_table(report: &Report) {
         );
         for (kind, count) in &j.errors_by_kind {
             println!("{:<24}   error {kind}: {count}", "");
+        }
+        if !j.mean_measurements.is_empty() {
+            let means: Vec<String> = j
+                .mean_measurements
+                .iter()
+                .map(|(name, mean)| format!("{name} {mean:.3}"))
+                .collect();
+            println!("{:<24}   mean {}", "", means.join(", "));
         }
     }
     if report.gate_failures.is_empty() {
