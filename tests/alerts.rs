@@ -246,7 +246,8 @@ async fn resolved_and_forgotten(
 
 /// An alert fires, then its rule is removed from the policy (the evaluator restarts with the
 /// new spec, as a rollout does): the receiver gets the resolve for the open incident, and
-/// the stored state forgets the alert — nothing stays firing, nothing counts it.
+/// the stored state forgets the alert — nothing stays firing, nothing counts it. Re-added,
+/// the rule pages again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_firing_rule_resolves_its_incident_and_forgets_it() {
     let nats = NatsServer::start().unwrap();
@@ -258,8 +259,34 @@ async fn removing_a_firing_rule_resolves_its_incident_and_forgets_it() {
 
     // The rule is gone from the policy (here every rule: the alerts section is removed).
     let config = write_policy(dir.path(), &nats, &pager, "");
-    let _evaluator = UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
+    let mut without_rule = UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
     resolved_and_forgotten(&js, &pager, &trigger).await;
+    assert_eq!(without_rule.terminate(), Some(0));
+
+    // Re-added under the same name, the rule starts clean and pages again — typically within
+    // the second of its first page, as it replays the regressed scores. Its page must be a
+    // new notification: with episodes counted from 1, or in whole seconds, it had the
+    // forgotten page's id, and the outbox dropped it as a duplicate.
+    let config = write_policy(dir.path(), &nats, &pager, GROUNDED_DROP);
+    let _evaluator = UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
+    let phase = Arc::new(AtomicU8::new(REGRESSED));
+    let publisher = tokio::spawn(publish_scores(js.clone(), phase.clone(), 10));
+    let again = eventually(
+        "the re-added rule's page",
+        Duration::from_secs(30),
+        || async {
+            pager
+                .events()
+                .into_iter()
+                .filter(|e| e.action() == "trigger")
+                .nth(1)
+        },
+    )
+    .await;
+    phase.store(STOPPED, Ordering::SeqCst);
+    publisher.await.unwrap();
+    assert_eq!(again.dedup_key(), trigger.dedup_key());
+    assert_eq!(pager.actions(), ["trigger", "resolve", "trigger"]);
 }
 
 /// The policy is deleted while its alert fires: the controller's finalizer marks it (as

@@ -26,11 +26,13 @@ pub enum Phase {
 pub struct AlertStatus {
     pub phase: Phase,
     /// The current (or last) firing episode: part of notification ids, so a re-sent
-    /// transition is the same notification. Each firing takes its start in Unix seconds,
-    /// or one more than the previous episode if that is later: unique per alert even after
-    /// the alert was forgotten (its group expired, its rule was removed and re-added),
-    /// which a count from 1 was not — a returning group's first page had the id of its
-    /// forgotten first page, and the outbox dropped it as a duplicate.
+    /// transition is the same notification. Each firing takes its start in Unix
+    /// milliseconds, or one more than the previous episode if that is later: unique per
+    /// alert even after the alert was forgotten (its group expired, its rule was removed and
+    /// re-added), which a count from 1 was not — a returning group's first page had the id
+    /// of its forgotten first page, and the outbox dropped it as a duplicate. (Whole seconds
+    /// were not enough either: a re-added rule replaying its scores pages again within the
+    /// second of its first page.)
     pub episode: u64,
     /// Re-notifications within the current episode.
     #[serde(default)]
@@ -89,7 +91,7 @@ impl AlertStatus {
         let for_ns = rule.for_.as_nanos() as u64;
         let clear_ns = rule.clear_for.as_nanos() as u64;
         let fire = |status: &mut Self| {
-            status.episode = (status.episode + 1).max(now_ns / 1_000_000_000);
+            status.episode = (status.episode + 1).max(now_ns / 1_000_000);
             status.repeats = 0;
             status.phase = Phase::Firing {
                 since_ns: now_ns,

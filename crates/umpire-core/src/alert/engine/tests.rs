@@ -277,11 +277,12 @@ fn no_data_can_alert_and_repeats_are_sent() {
             (Action::Trigger, 2)
         ]
     );
-    // The episode is the firing's start in seconds: 60 s in, once a whole window was empty.
-    assert!(notes.iter().all(|n| n.episode == 60));
+    // The episode is the firing's start in milliseconds: 60 s in, once a whole window was
+    // empty.
+    assert!(notes.iter().all(|n| n.episode == 60_000));
     assert_eq!(
         notes[0].id(),
-        "umpire/ml/quality/grounded-drop/60/trigger/0"
+        "umpire/ml/quality/grounded-drop/60000/trigger/0"
     );
 }
 
