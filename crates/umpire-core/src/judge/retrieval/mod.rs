@@ -102,14 +102,18 @@ impl RetrievalRating {
             }
         }
         let ids: Vec<Option<String>> = documents.iter().map(|d| d.id.clone()).collect();
-        let mut measurements = BTreeMap::new();
         let k = self.k;
-        measurements.insert(
-            "precisionAtK".to_owned(),
-            ranking::precision_at_k(&relevant, k),
-        );
-        measurements.insert("mrr".to_owned(), ranking::reciprocal_rank(&relevant));
-        measurements.insert("ndcgAtK".to_owned(), ranking::ndcg_at_k(&grades, k));
+        let precision = ranking::precision_at_k(&relevant, k);
+        let mrr = ranking::reciprocal_rank(&relevant);
+        let ndcg = ranking::ndcg_at_k(&grades, k);
+        let mut measurements: BTreeMap<String, f64> = [
+            (RankingMeasure::PrecisionAtK, precision),
+            (RankingMeasure::Mrr, mrr),
+            (RankingMeasure::NdcgAtK, ndcg),
+        ]
+        .into_iter()
+        .map(|(measure, value)| (measure.name().to_owned(), value))
+        .collect();
         let expected = self
             .expected_ids
             .as_ref()
@@ -118,7 +122,7 @@ impl RetrievalRating {
             .unwrap_or_default();
         let recall = ranking::recall_at_k(&ids, &expected, k);
         if let Some(recall) = recall {
-            measurements.insert("recallAtK".to_owned(), recall);
+            measurements.insert(RankingMeasure::RecallAtK.name().to_owned(), recall);
         }
         let Some(value) = measurements.get(self.pass_on.name()).copied() else {
             return Outcome::Failed(JudgeFailure {
@@ -135,8 +139,7 @@ impl RetrievalRating {
         let rated = relevant.len();
         let found = relevant.iter().filter(|r| **r).count();
         let mut explanation = format!(
-            "{found} of {rated} documents relevant; precision@{k} {:.2}, MRR {:.2}, NDCG@{k} {:.2}",
-            measurements["precisionAtK"], measurements["mrr"], measurements["ndcgAtK"]
+            "{found} of {rated} documents relevant; precision@{k} {precision:.2}, MRR {mrr:.2}, NDCG@{k} {ndcg:.2}"
         );
         if let Some(recall) = recall {
             explanation.push_str(&format!(
