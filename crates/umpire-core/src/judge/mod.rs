@@ -6,6 +6,7 @@
 //! counted skip.
 
 pub mod code;
+pub mod embedding;
 pub mod injection;
 pub mod llm;
 pub mod outcome;
