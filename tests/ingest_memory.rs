@@ -111,8 +111,29 @@ async fn send_http(
                 response.text().await.unwrap_or_default()
             )),
         },
+        // A refused request's connection is closed without reading its body (reading
+        // 4 MiB only to refuse it is what the admission limit prevents): a client still
+        // writing then sees the connection close before the 429. OTLP/HTTP exporters
+        // retry transport failures, so that is a retryable refusal too.
+        Err(e) if e.is_request() && is_closed_connection(&e) => {
+            Answer::Retryable("http connection closed while sending".into())
+        }
         Err(e) => Answer::Other(format!("http error: {e:?}")),
     }
+}
+
+fn is_closed_connection(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            );
+        }
+        source = e.source();
+    }
+    false
 }
 
 async fn send_grpc(
@@ -124,7 +145,11 @@ async fn send_grpc(
         Err(status)
             if matches!(
                 status.code(),
-                tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+                // DeadlineExceeded: the server's read timeout for a body that did not
+                // arrive in time (a starved client); retryable in the OTLP spec.
+                tonic::Code::ResourceExhausted
+                    | tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
             ) =>
         {
             Answer::Retryable(format!("grpc {:?}", status.code()))

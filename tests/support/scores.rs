@@ -49,6 +49,7 @@ pub fn evaluation(n: u64, model: &str, passed: bool) -> SpanEvaluation {
         time_to_first_token_ms: None,
         groups: BTreeMap::from([("gen_ai.request.model".to_owned(), model.to_owned())]),
         model: Some(model.to_owned()),
+        embeddings: Default::default(),
         scores: vec![JudgeScore {
             judge: "grounded".into(),
             outcome: Outcome::Scored(Verdict {

@@ -37,6 +37,11 @@ pub struct EvaluatorConfig {
     /// Mounted ConfigMaps, `<dir>/<configmap>/<key>` (JSON Schemas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_dir: Option<PathBuf>,
+    /// The sentence-embedding model's directory (`config.json`, `tokenizer.json`,
+    /// `model.safetensors`), for `embedding` judges and drift alerts; the controller sets
+    /// it when the install mounts a model. Absent: policies that need one do not start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<PathBuf>,
     /// Redelivery timeout of a span message. Default 5m (LLM judges retry for a while).
     #[serde(
         default,
@@ -119,6 +124,7 @@ impl EvaluatorConfig {
             alert_lease_ttl: None,
             alert_snapshot_interval: None,
             egress: None,
+            embedding_model: None,
         }
     }
 

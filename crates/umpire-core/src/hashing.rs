@@ -40,6 +40,12 @@ pub fn evaluation_span_id(evaluation_id: &str) -> SpanId {
     SpanId(hash.max(1).to_be_bytes())
 }
 
+/// The key that decides whether an evaluation's embedding stays in a drift rule's bounded
+/// sample: uniform, and the same on every replica and replay.
+pub fn drift_sample_key(evaluation_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(evaluation_id.as_bytes(), 0x6472_6966_745f_736d)
+}
+
 /// A 64-bit hash of the trace id for `purpose`, stable across processes, versions and
 /// platforms (XXH3 with a fixed per-purpose seed, whose output is specified).
 pub fn trace_hash(trace_id: &TraceId, purpose: HashPurpose) -> u64 {

@@ -39,6 +39,9 @@ pub struct SpanEvaluation {
     pub response_id: Option<String>,
     /// One per judge of the policy.
     pub scores: Vec<JudgeScore>,
+    /// Embeddings of the fields the policy's drift rules compare (`input`, `output`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub embeddings: BTreeMap<String, crate::embedding::CompactEmbedding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,6 +9,10 @@
 //! (`max_seq_length`) and `1_Pooling/config.json` (only mean pooling is supported; another
 //! pooling is refused at load rather than giving different vectors).
 
+mod batcher;
+
+pub use batcher::EmbeddingBatcher;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -168,6 +172,12 @@ impl SentenceEmbedder {
     }
 }
 
+impl SentenceEmbedder {
+    pub fn model(&self) -> &str {
+        &self.name
+    }
+}
+
 impl TextEmbedder for SentenceEmbedder {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedFailure> {
         let mut vectors = Vec::with_capacity(texts.len());
@@ -178,7 +188,7 @@ impl TextEmbedder for SentenceEmbedder {
     }
 
     fn model(&self) -> &str {
-        &self.name
+        SentenceEmbedder::model(self)
     }
 }
 

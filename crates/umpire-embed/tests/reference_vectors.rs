@@ -60,3 +60,43 @@ fn a_directory_without_a_model_is_a_clear_error() {
     let error = SentenceEmbedder::load(dir.path()).unwrap_err().to_string();
     assert!(error.contains("config.json"), "{error}");
 }
+
+/// What separates one topic's samples from a shifted one's, with this model: the figures
+/// the drift condition's `minDistance` default and the README rest on.
+#[test]
+fn a_topic_shift_moves_the_centroid_far_more_than_resampling() {
+    use umpire_core::alert::drift::{KeyedVector, centroid_shift};
+    use umpire_core::embedding::CompactEmbedding;
+    use umpire_testkit::topics::{Topic, question};
+
+    let embedder = SentenceEmbedder::load(&model_dir()).unwrap();
+    let sample = |topic: Topic, from: u64, count: u64| -> Vec<KeyedVector> {
+        let texts: Vec<String> = (from..from + count).map(|n| question(topic, n)).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        embedder
+            .embed(&refs)
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| KeyedVector {
+                key: from + i as u64,
+                vector: CompactEmbedding::quantise(v),
+            })
+            .collect()
+    };
+    let baseline = sample(Topic::Support, 0, 160);
+    let same = sample(Topic::Support, 1000, 40);
+    let shifted = sample(Topic::Cooking, 2000, 40);
+    fn refs(v: &[KeyedVector]) -> Vec<&KeyedVector> {
+        v.iter().collect()
+    }
+    let quiet = centroid_shift(&refs(&same), &refs(&baseline), 999).unwrap();
+    let drift = centroid_shift(&refs(&shifted), &refs(&baseline), 999).unwrap();
+    println!("same topic: {quiet:?}\nshifted topic: {drift:?}");
+    assert!(quiet.distance < 0.15, "{quiet:?}");
+    assert!(drift.distance > 0.5, "{drift:?}");
+    assert!(
+        drift.p_value < 0.01 && quiet.p_value > 0.01,
+        "{quiet:?} {drift:?}"
+    );
+}

@@ -8,9 +8,13 @@ use umpire_runtime::egress::EgressPolicy;
 
 use futures::future::join_all;
 use umpire_api::compile::{JudgeImplementation, PolicyPlan};
+use umpire_core::alert::rule::DriftField;
+use umpire_core::embedding::CompactEmbedding;
+use umpire_core::judge::embedding::{Comparison, EmbeddingJudge, bounded};
 use umpire_core::judge::{CodeJudge, JudgeErrorKind, JudgeInput, Outcome, TraceContext};
 use umpire_core::score::{JudgeScore, SpanEvaluation};
 use umpire_core::span::Span;
+use umpire_embed::EmbeddingBatcher;
 use umpire_llm::{
     ApiKey, ClientSettings, LlmRunner, OpenAiClient, RunnerLimits, SharedCounters, SharedLimits,
 };
@@ -26,11 +30,26 @@ pub enum JudgeSetupError {
     },
     #[error("judge {judge}: {message}")]
     Client { judge: String, message: String },
+    #[error(
+        "judge {judge} compares sentence embeddings, but no embedding model is configured (the chart's `embeddings.model`, or `--embedding-model DIR`)"
+    )]
+    NoEmbeddingModel { judge: String },
+    #[error("judge {judge}: embedding its references: {source}")]
+    References {
+        judge: String,
+        source: umpire_core::embedding::EmbedFailure,
+    },
 }
 
 enum Runnable {
     Code(Arc<dyn CodeJudge>),
     Llm(Box<LlmRunner<OpenAiClient>>),
+    Embedding {
+        judge: Arc<EmbeddingJudge>,
+        /// The references' vectors, embedded once at start.
+        references: Arc<Vec<Vec<f32>>>,
+        batcher: EmbeddingBatcher,
+    },
 }
 
 pub struct PolicyJudge {
@@ -83,6 +102,7 @@ pub fn span_evaluation(
             .attribute("gen_ai.response.id")
             .and_then(|v| v.as_str())
             .map(str::to_owned),
+        embeddings: Default::default(),
         scores: results
             .into_iter()
             .map(|r| JudgeScore {
@@ -91,6 +111,57 @@ pub fn span_evaluation(
                 judge_latency_ms: r.latency_ms,
             })
             .collect(),
+    }
+}
+
+type AsyncRun<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (usize, Outcome, std::time::Duration)> + Send + 'a>,
+>;
+
+/// The span fields drift rules compare, embedded into each span evaluation.
+#[derive(Debug, Clone)]
+pub struct DriftEmbeddings {
+    pub fields: Vec<DriftField>,
+    pub batcher: EmbeddingBatcher,
+}
+
+impl DriftEmbeddings {
+    /// The fields' embeddings; a field the span lacks is left out (the span then does not
+    /// count towards that drift rule). A model failure is logged and leaves all out.
+    pub async fn embed(&self, span: &Span) -> BTreeMap<String, CompactEmbedding> {
+        let trace = TraceContext::default();
+        let input = JudgeInput {
+            span,
+            trace: &trace,
+        };
+        let present: Vec<(DriftField, String)> = self
+            .fields
+            .iter()
+            .filter_map(|field| {
+                let text = input.field_text(&field.span_field())?;
+                Some((*field, bounded(&text)))
+            })
+            .collect();
+        if present.is_empty() {
+            return BTreeMap::new();
+        }
+        let texts = present.iter().map(|(_, text)| text.clone()).collect();
+        match self.batcher.embed(texts).await {
+            Ok(vectors) => present
+                .iter()
+                .zip(vectors)
+                .map(|((field, _), vector)| {
+                    (
+                        field.as_str().to_owned(),
+                        CompactEmbedding::quantise(&vector),
+                    )
+                })
+                .collect(),
+            Err(failure) => {
+                tracing::warn!(event = "drift_embedding_failed", error = %failure);
+                BTreeMap::new()
+            }
+        }
     }
 }
 
@@ -113,18 +184,43 @@ impl PolicyJudges {
     /// judge names no Secret, `default_key` (e.g. `UMPIRE_JUDGE_API_KEY` for local runs).
     /// With `shared`, LLM judges' requests per minute and daily token budgets are the
     /// policy's, shared by its replicas; without (`umpire eval`), each process gets an even
-    /// share of them.
-    pub fn new(
+    /// share of them. `embeddings` runs the model of `embedding` judges.
+    pub async fn new(
         plan: &PolicyPlan,
         references: &MountedReferences,
         default_key: Option<ApiKey>,
         egress: Option<&EgressPolicy>,
         shared: Option<Arc<dyn SharedCounters>>,
+        embeddings: Option<&EmbeddingBatcher>,
     ) -> Result<Self, JudgeSetupError> {
         let mut judges = Vec::new();
         for planned in &plan.judges {
             let runnable = match &planned.implementation {
                 JudgeImplementation::Code(judge) => Runnable::Code(judge.clone()),
+                JudgeImplementation::Embedding(judge) => {
+                    let batcher = embeddings.ok_or_else(|| JudgeSetupError::NoEmbeddingModel {
+                        judge: planned.name.clone(),
+                    })?;
+                    let texts = match &judge.compare {
+                        Comparison::References(texts) => texts.clone(),
+                        Comparison::Field(_) => Vec::new(),
+                    };
+                    let vectors = if texts.is_empty() {
+                        Vec::new()
+                    } else {
+                        batcher.embed(texts).await.map_err(|source| {
+                            JudgeSetupError::References {
+                                judge: planned.name.clone(),
+                                source,
+                            }
+                        })?
+                    };
+                    Runnable::Embedding {
+                        judge: judge.clone(),
+                        references: Arc::new(vectors),
+                        batcher: batcher.clone(),
+                    }
+                }
                 JudgeImplementation::Llm { judge, endpoint } => {
                     let secrets = references.mounted_secrets();
                     let api_key = match (&endpoint.api_key, secrets.dir()) {
@@ -205,9 +301,10 @@ impl PolicyJudges {
     pub async fn evaluate(&self, span: &Span, trace: &TraceContext) -> Vec<JudgeResult> {
         let input = JudgeInput { span, trace };
         let mut results = Vec::with_capacity(self.judges.len());
-        // LLM calls are boxed: their futures are kilobytes, and a span task that held them
-        // inline would copy them on every spawn and poll — most policies have none.
-        let mut llm_runs = Vec::new();
+        // LLM calls and embeddings are boxed: their futures are kilobytes, and a span task
+        // that held them inline would copy them on every spawn and poll — most policies
+        // have none.
+        let mut llm_runs: Vec<AsyncRun<'_>> = Vec::new();
         for (index, judge) in self.judges.iter().enumerate() {
             let started = Instant::now();
             let outcome = match (&judge.runnable, &trace.incomplete) {
@@ -229,6 +326,44 @@ impl PolicyJudges {
                     let input = &input;
                     llm_runs.push(Box::pin(async move {
                         let outcome = runner.run(input).await;
+                        (index, outcome, started.elapsed())
+                    }));
+                    continue;
+                }
+                (
+                    Runnable::Embedding {
+                        judge: embedding,
+                        references,
+                        batcher,
+                    },
+                    _,
+                ) => {
+                    let texts = match embedding.texts(&input) {
+                        Ok(texts) => texts,
+                        Err(outcome) => {
+                            results.push((index, judge.result(outcome, started.elapsed())));
+                            continue;
+                        }
+                    };
+                    llm_runs.push(Box::pin(async move {
+                        let outcome = match batcher.embed(texts.0).await {
+                            Ok(mut vectors) if !vectors.is_empty() => {
+                                let judged = vectors.remove(0);
+                                let compared = if vectors.is_empty() {
+                                    references.as_slice()
+                                } else {
+                                    vectors.as_slice()
+                                };
+                                embedding.verdict(&judged, compared)
+                            }
+                            Ok(_) => Outcome::failed(
+                                JudgeErrorKind::Misconfigured,
+                                "the embedding model returned no vectors",
+                            ),
+                            Err(failure) => {
+                                Outcome::failed(JudgeErrorKind::Misconfigured, failure.to_string())
+                            }
+                        };
                         (index, outcome, started.elapsed())
                     }));
                     continue;

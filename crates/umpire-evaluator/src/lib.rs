@@ -33,6 +33,7 @@ use crate::shared_counters::KvCounters;
 use crate::worker::{Worker, WorkerSettings};
 use umpire_api::compile::PolicyPlan;
 use umpire_contract::evaluator::{ConfigError, DEFAULT_ACK_WAIT, EvaluatorConfig};
+use umpire_embed::EmbeddingBatcher;
 
 const SETUP_CHECK: &str = "consumer";
 
@@ -50,6 +51,12 @@ pub enum EvaluatorError {
     NoProject,
     #[error(transparent)]
     Alerting(#[from] umpire_alerting::AlertingError),
+    #[error("the embedding model: {0}")]
+    EmbeddingModel(#[from] umpire_embed::LoadError),
+    #[error(
+        "drift alerts compare sentence embeddings, but no embedding model is configured (the chart's `embeddings.model`, or `--embedding-model DIR`)"
+    )]
+    NoEmbeddingModel,
 }
 
 pub struct RunningEvaluator {
@@ -99,6 +106,13 @@ pub async fn start_with(
     let plan = config.plan()?;
     let counters =
         PolicyJudges::has_shared_limits(&plan).then(|| Arc::new(KvCounters::new(&config.policy)));
+    let embeddings = match (&config.embedding_model, plan.needs_embeddings()) {
+        (Some(dir), true) => Some(EmbeddingBatcher::load(dir.clone()).await?),
+        (None, true) if !plan.drift_fields().is_empty() => {
+            return Err(EvaluatorError::NoEmbeddingModel);
+        }
+        _ => None,
+    };
     let judges = PolicyJudges::new(
         &plan,
         &config.references(),
@@ -109,7 +123,9 @@ pub async fn start_with(
         counters
             .clone()
             .map(|c| c as Arc<dyn umpire_llm::SharedCounters>),
-    )?;
+        embeddings.as_ref(),
+    )
+    .await?;
     let project = config.spec.project_ref.name.clone();
     if project.is_empty() {
         return Err(EvaluatorError::NoProject);
@@ -134,7 +150,7 @@ pub async fn start_with(
         AdminServer::bind(config.admin_listen, Arc::new(registry), readiness.clone()).await?;
     let admin_addr = admin.local_addr().unwrap_or(config.admin_listen);
 
-    let settings = worker_settings(&config, &plan);
+    let settings = worker_settings(&config, &plan, embeddings.as_ref());
     let consumer_config = config.policy_consumer(&plan);
     tracing::info!(
         event = "evaluator_starting",
@@ -224,8 +240,19 @@ fn member_name() -> String {
     })
 }
 
-fn worker_settings(config: &EvaluatorConfig, plan: &PolicyPlan) -> WorkerSettings {
+fn worker_settings(
+    config: &EvaluatorConfig,
+    plan: &PolicyPlan,
+    embeddings: Option<&EmbeddingBatcher>,
+) -> WorkerSettings {
+    let drift_fields = plan.drift_fields();
     WorkerSettings {
+        drift: embeddings
+            .filter(|_| !drift_fields.is_empty())
+            .map(|batcher| crate::judging::DriftEmbeddings {
+                fields: drift_fields,
+                batcher: batcher.clone(),
+            }),
         policy: config.policy.clone(),
         concurrency: plan.concurrency,
         needs_trace: plan.needs_trace(),

@@ -31,6 +31,7 @@ async fn run_policy(nats: &NatsServer, kinds: &[&str]) {
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         secret_dir: None,
         config_map_dir: None,
+        embedding_model: None,
         ack_wait: None,
         state_replicas: 1,
         alert_lease_ttl: None,

@@ -136,6 +136,7 @@ async fn start_evaluator_with(
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         secret_dir: Some(secret_dir),
         config_map_dir: None,
+        embedding_model: None,
         ack_wait: Some(ack_wait),
         state_replicas: 1,
         alert_lease_ttl: None,

@@ -18,4 +18,5 @@ pub mod pager;
 pub mod pod;
 pub mod pod_runner;
 pub mod tls;
+pub mod topics;
 pub mod wait;

@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use umpire_core::alert::rule::{
-    Aggregation, AlertRule as CoreRule, Metric, NoData, Severity as CoreSeverity, Threshold,
+    Aggregation, AlertRule as CoreRule, DriftField, Metric, NoData, Severity as CoreSeverity,
+    Threshold,
 };
 
 use crate::common::SecretKeyRef;
 use crate::eval_policy::{
-    Aggregate, AlertRule, EvalPolicySpec, LatencyStatistic, NoDataPolicy, PAGERDUTY_EVENTS_URL,
-    Route, Severity,
+    Aggregate, AlertRule, DriftFieldName, EvalPolicySpec, LatencyStatistic, NoDataPolicy,
+    PAGERDUTY_EVENTS_URL, Route, Severity,
 };
 
 pub const DEFAULT_MIN_SAMPLES: u64 = 20;
@@ -86,6 +87,9 @@ fn statistic(statistic: LatencyStatistic) -> Aggregation {
     }
 }
 
+/// Centroid distance a drift rule needs by default (see `DriftCondition::min_distance`).
+pub const DEFAULT_DRIFT_DISTANCE: f64 = 0.1;
+
 fn plan_rule(rule: &AlertRule) -> CoreRule {
     let metric = match (
         &rule.metric.judge,
@@ -97,6 +101,10 @@ fn plan_rule(rule: &AlertRule) -> CoreRule {
             aggregation: aggregation(aggregate),
         },
         (_, _, Some(latency)) => Metric::Latency(statistic(latency)),
+        _ if rule.metric.drift.is_some() => Metric::Drift(match rule.metric.drift {
+            Some(DriftFieldName::Input) => DriftField::Input,
+            _ => DriftField::Output,
+        }),
         _ if rule.metric.time_to_first_token.is_some() => Metric::TimeToFirstToken(statistic(
             rule.metric
                 .time_to_first_token
@@ -106,7 +114,13 @@ fn plan_rule(rule: &AlertRule) -> CoreRule {
         _ => Metric::Latency(Aggregation::Mean),
     };
     let condition = &rule.condition;
-    let threshold = if let Some(regression) = &condition.regression {
+    let threshold = if let Some(drift) = &condition.drift {
+        Threshold::Drift {
+            baseline: drift.baseline.as_std(),
+            min_distance: drift.min_distance.unwrap_or(DEFAULT_DRIFT_DISTANCE),
+            confidence: drift.confidence.unwrap_or(DEFAULT_CONFIDENCE),
+        }
+    } else if let Some(regression) = &condition.regression {
         Threshold::Regression {
             baseline: regression.baseline.as_std(),
             max_drop: regression.max_relative_drop,

@@ -2,12 +2,13 @@
 //! of span fields).
 
 use umpire_core::field::SpanField;
+use umpire_core::judge::embedding::{Comparison, EmbeddingJudge};
 use umpire_core::judge::injection::{InjectionCategory, PromptInjectionJudge};
 use umpire_core::judge::pii::{PiiJudge, PiiKind};
 
 use crate::eval_policy::{
-    InjectionCategoryName, PiiExpectation, PiiJudge as PiiSpec, PiiKindName,
-    PromptInjectionJudge as InjectionSpec,
+    EmbeddingJudge as EmbeddingSpec, InjectionCategoryName, PiiExpectation, PiiJudge as PiiSpec,
+    PiiKindName, PromptInjectionJudge as InjectionSpec,
 };
 use crate::validate::{FieldError, FieldPath};
 
@@ -56,6 +57,49 @@ pub(super) fn prompt_injection_judge(
         ),
         categories,
     }
+}
+
+pub const DEFAULT_EMBEDDING_MIN: f64 = 0.5;
+
+pub(super) fn embedding_judge(
+    spec: &EmbeddingSpec,
+    path: &FieldPath,
+    errors: &mut Vec<FieldError>,
+) -> Option<EmbeddingJudge> {
+    let field = span_field(
+        spec.field.as_deref().unwrap_or("output"),
+        path,
+        "field",
+        errors,
+    )?;
+    let compare = match (&spec.compare_to, &spec.references) {
+        (Some(other), _) => Comparison::Field(span_field(other, path, "compareTo", errors)?),
+        (None, Some(references)) => Comparison::References(references.clone()),
+        (None, None) => {
+            errors.push(FieldError::new(
+                path.clone(),
+                "set exactly one of compareTo (another field) or references (reference answers)"
+                    .to_owned(),
+            ));
+            return None;
+        }
+    };
+    Some(EmbeddingJudge {
+        field,
+        compare,
+        min: spec.min.unwrap_or(DEFAULT_EMBEDDING_MIN),
+    })
+}
+
+fn span_field(
+    text: &str,
+    path: &FieldPath,
+    name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<SpanField> {
+    text.parse::<SpanField>()
+        .map_err(|e| errors.push(FieldError::new(path.field(name), e.to_string())))
+        .ok()
 }
 
 /// The listed span fields (each checked at `path.fields[i]`), or `default`.

@@ -11,6 +11,7 @@ use umpire_core::judge::code::{
     AgentLoopJudge, CompiledJsonSchemaDebug, CostJudge, ErrorStatusJudge, JsonJudge, LatencyJudge,
     LengthJudge, ModelPrice, PhraseJudge, PhraseMode, RegexJudge, TokensJudge, ToolCallJudge,
 };
+use umpire_core::judge::embedding::EmbeddingJudge;
 use umpire_core::judge::llm::{
     DOCUMENT_VARIABLE, FormatPolicy, JudgePricing, LlmJudge, ResponseFormat as CoreFormat,
 };
@@ -48,6 +49,31 @@ impl PolicyPlan {
     pub fn needs_trace(&self) -> bool {
         self.judges.iter().any(|j| j.needs_trace)
     }
+
+    /// Whether the evaluator needs a sentence-embedding model: `embedding` judges, or
+    /// drift alerts (which compare the spans' embeddings).
+    pub fn needs_embeddings(&self) -> bool {
+        self.judges
+            .iter()
+            .any(|j| matches!(j.implementation, JudgeImplementation::Embedding(_)))
+            || !self.drift_fields().is_empty()
+    }
+
+    /// The span fields drift alerts compare, each once: the evaluator embeds them into
+    /// every span evaluation.
+    pub fn drift_fields(&self) -> Vec<umpire_core::alert::rule::DriftField> {
+        let mut fields: Vec<_> = self
+            .alerts
+            .iter()
+            .filter_map(|rule| match rule.metric {
+                umpire_core::alert::rule::Metric::Drift(field) => Some(field),
+                _ => None,
+            })
+            .collect();
+        fields.sort();
+        fields.dedup();
+        fields
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +91,8 @@ pub enum JudgeImplementation {
         judge: Arc<LlmJudge>,
         endpoint: LlmEndpoint,
     },
+    /// Runs the install's sentence-embedding model (the evaluator's `--embedding-model`).
+    Embedding(Arc<EmbeddingJudge>),
 }
 
 /// How to reach an LLM judge's model; the client adapter turns it into requests.
@@ -271,6 +299,7 @@ fn plan_judge(
     refs: &dyn References,
     errors: &mut Vec<FieldError>,
 ) -> Option<PlannedJudge> {
+    let judge_name = &judge.name;
     let code = |kind: &'static str, needs_trace: bool, implementation: Arc<dyn CodeJudge>| {
         Some(PlannedJudge {
             name: judge.name.clone(),
@@ -369,6 +398,16 @@ fn plan_judge(
         let path = path.field("promptInjection");
         let judge = super::content_judges::prompt_injection_judge(spec, &path, errors);
         return code("promptInjection", false, Arc::new(judge));
+    }
+    if let Some(spec) = &judge.embedding {
+        let path = path.field("embedding");
+        let judge = super::content_judges::embedding_judge(spec, &path, errors)?;
+        return Some(PlannedJudge {
+            name: judge_name.clone(),
+            kind: "embedding",
+            needs_trace: false,
+            implementation: JudgeImplementation::Embedding(Arc::new(judge)),
+        });
     }
     if let Some(spec) = &judge.tool_call {
         let mut fallback_tools = HashMap::new();

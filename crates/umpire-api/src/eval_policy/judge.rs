@@ -15,7 +15,7 @@ pub const SPAN_FIELD_PATTERN: &str =
 /// One judge. Set `name` and exactly one judge kind.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.json), has(self.regex), has(self.contains), has(self.notContains), has(self.toolCall), has(self.latency), has(self.tokens), has(self.cost), has(self.errorStatus), has(self.length), has(self.agentLoop), has(self.pii), has(self.promptInjection), has(self.llm)].filter(x, x).size() == 1").message("a judge needs exactly one kind: json, regex, contains, notContains, toolCall, latency, tokens, cost, errorStatus, length, agentLoop, pii, promptInjection or llm"))]
+#[x_kube(validation = Rule::new("[has(self.json), has(self.regex), has(self.contains), has(self.notContains), has(self.toolCall), has(self.latency), has(self.tokens), has(self.cost), has(self.errorStatus), has(self.length), has(self.agentLoop), has(self.pii), has(self.promptInjection), has(self.embedding), has(self.llm)].filter(x, x).size() == 1").message("a judge needs exactly one kind: json, regex, contains, notContains, toolCall, latency, tokens, cost, errorStatus, length, agentLoop, pii, promptInjection, embedding or llm"))]
 pub struct Judge {
     /// Judge name: scores, metrics and alert rules refer to it.
     #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
@@ -64,6 +64,11 @@ pub struct Judge {
     /// catalogue. (An LLM judge for the same: `llm.template: promptInjection`.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_injection: Option<PromptInjectionJudge>,
+    /// Semantic similarity of a field to reference answers or to another field, by the
+    /// cosine of sentence embeddings computed in the evaluator (a model mounted into it:
+    /// see the README's "Embeddings").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingJudge>,
     /// An LLM judges the span with a built-in template or a custom prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmJudge>,
@@ -85,6 +90,31 @@ pub struct PiiJudge {
     /// extraction step must still return contact details).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<PiiExpectation>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.compareTo) != has(self.references)").message("set exactly one of compareTo (another field) or references (reference answers)"))]
+pub struct EmbeddingJudge {
+    /// Field judged. Default `output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = SPAN_FIELD_PATTERN), length(max = 256))]
+    pub field: Option<String>,
+    /// Compare with another field of the span (e.g. `input`: the answer stays on the
+    /// question's topic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = SPAN_FIELD_PATTERN), length(max = 256))]
+    pub compare_to: Option<String>,
+    /// Compare with reference answers; the closest one counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 4096)))]
+    pub references: Option<Vec<String>>,
+    /// Pass when the cosine similarity is at least this. Default 0.5. (For
+    /// all-MiniLM-L6-v2, paraphrases score ~0.7–0.95, same-topic texts ~0.4–0.7, unrelated
+    /// ones below ~0.25.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1.0, max = 1.0))]
+    pub min: Option<f64>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -64,6 +64,7 @@ fn evaluation(n: u64, group: u64, passed: bool) -> SpanEvaluation {
             format!("model-{group:03}"),
         )]),
         model: None,
+        embeddings: Default::default(),
         scores: vec![JudgeScore {
             judge: "grounded".into(),
             outcome: Outcome::Scored(Verdict {

@@ -5,9 +5,13 @@
 //! Pure logic: the alerting adapter feeds [`engine::AlertEngine`] evaluations and the clock,
 //! persists its [`state::AlertStatus`]es, and delivers its [`notification::Notification`]s.
 
+pub mod drift;
+mod drift_rule;
 pub mod engine;
 pub mod notification;
 pub mod rule;
 pub mod state;
 pub mod stats;
 pub mod window;
+
+pub use drift_rule::DriftCache;

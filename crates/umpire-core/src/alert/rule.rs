@@ -29,6 +29,32 @@ pub enum Metric {
     Latency(Aggregation),
     /// Time to first token in milliseconds, of the spans that record one.
     TimeToFirstToken(Aggregation),
+    /// The embeddings of a span field: the window's compared with the baseline's.
+    Drift(DriftField),
+}
+
+/// The span field a drift rule compares (what users ask, or what the model answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DriftField {
+    Input,
+    Output,
+}
+
+impl DriftField {
+    /// The key of the field's embedding in a span evaluation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Input => "input",
+            Self::Output => "output",
+        }
+    }
+
+    pub fn span_field(self) -> crate::field::SpanField {
+        match self {
+            Self::Input => crate::field::SpanField::Input,
+            Self::Output => crate::field::SpanField::Output,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +65,14 @@ pub enum Threshold {
         baseline: Duration,
         max_drop: Option<f64>,
         max_rise: Option<f64>,
+        confidence: f64,
+    },
+    /// Drift rules: the window's embeddings lie further than `min_distance` (between
+    /// centroids) from the baseline's, and a permutation test at `confidence` says the
+    /// two are not one distribution.
+    Drift {
+        baseline: Duration,
+        min_distance: f64,
         confidence: f64,
     },
 }
@@ -142,6 +176,13 @@ impl AlertRule {
             Metric::TimeToFirstToken(_) => {
                 evaluation.time_to_first_token_ms.map(Sample::Measurement)
             }
+            Metric::Drift(field) => {
+                let vector = evaluation.embeddings.get(field.as_str())?;
+                Some(Sample::Embedding(super::drift::KeyedVector {
+                    key: crate::hashing::drift_sample_key(&evaluation.id),
+                    vector: vector.clone(),
+                }))
+            }
             Metric::Judge { judge, .. } => match &evaluation.score(judge)?.outcome {
                 Outcome::Scored(verdict) => Some(Sample::Verdict {
                     value: verdict.value,
@@ -160,6 +201,7 @@ impl AlertRule {
             Metric::TimeToFirstToken(aggregation) => {
                 format!("time to first token {} (ms)", aggregation.name())
             }
+            Metric::Drift(field) => format!("{} drift", field.as_str()),
         }
     }
 
@@ -168,12 +210,15 @@ impl AlertRule {
             Metric::Judge { aggregation, .. }
             | Metric::Latency(aggregation)
             | Metric::TimeToFirstToken(aggregation) => *aggregation,
+            Metric::Drift(_) => Aggregation::Count,
         }
     }
 
     pub fn baseline(&self) -> Option<Duration> {
         match self.threshold {
-            Threshold::Regression { baseline, .. } => Some(baseline),
+            Threshold::Regression { baseline, .. } | Threshold::Drift { baseline, .. } => {
+                Some(baseline)
+            }
             _ => None,
         }
     }
@@ -224,6 +269,10 @@ impl AlertRule {
             );
         };
         match &self.threshold {
+            // Drift rules test embeddings, not this aggregate (one test, uncached, here).
+            Threshold::Drift { .. } => {
+                self.evaluate_cached(recent, trailing, now_ns, &mut super::DriftCache::default())
+            }
             Threshold::Above(limit) => {
                 let holds = value > *limit;
                 let verdict = if holds {

@@ -7,18 +7,25 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::{Config, DDSketch};
 
+use super::drift::KeyedVector;
 use crate::ids::TraceId;
 
-/// One sample: a judge's verdict (or its failure) on a span, or a span's latency.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One sample: a judge's verdict (or its failure) on a span, a span's latency, or the
+/// embedding of one of its fields (drift rules).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Sample {
     Verdict { value: f64, passed: bool },
     JudgeError,
     Measurement(f64),
+    Embedding(KeyedVector),
 }
 
 /// Failing traces kept per aggregate, for notifications.
 const EXAMPLES: usize = 5;
+/// Embeddings kept per bucket (those with the smallest keys: a uniform sample that merges).
+/// A window spans ~30 buckets and a baseline ~48, so either side can fill the drift test's
+/// 200 vectors; ~420 bytes each bounds a drift group's windows to ~0.5 MB.
+pub const VECTORS_PER_BUCKET: usize = 16;
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Aggregate {
@@ -31,6 +38,10 @@ pub struct Aggregate {
     pub sketch: DDSketch,
     /// Most recent failing (or erroring) traces.
     pub examples: VecDeque<TraceId>,
+    /// Drift rules: a bounded sample of the embeddings (not merged by [`Aggregate::merge`];
+    /// [`BucketSeries::vectors`] collects them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vectors: Vec<KeyedVector>,
 }
 
 impl std::fmt::Debug for Aggregate {
@@ -54,6 +65,7 @@ impl Default for Aggregate {
             sum_of_squares: 0.0,
             sketch: DDSketch::new(Config::defaults()),
             examples: VecDeque::new(),
+            vectors: Vec::new(),
         }
     }
 }
@@ -77,6 +89,11 @@ impl Aggregate {
                 self.errors += 1;
                 self.example(trace);
             }
+            Sample::Embedding(vector) => {
+                self.count += 1;
+                self.example(trace);
+                self.keep_vector(vector);
+            }
         }
     }
 
@@ -85,6 +102,25 @@ impl Aggregate {
         self.sum += value;
         self.sum_of_squares += value * value;
         self.sketch.add(value);
+    }
+
+    fn keep_vector(&mut self, vector: KeyedVector) {
+        if self.vectors.len() < VECTORS_PER_BUCKET {
+            self.vectors.push(vector);
+            return;
+        }
+        let Some((largest, key)) = self
+            .vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i, v.key))
+            .max_by_key(|(_, key)| *key)
+        else {
+            return;
+        };
+        if vector.key < key {
+            self.vectors[largest] = vector;
+        }
     }
 
     fn example(&mut self, trace: TraceId) {
@@ -157,6 +193,15 @@ impl BucketSeries {
             total.merge(bucket);
         }
         total
+    }
+
+    /// The embeddings kept in buckets whose start lies in `[from_ns, to_ns)`.
+    pub fn vectors(&self, from_ns: u64, to_ns: u64) -> Vec<&KeyedVector> {
+        let (from, to) = (from_ns / self.width_ns, to_ns.div_ceil(self.width_ns));
+        self.buckets
+            .range(from..to)
+            .flat_map(|(_, bucket)| &bucket.vectors)
+            .collect()
     }
 
     /// Forgets buckets that ended before `before_ns`.

@@ -34,6 +34,8 @@ pub struct WorkerSettings {
     pub needs_trace: bool,
     pub ack_wait: Duration,
     pub group_keys: Vec<String>,
+    /// Drift rules: the fields to embed into each span evaluation.
+    pub drift: Option<crate::judging::DriftEmbeddings>,
 }
 
 /// Everything a judging task needs, shared.

@@ -81,12 +81,15 @@ pub(super) async fn judge_and_store(shared: &Shared, span: Span, context: &Trace
     for result in &results {
         shared.metrics.record(result);
     }
-    let evaluation = span_evaluation(
+    let mut evaluation = span_evaluation(
         &shared.settings.policy,
         &shared.settings.group_keys,
         &span,
         results,
     );
+    if let Some(drift) = &shared.settings.drift {
+        evaluation.embeddings = drift.embed(&span).await;
+    }
     // Boxed: the publish future (async-nats' send and its retries) is larger than the rest
     // of the span task together.
     let stored = Box::pin(publish(shared, &evaluation)).await;

@@ -40,6 +40,7 @@ fn evaluation(outcome: Outcome) -> SpanEvaluation {
         time_to_first_token_ms: None,
         groups: BTreeMap::new(),
         model: None,
+        embeddings: Default::default(),
         scores: vec![JudgeScore {
             judge: "grounded".into(),
             outcome,

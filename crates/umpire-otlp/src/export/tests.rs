@@ -71,6 +71,7 @@ fn evaluation() -> SpanEvaluation {
         groups: Default::default(),
         model: None,
         response_id: Some("chatcmpl-42".into()),
+        embeddings: Default::default(),
         scores: vec![
             JudgeScore {
                 judge: "valid-json".into(),

@@ -23,6 +23,10 @@ pub struct Args {
     /// ConfigMaps laid out as `<dir>/<configmap>/<key>` (JSON Schemas), for a manifest.
     #[arg(long)]
     config_map_dir: Option<PathBuf>,
+    /// The sentence-embedding model's directory (`embedding` judges, drift alerts); overrides
+    /// the config's `embeddingModel`.
+    #[arg(long, value_name = "DIR", env = "UMPIRE_EMBEDDING_MODEL")]
+    embedding_model: Option<PathBuf>,
     /// Admin (metrics, health) listen address, for a manifest.
     #[arg(long, default_value = "0.0.0.0:9465")]
     admin_listen: SocketAddr,
@@ -43,7 +47,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         secret_dir: args.secret_dir.clone(),
         config_map_dir: args.config_map_dir.clone(),
     };
-    let config = EvaluatorConfig::load(&args.config, &defaults)?;
+    let mut config = EvaluatorConfig::load(&args.config, &defaults)?;
+    if let Some(dir) = &args.embedding_model {
+        config.embedding_model = Some(dir.clone());
+    }
     validate_policy(&config)
         .map_err(|lines| anyhow::anyhow!("the EvalPolicy spec is invalid:\n{lines}"))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

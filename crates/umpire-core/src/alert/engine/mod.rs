@@ -39,6 +39,8 @@ struct Group {
     /// When the newest sample was observed: a group idle past the rule's `group_expiry`
     /// is retired.
     last_sample_ns: Option<u64>,
+    /// Drift rules: the last permutation test.
+    drift: super::DriftCache,
 }
 
 struct RuleState {
@@ -65,6 +67,7 @@ impl RuleState {
             last: None,
             watched_since_ns: None,
             last_sample_ns: None,
+            drift: super::DriftCache::default(),
         }
     }
 }
@@ -197,10 +200,10 @@ impl AlertEngine {
             let since = group.watched_since_ns.get_or_insert(at);
             *since = (*since).min(at);
             group.last_sample_ns = group.last_sample_ns.max(Some(at));
-            group.recent.add(at, sample, evaluation.trace_id);
             if state.rule.baseline().is_some() {
-                group.trailing.add(at, sample, evaluation.trace_id);
+                group.trailing.add(at, sample.clone(), evaluation.trace_id);
             }
+            group.recent.add(at, sample, evaluation.trace_id);
             if evaluate && let Some(n) = step(&scope, &state.rule, &key, group, now_ns) {
                 out.push(n);
             }
@@ -246,7 +249,7 @@ fn step(
     group: &mut Group,
     now_ns: u64,
 ) -> Option<Notification> {
-    let evaluation = rule.evaluate(&group.recent, &group.trailing, now_ns);
+    let evaluation = rule.evaluate_cached(&group.recent, &group.trailing, now_ns, &mut group.drift);
     let watched = now_ns.saturating_sub(group.watched_since_ns.unwrap_or(now_ns));
     if matches!(evaluation.verdict, Verdict::NoData)
         && rule.no_data == NoData::Alert
@@ -313,10 +316,12 @@ fn notification(
     let threshold = match rule.threshold {
         Threshold::Above(t) | Threshold::Below(t) => Some(t),
         Threshold::Regression { .. } => None,
+        Threshold::Drift { min_distance, .. } => Some(min_distance),
     };
     let class = match &rule.metric {
         Metric::Judge { judge, .. } => judge.clone(),
         Metric::Latency(_) | Metric::TimeToFirstToken(_) => "latency".into(),
+        Metric::Drift(_) => "drift".into(),
     };
     let since = match group.status.phase {
         super::state::Phase::Firing { since_ns, .. } => since_ns,

@@ -131,6 +131,7 @@ impl AlertEngine {
                         last: None,
                         watched_since_ns: group.watched_since_ns,
                         last_sample_ns: group.last_sample_ns,
+                        drift: Default::default(),
                     },
                 );
             }

