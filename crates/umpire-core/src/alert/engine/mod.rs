@@ -381,6 +381,8 @@ fn notification(
 }
 
 #[cfg(test)]
+mod drift_tests;
+#[cfg(test)]
 mod expiry_tests;
 #[cfg(test)]
 mod tests;
