@@ -220,6 +220,8 @@ fn the_controller_deployment_carries_every_option() {
         "--nats-tls-dir=/var/run/umpire/nats/tls".into(),
         "--lease-seconds=20".into(),
         "--cleanup-timeout=5m".into(),
+        r#"--embedding-model-volume={"image":{"pullPolicy":"IfNotPresent","reference":"registry.example.com/all-minilm-l6-v2:1"}}"#.into(),
+        "--embedding-model-path=model".into(),
     ] {
         assert!(args.contains(&expected.as_str()), "{expected} in {args:?}");
     }

@@ -70,6 +70,8 @@ pub struct ControllerConfig {
     pub worker_network_policy: Option<children::network::WorkerNetworkPolicy>,
     /// Where evaluators' judges and routes may send requests.
     pub egress: umpire_runtime::egress::EgressPolicy,
+    /// The sentence-embedding model mounted into evaluators that need one.
+    pub embedding_model: Option<children::pod::EmbeddingModel>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,7 @@ pub async fn run(
             evaluator_resources: config.evaluator_resources.clone(),
             network_policy: config.worker_network_policy.clone(),
             egress: config.egress.clone(),
+            embedding_model: config.embedding_model.clone(),
         },
         recorder,
         metrics.clone(),

@@ -358,3 +358,66 @@ fn workers_get_a_network_policy_when_the_install_asks() {
         "answer-quality"
     );
 }
+
+#[test]
+fn only_policies_that_compare_embeddings_mount_the_model() {
+    use umpire_controller::children::pod::EmbeddingModel;
+    let model = EmbeddingModel {
+        volume: serde_json::from_value(serde_json::json!({
+            "name": "embedding-model",
+            "persistentVolumeClaim": {"claimName": "models", "readOnly": true}
+        }))
+        .unwrap(),
+        path: "all-MiniLM-L6-v2/".into(),
+    };
+    let ctx = Context {
+        embedding_model: Some(model),
+        ..context()
+    };
+    let manifest = example("answer-quality.evalpolicy.yaml");
+    let mut spec: EvalPolicySpec = serde_json::from_value(manifest["spec"].clone()).unwrap();
+    let owner = owner("EvalPolicy", "answer-quality");
+    let mounted = |spec: &EvalPolicySpec| {
+        let children = policy::desired(&owner, spec, &example_project(), &ctx);
+        let pod = pod_template(&children.deployment);
+        let config = children.config_map.data.unwrap()["config.yaml"].clone();
+        let volume = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "embedding-model")
+            .cloned();
+        let mount = pod["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "embedding-model")
+            .cloned();
+        (volume, mount, config)
+    };
+    let (volume, mount, config) = mounted(&spec);
+    assert!(
+        volume.is_none() && mount.is_none(),
+        "no embedding judge, no model"
+    );
+    assert!(!config.contains("embeddingModel"), "{config}");
+
+    spec.judges.push(
+        serde_json::from_value(serde_json::json!({
+            "name": "on-topic", "embedding": {"compareTo": "input", "min": 0.4}
+        }))
+        .unwrap(),
+    );
+    let (volume, mount, config) = mounted(&spec);
+    assert_eq!(
+        volume.unwrap()["persistentVolumeClaim"]["claimName"],
+        "models"
+    );
+    let mount = mount.unwrap();
+    assert_eq!(mount["mountPath"], "/var/lib/umpire/embedding-model");
+    assert_eq!(mount["readOnly"], true);
+    assert!(
+        config.contains("embeddingModel: /var/lib/umpire/embedding-model/all-MiniLM-L6-v2"),
+        "{config}"
+    );
+}

@@ -65,6 +65,19 @@ pub struct EvalPolicySpec {
     pub routes: Option<Vec<Route>>,
 }
 
+impl EvalPolicySpec {
+    /// Whether the policy's evaluator needs the install's sentence-embedding model
+    /// (`embedding` judges, drift alerts).
+    pub fn needs_embeddings(&self) -> bool {
+        self.judges.iter().any(|j| j.embedding.is_some())
+            || self
+                .alerts
+                .iter()
+                .flatten()
+                .any(|a| a.metric.drift.is_some())
+    }
+}
+
 /// A reference to a TraceProject in the policy's own namespace.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -44,6 +44,9 @@ pub struct Context {
     pub network_policy: Option<network::WorkerNetworkPolicy>,
     /// The install's egress policy, rendered into every evaluator's config.
     pub egress: umpire_runtime::egress::EgressPolicy,
+    /// The install's sentence-embedding model, mounted into evaluators whose policy needs
+    /// it (`embedding` judges, drift alerts).
+    pub embedding_model: Option<pod::EmbeddingModel>,
 }
 
 impl Context {

@@ -60,6 +60,34 @@ pub struct WorkerPod<'a> {
     pub image_pull_secrets: &'a [String],
     /// The Secret with NATS credentials/TLS for this worker, its keys and content hash.
     pub nats_secret: Option<NatsSecretMount>,
+    /// Evaluators whose policy compares embeddings: the install's model, read-only.
+    pub embedding_model: Option<&'a EmbeddingModel>,
+}
+
+/// Where evaluators find the install's sentence-embedding model.
+pub const EMBEDDING_MODEL_DIR: &str = "/var/lib/umpire/embedding-model";
+
+/// The install's embedding model: a volume (any Kubernetes volume source — an image
+/// volume, a PersistentVolumeClaim, …) and the model's directory inside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingModel {
+    /// Named `embedding-model`.
+    pub volume: Volume,
+    /// The directory in the volume holding `config.json`, `tokenizer.json` and
+    /// `model.safetensors` ("" for the volume's root).
+    pub path: String,
+}
+
+impl EmbeddingModel {
+    /// The model's directory as the evaluator sees it.
+    pub fn dir(&self) -> String {
+        let path = self.path.trim_matches('/');
+        if path.is_empty() {
+            EMBEDDING_MODEL_DIR.to_owned()
+        } else {
+            format!("{EMBEDDING_MODEL_DIR}/{path}")
+        }
+    }
 }
 
 /// A worker's copy of the NATS credentials, mounted at [`NATS_DIR`].
@@ -175,6 +203,18 @@ pub fn deployment(pod: WorkerPod<'_>) -> Deployment {
         let (volume, mount) = secret_mount(&name, secret, keys, &format!("{SECRET_DIR}/{secret}"));
         volumes.push(volume);
         mounts.push(mount);
+    }
+    if let Some(model) = pod.embedding_model {
+        volumes.push(Volume {
+            name: "embedding-model".into(),
+            ..model.volume.clone()
+        });
+        mounts.push(VolumeMount {
+            name: "embedding-model".into(),
+            mount_path: EMBEDDING_MODEL_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
     }
     if let Some(nats) = &pod.nats_secret {
         let (volume, mount) = secret_mount("nats", &nats.name, &nats.keys, NATS_DIR);

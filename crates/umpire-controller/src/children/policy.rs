@@ -41,6 +41,11 @@ pub fn evaluator_config(
     EvaluatorConfig {
         state_replicas: project.stream_replicas(),
         egress: Some(ctx.egress.clone()),
+        embedding_model: ctx
+            .embedding_model
+            .as_ref()
+            .filter(|_| spec.needs_embeddings())
+            .map(|model| model.dir().into()),
         ..EvaluatorConfig::for_policy(
             &owner.namespace,
             &owner.name,
@@ -92,6 +97,10 @@ pub fn desired(
             ports: Vec::new(),
             admin_port: ADMIN_PORT,
             references: &references,
+            embedding_model: ctx
+                .embedding_model
+                .as_ref()
+                .filter(|_| spec.needs_embeddings()),
             resources: evaluator
                 .resources
                 .clone()

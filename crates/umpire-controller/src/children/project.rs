@@ -125,6 +125,7 @@ pub fn desired(owner: &Owner, spec: &TraceProjectSpec, ctx: &Context) -> Project
         image_pull_policy: ctx.image_pull_policy.as_deref(),
         image_pull_secrets: &ctx.image_pull_secrets,
         nats_secret: nats_mount,
+        embedding_model: None,
     });
     let service_port = |name: &str, number: i32, app_protocol: Option<&str>| ServicePort {
         name: Some(name.into()),

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Volume};
 use tokio_util::sync::CancellationToken;
 use umpire_controller::children::network::WorkerNetworkPolicy;
+use umpire_controller::children::pod::EmbeddingModel;
 use umpire_controller::{ControllerConfig, LeaderElection};
 use umpire_runtime::egress::EgressPolicy;
 use umpire_runtime::telemetry::{self, LogFormat};
@@ -77,9 +78,39 @@ pub struct Args {
     /// (loopback, private, link-local, CGNAT, unique-local) are refused unless allowed.
     #[arg(long, value_parser = parse_egress, default_value = "{}")]
     egress: EgressPolicy,
+    /// The sentence-embedding model evaluators mount when their policy needs one
+    /// (`embedding` judges, drift alerts): a Kubernetes volume source as JSON, e.g.
+    /// `{"image": {"reference": "registry.example/minilm:1", "pullPolicy": "IfNotPresent"}}`
+    /// or `{"persistentVolumeClaim": {"claimName": "models", "readOnly": true}}`.
+    #[arg(long, value_parser = parse_volume_source)]
+    embedding_model_volume: Option<Volume>,
+    /// The model's directory inside that volume (default: its root).
+    #[arg(long, default_value = "", requires = "embedding_model_volume")]
+    embedding_model_path: String,
     /// Human-readable logs instead of JSON lines.
     #[arg(long)]
     text_logs: bool,
+}
+
+/// A volume source as JSON, named `embedding-model`.
+fn parse_volume_source(text: &str) -> Result<Volume, String> {
+    let mut source: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| format!("not a Kubernetes volume source as JSON: {e}"))?;
+    let object = source
+        .as_object_mut()
+        .ok_or("a volume source is a JSON object, e.g. {\"persistentVolumeClaim\": {…}}")?;
+    object.insert("name".into(), "embedding-model".into());
+    if object.len() != 2 {
+        return Err("name exactly one volume source (image, persistentVolumeClaim, …)".into());
+    }
+    let volume: Volume = serde_json::from_value(source.clone())
+        .map_err(|e| format!("not a Kubernetes volume source: {e}"))?;
+    // Unknown fields are dropped when reading: a misspelt source would leave none.
+    let known = serde_json::to_value(&volume).map_err(|e| e.to_string())?;
+    if known.as_object().map_or(0, |o| o.len()) != 2 {
+        return Err(format!("not a Kubernetes volume source: {source}"));
+    }
+    Ok(volume)
 }
 
 fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
@@ -134,6 +165,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         evaluator_resources: args.evaluator_resources.clone(),
         worker_network_policy: args.worker_network_policy.clone(),
         egress: args.egress.clone(),
+        embedding_model: args
+            .embedding_model_volume
+            .clone()
+            .map(|volume| EmbeddingModel {
+                volume,
+                path: args.embedding_model_path.clone(),
+            }),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
