@@ -64,6 +64,12 @@ fn eval(args: &[&str]) -> (Option<i32>, String) {
         .arg(fixtures)
         .args(args)
         .env("UMPIRE_JUDGE_API_KEY", "sk-ci-key")
+        // all-MiniLM-L6-v2 as .ci/setup links it (loaded only by policies that need it).
+        .env(
+            "UMPIRE_EMBEDDING_MODEL",
+            std::env::var("UMPIRE_TEST_EMBEDDING_MODEL")
+                .unwrap_or_else(|_| ".venv/models/all-MiniLM-L6-v2".into()),
+        )
         .output()
         .unwrap();
     (
@@ -539,4 +545,64 @@ spec:
     want.push((third, third, 0.5));
     want.extend([(0.0, 0.0, 0.0); 6]);
     assert_eq!(measured, want);
+}
+
+/// The embedding judge on the recording's 12 CHAIN spans (6 distinct questions), against
+/// two reference questions. Expected similarities computed independently with
+/// sentence-transformers 6.2.0 (`encode(normalize_embeddings=True)`, same weights): refund
+/// policy 0.5600 (reference 1), used item 0.5084 (1), contact 0.5763 (2), weather −0.0003
+/// (2; scored 0), json 0.1129 (2), error 0.1313 (1).
+#[tokio::test]
+async fn embedding_similarity_to_references_matches_sentence_transformers() {
+    let report = eval_json(
+        r#"
+apiVersion: umpire.dev/v1alpha1
+kind: EvalPolicy
+metadata: {name: topics, namespace: ci}
+spec:
+  projectRef: {name: bot}
+  select: {kinds: [CHAIN]}
+  judges:
+    - name: support-question
+      embedding:
+        field: input
+        references: ["How do I get my money back after buying something?", "Where can I ask a person for support?"]
+        min: 0.5
+"#
+        .into(),
+    )
+    .await;
+    let summary = judge_report(&report, "support-question");
+    // refund ×4, used item, contact pass; weather, json ×2, error ×3 fail.
+    assert_eq!(
+        (summary["scored"].as_u64(), summary["passed"].as_u64()),
+        (Some(12), Some(6)),
+        "{summary}"
+    );
+    let mut measured: Vec<(f64, f64)> = report["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let m = &v["measurements"];
+            (
+                m["similarity"].as_f64().unwrap(),
+                m["closestReference"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    measured.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut want = vec![(0.5763, 2.0)];
+    want.extend([(0.5600, 1.0); 4]);
+    want.push((0.5084, 1.0));
+    want.extend([(0.1313, 1.0); 3]);
+    want.extend([(0.1129, 2.0); 2]);
+    want.push((-0.0003, 2.0));
+    for ((got, got_ref), (expected, expected_ref)) in measured.iter().zip(&want) {
+        assert!(
+            (got - expected).abs() < 1e-3 && got_ref == expected_ref,
+            "{measured:?} vs {want:?}"
+        );
+    }
+    assert_eq!(measured.len(), want.len());
 }
