@@ -46,7 +46,7 @@ pub fn permutations_for(confidence: f64) -> usize {
 }
 
 /// The keys' smallest `MAX_VECTORS_PER_SIDE` vectors.
-pub fn bounded_sample<'a>(mut vectors: Vec<&'a KeyedVector>) -> Vec<&'a KeyedVector> {
+pub fn bounded_sample(mut vectors: Vec<&KeyedVector>) -> Vec<&KeyedVector> {
     if vectors.len() > MAX_VECTORS_PER_SIDE {
         vectors.select_nth_unstable_by_key(MAX_VECTORS_PER_SIDE - 1, |v| v.key);
         vectors.truncate(MAX_VECTORS_PER_SIDE);
