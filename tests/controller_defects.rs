@@ -217,3 +217,75 @@ async fn dead_lettered_notifications_are_counted_in_status_and_an_event() {
     );
     assert_eq!(controller.process.terminate(), Some(0));
 }
+
+/// Step 11: a policy with an `embedding` judge on an install without a model is not deployed
+/// to crash: its status says what is missing. With the model configured, its evaluator
+/// mounts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_comparing_embeddings_needs_the_installs_model() {
+    let Setup {
+        cluster,
+        client,
+        nats,
+        ns,
+    } = Setup::new("embeddings").await;
+    let projects: Api<TraceProject> = Api::namespaced(client.clone(), &ns);
+    let policies: Api<EvalPolicy> = Api::namespaced(client.clone(), &ns);
+    projects
+        .create(
+            &PostParams::default(),
+            &project("bot", &ns, json!({"replicas": 1})),
+        )
+        .await
+        .unwrap();
+    let mut ep = policy("topics", &ns, "bot");
+    ep.spec.judges.push(
+        serde_json::from_value(json!({"name": "on-topic", "embedding": {"compareTo": "input"}}))
+            .unwrap(),
+    );
+    policies.create(&PostParams::default(), &ep).await.unwrap();
+
+    let mut controller = Controller::start(&cluster, &nats, "ctl-embed", "umpire-system", &[]);
+    let waiting = wait_reason(&policies, "topics", "EmbeddingModelMissing").await;
+    let status = serde_json::to_value(&waiting).unwrap()["status"].clone();
+    let (_, _, message) = condition(&status, "Ready").unwrap();
+    assert!(message.contains("embeddings.model"), "{message}");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    assert!(
+        deployments
+            .get_opt("topics-evaluator")
+            .await
+            .unwrap()
+            .is_none(),
+        "no evaluator deployed to crash"
+    );
+    assert_eq!(controller.process.terminate(), Some(0));
+
+    let mut controller = Controller::start(
+        &cluster,
+        &nats,
+        "ctl-embed",
+        "umpire-system",
+        &[
+            "--embedding-model-volume",
+            r#"{"persistentVolumeClaim": {"claimName": "models", "readOnly": true}}"#,
+            "--embedding-model-path",
+            "all-MiniLM-L6-v2",
+        ],
+    );
+    let deployment = eventually("the evaluator deployed", WAIT, || async {
+        deployments.get_opt("topics-evaluator").await.ok().flatten()
+    })
+    .await;
+    let pod = serde_json::to_value(&deployment).unwrap()["spec"]["template"]["spec"].clone();
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "embedding-model")
+        .cloned()
+        .expect("the model volume");
+    assert_eq!(volume["persistentVolumeClaim"]["claimName"], "models");
+    assert_eq!(controller.process.terminate(), Some(0));
+}

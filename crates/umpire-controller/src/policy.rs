@@ -149,6 +149,18 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
         return Ok(Action::requeue(consent::RECHECK));
     }
 
+    let context = shared.worker_context()?;
+    if ep.spec.needs_embeddings() && context.embedding_model.is_none() {
+        let message = "embedding judges and drift alerts need the install's sentence-embedding model, and none is mounted: set the chart's embeddings.model (the controller's --embedding-model-volume)".to_owned();
+        write_status(
+            shared,
+            ep,
+            waiting(ep, true, "EmbeddingModelMissing", message),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+
     let owner = Owner {
         api_version: EvalPolicy::api_version(&()).into_owned(),
         kind: EvalPolicy::kind(&()).into_owned(),
@@ -156,7 +168,6 @@ async fn apply_policy(ep: &EvalPolicy, shared: &Shared) -> Result<Action, Error>
         namespace: namespace.clone(),
         uid: ep.uid().unwrap_or_default(),
     };
-    let context = shared.worker_context()?;
     // The missing-project case returned above.
     let Some(project_spec) = project.map(|p| p.spec) else {
         return Ok(Action::await_change());
