@@ -39,6 +39,8 @@ pub struct LocalOptions {
     pub print_alerts: bool,
     /// An OTLP/HTTP endpoint every project also exports to (`--export-otlp`).
     pub export_otlp: Option<String>,
+    /// The sentence-embedding model's directory (`embedding` judges, drift alerts).
+    pub embedding_model: Option<PathBuf>,
     pub format: OutputFormat,
     /// How often the table is redrawn (plain and JSON print figures every 5 such periods).
     pub refresh: Duration,

@@ -89,6 +89,7 @@ pub(crate) async fn start_workers(
             Some(config_maps),
         );
         config.admin_listen = nth_port(options.admin_listen, offset);
+        config.embedding_model = options.embedding_model.clone();
         config.state_replicas = resources
             .projects
             .iter()

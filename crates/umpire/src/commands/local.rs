@@ -57,6 +57,10 @@ pub struct Args {
     /// Collector); evaluations go as span events, which trace-only backends show.
     #[arg(long, value_name = "URL")]
     export_otlp: Option<String>,
+    /// The sentence-embedding model's directory, for policies with `embedding` judges or
+    /// drift alerts (e.g. `.venv/models/all-MiniLM-L6-v2` after `.ci/setup`).
+    #[arg(long, value_name = "DIR", env = "UMPIRE_EMBEDDING_MODEL")]
+    embedding_model: Option<PathBuf>,
     /// `table` (live, default on a terminal), `plain` (log lines, default otherwise), `json`.
     #[arg(long, value_parser = ["table", "plain", "json"])]
     format: Option<String>,
@@ -95,6 +99,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         admin_listen: args.admin_listen,
         print_alerts: args.print_alerts,
         export_otlp: args.export_otlp.clone(),
+        embedding_model: args.embedding_model.clone(),
         format,
         refresh: Duration::from_secs(1),
     };
