@@ -35,6 +35,7 @@ pub struct Aggregate {
     pub errors: u64,
     pub sum: f64,
     pub sum_of_squares: f64,
+    #[serde(with = "empty_sketch")]
     pub sketch: DDSketch,
     /// Most recent failing (or erroring) traces.
     pub examples: VecDeque<TraceId>,
@@ -163,6 +164,23 @@ impl Aggregate {
     }
 }
 
+/// An empty sketch's minimum and maximum are infinite, which JSON writes as `null` and
+/// cannot read back: a bucket with no measured values (only judge errors, or only drift
+/// embeddings) made a window snapshot unreadable. Empty sketches are written as `null`.
+mod empty_sketch {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use sketches_ddsketch::{Config, DDSketch};
+
+    pub fn serialize<S: Serializer>(sketch: &DDSketch, serializer: S) -> Result<S::Ok, S::Error> {
+        (sketch.count() > 0).then_some(sketch).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DDSketch, D::Error> {
+        Ok(Option::<DDSketch>::deserialize(deserializer)?
+            .unwrap_or_else(|| DDSketch::new(Config::defaults())))
+    }
+}
+
 /// Aggregates in fixed-width time buckets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BucketSeries {
@@ -250,5 +268,19 @@ mod tests {
         assert_eq!(late.count, 40);
         series.prune(60 * S);
         assert_eq!(series.range(0, 100 * S).count, 40);
+    }
+
+    /// A bucket of judge errors only has an empty sketch, whose infinite bounds JSON writes
+    /// as null: the snapshot holding it could not be read back (found with drift buckets).
+    #[test]
+    fn buckets_without_values_survive_a_snapshot() {
+        let mut series = BucketSeries::new(10 * S);
+        series.add(5 * S, Sample::JudgeError, TraceId([1; 16]));
+        series.add(25 * S, Sample::Measurement(3.0), TraceId([2; 16]));
+        let json = serde_json::to_string(&series).unwrap();
+        let back: BucketSeries = serde_json::from_str(&json).unwrap();
+        let all = back.range(0, 30 * S);
+        assert_eq!((all.count, all.errors), (1, 1));
+        assert_eq!(all.quantile(0.5).map(|q| q.round()), Some(3.0));
     }
 }

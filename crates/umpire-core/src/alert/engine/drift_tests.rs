@@ -131,3 +131,44 @@ fn short_windows_page_too() {
         "{last:#?}"
     );
 }
+
+#[test]
+fn a_snapshot_keeps_the_drift_samples() {
+    let feed = |engine: &mut AlertEngine, from: u64, to: u64| {
+        let mut pages = Vec::new();
+        for second in (from..to).step_by(2) {
+            let now = 1_000 * S + second * S;
+            let n = second + 1;
+            let centre = if second >= 720 { 5 } else { 0 };
+            let mut e = evaluation(n, now, true, "gpt-4o-mini");
+            e.embeddings.insert("input".into(), near(centre, n));
+            pages.extend(engine.observe(&e, now, true));
+            pages.extend(engine.tick(now));
+        }
+        pages
+    };
+    let mut full = engine(vec![drift_rule()]);
+    feed(&mut full, 0, 700);
+    let saved = serde_json::to_string(&full.windows()).unwrap();
+    // Each sample is a 512-character vector at most 16 times per bucket: bounded.
+    assert!(saved.len() < 2_000_000, "{} bytes", saved.len());
+    let mut restored = engine(vec![drift_rule()]);
+    restored
+        .restore_windows(serde_json::from_str(&saved).unwrap())
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(full.windows()).unwrap(),
+        serde_json::to_value(restored.windows()).unwrap()
+    );
+    // The shift then pages both the same way.
+    let (a, b) = (feed(&mut full, 700, 800), feed(&mut restored, 700, 800));
+    let triggers = |pages: &[Notification]| {
+        pages
+            .iter()
+            .filter(|p| p.action == Action::Trigger)
+            .map(|p| (p.at_unix_nano, p.description.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(triggers(&a).len(), 1);
+    assert_eq!(triggers(&a), triggers(&b));
+}
