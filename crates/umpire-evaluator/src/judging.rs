@@ -134,23 +134,22 @@ impl DriftEmbeddings {
             span,
             trace: &trace,
         };
-        let present: Vec<(DriftField, String)> = self
+        let (fields, texts): (Vec<DriftField>, Vec<String>) = self
             .fields
             .iter()
             .filter_map(|field| {
                 let text = input.field_text(&field.span_field())?;
                 Some((*field, bounded(&text)))
             })
-            .collect();
-        if present.is_empty() {
+            .unzip();
+        if texts.is_empty() {
             return BTreeMap::new();
         }
-        let texts = present.iter().map(|(_, text)| text.clone()).collect();
         match self.batcher.embed(texts).await {
-            Ok(vectors) => present
+            Ok(vectors) => fields
                 .iter()
                 .zip(vectors)
-                .map(|((field, _), vector)| {
+                .map(|(field, vector)| {
                     (
                         field.as_str().to_owned(),
                         CompactEmbedding::quantise(&vector),
@@ -346,7 +345,7 @@ impl PolicyJudges {
                         }
                     };
                     llm_runs.push(Box::pin(async move {
-                        let outcome = match batcher.embed(texts.0).await {
+                        let outcome = match batcher.embed(texts).await {
                             Ok(mut vectors) if !vectors.is_empty() => {
                                 let judged = vectors.remove(0);
                                 let compared = if vectors.is_empty() {

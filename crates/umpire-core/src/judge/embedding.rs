@@ -32,19 +32,16 @@ pub struct EmbeddingJudge {
     pub min: f64,
 }
 
-/// What the adapter embeds for one span: the judged field first, then the compared field
-/// (references are embedded once, not per span).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EmbeddingTexts(pub Vec<String>);
-
 impl EmbeddingJudge {
-    /// The texts to embed for this span, or the failure when a field is missing.
-    pub fn texts(&self, input: &JudgeInput<'_>) -> Result<EmbeddingTexts, Outcome> {
+    /// What the adapter embeds for this span: the judged field first, then the compared
+    /// field (references are embedded once, not per span); or the failure when a field is
+    /// missing.
+    pub fn texts(&self, input: &JudgeInput<'_>) -> Result<Vec<String>, Outcome> {
         let mut texts = vec![bounded(&input.require(&self.field)?)];
         if let Comparison::Field(other) = &self.compare {
             texts.push(bounded(&input.require(other)?));
         }
-        Ok(EmbeddingTexts(texts))
+        Ok(texts)
     }
 
     /// The verdict from the judged field's vector, and the compared field's (or the
@@ -169,7 +166,7 @@ mod tests {
             span: &span,
             trace: &trace,
         };
-        let texts = by_field.texts(&input).unwrap().0;
+        let texts = by_field.texts(&input).unwrap();
         assert_eq!(texts.len(), 2);
         assert_eq!(texts[0].len(), MAX_EMBEDDED_BYTES);
         assert_eq!(texts[1], "question");
