@@ -105,17 +105,6 @@ mod tests {
     use crate::judge::TraceContext;
     use crate::span::Span;
 
-    fn blank() -> Span {
-        serde_json::from_value(serde_json::json!({
-            "traceId": "0102030405060708090a0b0c0d0e0f10",
-            "spanId": "0102030405060708",
-            "name": "chat",
-            "startTimeUnixNano": 1,
-            "endTimeUnixNano": 2,
-        }))
-        .unwrap()
-    }
-
     fn judge(compare: Comparison) -> EmbeddingJudge {
         EmbeddingJudge {
             field: SpanField::Output,
@@ -146,7 +135,7 @@ mod tests {
 
     #[test]
     fn texts_are_the_fields_and_missing_ones_fail() {
-        let mut span = blank();
+        let mut span = Span::blank();
         span.ai.output = Some("é".repeat(MAX_EMBEDDED_BYTES));
         let trace = TraceContext::default();
         let input = JudgeInput {

@@ -367,3 +367,18 @@ pub struct ToolExecution {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
 }
+
+#[cfg(test)]
+impl Span {
+    /// A span with ids and times only, for judges' unit tests to fill in.
+    pub(crate) fn blank() -> Self {
+        serde_json::from_value(serde_json::json!({
+            "traceId": "0102030405060708090a0b0c0d0e0f10",
+            "spanId": "0102030405060708",
+            "name": "chat",
+            "startTimeUnixNano": 1,
+            "endTimeUnixNano": 2,
+        }))
+        .unwrap_or_else(|e| panic!("a blank span: {e}"))
+    }
+}

@@ -61,17 +61,6 @@ mod tests {
     use crate::judge::{TraceContext, Verdict};
     use crate::span::{Message, Span, ToolCall};
 
-    fn blank() -> Span {
-        serde_json::from_value(serde_json::json!({
-            "traceId": "0102030405060708090a0b0c0d0e0f10",
-            "spanId": "0102030405060708",
-            "name": "chat",
-            "startTimeUnixNano": 1,
-            "endTimeUnixNano": 2,
-        }))
-        .unwrap()
-    }
-
     fn verdict(judge: &PiiJudge, span: &Span) -> Verdict {
         let trace = TraceContext::from_spans([span]);
         match judge.evaluate(&JudgeInput {
@@ -85,7 +74,7 @@ mod tests {
 
     #[test]
     fn names_kinds_and_counts_never_values() {
-        let mut span = blank();
+        let mut span = Span::blank();
         span.ai.output = Some("Reach me at jo@example.com or +1 415 555 0132.".into());
         span.ai.output_messages = vec![Message {
             role: "assistant".into(),
@@ -121,7 +110,7 @@ mod tests {
 
     #[test]
     fn only_the_chosen_kinds_and_the_expectation() {
-        let mut span = blank();
+        let mut span = Span::blank();
         span.ai.output = Some("mail jo@example.com".into());
         let phones_only = PiiJudge {
             fields: vec![SpanField::Output],
@@ -144,7 +133,7 @@ mod tests {
             kinds: PiiKind::ALL.to_vec(),
             expect_none: true,
         };
-        let span = blank();
+        let span = Span::blank();
         let trace = TraceContext::from_spans([&span]);
         let outcome = judge.evaluate(&JudgeInput {
             span: &span,
