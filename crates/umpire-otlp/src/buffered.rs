@@ -189,7 +189,7 @@ impl BufferedSpan {
     /// The span normalised, ready to publish.
     pub fn to_domain(&self) -> Result<Span, InvalidSpan> {
         domain_span(
-            &self.decode()?,
+            self.decode()?,
             &self.origin.resource.attributes,
             self.origin.scope.as_ref(),
         )

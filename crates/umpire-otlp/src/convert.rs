@@ -27,29 +27,25 @@ pub fn span_ids(span: &OtlpSpan) -> Result<(TraceId, SpanId), InvalidSpan> {
 }
 
 /// An OTLP value as JSON: strings, numbers, booleans, arrays and maps keep their shape;
-/// bytes become lowercase hex.
-pub fn value_to_json(value: &AnyValue) -> Value {
-    match &value.value {
+/// bytes become lowercase hex. Takes the value so its strings move rather than copy: a
+/// kept GenAI span's attributes are kilobytes of prompts and replies.
+pub fn value_to_json(value: AnyValue) -> Value {
+    match value.value {
         // String-table references are only used by the profiles signal, never in traces.
         None | Some(any_value::Value::StringValueStrindex(_)) => Value::Null,
-        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => Value::from(*i),
+        Some(any_value::Value::StringValue(s)) => Value::String(s),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(b),
+        Some(any_value::Value::IntValue(i)) => Value::from(i),
         Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+            serde_json::Number::from_f64(d).map_or(Value::Null, Value::Number)
         }
         Some(any_value::Value::ArrayValue(array)) => {
-            Value::Array(array.values.iter().map(value_to_json).collect())
+            Value::Array(array.values.into_iter().map(value_to_json).collect())
         }
         Some(any_value::Value::KvlistValue(list)) => Value::Object(
             list.values
-                .iter()
-                .map(|kv| {
-                    (
-                        kv.key.clone(),
-                        kv.value.as_ref().map(value_to_json).unwrap_or(Value::Null),
-                    )
-                })
+                .into_iter()
+                .map(|kv| (kv.key, kv.value.map(value_to_json).unwrap_or(Value::Null)))
                 .collect(),
         ),
         Some(any_value::Value::BytesValue(bytes)) => {
@@ -58,51 +54,48 @@ pub fn value_to_json(value: &AnyValue) -> Value {
     }
 }
 
-pub fn attributes(pairs: &[KeyValue]) -> Attributes {
+pub fn attributes(pairs: Vec<KeyValue>) -> Attributes {
     pairs
-        .iter()
-        .map(|kv| {
-            (
-                kv.key.clone(),
-                kv.value.as_ref().map(value_to_json).unwrap_or(Value::Null),
-            )
-        })
+        .into_iter()
+        .map(|kv| (kv.key, kv.value.map(value_to_json).unwrap_or(Value::Null)))
         .collect()
 }
 
-/// Normalises one OTLP span with its resource and scope.
+/// Normalises one OTLP span with its resource and scope (shared by the span's batch, so
+/// borrowed and copied; the span's own fields are moved).
 pub fn domain_span(
-    span: &OtlpSpan,
+    span: OtlpSpan,
     resource: &[KeyValue],
     scope: Option<&InstrumentationScope>,
 ) -> Result<Span, InvalidSpan> {
-    let (trace_id, span_id) = span_ids(span)?;
-    let mut attributes = attributes(&span.attributes);
+    let (trace_id, span_id) = span_ids(&span)?;
+    let mut attributes = attributes(span.attributes);
     // Ingest lists what it cut to fit a message (`attributes.<key>`, `name`, `attributes (N
     // dropped)`, …); that is metadata, not data.
     let truncated: Vec<String> = match attributes.remove(crate::batching::TRUNCATED_ATTRIBUTE) {
         Some(Value::Array(keys)) => keys
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
+            .into_iter()
+            .filter_map(|key| match key {
+                Value::String(key) => Some(key),
+                _ => None,
+            })
             .collect(),
         _ => Vec::new(),
     };
     let events: Vec<SpanEvent> = span
         .events
-        .iter()
+        .into_iter()
         .map(|event| SpanEvent {
-            name: event.name.clone(),
+            name: event.name,
             time_unix_nano: event.time_unix_nano,
-            attributes: self::attributes(&event.attributes),
+            attributes: self::attributes(event.attributes),
         })
         .collect();
     let status = span
         .status
-        .as_ref()
         .map(|s| Status {
             code: StatusCode::from_otlp(s.code),
-            message: s.message.clone(),
+            message: s.message,
         })
         .unwrap_or_default();
     let ai = read_ai_view(&attributes, &events, status.code, span.start_time_unix_nano);
@@ -110,14 +103,14 @@ pub fn domain_span(
         trace_id,
         span_id,
         parent_span_id: SpanId::from_bytes(&span.parent_span_id),
-        name: span.name.clone(),
+        name: span.name,
         kind: OtelSpanKind::from_otlp(span.kind),
         start_time_unix_nano: span.start_time_unix_nano,
         end_time_unix_nano: span.end_time_unix_nano,
         status,
         attributes,
         events,
-        resource: self::attributes(resource),
+        resource: self::attributes(resource.to_vec()),
         scope: scope
             .map(|s| Scope {
                 name: s.name.clone(),
@@ -141,7 +134,7 @@ pub fn domain_spans(request: &crate::ExportTraceServiceRequest) -> (Vec<Span>, u
             .unwrap_or_default();
         for scope_spans in &resource_spans.scope_spans {
             for span in &scope_spans.spans {
-                match domain_span(span, resource, scope_spans.scope.as_ref()) {
+                match domain_span(span.clone(), resource, scope_spans.scope.as_ref()) {
                     Ok(span) => spans.push(span),
                     Err(_) => invalid += 1,
                 }
