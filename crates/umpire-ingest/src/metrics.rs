@@ -122,6 +122,7 @@ pub struct IngestMetrics {
     pub spans_dead_lettered: Counter,
     pub partitions_owned: Gauge,
     pub partition_claims: Counter,
+    pub lease_rounds_cut_short: Counter,
     pub publishes_fenced: Counter,
     pub intake_decode_failures: Counter,
 }
@@ -160,6 +161,7 @@ impl IngestMetrics {
             spans_dead_lettered: Counter::default(),
             partitions_owned: Gauge::default(),
             partition_claims: Counter::default(),
+            lease_rounds_cut_short: Counter::default(),
             publishes_fenced: Counter::default(),
             intake_decode_failures: Counter::default(),
         };
@@ -293,6 +295,11 @@ impl IngestMetrics {
             "partition_claims",
             "Partitions whose fence this replica claimed (on acquiring them): publishes of an earlier owner are refused from then on",
             metrics.partition_claims.clone(),
+        );
+        r.register(
+            "lease_rounds_cut_short",
+            "Partition lease rounds that ran out of their budget (a third of the lease TTL) because NATS answered slowly; what they changed before the cut is applied all the same",
+            metrics.lease_rounds_cut_short.clone(),
         );
         r.register(
             "publishes_fenced",

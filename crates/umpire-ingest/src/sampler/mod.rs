@@ -158,7 +158,13 @@ impl Sampler {
         let pending_bytes = self.settings.max_pending_delivery_bytes;
         let (updates_tx, lease_updates) = mpsc::unbounded_channel();
         let (lease_commands, commands_rx) = mpsc::unbounded_channel();
-        let lease_task = spawn_lease_task(leases, self.settings.lease_ttl, updates_tx, commands_rx);
+        let lease_task = spawn_lease_task(
+            leases,
+            self.settings.lease_ttl,
+            self.metrics.lease_rounds_cut_short.clone(),
+            updates_tx,
+            commands_rx,
+        );
         let mut state = SamplingLoop {
             sampler: self,
             lease_commands,

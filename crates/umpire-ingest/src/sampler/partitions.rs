@@ -33,6 +33,17 @@ impl SamplingLoop {
             );
             self.lose(partition);
         }
+        // Acquired before surplus: changes a cut-short round left over can carry a partition
+        // acquired in one round and found surplus in the next.
+        for partition in changes.acquired {
+            tracing::info!(
+                event = "partition_acquired",
+                partition,
+                members = changes.members,
+                "acquired a partition"
+            );
+            self.start_fetcher(partition);
+        }
         for partition in changes.surplus {
             tracing::info!(
                 event = "partition_release",
@@ -47,15 +58,6 @@ impl SamplingLoop {
             for (trace_id, trace) in self.buffer.take_partition(partition) {
                 self.settle(trace_id, trace, now, Some("rebalance"));
             }
-        }
-        for partition in changes.acquired {
-            tracing::info!(
-                event = "partition_acquired",
-                partition,
-                members = changes.members,
-                "acquired a partition"
-            );
-            self.start_fetcher(partition);
         }
         self.sampler.tail.set_share(share);
     }

@@ -9,13 +9,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 use async_nats::jetstream;
 use futures::TryStreamExt;
 pub use umpire_nats::lease::LeaseError;
 use umpire_nats::lease::{Lease, LeaseBucket};
 use umpire_nats::topology::{ProjectNames, ingest_lease_bucket};
+
+use self::share::{ShareAction, plan_share};
+pub use self::task::{LeaseCommand, LeaseUpdate, spawn_lease_task};
+
+mod share;
+mod task;
 
 /// How long a lease lives without renewal, by default. Renewal happens every third of it.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
@@ -39,6 +44,11 @@ pub struct PartitionLeases {
     held: BTreeMap<u32, Lease>,
     /// Partitions being drained for release: renewed but not counted towards the share.
     releasing: BTreeSet<u32>,
+    /// Changes to `held` the sampling loop has not been told of yet. A round records each
+    /// change here as it makes it, so a round cut short (its budget ran out) loses none of
+    /// them: a partition acquired but never reported would be renewed by this replica and
+    /// served by nobody.
+    unreported: LeaseChanges,
 }
 
 impl PartitionLeases {
@@ -65,6 +75,10 @@ impl PartitionLeases {
             partitions,
             held: BTreeMap::new(),
             releasing: BTreeSet::new(),
+            unreported: LeaseChanges {
+                members: 1,
+                ..LeaseChanges::default()
+            },
         })
     }
 
@@ -73,8 +87,8 @@ impl PartitionLeases {
     }
 
     /// Drops partitions whose last renewal is too old to be sure nobody else holds them
-    /// (self-fencing); returns them.
-    pub fn fence(&mut self, now: Instant) -> Vec<u32> {
+    /// (self-fencing), as lost changes for [`Self::take_changes`].
+    pub fn fence(&mut self, now: Instant) {
         let ttl = self.bucket.ttl();
         let stale: Vec<u32> = self
             .held
@@ -82,11 +96,35 @@ impl PartitionLeases {
             .filter(|(_, lease)| !lease.is_valid(now, ttl))
             .map(|(p, _)| *p)
             .collect();
-        for partition in &stale {
-            self.held.remove(partition);
-            self.releasing.remove(partition);
+        for partition in stale {
+            self.lost(partition);
         }
-        stale
+    }
+
+    /// The changes not reported yet, if any: those of the last round, of a round cut short,
+    /// and of self-fencing.
+    pub fn take_changes(&mut self) -> LeaseChanges {
+        let members = self.unreported.members;
+        std::mem::replace(
+            &mut self.unreported,
+            LeaseChanges {
+                members,
+                ..LeaseChanges::default()
+            },
+        )
+    }
+
+    fn lost(&mut self, partition: u32) {
+        self.held.remove(&partition);
+        self.releasing.remove(&partition);
+        let unreported = &mut self.unreported;
+        unreported.surplus.retain(|p| *p != partition);
+        // Acquired and lost before the loop heard of it: the loop has nothing to stop.
+        if let Some(at) = unreported.acquired.iter().position(|p| *p == partition) {
+            unreported.acquired.remove(at);
+        } else {
+            unreported.lost.push(partition);
+        }
     }
 
     /// The earliest moment a held partition must be given up unless renewed first.
@@ -100,7 +138,9 @@ impl PartitionLeases {
         self.held.len() as f64 / f64::from(self.partitions.max(1))
     }
 
-    /// Heartbeat, renew, and rebalance once.
+    /// Heartbeat, renew, and rebalance once; the changes not reported yet (this round's and
+    /// any a round cut short left). Cancel-safe: a round dropped part-way keeps what it
+    /// changed for the next [`Self::take_changes`].
     pub async fn round(&mut self) -> Result<LeaseChanges, LeaseError> {
         let error = |message: String| LeaseError {
             bucket: self.bucket.bucket().to_owned(),
@@ -108,7 +148,6 @@ impl PartitionLeases {
         };
         let member = self.bucket.member().to_owned();
         let kv = self.bucket.store().clone();
-        let mut changes = LeaseChanges::default();
         // The heartbeat carries how many partitions this member counts as its own, so peers
         // can tell when someone is starved.
         let counted = self.held.len() - self.releasing.len();
@@ -146,7 +185,7 @@ impl PartitionLeases {
                 );
             }
         }
-        changes.members = others.len() + 1;
+        self.unreported.members = others.len() + 1;
 
         let held: Vec<u32> = self.held.keys().copied().collect();
         for partition in held {
@@ -156,9 +195,7 @@ impl PartitionLeases {
             // A renewal NATS did not answer keeps the lease until its self-fence passes
             // ([`Self::fence`]); one refused means someone else holds it now.
             if let Ok(false) = self.bucket.renew(lease).await {
-                self.held.remove(&partition);
-                self.releasing.remove(&partition);
-                changes.lost.push(partition);
+                self.lost(partition);
             }
         }
 
@@ -175,7 +212,7 @@ impl PartitionLeases {
                     .collect();
                 for partition in extras {
                     self.releasing.insert(partition);
-                    changes.surplus.push(partition);
+                    self.unreported.surplus.push(partition);
                 }
             }
             ShareAction::Acquire(mut wanted) if self.releasing.is_empty() => {
@@ -195,14 +232,14 @@ impl PartitionLeases {
                         self.bucket.try_acquire(&partition_key(partition)).await
                     {
                         self.held.insert(partition, lease);
-                        changes.acquired.push(partition);
+                        self.unreported.acquired.push(partition);
                         wanted -= 1;
                     }
                 }
             }
             _ => {}
         }
-        Ok(changes)
+        Ok(self.take_changes())
     }
 
     /// Gives a drained partition back.
@@ -228,180 +265,6 @@ impl PartitionLeases {
     }
 }
 
-/// What the lease task tells the sampling loop.
-#[derive(Debug)]
-pub struct LeaseUpdate {
-    pub changes: LeaseChanges,
-    /// This replica's share of the traffic after the changes.
-    pub share: f64,
-}
-
-/// What the sampling loop asks of the lease task.
-#[derive(Debug)]
-pub enum LeaseCommand {
-    /// Give a partition back: a surplus one once drained, or one whose fence refused a
-    /// publish (released if the lease is still ours, so it can be acquired and claimed
-    /// afresh).
-    Release(u32),
-    /// Release everything and leave; answers when done.
-    Leave(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Runs lease rounds on their own task, so a slow NATS never stalls sampling: every third of
-/// the TTL a round (bounded by that time), and more often a self-fencing check that gives up
-/// partitions whose renewal is overdue even while NATS does not answer.
-pub fn spawn_lease_task(
-    mut leases: PartitionLeases,
-    ttl: Duration,
-    updates: mpsc::UnboundedSender<LeaseUpdate>,
-    mut commands: mpsc::UnboundedReceiver<LeaseCommand>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut rounds = tokio::time::interval(ttl / 3);
-        let mut fencing = tokio::time::interval(ttl / 10);
-        loop {
-            tokio::select! {
-                command = commands.recv() => match command {
-                    Some(LeaseCommand::Release(partition)) => {
-                        let _ = tokio::time::timeout(ttl / 3, leases.release(partition)).await;
-                        let _ = updates.send(LeaseUpdate { changes: LeaseChanges::default(), share: leases.share() });
-                    }
-                    Some(LeaseCommand::Leave(done)) => {
-                        let _ = tokio::time::timeout(ttl / 3, leases.leave()).await;
-                        let _ = done.send(());
-                        return;
-                    }
-                    None => return,
-                },
-                // A round NATS does not answer must not delay self-fencing: it is cut short at
-                // the earliest fence, and the fence runs right after.
-                _ = rounds.tick() => match tokio::time::timeout(round_budget(&leases, ttl), leases.round()).await {
-                    Ok(Ok(changes)) => {
-                        if updates.send(LeaseUpdate { changes, share: leases.share() }).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(Err(e)) => tracing::warn!(event = "lease_round_failed", error = %e, "partition lease round failed"),
-                    Err(_) => {
-                        tracing::warn!(event = "lease_round_slow", "partition lease round timed out");
-                        let lost = leases.fence(Instant::now());
-                        if !lost.is_empty() {
-                            let changes = LeaseChanges { lost, ..LeaseChanges::default() };
-                            if updates.send(LeaseUpdate { changes, share: leases.share() }).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                },
-                _ = fencing.tick() => {
-                    let lost = leases.fence(Instant::now());
-                    if !lost.is_empty() {
-                        let changes = LeaseChanges { lost, ..LeaseChanges::default() };
-                        if updates.send(LeaseUpdate { changes, share: leases.share() }).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    })
-}
-
-/// How long a lease round may take: a third of the TTL, and never past the earliest
-/// moment a held partition must be fenced.
-fn round_budget(leases: &PartitionLeases, ttl: Duration) -> Duration {
-    let until_fence = leases
-        .next_fence()
-        .map_or(ttl / 3, |at| at.saturating_duration_since(Instant::now()));
-    until_fence.min(ttl / 3)
-}
-
-/// What a member should do to move towards an even spread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ShareAction {
-    Release(usize),
-    Acquire(usize),
-    Hold,
-}
-
-/// With `partitions` over `others.len() + 1` members, every member should hold the floor or
-/// the ceiling of the even share. Above the ceiling, release; above the floor while a peer is
-/// below it, release down to the floor; otherwise take free partitions up to the ceiling —
-/// but a member already at the floor leaves them to starved peers.
-fn plan_share(partitions: u32, counted: usize, others: &[usize]) -> ShareAction {
-    let members = others.len() + 1;
-    let floor = partitions as usize / members;
-    let ceiling = (partitions as usize).div_ceil(members);
-    let someone_starved = others.iter().any(|c| *c < floor);
-    // Free as far as the (possibly slightly stale) heartbeats tell: no point trying to take
-    // partitions when all are held.
-    let free = (partitions as usize).saturating_sub(counted + others.iter().sum::<usize>());
-    if counted > ceiling {
-        ShareAction::Release(counted - ceiling)
-    } else if counted > floor && someone_starved {
-        ShareAction::Release(counted - floor)
-    } else if free > 0 && (counted < floor || (counted < ceiling && !someone_starved)) {
-        ShareAction::Acquire((ceiling - counted).min(free))
-    } else {
-        ShareAction::Hold
-    }
-}
-
 fn partition_key(partition: u32) -> String {
     format!("partitions.{partition}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Simulates rounds where releases take effect at once and free partitions go to
-    /// members in order; the spread must settle at floor/ceiling for each member.
-    fn settle(partitions: u32, mut counts: Vec<usize>) -> Vec<usize> {
-        for _ in 0..20 {
-            for member in 0..counts.len() {
-                let others: Vec<usize> = counts
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != member)
-                    .map(|(_, c)| *c)
-                    .collect();
-                let free = partitions as usize - counts.iter().sum::<usize>();
-                match plan_share(partitions, counts[member], &others) {
-                    ShareAction::Release(n) => counts[member] -= n,
-                    ShareAction::Acquire(n) => counts[member] += n.min(free),
-                    ShareAction::Hold => {}
-                }
-            }
-        }
-        counts
-    }
-
-    #[test]
-    fn spreads_evenly_as_members_join() {
-        assert_eq!(settle(16, vec![16, 0, 0]).iter().sum::<usize>(), 16);
-        let mut three = settle(16, vec![16, 0, 0]);
-        three.sort();
-        assert_eq!(three, [5, 5, 6]);
-        let mut two = settle(16, vec![16, 0]);
-        two.sort();
-        assert_eq!(two, [8, 8]);
-        assert_eq!(settle(16, vec![0]), [16]);
-        let mut many = settle(16, vec![0, 0, 0, 0, 0]);
-        many.sort();
-        assert_eq!(many, [3, 3, 3, 3, 4]);
-    }
-
-    #[test]
-    fn holds_when_balanced() {
-        assert_eq!(plan_share(16, 5, &[5, 6]), ShareAction::Hold);
-        assert_eq!(plan_share(16, 6, &[5, 5]), ShareAction::Hold);
-        assert_eq!(plan_share(16, 6, &[6, 4]), ShareAction::Release(1));
-        assert_eq!(
-            plan_share(16, 4, &[6, 6]),
-            ShareAction::Hold,
-            "nothing free: wait for peers to release"
-        );
-        assert_eq!(plan_share(16, 4, &[6, 5]), ShareAction::Acquire(1));
-    }
 }
