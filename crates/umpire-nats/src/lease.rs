@@ -119,18 +119,50 @@ impl LeaseBucket {
 
     /// Renews `lease`; `Ok(false)` when it was lost (taken over, or expired). On `Err` NATS
     /// did not answer: the lease stays valid until its self-fence passes.
+    ///
+    /// Safe to cut short: a renewal whose caller gave up waiting may still be applied, and
+    /// the next one then finds a newer revision than the lease's. If that revision carries
+    /// this member's name it is this member's own write — another holder could only have
+    /// written after the key was deleted or expired, and an update on the lease's revision
+    /// chain cannot follow that — so the lease is still held: the renewal is retried on it.
+    /// (Before, such a lease was reported lost, and its partition stood unserved until the
+    /// key expired.)
     pub async fn renew(&self, lease: &mut Lease) -> Result<bool, LeaseError> {
+        match self.update(lease).await {
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            result => return self.renewed(result),
+        }
+        let ours = match self.kv.entry(&lease.key).await {
+            Ok(Some(entry))
+                if entry.operation == kv::Operation::Put
+                    && entry.value == self.member.as_bytes()
+                    && entry.revision > lease.revision =>
+            {
+                entry.revision
+            }
+            _ => return Ok(false),
+        };
+        // `renewed` stays at the last renewal seen answered: when the unseen one landed is
+        // not known.
+        lease.revision = ours;
+        self.renewed(self.update(lease).await)
+    }
+
+    /// One renewal attempt on the lease's revision; the lease is updated when it succeeds.
+    async fn update(&self, lease: &mut Lease) -> Result<(), kv::UpdateError> {
         let sent = Instant::now();
-        match self
+        let revision = self
             .kv
             .update(&lease.key, self.member.clone().into(), lease.revision)
-            .await
-        {
-            Ok(revision) => {
-                lease.revision = revision;
-                lease.renewed = sent;
-                Ok(true)
-            }
+            .await?;
+        lease.revision = revision;
+        lease.renewed = sent;
+        Ok(())
+    }
+
+    fn renewed(&self, result: Result<(), kv::UpdateError>) -> Result<bool, LeaseError> {
+        match result {
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
             Err(e) => Err(self.error(e.to_string())),
         }

@@ -1,0 +1,63 @@
+#![allow(clippy::unwrap_used)]
+//! Leases on a real nats-server: a renewal that was applied but whose answer was never seen
+//! (its caller's budget ran out) does not lose the lease; anyone else's write does.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use umpire_nats::kv::BucketSettings;
+use umpire_nats::lease::LeaseBucket;
+use umpire_testkit::nats::NatsServer;
+
+fn settings() -> BucketSettings {
+    BucketSettings {
+        bucket: "leases".into(),
+        description: "test leases".into(),
+        history: 1,
+        max_age: Duration::from_secs(30),
+        replicas: 1,
+    }
+}
+
+#[tokio::test]
+async fn a_renewal_applied_unseen_keeps_the_lease_and_anothers_write_loses_it() {
+    let server = NatsServer::start().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let bucket = LeaseBucket::open(&js, &settings(), "replica-a")
+        .await
+        .unwrap();
+    let kv = bucket.store().clone();
+
+    let mut lease = bucket.try_acquire("partitions.3").await.unwrap().unwrap();
+    // What a renewal cut short leaves behind: the update landed, the holder never saw its
+    // revision.
+    let unseen = kv
+        .update("partitions.3", "replica-a".into(), lease.revision())
+        .await
+        .unwrap();
+    assert!(
+        bucket.renew(&mut lease).await.unwrap(),
+        "the holder's own unseen renewal lost it the lease"
+    );
+    assert!(lease.revision() > unseen, "renewed on the newer revision");
+    assert!(bucket.renew(&mut lease).await.unwrap());
+
+    // Someone else's write (after an expiry, say) is a loss, as before.
+    let current = kv.entry("partitions.3").await.unwrap().unwrap().revision;
+    kv.update("partitions.3", "replica-b".into(), current)
+        .await
+        .unwrap();
+    assert!(
+        !bucket.renew(&mut lease).await.unwrap(),
+        "replica-b holds it"
+    );
+
+    // So is the key deleted and created afresh by the same member's later lease: the old
+    // lease object's revision chain is broken by the delete.
+    let mut old = bucket.try_acquire("partitions.4").await.unwrap().unwrap();
+    let current = kv.entry("partitions.4").await.unwrap().unwrap().revision;
+    kv.delete_expect_revision("partitions.4", Some(current))
+        .await
+        .unwrap();
+    assert!(!bucket.renew(&mut old).await.unwrap(), "deleted: lost");
+}
