@@ -13,7 +13,6 @@ use umpire_evaluator::RunningEvaluator;
 use umpire_ingest::RunningIngest;
 use umpire_nats::connect::NatsSettings;
 use umpire_testkit::nats::NatsCluster;
-use umpire_testkit::wait::eventually;
 
 pub struct R3Workers {
     pub ingest: RunningIngest,
@@ -30,6 +29,14 @@ impl R3Workers {
         policy: Value,
         tune: impl FnOnce(&mut EvaluatorConfig),
     ) -> Self {
+        // The workers' logs go to the test's output, which cargo shows when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "umpire=info,warn".into()),
+            )
+            .try_init();
         let nats = NatsSettings {
             url: cluster.urls(),
             ..Default::default()
@@ -68,12 +75,23 @@ impl R3Workers {
         let evaluator = umpire_evaluator::start(config, shutdown.clone())
             .await
             .unwrap();
-        for readiness in [ingest.readiness.clone(), evaluator.readiness.clone()] {
-            eventually("worker ready", Duration::from_secs(30), || {
-                let readiness = readiness.clone();
-                async move { readiness.status().ok() }
-            })
-            .await;
+        for (worker, readiness) in [
+            ("ingest", &ingest.readiness),
+            ("evaluator", &evaluator.readiness),
+        ] {
+            // Not `eventually`: a failure should say which check was failing, and why. 60 s:
+            // on a fresh cluster every R3 stream and bucket waits for its first leader
+            // election, and a request the meta leader did not answer times out after 5 s
+            // (measured 0.5–5.5 s on a loaded machine; once over 30 s in CI, cause unknown).
+            let started = tokio::time::Instant::now();
+            while let Err(reason) = readiness.status() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{worker} not ready after 60 s: {reason}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            eprintln!("{worker} ready after {:?}", started.elapsed());
         }
         Self {
             ingest,
