@@ -20,6 +20,9 @@ pub enum LogTarget {
     Stderr,
     /// A file (`umpire local`'s live view owns the terminal).
     File(std::fs::File),
+    /// The running test's output, which the test harness shows when a test fails (in-process
+    /// workers in tests otherwise log nothing, and a failure says only what timed out).
+    TestOutput,
 }
 
 /// Installs the global subscriber once; later calls (tests) are ignored.
@@ -38,6 +41,7 @@ pub fn init_with(format: LogFormat, default_filter: &str, target: LogTarget) {
         LogTarget::Stdout => BoxMakeWriter::new(std::io::stdout),
         LogTarget::Stderr => BoxMakeWriter::new(std::io::stderr),
         LogTarget::File(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+        LogTarget::TestOutput => BoxMakeWriter::new(tracing_subscriber::fmt::TestWriter::new()),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -29,14 +29,11 @@ impl R3Workers {
         policy: Value,
         tune: impl FnOnce(&mut EvaluatorConfig),
     ) -> Self {
-        // The workers' logs go to the test's output, which cargo shows when a test fails.
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "umpire=info,warn".into()),
-            )
-            .try_init();
+        umpire_runtime::telemetry::init_with(
+            umpire_runtime::telemetry::LogFormat::Text,
+            "umpire=info,warn",
+            umpire_runtime::telemetry::LogTarget::TestOutput,
+        );
         let nats = NatsSettings {
             url: cluster.urls(),
             ..Default::default()

@@ -66,16 +66,11 @@ impl TestIngest {
     }
 
     pub async fn start_with(nats_url: &str, spec: Value, options: Options) -> Self {
-        // The worker's logs go to the test's output, which cargo shows when a test fails
-        // (an in-process worker otherwise logs nothing, and a failure says only what timed
-        // out).
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "umpire=info,warn".into()),
-            )
-            .try_init();
+        umpire_runtime::telemetry::init_with(
+            umpire_runtime::telemetry::LogFormat::Text,
+            "umpire=info,warn",
+            umpire_runtime::telemetry::LogTarget::TestOutput,
+        );
         let config = IngestConfig {
             namespace: NAMESPACE.into(),
             project: PROJECT.into(),
