@@ -111,12 +111,18 @@ async fn send_http(
                 response.text().await.unwrap_or_default()
             )),
         },
-        // A refused request's connection is closed without reading its body (reading
-        // 4 MiB only to refuse it is what the admission limit prevents): a client still
-        // writing then sees the connection close before the 429. OTLP/HTTP exporters
-        // retry transport failures, so that is a retryable refusal too.
+        // A refusal over budget reads and discards the rest of the body, so its client gets
+        // the 429. But a body still arriving after 30 s is cut off (408), and on two cores
+        // pushing 4 GB through loopback some are: the server answers and closes with the
+        // body unread, and a client still writing sees the connection close — as a failed
+        // write (broken pipe, reset) or as a connection closed before any response (hyper's
+        // IncompleteMessage; 2 of 1,000 in one CI run, with 4 broken pipes). OTLP/HTTP
+        // exporters retry transport failures, so those count as retryable refusals.
         Err(e) if e.is_request() && is_closed_connection(&e) => {
             Answer::Retryable("http connection closed while sending".into())
+        }
+        Err(e) if e.is_request() && is_closed_before_response(&e) => {
+            Answer::Retryable("http connection closed before a response".into())
         }
         Err(e) => Answer::Other(format!("http error: {e:?}")),
     }
@@ -130,6 +136,17 @@ fn is_closed_connection(error: &(dyn std::error::Error + 'static)) -> bool {
                 io.kind(),
                 std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
             );
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn is_closed_before_response(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            return hyper.is_incomplete_message();
         }
         source = e.source();
     }
