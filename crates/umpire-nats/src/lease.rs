@@ -103,6 +103,12 @@ impl LeaseBucket {
     }
 
     /// Takes `key`; `Ok(None)` while someone else holds it.
+    ///
+    /// Safe to cut short, like [`Self::renew`]: a create whose caller gave up waiting may
+    /// still be applied, and leaves the key holding this member's name with no lease object
+    /// for it. Such a key is adopted by renewing it on the revision read (the compare-and-set
+    /// proves nobody wrote it since); before, it stood held by nobody who served it until it
+    /// expired. Member names are unique per process (pod name, or host and pid).
     pub async fn try_acquire(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
         // Counted from when the request was sent, not answered: conservative for fencing.
         let sent = Instant::now();
@@ -112,8 +118,36 @@ impl LeaseBucket {
                 revision,
                 renewed: sent,
             })),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => self.adopt(key).await,
             Err(e) => Err(self.error(e.to_string())),
+        }
+    }
+
+    /// The lease on `key` if its current value is this member's own unseen write.
+    async fn adopt(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        let entry = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| self.error(e.to_string()))?;
+        let revision = match entry {
+            Some(entry)
+                if entry.operation == kv::Operation::Put
+                    && entry.value == self.member.as_bytes() =>
+            {
+                entry.revision
+            }
+            _ => return Ok(None),
+        };
+        let mut lease = Lease {
+            key: key.to_owned(),
+            revision,
+            // Overwritten by the renewal below; the lease is dropped if that fails.
+            renewed: Instant::now(),
+        };
+        match self.renewed(self.update(&mut lease).await)? {
+            true => Ok(Some(lease)),
+            false => Ok(None),
         }
     }
 

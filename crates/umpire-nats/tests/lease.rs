@@ -61,3 +61,28 @@ async fn a_renewal_applied_unseen_keeps_the_lease_and_anothers_write_loses_it() 
         .unwrap();
     assert!(!bucket.renew(&mut old).await.unwrap(), "deleted: lost");
 }
+
+/// A create cut short after NATS applied it leaves the key in this member's name with no
+/// lease object; the next attempt adopts it instead of leaving it unserved until it
+/// expires. Someone else's key, or a deleted one, is not adopted.
+#[tokio::test]
+async fn a_create_applied_unseen_is_adopted_and_anothers_key_is_not() {
+    let server = NatsServer::start().unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let bucket = LeaseBucket::open(&js, &settings(), "replica-a")
+        .await
+        .unwrap();
+    let kv = bucket.store().clone();
+
+    let unseen = kv.create("partitions.5", "replica-a".into()).await.unwrap();
+    let lease = bucket
+        .try_acquire("partitions.5")
+        .await
+        .unwrap()
+        .expect("its own unseen create is adopted");
+    assert!(lease.revision() > unseen, "adopted through a renewal");
+    assert!(lease.is_valid(std::time::Instant::now(), bucket.ttl()));
+
+    kv.create("partitions.6", "replica-b".into()).await.unwrap();
+    assert!(bucket.try_acquire("partitions.6").await.unwrap().is_none());
+}
