@@ -27,12 +27,18 @@ macro_rules! hex_id {
             }
 
             pub fn to_hex(&self) -> String {
-                let mut out = String::with_capacity($len * 2);
-                for byte in self.0 {
-                    out.push(char::from(HEX[usize::from(byte >> 4)]));
-                    out.push(char::from(HEX[usize::from(byte & 0xf)]));
+                self.hex_digits().to_owned()
+            }
+
+            /// The lower-case hex digits on the stack: ids are formatted into every
+            /// evaluation, dedup and score id, where a `String` each was measurable.
+            fn hex_digits(&self) -> HexDigits<{ $len * 2 }> {
+                let mut digits = [0u8; $len * 2];
+                for (i, byte) in self.0.iter().enumerate() {
+                    digits[2 * i] = HEX[usize::from(byte >> 4)];
+                    digits[2 * i + 1] = HEX[usize::from(byte & 0xf)];
                 }
-                out
+                HexDigits(digits)
             }
         }
 
@@ -59,19 +65,19 @@ macro_rules! hex_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.to_hex())
+                f.write_str(&self.hex_digits())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.to_hex())
+                f.write_str(&self.hex_digits())
             }
         }
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(&self.to_hex())
+                serializer.serialize_str(&self.hex_digits())
             }
         }
 
@@ -85,6 +91,18 @@ macro_rules! hex_id {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Hex digits of an id, as a `str` without allocating.
+struct HexDigits<const N: usize>([u8; N]);
+
+impl<const N: usize> std::ops::Deref for HexDigits<N> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Only ASCII hex digits are ever written (`hex_digits`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
 
 fn hex_value(byte: u8) -> Option<u8> {
     match byte {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use regex::Regex;
 use serde_json::Value;
 
+use super::whole_ms::WholeMs;
 use super::{CodeJudge, JudgeErrorKind, JudgeInput, Outcome, SkipReason};
 use crate::field::SpanField;
 use crate::json_schema::CompiledJsonSchema;
@@ -234,14 +235,18 @@ impl CodeJudge for LatencyJudge {
             };
             return Outcome::check(
                 ms <= self.max_ms,
-                format!("first token after {ms:.0} ms (max {:.0} ms)", self.max_ms),
+                format!(
+                    "first token after {} ms (max {} ms)",
+                    WholeMs(ms),
+                    WholeMs(self.max_ms)
+                ),
             )
             .with_measurement(ms);
         }
         let ms = input.span.duration_ms();
         Outcome::check(
             ms <= self.max_ms,
-            format!("took {ms:.0} ms (max {:.0} ms)", self.max_ms),
+            format!("took {} ms (max {} ms)", WholeMs(ms), WholeMs(self.max_ms)),
         )
         .with_measurement(ms)
     }

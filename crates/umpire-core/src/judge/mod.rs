@@ -13,6 +13,7 @@ pub mod outcome;
 pub mod pii;
 pub mod retrieval;
 pub mod trace;
+mod whole_ms;
 
 use std::borrow::Cow;
 

@@ -46,6 +46,8 @@ struct Shared {
     selector: SpanSelector,
     settings: WorkerSettings,
     metrics: Arc<EvaluatorMetrics>,
+    /// Where evaluations go; built once (a subject clone is a reference count).
+    scores_subject: async_nats::Subject,
     slots: Semaphore,
     /// Traces read back from the span stream at once (bounds their memory).
     assemblies: Semaphore,
@@ -67,10 +69,12 @@ impl Worker {
     ) -> Self {
         let slots = Semaphore::new(settings.concurrency.max(1));
         let assemblies = Semaphore::new(trace_task::assemblies(settings.concurrency));
+        let scores_subject = names.scores_subject(&settings.policy).into();
         Self {
             shared: Arc::new(Shared {
                 js,
                 names,
+                scores_subject,
                 judges,
                 selector,
                 settings,

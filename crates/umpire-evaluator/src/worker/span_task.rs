@@ -99,11 +99,14 @@ pub(super) async fn judge_and_store(shared: &Shared, span: Span, context: &Trace
 
 /// Publishes a span's evaluation (retrying with backoff); true once JetStream stored it.
 async fn publish(shared: &Shared, evaluation: &SpanEvaluation) -> bool {
-    let Ok(payload) = serde_json::to_vec(evaluation) else {
+    // An evaluation with code judges is ~0.7–1 KiB: written into room for it at once, not
+    // grown from serde_json's 128 bytes by reallocation.
+    let mut payload = Vec::with_capacity(1024);
+    if serde_json::to_writer(&mut payload, evaluation).is_err() {
         return false;
-    };
+    }
     let payload = bytes::Bytes::from(payload);
-    let subject = shared.names.scores_subject(&shared.settings.policy);
+    let subject = &shared.scores_subject;
     for attempt in 0..6 {
         let message = PublishMessage::build()
             .payload(payload.clone())
