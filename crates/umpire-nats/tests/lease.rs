@@ -19,13 +19,19 @@ fn settings() -> BucketSettings {
     }
 }
 
-#[tokio::test]
-async fn a_renewal_applied_unseen_keeps_the_lease_and_anothers_write_loses_it() {
+/// A nats-server (kept alive by the caller) and replica-a's lease bucket on it.
+async fn replica_a() -> (NatsServer, LeaseBucket) {
     let server = NatsServer::start().unwrap();
     let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
     let bucket = LeaseBucket::open(&js, &settings(), "replica-a")
         .await
         .unwrap();
+    (server, bucket)
+}
+
+#[tokio::test]
+async fn a_renewal_applied_unseen_keeps_the_lease_and_anothers_write_loses_it() {
+    let (_server, bucket) = replica_a().await;
     let kv = bucket.store().clone();
 
     let mut lease = bucket.try_acquire("partitions.3").await.unwrap().unwrap();
@@ -67,11 +73,7 @@ async fn a_renewal_applied_unseen_keeps_the_lease_and_anothers_write_loses_it() 
 /// expires. Someone else's key, or a deleted one, is not adopted.
 #[tokio::test]
 async fn a_create_applied_unseen_is_adopted_and_anothers_key_is_not() {
-    let server = NatsServer::start().unwrap();
-    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let bucket = LeaseBucket::open(&js, &settings(), "replica-a")
-        .await
-        .unwrap();
+    let (_server, bucket) = replica_a().await;
     let kv = bucket.store().clone();
 
     let unseen = kv.create("partitions.5", "replica-a".into()).await.unwrap();
