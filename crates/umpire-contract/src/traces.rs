@@ -1,11 +1,12 @@
 //! A kept trace read back from the span stream by the sequences its summary names (ingest
-//! publishes a summary of each decided trace after its spans): what trace-level judges and
+//! publishes a summary of each decided trace after its spans; a sequence holds one span or
+//! a batch of them): what trace-level judges and
 //! outcome-based export use, so nothing is gathered in memory while a long agent run goes on.
 
 use async_nats::jetstream;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use futures::StreamExt;
-use umpire_core::span::Span;
+use umpire_core::span::{Span, spans_of_message};
 use umpire_core::trace_summary::TraceSummary;
 use umpire_nats::topology::ProjectNames;
 
@@ -57,13 +58,13 @@ pub async fn read_back(
     let (mut spans, mut missing, mut bytes) = (Vec::new(), 0u64, 0usize);
     while let Some(read) = reads.next().await {
         match read? {
-            Some((span, size)) => {
+            Some((batch, size)) => {
                 bytes += size;
-                if bytes > MAX_TRACE_BYTES {
+                if bytes > MAX_TRACE_BYTES || spans.len() + batch.len() > MAX_TRACE_SPANS {
                     incomplete.get_or_insert_with(|| "too_large".into());
                     break;
                 }
-                spans.push(span);
+                spans.extend(batch);
             }
             None => missing += 1,
         }
@@ -78,13 +79,17 @@ pub async fn read_back(
     })
 }
 
-/// One span by its sequence; `None` when the stream no longer holds it (removed by its
-/// limits) or it cannot be decoded (the span path dead-letters such messages).
-async fn read_span(stream: &Stream<()>, sequence: u64) -> Result<Option<(Span, usize)>, ReadError> {
+/// The span (or batch of spans) stored at a sequence; `None` when the stream no longer holds
+/// it (removed by its limits) or it cannot be decoded (the span path dead-letters such
+/// messages).
+async fn read_span(
+    stream: &Stream<()>,
+    sequence: u64,
+) -> Result<Option<(Vec<Span>, usize)>, ReadError> {
     match stream.get_raw_message(sequence).await {
-        Ok(message) => Ok(serde_json::from_slice::<Span>(&message.payload)
+        Ok(message) => Ok(spans_of_message(&message.payload)
             .ok()
-            .map(|span| (span, message.payload.len()))),
+            .map(|spans| (spans, message.payload.len()))),
         Err(e) => match e.kind() {
             LastRawMessageErrorKind::NoMessageFound => Ok(None),
             LastRawMessageErrorKind::JetStream(error)

@@ -275,7 +275,7 @@ impl Pump {
     fn encode(&self, batch: &[jetstream::Message]) -> Vec<Request> {
         match self.signal {
             Signal::Spans => {
-                let spans: Vec<Span> = batch.iter().filter_map(|m| self.decode(m)).collect();
+                let spans: Vec<Span> = batch.iter().flat_map(|m| self.decode_spans(m)).collect();
                 self.encode_spans(&spans)
             }
             Signal::Evaluations => {
@@ -297,13 +297,26 @@ impl Pump {
         evaluation_requests(evaluations, self.evaluations_as, &self.names)
     }
 
+    /// The span or batch of spans of a span-stream message; none, with an error, when it does
+    /// not decode (as [`Self::decode`]).
+    fn decode_spans(&self, message: &jetstream::Message) -> Vec<Span> {
+        umpire_core::span::spans_of_message(&message.payload).unwrap_or_else(|e| {
+            self.undecodable(message, &e);
+            Vec::new()
+        })
+    }
+
+    fn undecodable(&self, message: &jetstream::Message, error: &serde_json::Error) {
+        tracing::error!(event = "export_undecodable", target = %self.target, signal = self.signal.as_str(), subject = %message.subject, error = %error, "skipping a stored message that does not decode");
+    }
+
     /// A stored message Umpire itself wrote; one that does not decode (a newer format) is
     /// skipped with an error rather than blocking the target.
     fn decode<T: serde::de::DeserializeOwned>(&self, message: &jetstream::Message) -> Option<T> {
         match serde_json::from_slice(&message.payload) {
             Ok(item) => Some(item),
             Err(e) => {
-                tracing::error!(event = "export_undecodable", target = %self.target, signal = self.signal.as_str(), subject = %message.subject, error = %e, "skipping a stored message that does not decode");
+                self.undecodable(message, &e);
                 None
             }
         }

@@ -33,6 +33,10 @@ struct Args {
     /// Run against a three-node JetStream cluster with the project at R3.
     #[arg(long)]
     cluster: bool,
+    /// Spans per span-stream message (1: one message per span, as ingest publishes today;
+    /// more: JSON arrays of wire spans, which the evaluator also reads).
+    #[arg(long, default_value_t = 1)]
+    spans_per_message: u64,
 }
 
 fn span(n: u64, project_end: u64) -> Span {
@@ -90,15 +94,35 @@ fn span(n: u64, project_end: u64) -> Span {
     }
 }
 
-async fn publish_spans(js: &jetstream::Context, from: u64, count: u64) -> anyhow::Result<()> {
+async fn publish_spans(
+    js: &jetstream::Context,
+    from: u64,
+    count: u64,
+    per_message: u64,
+) -> anyhow::Result<()> {
     let end = 1_800_000_000_000_000_000u64;
+    let per_message = per_message.max(1);
     let mut pending = Vec::with_capacity(4096);
-    for n in from..from + count {
-        let span = span(n, end + n);
-        let payload = serde_json::to_vec(&span)?;
+    let mut first = from;
+    while first < from + count {
+        let last = (first + per_message).min(from + count);
+        let spans: Vec<Span> = (first..last).map(|n| span(n, end + n)).collect();
+        let (payload, id) = if let [one] = spans.as_slice() {
+            (serde_json::to_vec(one)?, one.dedup_id())
+        } else {
+            let encoded = spans
+                .iter()
+                .map(serde_json::to_vec)
+                .collect::<Result<Vec<_>, _>>()?;
+            (
+                umpire_core::span::batch_message(encoded.iter().map(Vec::as_slice)),
+                format!("batch-{first}-{last}"),
+            )
+        };
+        first = last;
         let message = jetstream::message::PublishMessage::build()
             .payload(payload.into())
-            .message_id(span.dedup_id());
+            .message_id(id);
         pending.push(
             js.send_publish("umpire.spans.perf.bench.llm.chat", message)
                 .await?,
@@ -211,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = evaluator.child.id();
     let cpu_before = cpu_time(pid)?;
     let started = Instant::now();
-    publish_spans(&js, 0, args.spans).await?;
+    publish_spans(&js, 0, args.spans, args.spans_per_message).await?;
     let published = started.elapsed();
     while evaluations(&js).await < args.spans {
         anyhow::ensure!(
@@ -251,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu_before = cpu_time(pid)?;
     let started = Instant::now();
     let before = evaluations(&js).await;
-    publish_spans(&js, args.spans, args.llm_spans).await?;
+    publish_spans(&js, args.spans, args.llm_spans, args.spans_per_message).await?;
     while evaluations(&js).await < before + args.llm_spans {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(300),

@@ -1,6 +1,7 @@
 //! The normalised span: one model for OpenTelemetry GenAI, OpenInference and OpenLLMetry
 //! instrumentation, as ingest publishes it and evaluators read it.
 
+mod batch;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use serde_json::Value;
 
 use crate::ids::{SpanId, TraceId};
 
+pub use self::batch::{MessageSpans, batch_message, spans_of_message};
 pub use self::wire::WireError;
 
 /// Attribute values keep their JSON shape: string, number, bool, array, object.

@@ -12,14 +12,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::judge::TraceContext;
 use umpire_core::select::SpanSelector;
-use umpire_core::span::Span;
+use umpire_core::span::MessageSpans;
 use umpire_nats::topology::ProjectNames;
 use umpire_runtime::retry::Backoff;
 
 mod span_task;
 mod trace_task;
 
-use span_task::{ack, judge_and_publish, poison};
+use span_task::{ack, judge_and_publish, judge_batch_and_publish, poison};
 
 use crate::judging::PolicyJudges;
 use crate::metrics::EvaluatorMetrics;
@@ -132,25 +132,42 @@ impl Worker {
             return;
         }
         let metrics = &shared.metrics;
-        metrics.spans_consumed.inc();
-        let span: Span = match serde_json::from_slice(&message.payload) {
-            Ok(span) => span,
+        let spans = match MessageSpans::read(&message.payload) {
+            Ok(spans) => spans,
             Err(e) => {
+                metrics.spans_consumed.inc();
                 self.tasks
                     .spawn(async move { poison(&shared, message, e.to_string()).await });
                 return;
             }
         };
-        if shared.selector.selects(&span, true) {
-            metrics.spans_selected.inc();
-            // The judging future is kilobytes: boxed, so that spawning the task moves a
-            // pointer rather than copying the future through tokio's spawn path.
-            self.tasks.spawn(async move {
-                let context = TraceContext::from_spans([&span]);
-                Box::pin(judge_and_publish(&shared, span, message, &context)).await;
-            });
-        } else {
-            self.tasks.spawn(async move { ack(message).await });
+        metrics.spans_consumed.inc_by(spans.len() as u64);
+        match spans {
+            // One span per message: judged as it was decoded, without a vector around it
+            // (each move of a span or its judging future is a kilobyte-sized copy).
+            MessageSpans::One(span) if shared.selector.selects(&span, true) => {
+                metrics.spans_selected.inc();
+                // The judging future is kilobytes: boxed, so that spawning the task moves a
+                // pointer rather than copying the future through tokio's spawn path.
+                self.tasks.spawn(async move {
+                    let context = TraceContext::from_spans([&span]);
+                    Box::pin(judge_and_publish(&shared, span, message, &context)).await;
+                });
+            }
+            MessageSpans::Batch(mut spans) => {
+                spans.retain(|span| shared.selector.selects(span, true));
+                if spans.is_empty() {
+                    self.tasks.spawn(async move { ack(message).await });
+                    return;
+                }
+                metrics.spans_selected.inc_by(spans.len() as u64);
+                self.tasks.spawn(async move {
+                    Box::pin(judge_batch_and_publish(&shared, spans, message)).await;
+                });
+            }
+            MessageSpans::One(_) => {
+                self.tasks.spawn(async move { ack(message).await });
+            }
         }
     }
 }

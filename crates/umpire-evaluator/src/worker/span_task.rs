@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind};
+use futures::future::join_all;
 use umpire_core::judge::TraceContext;
 use umpire_core::score::SpanEvaluation;
 
@@ -54,6 +55,27 @@ pub(super) async fn judge_and_publish(
         judge_and_store(shared, span, context),
     )
     .await;
+    Box::pin(settle(message, stored)).await;
+    stored
+}
+
+/// Judges the selected spans of a batch message (each in its own context, as span-level
+/// judges see a span), publishes their evaluations, and acknowledges the message once every
+/// one is stored; returns whether all were. A batch whose evaluations are not all stored is
+/// redelivered whole: the evaluation ids make the second run of the stored ones a duplicate.
+pub(super) async fn judge_batch_and_publish(
+    shared: &Shared,
+    spans: Vec<Span>,
+    message: jetstream::Message,
+) -> bool {
+    let judging = join_all(spans.into_iter().map(|span| async move {
+        let context = TraceContext::from_spans([&span]);
+        judge_and_store(shared, span, &context).await
+    }));
+    let stored = in_progress(&[&message], shared.settings.ack_wait, judging)
+        .await
+        .into_iter()
+        .all(|stored| stored);
     Box::pin(settle(message, stored)).await;
     stored
 }
