@@ -20,7 +20,7 @@ use umpire_core::span::{
 use umpire_core::trace_summary::TraceSummary;
 use umpire_nats::connect::NatsSettings;
 use umpire_nats::topology::ProjectNames;
-use umpire_testkit::nats::{NatsServer, read_stream};
+use umpire_testkit::nats::{NatsServer, count_on, read_stream};
 use umpire_testkit::wait::eventually;
 
 const SCORES: &str = "UMPIRE_SCORES_team_bot";
@@ -105,15 +105,7 @@ async fn evaluations(js: &jetstream::Context, count: usize) -> Vec<SpanEvaluatio
         &format!("{count} evaluations"),
         Duration::from_secs(60),
         || async move {
-            let stored = js
-                .get_stream(SCORES)
-                .await
-                .ok()?
-                .info()
-                .await
-                .ok()?
-                .state
-                .messages;
+            let stored = count_on(js, SCORES, ">").await.ok()?;
             (stored as usize >= count).then_some(())
         },
     )
