@@ -1,7 +1,7 @@
 //! A kept trace read back from the span stream by the sequences its summary names (ingest
 //! publishes a summary of each decided trace after its spans; a sequence holds one span or
-//! a batch of them): what trace-level judges and
-//! outcome-based export use, so nothing is gathered in memory while a long agent run goes on.
+//! a batch of them): what trace-level judges and outcome-based export use, so nothing is
+//! gathered in memory while a long agent run goes on.
 
 use async_nats::jetstream;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
