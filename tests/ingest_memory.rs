@@ -340,7 +340,7 @@ fn a_thousand_concurrent_4_mib_requests_stay_under_the_memory_limit() {
     );
     let peak = peak_rss(ingest.pid());
     println!(
-        "{CONCURRENT} requests of {} bytes: {counts:#?}; {received} spans accepted, {stored} distinct stored; peak RSS {} MiB ({} MiB while requests were answered, idle {} MiB), limit {} MiB",
+        "{CONCURRENT} requests of {} bytes: {counts:#?}; {received} spans accepted, {stored} span messages stored (one span or a batch of a trace's spans each); peak RSS {} MiB ({} MiB while requests were answered, idle {} MiB), limit {} MiB",
         protobuf.len(),
         peak >> 20,
         peak_during_requests >> 20,

@@ -20,7 +20,8 @@ const READS_IN_FLIGHT: usize = 32;
 pub struct ReadTrace {
     pub spans: Vec<Span>,
     pub incomplete: Option<String>,
-    /// Named by the summary, no longer in the stream.
+    /// Messages named by the summary, no longer in the stream (each held one span or a
+    /// batch).
     pub missing: u64,
 }
 
@@ -47,7 +48,7 @@ pub async fn read_back(
             message: e.to_string(),
         })?;
     let mut incomplete = summary.incomplete.clone();
-    let named = summary.span_count();
+    let named = summary.message_count();
     if named > MAX_TRACE_SPANS as u64 {
         incomplete.get_or_insert_with(|| "too_large".into());
     }

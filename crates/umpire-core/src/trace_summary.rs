@@ -15,8 +15,9 @@ pub struct TraceSummary {
     /// passed; `buffer_full`, `shutdown`: decided early). `None`: the trace is whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incomplete: Option<String>,
-    /// Span-stream sequences of the trace's spans, as inclusive ranges, ascending (a trace
-    /// published together is mostly one range).
+    /// Span-stream sequences of the messages holding the trace's spans (each one span or a
+    /// batch of them), as inclusive ranges, ascending (a trace published together is mostly
+    /// one range).
     pub sequences: Vec<[u64; 2]>,
 }
 
@@ -49,8 +50,8 @@ impl TraceSummary {
         }
     }
 
-    /// How many spans the summary names.
-    pub fn span_count(&self) -> u64 {
+    /// How many span-stream messages the summary names.
+    pub fn message_count(&self) -> u64 {
         self.sequences
             .iter()
             .map(|[first, last]| last.saturating_sub(*first).saturating_add(1))
@@ -80,7 +81,7 @@ mod tests {
         let trace = TraceId([7; 16]);
         let summary = TraceSummary::new(trace, None, vec![12, 10, 11, 11, 20, 14, 13, 21]);
         assert_eq!(summary.sequences, [[10, 14], [20, 21]]);
-        assert_eq!(summary.span_count(), 7);
+        assert_eq!(summary.message_count(), 7);
         assert_eq!(
             summary.sequences().collect::<Vec<_>>(),
             [10, 11, 12, 13, 14, 20, 21]
@@ -92,7 +93,10 @@ mod tests {
         );
         let back: TraceSummary = serde_json::from_str(&json).unwrap_or(summary.clone());
         assert_eq!(back, summary);
-        assert_eq!(TraceSummary::new(trace, None, Vec::new()).span_count(), 0);
+        assert_eq!(
+            TraceSummary::new(trace, None, Vec::new()).message_count(),
+            0
+        );
 
         let scattered = TraceSummary::new(
             trace,

@@ -64,7 +64,7 @@ pub struct EvaluatorMetrics {
     pub in_flight: Gauge,
     pub traces_read: Counter,
     pub traces_incomplete: Family<ReasonLabels, Counter>,
-    pub trace_spans_missing: Counter,
+    pub trace_span_messages_missing: Counter,
     /// Each judge's series, looked up once: recording every judge of every span through the
     /// families cloned the judge's name and hashed a label set three times per result (5 %
     /// of the evaluator's CPU with code judges).
@@ -101,7 +101,7 @@ impl EvaluatorMetrics {
             in_flight: Gauge::default(),
             traces_read: Counter::default(),
             traces_incomplete: Family::default(),
-            trace_spans_missing: Counter::default(),
+            trace_span_messages_missing: Counter::default(),
             per_judge: RwLock::default(),
         };
         let r = registry.sub_registry_with_prefix("evaluator");
@@ -186,9 +186,9 @@ impl EvaluatorMetrics {
             metrics.traces_incomplete.clone(),
         );
         r.register(
-            "trace_spans_missing",
-            "Spans a trace summary named that the span stream no longer held (its limits removed them)",
-            metrics.trace_spans_missing.clone(),
+            "trace_span_messages_missing",
+            "Span-stream messages (one span or a batch of a trace's spans) a trace summary named that the stream no longer held (its limits removed them)",
+            metrics.trace_span_messages_missing.clone(),
         );
         metrics
     }

@@ -70,12 +70,7 @@ async fn killing_the_span_stream_leader_loses_nothing_acknowledged() {
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert_eq!(acknowledged.len(), total);
-    let stored_count = || async {
-        umpire_testkit::nats::count_on(&js, &spans_stream(), SPAN_SUBJECTS)
-            .await
-            .ok()
-            .map(|n| n as usize)
-    };
+    let stored_count = || async { stored_spans(&js).await.map(|spans| spans.len()) };
     let mut stored = 0;
     while done.elapsed() < CATCH_UP {
         stored = stored_count().await.unwrap_or(stored);

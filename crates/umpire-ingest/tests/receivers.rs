@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use serde_json::json;
 use support::*;
-use umpire_core::span::AiSpanKind;
+use umpire_core::span::{AiSpanKind, batch_message_id, spans_of_message};
 use umpire_otlp::ExportTraceServiceResponse;
 use umpire_testkit::nats::NatsServer;
 
@@ -62,19 +62,23 @@ async fn accepts_protobuf_json_and_gzip_and_stores_normalised_spans() {
     let js = jetstream(&nats.url()).await;
     let spans = kept_spans(&js, 36 + 12 + 27).await;
     assert_eq!(spans.len(), 75);
-    let ids: std::collections::HashSet<_> = spans
-        .iter()
-        .map(|(m, _)| m.message_id.clone().unwrap())
-        .collect();
-    assert_eq!(
-        ids.len(),
-        75,
-        "one message per span, deduplicated by Nats-Msg-Id"
-    );
+    let ids: std::collections::HashSet<_> = spans.iter().map(|(_, s)| s.dedup_id()).collect();
+    assert_eq!(ids.len(), 75, "each span stored once");
     for (message, span) in &spans {
+        // A lone span's message carries the span's id; a batch's names its spans.
+        let carried: Vec<_> = spans_of_message(&message.payload)
+            .unwrap()
+            .iter()
+            .map(|s| s.span_id)
+            .collect();
+        let expected = match carried.len() {
+            1 => span.dedup_id(),
+            _ => batch_message_id(&span.trace_id, &carried),
+        };
         assert_eq!(
             message.message_id.as_deref(),
-            Some(span.dedup_id().as_str())
+            Some(expected.as_str()),
+            "deduplicated by Nats-Msg-Id"
         );
         let kind = span
             .ai

@@ -12,7 +12,8 @@ use serde_json::json;
 use support::*;
 use umpire_core::hashing::{HashPurpose, trace_in_percentage};
 use umpire_core::ids::TraceId;
-use umpire_testkit::nats::NatsServer;
+use umpire_core::trace_summary::TraceSummary;
+use umpire_testkit::nats::{NatsServer, read_stream_on};
 use umpire_testkit::wait::eventually;
 
 fn policies() -> serde_json::Value {
@@ -208,10 +209,7 @@ async fn three_replicas_agree_on_one_decision_per_trace() {
         kept.values().all(|ids| ids.len() == 3),
         "whole traces only: {kept:?}"
     );
-    let ids: BTreeSet<&String> = spans
-        .iter()
-        .map(|(m, _)| m.message_id.as_ref().unwrap())
-        .collect();
+    let ids: BTreeSet<String> = spans.iter().map(|(_, s)| s.dedup_id()).collect();
     assert_eq!(ids.len(), spans.len(), "no span stored twice");
 
     let mut decided = 0.0;
@@ -279,4 +277,49 @@ async fn graceful_shutdown_flushes_buffered_traces() {
     let spans = kept_spans(&jetstream(&nats.url()).await, 40).await;
     let traces: BTreeMap<String, Vec<String>> = by_trace(&spans);
     assert_eq!(traces.len(), 20);
+}
+
+#[tokio::test]
+async fn a_kept_trace_travels_as_one_message_per_subject() {
+    let nats = NatsServer::start().unwrap();
+    let ingest = TestIngest::start(&nats.url(), keep_all("200ms")).await;
+    // Four chat calls and two plain steps of one trace, in one request.
+    let spans = (0..6)
+        .map(|i| {
+            let attributes = if i < 4 {
+                vec![string_kv("gen_ai.operation.name", "chat")]
+            } else {
+                vec![]
+            };
+            span(7, i, false, 5, attributes)
+        })
+        .collect();
+    assert_eq!(
+        post_protobuf(&ingest.http, &request(spans)).await.status(),
+        200
+    );
+    let js = jetstream(&nats.url()).await;
+    let stored = kept_spans(&js, 6).await;
+    let mut per_message: BTreeMap<u64, (String, usize)> = BTreeMap::new();
+    for (message, _) in &stored {
+        let entry = per_message
+            .entry(message.sequence)
+            .or_insert((message.subject.clone(), 0));
+        entry.1 += 1;
+    }
+    assert_eq!(
+        per_message.into_values().collect::<Vec<_>>(),
+        [
+            ("umpire.spans.test.app.llm.chat".to_owned(), 4),
+            ("umpire.spans.test.app.none._".to_owned(), 2)
+        ],
+        "one message per subject, the spans in it"
+    );
+    let summaries = read_stream_on(&js, &spans_stream(), Some("umpire.traces.>"))
+        .await
+        .unwrap();
+    assert_eq!(summaries.len(), 1);
+    let summary: TraceSummary = serde_json::from_slice(&summaries[0].payload).unwrap();
+    assert_eq!(summary.message_count(), 2, "{summary:?}");
+    assert_eq!(ingest.metric("umpire_ingest_spans_kept_total").await, 6.0);
 }

@@ -268,6 +268,8 @@ fn free_port() -> std::io::Result<u16> {
 /// A message read back from a stream.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
+    /// Its sequence in the stream.
+    pub sequence: u64,
     pub subject: String,
     pub payload: Vec<u8>,
     pub message_id: Option<String>,
@@ -331,7 +333,9 @@ pub async fn read_stream_on(
         let before = out.len();
         while let Some(message) = batch.next().await {
             let message = message?;
+            let sequence = message.info().map(|info| info.stream_sequence)?;
             out.push(StoredMessage {
+                sequence,
                 subject: message.subject.to_string(),
                 payload: message.payload.to_vec(),
                 message_id: message

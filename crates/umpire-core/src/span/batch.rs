@@ -8,6 +8,7 @@
 //! never hands a batch to a reader that would dead-letter it.
 
 use super::Span;
+use crate::ids::{SpanId, TraceId};
 
 /// A span-stream message read: one span, or a batch.
 // The single span stays unboxed: it is the common case, and a box (or a one-element
@@ -68,6 +69,18 @@ pub fn batch_message<'a>(encoded: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8>
     message
 }
 
+/// The id a batch of `trace_id`'s spans is deduplicated by (`Nats-Msg-Id`): the trace, the
+/// number of spans and a hash of their ids in order. The same spans batched again — a
+/// retried publish, or another replica regrouping the trace after a partition moved — carry
+/// the same id; any other set of spans carries another, so deduplication never drops a
+/// batch holding a span the stored one lacks. (A single span's message keeps the span's
+/// own id, [`Span::dedup_id`].)
+pub fn batch_message_id(trace_id: &TraceId, span_ids: &[SpanId]) -> String {
+    let ids: Vec<u8> = span_ids.iter().flat_map(|id| id.0).collect();
+    let hash = xxhash_rust::xxh3::xxh3_64(&ids);
+    format!("{trace_id}-{}x{hash:016x}", span_ids.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +128,21 @@ mod tests {
             Some(Vec::new()),
             "leading whitespace is allowed, as JSON does"
         );
+    }
+
+    #[test]
+    fn a_batch_id_names_exactly_its_spans() {
+        let trace = TraceId([7; 16]);
+        let ids = [SpanId([1; 8]), SpanId([2; 8]), SpanId([3; 8])];
+        let id = batch_message_id(&trace, &ids);
+        assert_eq!(id, batch_message_id(&trace, &ids), "stable");
+        assert!(id.starts_with(&format!("{trace}-3x")), "{id}");
+        assert_ne!(id, batch_message_id(&trace, &ids[..2]));
+        assert_ne!(
+            id,
+            batch_message_id(&trace, &[ids[0], ids[1], SpanId([4; 8])])
+        );
+        assert_ne!(id, batch_message_id(&TraceId([8; 16]), &ids));
     }
 
     #[test]

@@ -52,7 +52,7 @@ async fn judge_summary(shared: &Shared, summary: TraceSummary) -> bool {
     metrics.traces_read.inc();
     metrics.spans_consumed.inc_by(trace.spans.len() as u64);
     if trace.missing > 0 {
-        metrics.trace_spans_missing.inc_by(trace.missing);
+        metrics.trace_span_messages_missing.inc_by(trace.missing);
     }
     let mut context = TraceContext::from_spans(&trace.spans);
     context.incomplete = trace.incomplete;

@@ -11,12 +11,14 @@
 //! crash anywhere leads to redelivery, not loss.
 
 pub mod buffer;
+mod dead_letter;
 mod decide;
 pub mod leases;
 pub mod ledger;
 mod outcomes;
 mod partitions;
 mod publish;
+mod span_messages;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroUsize;

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::future::join_all;
 use umpire_core::ids::TraceId;
-use umpire_core::span::GENAI_OPERATIONS;
 use umpire_core::trace_summary::TraceSummary;
 use umpire_nats::fence::{FencedWriteError, SlottedFence};
 use umpire_nats::topology::ProjectNames;
@@ -14,6 +13,7 @@ use umpire_otlp::buffered::BufferedSpan;
 use umpire_runtime::retry::Backoff;
 
 use super::buffer::MessageKey;
+use super::span_messages::{self, EncodedSpans};
 use crate::intake::PAYLOAD_HEADROOM;
 
 pub struct PublishJob {
@@ -100,25 +100,15 @@ pub async fn publish_job(
     }
 }
 
-/// The span's GenAI operation as a subject token: an operation policies can select by (see
-/// `AiSpanKind::from_genai_operation`) as it is, anything else `other`. The value comes from
-/// the client: taken as sent, it would mint subjects without bound (and of any length).
-fn operation_token(operation: &str) -> &'static str {
-    GENAI_OPERATIONS
-        .iter()
-        .find(|known| **known == operation)
-        .copied()
-        .unwrap_or("other")
-}
-
-/// Fence slots one job takes, so the spans it sends before awaiting their acknowledgements
+/// Fence slots one job takes, so the messages it sends before awaiting their acknowledgements
 /// (several jobs of one partition run at once within its [`super::partitions::FENCE_SLOTS`]).
 const SLOTS_PER_JOB: usize = 32;
 
 /// What a job's publication came to.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Published {
-    /// Where the spans are in the span stream (a duplicate's is the stored original's).
+    /// Where the job's messages are in the span stream (a duplicate's is the stored
+    /// original's); a message may carry several spans.
     pub sequences: Vec<u64>,
     /// Spans JetStream already held (same id within the duplicate window).
     pub duplicates: u64,
@@ -139,9 +129,18 @@ async fn publish_guarded(
     if !umpire_nats::connect::is_connected(&client) {
         return Err(PublishFailure::Failed("not connected to NATS".into()));
     }
-    let taken = fence.take(js, job.spans.len().min(SLOTS_PER_JOB)).await?;
+    let budget = client
+        .server_info()
+        .max_payload
+        .saturating_sub(PAYLOAD_HEADROOM)
+        .max(64 * 1024);
+    let encoded = span_messages::encode(names, &job.spans, budget);
+    // One slot per message in flight, and one for the summary when every span was
+    // dead-lettered.
+    let wanted = encoded.messages.len().max(usize::from(job.trace.is_some()));
+    let taken = fence.take(js, wanted.min(SLOTS_PER_JOB)).await?;
     let slots = taken.slots();
-    let published = publish_spans(js, names, slots, &job.spans).await?;
+    let published = publish_spans(js, names, slots, &encoded).await?;
     if let (Some(trace), Some(slot)) = (&job.trace, slots.first()) {
         let summary = TraceSummary::new(
             trace.trace_id,
@@ -157,63 +156,30 @@ async fn publish_spans(
     js: &jetstream::Context,
     names: &ProjectNames,
     slots: &[umpire_nats::fence::Slot],
-    spans: &[BufferedSpan],
+    encoded: &EncodedSpans,
 ) -> Result<Published, PublishFailure> {
-    let client = js.client();
-    let budget = client
-        .server_info()
-        .max_payload
-        .saturating_sub(PAYLOAD_HEADROOM)
-        .max(64 * 1024);
     let mut published = Published::default();
-    let mut poisoned = Vec::new();
-    for chunk in spans.chunks(slots.len().max(1)) {
+    for chunk in encoded.messages.chunks(slots.len().max(1)) {
         let mut acks = Vec::with_capacity(chunk.len());
-        for (buffered, slot) in chunk.iter().zip(slots) {
-            let mut span = match buffered.to_domain() {
-                Ok(span) => span,
-                Err(e) => {
-                    poisoned.push(DeadLetter::undecodable(buffered, &e.to_string()));
-                    continue;
-                }
-            };
-            let kind = span
-                .ai
-                .kind
-                .map(|k| k.name().to_ascii_lowercase())
-                .unwrap_or_else(|| "none".into());
-            let operation = span
-                .ai
-                .operation
-                .as_deref()
-                .map(operation_token)
-                .unwrap_or("_");
-            let subject = names.spans_subject(&kind, operation);
-            let id = span.dedup_id();
-            let payload = match span.to_wire(budget) {
-                Ok(payload) => payload,
-                Err(e) => {
-                    poisoned.push(DeadLetter::of(&span, &e.to_string()));
-                    continue;
-                }
-            };
-            let message = PublishMessage::build()
-                .payload(payload.into())
-                .message_id(id);
+        for (message, slot) in chunk.iter().zip(slots) {
+            let publish = PublishMessage::build()
+                .payload(message.payload.clone())
+                .message_id(&message.id);
             let ack = js
-                .send_publish(subject, slot.fence().guard(message))
+                .send_publish(message.subject.clone(), slot.fence().guard(publish))
                 .await?;
             acks.push(ack);
         }
-        for result in join_all(acks.into_iter().map(|a| a.into_future())).await {
+        let results = join_all(acks.into_iter().map(|a| a.into_future())).await;
+        for (result, message) in results.into_iter().zip(chunk) {
             let ack = result?;
             if ack.duplicate {
-                published.duplicates += 1;
+                published.duplicates += message.spans as u64;
             }
             published.sequences.push(ack.sequence);
         }
     }
-    for letter in &poisoned {
+    for letter in &encoded.dead_letters {
         letter
             .publish(js, names)
             .await
@@ -240,79 +206,4 @@ async fn publish_summary(
         .await?
         .await?;
     Ok(())
-}
-
-/// A span ingest cannot publish, as stored on the project's dead-letter stream: enough to
-/// find it (ids, name) and the reason; not the span itself, which is what failed.
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DeadLetter {
-    id: String,
-    trace_id: String,
-    span_id: String,
-    name: String,
-    reason: String,
-}
-
-impl DeadLetter {
-    fn of(span: &umpire_core::span::Span, reason: &str) -> Self {
-        Self {
-            id: span.dedup_id(),
-            trace_id: span.trace_id.to_string(),
-            span_id: span.span_id.to_string(),
-            name: span.name.chars().take(256).collect(),
-            reason: reason.to_owned(),
-        }
-    }
-
-    fn undecodable(buffered: &BufferedSpan, reason: &str) -> Self {
-        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let (trace_id, span_id) = (
-            hex(buffered.trace_id_bytes()),
-            hex(buffered.span_id_bytes()),
-        );
-        Self {
-            id: format!("{trace_id}-{span_id}"),
-            trace_id,
-            span_id,
-            name: buffered.name().chars().take(256).collect(),
-            reason: format!("undecodable: {reason}"),
-        }
-    }
-
-    /// Stored before the intake message is acknowledged, deduplicated by the span's id.
-    async fn publish(&self, js: &jetstream::Context, names: &ProjectNames) -> Result<(), String> {
-        tracing::warn!(event = "span_dead_lettered", trace_id = %self.trace_id, span_id = %self.span_id, reason = %self.reason, "a span cannot be published; stored on the dead-letter stream");
-        let payload = serde_json::to_vec(self).map_err(|e| e.to_string())?;
-        js.send_publish(
-            names.ingest_dead_letter_subject(),
-            PublishMessage::build()
-                .payload(payload.into())
-                .message_id(format!("ingest/{}", self.id)),
-        )
-        .await
-        .map_err(|e| format!("dead-lettering: {e}"))?
-        .await
-        .map_err(|e| format!("dead-lettering: {e}"))?;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn operation_tokens_are_a_bounded_set() {
-        assert_eq!(operation_token("chat"), "chat");
-        assert_eq!(operation_token("execute_tool"), "execute_tool");
-        assert_eq!(operation_token("text.completion *"), "other");
-        assert_eq!(operation_token(">"), "other");
-        assert_eq!(operation_token(&"x".repeat(100_000)), "other");
-        assert_eq!(operation_token(""), "other");
-        // Every token is one a policy can select by.
-        for operation in GENAI_OPERATIONS {
-            assert!(umpire_core::span::AiSpanKind::from_genai_operation(operation).is_some());
-        }
-    }
 }

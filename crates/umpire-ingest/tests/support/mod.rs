@@ -13,13 +13,13 @@ use prost::Message;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use umpire_contract::ingest::{IngestConfig, ListenAddresses};
-use umpire_core::span::Span as DomainSpan;
+use umpire_core::span::{Span as DomainSpan, spans_of_message};
 use umpire_ingest::RunningIngest;
 use umpire_nats::connect::NatsSettings;
 use umpire_otlp::ExportTraceServiceRequest;
 pub use umpire_otlp::attributes::string_kv;
 use umpire_otlp::proto::{ResourceSpans, ScopeSpans, Span, Status};
-use umpire_testkit::nats::{StoredMessage, count_on, read_stream_on};
+use umpire_testkit::nats::{StoredMessage, read_stream_on};
 use umpire_testkit::wait::eventually;
 
 pub const NAMESPACE: &str = "test";
@@ -252,31 +252,31 @@ pub async fn jetstream(nats_url: &str) -> jetstream::Context {
     jetstream::new(async_nats::connect(servers).await.unwrap())
 }
 
-/// Waits until the span stream holds `count` messages, then returns them decoded. Reading
-/// is retried too: after a node is killed and restarted, a direct get can briefly find no
-/// responder (503) while the stream's leader is elected again.
+/// Every span the span stream holds, each with the message it travelled in (a message
+/// holds one span or a batch of a trace's spans). Reading is retried: after a node is
+/// killed and restarted, a direct get can briefly find no responder (503) while the
+/// stream's leader is elected again.
+pub async fn stored_spans(js: &jetstream::Context) -> Option<Vec<(StoredMessage, DomainSpan)>> {
+    let messages = read_stream_on(js, &spans_stream(), Some(SPAN_SUBJECTS))
+        .await
+        .ok()?;
+    let mut spans = Vec::new();
+    for message in messages {
+        for span in spans_of_message(&message.payload).unwrap() {
+            spans.push((message.clone(), span));
+        }
+    }
+    Some(spans)
+}
+
+/// Waits until the span stream holds at least `count` spans, then returns them.
 pub async fn kept_spans(js: &jetstream::Context, count: usize) -> Vec<(StoredMessage, DomainSpan)> {
-    let stored = eventually(
+    eventually(
         &format!("{count} spans in the span stream, read back"),
         Duration::from_secs(60),
-        || async move {
-            let stored = count_on(js, &spans_stream(), SPAN_SUBJECTS).await.ok()? as usize;
-            if stored < count {
-                return None;
-            }
-            read_stream_on(js, &spans_stream(), Some(SPAN_SUBJECTS))
-                .await
-                .ok()
-        },
+        || async move { stored_spans(js).await.filter(|spans| spans.len() >= count) },
     )
-    .await;
-    stored
-        .into_iter()
-        .map(|m| {
-            let span: DomainSpan = serde_json::from_slice(&m.payload).unwrap();
-            (m, span)
-        })
-        .collect()
+    .await
 }
 
 /// Kept span ids grouped by trace id (hex).
