@@ -303,7 +303,8 @@ async fn main() -> anyhow::Result<()> {
         .lines()
         .filter(|l| l.starts_with("umpire_evaluator_judge_errors_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+        // Not `sum()`: a float sum of nothing is -0, printed "-0".
+        .fold(0.0, |total, n| total + n);
     println!("LLM judge errors: {errors}");
     evaluator.stop();
     Ok(())
