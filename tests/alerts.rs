@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use support::UmpireProcess;
 use support::scores::{
-    HEALTHY, REGRESSED, ROUTING_KEY, STOPPED, leaders, publish_scores, write_policy,
+    HEALTHY, REGRESSED, ROUTING_KEY, STOPPED, leaders, publish_batch, publish_scores, write_policy,
 };
 use umpire_testkit::nats::NatsServer;
 use umpire_testkit::pager::{PagerDutyReceiver, Received};
@@ -396,4 +396,61 @@ async fn publish_healthy(js: &jetstream::Context, from: u64, count: u64) {
     for ack in acks {
         ack.await.unwrap();
     }
+}
+
+/// Scores stored batched — the evaluations of a trace's spans judged together travel as one
+/// message — count once each: every evaluation of a batch is folded into the windows, and a
+/// trace's evaluations stored again in a differently-grouped batch (ingest regrouped the
+/// trace after a partition moved, so its spans were judged twice) are recognised by their
+/// ids and not counted twice. 24 failing evaluations, 4 to a message, page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_scores_count_once_each() {
+    let nats = NatsServer::start().unwrap();
+    let pager = PagerDutyReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_policy(dir.path(), &nats, &pager, GROUNDED_DROP);
+    let admin = support::free_port();
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        yaml.replace("127.0.0.1:0", &format!("127.0.0.1:{admin}")),
+    )
+    .unwrap();
+    let mut evaluator = UmpireProcess::spawn(&["evaluator", "--config", &config], dir.path());
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    score_stream_created(&js).await;
+
+    let failing: Vec<_> = (1..=24)
+        .map(|n| support::scores::evaluation(n, "gpt-4o", false))
+        .collect();
+    for (i, batch) in failing.chunks(4).enumerate() {
+        publish_batch(&js, batch, &format!("quality/batch-of-4-{i}")).await;
+    }
+    for (i, batch) in failing.chunks(3).enumerate() {
+        publish_batch(&js, batch, &format!("quality/batch-of-3-{i}")).await;
+    }
+    let observed = "umpire_alerts_scores_observed_total";
+    let duplicates = "umpire_alerts_duplicate_scores_total";
+    let counted = eventually(
+        "every stored evaluation read",
+        Duration::from_secs(30),
+        || async {
+            let seen = support::metric(admin, observed, "").await
+                + support::metric(admin, duplicates, "").await;
+            (seen >= 48.0).then_some(())
+        },
+    );
+    counted.await;
+    assert_eq!(support::metric(admin, observed, "").await, 24.0);
+    assert_eq!(support::metric(admin, duplicates, "").await, 24.0);
+    assert_eq!(
+        support::metric(admin, "umpire_alerts_undecodable_scores_total", "").await,
+        0.0
+    );
+    let trigger = eventually("the trigger", Duration::from_secs(30), || async {
+        pager.events().into_iter().find(|e| e.action() == "trigger")
+    })
+    .await;
+    assert!(!trigger.dedup_key().is_empty());
+    assert_eq!(evaluator.terminate(), Some(0));
 }

@@ -16,8 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use support::UmpireProcess;
 use support::scores::ROUTING_KEY;
-use umpire_core::score::SpanEvaluation;
-use umpire_testkit::nats::{NatsServer, read_stream};
+use umpire_testkit::nats::{NatsServer, read_evaluations};
 use umpire_testkit::pager::PagerDutyReceiver;
 use umpire_testkit::topics::{Topic, question};
 use umpire_testkit::wait::eventually;
@@ -101,10 +100,11 @@ async fn a_shifted_topic_pages_and_a_steady_one_does_not() {
     // is close to the support questions and far from the cooking ones. Every evaluation
     // carries its question's embedding (the drift rule's samples).
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let stored = read_stream(&js, "UMPIRE_SCORES_team_bot").await.unwrap();
+    let stored = read_evaluations(&js, "UMPIRE_SCORES_team_bot")
+        .await
+        .unwrap();
     let (mut on_topic, mut off_topic) = (Vec::new(), Vec::new());
-    for message in &stored {
-        let evaluation: SpanEvaluation = serde_json::from_slice(&message.payload).unwrap();
+    for (_, evaluation) in &stored {
         assert_eq!(evaluation.embeddings["input"].dimensions(), 384);
         let verdict = evaluation.scores[0].outcome.verdict().unwrap().clone();
         let cooking = evaluation.groups["llm.model_name"] == "gpt-4o-mini"

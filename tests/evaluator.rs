@@ -10,9 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::UmpireProcess;
-use umpire_core::score::SpanEvaluation;
 use umpire_testkit::judge::JudgeServer;
-use umpire_testkit::nats::{NatsServer, read_stream};
+use umpire_testkit::nats::{NatsServer, read_evaluations};
 use umpire_testkit::wait::eventually;
 
 const API_KEY: &str = "sk-never-log-me-7f3a";
@@ -22,11 +21,11 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     name.to_owned()
 }
 
+/// Evaluations stored on `stream` (a message holds one, or a batch of a trace's).
 async fn stored(js: &async_nats::jetstream::Context, stream: &str) -> u64 {
-    match js.get_stream(stream).await {
-        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
-    }
+    read_evaluations(js, stream)
+        .await
+        .map_or(0, |evaluations| evaluations.len() as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,17 +147,15 @@ spec:
         (stored(&js, "UMPIRE_SCORES_team_bot").await >= expected).then_some(())
     })
     .await;
-    let records = read_stream(&js, "UMPIRE_SCORES_team_bot").await.unwrap();
-    let ids: BTreeSet<String> = records
-        .iter()
-        .map(|m| m.message_id.clone().unwrap())
-        .collect();
+    let records = read_evaluations(&js, "UMPIRE_SCORES_team_bot")
+        .await
+        .unwrap();
+    let ids: BTreeSet<&str> = records.iter().map(|(_, e)| e.id.as_str()).collect();
     assert_eq!(records.len(), expected as usize, "no duplicate scores");
     assert_eq!(ids.len(), expected as usize);
     let spans: BTreeSet<String> = records
         .iter()
-        .map(|m| {
-            let evaluation: SpanEvaluation = serde_json::from_slice(&m.payload).unwrap();
+        .map(|(_, evaluation)| {
             assert_eq!(evaluation.scores.len(), 2);
             format!("{}-{}", evaluation.trace_id, evaluation.span_id)
         })

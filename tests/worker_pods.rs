@@ -24,7 +24,7 @@ use umpire_api::eval_policy::EvalPolicy;
 use umpire_api::trace_project::TraceProject;
 use umpire_nats::topology::ProjectNames;
 use umpire_testkit::kubeapi::KubeApiServer;
-use umpire_testkit::nats::{NatsServer, read_stream};
+use umpire_testkit::nats::{NatsServer, read_evaluations};
 use umpire_testkit::netns::PodNetwork;
 use umpire_testkit::pod_runner::{PodRunner, RunnerOptions};
 use umpire_testkit::tls::TestCertificates;
@@ -221,11 +221,11 @@ async fn workers_started_from_the_rendered_deployments_connect_to_a_nats_requiri
     let js = async_nats::jetstream::new(authenticated);
     let names = ProjectNames::new("shop", "bot");
     let scores = eventually("the span's evaluation is stored", WAIT, || async {
-        let stored = read_stream(&js, &names.scores_stream()).await.ok()?;
+        let stored = read_evaluations(&js, &names.scores_stream()).await.ok()?;
         (!stored.is_empty()).then_some(stored)
     })
     .await;
-    let evaluation: serde_json::Value = serde_json::from_slice(&scores[0].payload).unwrap();
+    let evaluation = serde_json::to_value(&scores[0].1).unwrap();
     assert_eq!(
         evaluation["spanId"],
         "eee19b7ec3c1b174",

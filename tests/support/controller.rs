@@ -64,16 +64,7 @@ impl Controller {
     }
 
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
-        let url = format!("http://127.0.0.1:{}/metrics", self.admin);
-        let Ok(response) = reqwest::get(&url).await else {
-            return -1.0;
-        };
-        let text = response.text().await.unwrap_or_default();
-        text.lines()
-            .find(|l| l.starts_with(name) && l.contains(labels))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        super::metric(self.admin, name, labels).await
     }
 }
 

@@ -223,6 +223,21 @@ pub async fn create_referenced_secrets(client: &kube::Client, namespace: &str) {
     create_consenting_secret(client, namespace, "otlp", &[("token", "t0ken")]).await;
 }
 
+/// The value of the first sample of `name` whose labels contain `labels`, scraped from the
+/// admin server on `port`: -1 when it does not answer, 0 when the sample is absent.
+pub async fn metric(port: u16, name: &str, labels: &str) -> f64 {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let Ok(response) = reqwest::get(&url).await else {
+        return -1.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(name) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

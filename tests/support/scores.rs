@@ -111,6 +111,23 @@ pub async fn publish_scores(js: jetstream::Context, phase: Arc<AtomicU8>, regres
     }
 }
 
+/// Stores `evaluations` as one scores message with `id`, as the evaluator stores the
+/// evaluations of a batch of a trace's spans.
+pub async fn publish_batch(js: &jetstream::Context, evaluations: &[SpanEvaluation], id: &str) {
+    let encoded: Vec<Vec<u8>> = evaluations
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap())
+        .collect();
+    let payload = umpire_core::batch::batch_message(encoded.iter().map(Vec::as_slice));
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    js.publish_with_headers(SCORES, headers, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 pub fn leaders(processes: &mut [UmpireProcess]) -> Vec<usize> {
     let mut found = Vec::new();
     for (i, p) in processes.iter_mut().enumerate() {

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use umpire_core::alert::engine::{AlertEngine, PolicyScope};
 use umpire_core::alert::rule::AlertRule;
-use umpire_core::score::SpanEvaluation;
+use umpire_core::score::evaluations_of_message;
 use umpire_nats::topology::ProjectNames;
 
 use umpire_nats::fence::Fence;
@@ -285,20 +285,24 @@ impl AlertEvaluator {
                             Err(_) => (now_nanos(), 1),
                         };
                         let mut notes = Vec::new();
-                        match serde_json::from_slice::<SpanEvaluation>(&message.payload) {
-                            Ok(evaluation) if seen.insert(&evaluation.id) => {
+                        // One evaluation, or a batch of one trace's: each counted once by
+                        // its id (a trace regrouped by ingest is judged and stored again).
+                        match evaluations_of_message(&message.payload) {
+                            Ok(evaluations) => for evaluation in evaluations {
+                                if !seen.insert(&evaluation.id) {
+                                    self.metrics.duplicate_scores.inc();
+                                    continue;
+                                }
                                 self.metrics.scores_observed.inc();
                                 let overflowed = engine.overflowed();
-                                notes = engine.observe(&evaluation, now_nanos(), caught_up);
+                                let mut observed = engine.observe(&evaluation, now_nanos(), caught_up);
                                 self.metrics.groups_overflowed.inc_by(engine.overflowed() - overflowed);
                                 // The score that made the rule true is the clock's start.
-                                for note in &mut notes {
+                                for note in &mut observed {
                                     note.due_unix_nano = note.due_unix_nano.min(published);
                                 }
-                            }
-                            Ok(_) => {
-                                self.metrics.duplicate_scores.inc();
-                            }
+                                notes.extend(observed);
+                            },
                             Err(e) => {
                                 self.metrics.undecodable_scores.inc();
                                 tracing::warn!(event = "score_undecodable", error = %e, "skipping an undecodable score message");

@@ -5,6 +5,7 @@
 //! NATS and HTTP live in adapter crates that depend on this one, never the reverse.
 
 pub mod alert;
+pub mod batch;
 pub mod embedding;
 pub mod field;
 pub mod hashing;

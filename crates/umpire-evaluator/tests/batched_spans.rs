@@ -11,16 +11,15 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use umpire_contract::evaluator::EvaluatorConfig;
 use umpire_contract::ingest::{IngestConfig, ListenAddresses};
+use umpire_core::batch::batch_message;
 use umpire_core::ids::{SpanId, TraceId};
 use umpire_core::judge::Outcome;
 use umpire_core::score::SpanEvaluation;
-use umpire_core::span::{
-    AiSpanKind, AiView, Attributes, OtelSpanKind, Scope, Span, Status, batch_message,
-};
+use umpire_core::span::{AiSpanKind, AiView, Attributes, OtelSpanKind, Scope, Span, Status};
 use umpire_core::trace_summary::TraceSummary;
 use umpire_nats::connect::NatsSettings;
 use umpire_nats::topology::ProjectNames;
-use umpire_testkit::nats::{NatsServer, count_on, read_stream};
+use umpire_testkit::nats::{NatsServer, read_evaluations};
 use umpire_testkit::wait::eventually;
 
 const SCORES: &str = "UMPIRE_SCORES_team_bot";
@@ -105,17 +104,14 @@ async fn evaluations(js: &jetstream::Context, count: usize) -> Vec<SpanEvaluatio
         &format!("{count} evaluations"),
         Duration::from_secs(60),
         || async move {
-            let stored = count_on(js, SCORES, ">").await.ok()?;
-            (stored as usize >= count).then_some(())
+            let stored = read_evaluations(js, SCORES).await.ok()?;
+            (stored.len() >= count).then_some(stored)
         },
     )
-    .await;
-    read_stream(js, SCORES)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| serde_json::from_slice(&m.payload).unwrap())
-        .collect()
+    .await
+    .into_iter()
+    .map(|(_, evaluation)| evaluation)
+    .collect()
 }
 
 fn passed(evaluation: &SpanEvaluation) -> Option<bool> {
@@ -194,7 +190,7 @@ async fn each_span_of_a_batch_is_judged_and_the_message_acknowledged_once() {
         "the batch was acknowledged, not redelivered"
     );
     assert_eq!(
-        read_stream(&js, SCORES).await.unwrap().len(),
+        read_evaluations(&js, SCORES).await.unwrap().len(),
         4,
         "nothing judged twice"
     );

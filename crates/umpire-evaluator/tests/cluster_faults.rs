@@ -11,9 +11,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use serde_json::json;
 use support::R3Workers;
-use umpire_core::score::SpanEvaluation;
 use umpire_nats::topology::ProjectNames;
-use umpire_testkit::nats::{NatsCluster, read_stream};
+use umpire_testkit::nats::{NatsCluster, read_evaluations};
 use umpire_testkit::wait::eventually;
 
 const SPANS: u64 = 300;
@@ -101,22 +100,18 @@ async fn every_span_judged_once_through_the_loss_of_the_consumer_leader() {
     }
 
     let scores = eventually("every span judged", Duration::from_secs(60), || async {
-        let stored = read_stream(&js, &names.scores_stream()).await.ok()?;
+        let stored = read_evaluations(&js, &names.scores_stream()).await.ok()?;
         (stored.len() as u64 >= SPANS).then_some(stored)
     })
     .await;
     // Settle a little: redeliveries after the fault must not add scores.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let scores = read_stream(&js, &names.scores_stream())
+    let scores = read_evaluations(&js, &names.scores_stream())
         .await
         .unwrap_or(scores);
     let ids: BTreeSet<String> = scores
         .iter()
-        .map(|m| {
-            serde_json::from_slice::<SpanEvaluation>(&m.payload)
-                .unwrap()
-                .id
-        })
+        .map(|(_, evaluation)| evaluation.id.clone())
         .collect();
     eprintln!(
         "lost: {} of {SPANS}; duplicates: {}",

@@ -16,7 +16,7 @@ use umpire_core::judge::{JudgeErrorKind, Outcome};
 use umpire_core::score::SpanEvaluation;
 use umpire_nats::connect::NatsSettings;
 use umpire_testkit::judge::JudgeServer;
-use umpire_testkit::nats::{NatsServer, read_stream};
+use umpire_testkit::nats::{NatsServer, read_evaluations, read_stream};
 use umpire_testkit::wait::eventually;
 
 const NAMESPACE: &str = "team";
@@ -165,31 +165,14 @@ async fn scores(
         &format!("{count} span evaluations"),
         Duration::from_secs(60),
         || async move {
-            let stored = js
-                .get_stream(SCORES)
-                .await
-                .ok()?
-                .info()
-                .await
-                .ok()?
-                .state
-                .messages as usize;
-            (stored >= count).then_some(())
+            let stored = read_evaluations(js, SCORES).await.ok()?;
+            (stored.len() >= count).then_some(stored)
         },
     )
-    .await;
-    read_stream(js, SCORES)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| {
-            (
-                m.subject,
-                serde_json::from_slice(&m.payload).unwrap(),
-                m.message_id,
-            )
-        })
-        .collect()
+    .await
+    .into_iter()
+    .map(|(m, evaluation)| (m.subject, evaluation, m.message_id))
+    .collect()
 }
 
 fn fixture(name: &str) -> Vec<u8> {

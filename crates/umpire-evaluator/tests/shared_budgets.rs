@@ -15,7 +15,7 @@ use umpire_evaluator::RunningEvaluator;
 use umpire_nats::connect::NatsSettings;
 use umpire_nats::topology::ProjectNames;
 use umpire_testkit::judge::JudgeServer;
-use umpire_testkit::nats::{NatsServer, read_stream};
+use umpire_testkit::nats::{NatsServer, read_evaluations};
 use umpire_testkit::wait::eventually;
 
 fn settings(nats: &NatsServer) -> NatsSettings {
@@ -112,13 +112,13 @@ async fn evaluations(js: &jetstream::Context, count: usize) -> Vec<SpanEvaluatio
         &format!("{count} evaluations"),
         Duration::from_secs(30),
         || async {
-            let stored = read_stream(js, &stream).await.ok()?;
+            let stored = read_evaluations(js, &stream).await.ok()?;
             (stored.len() >= count).then_some(stored)
         },
     )
     .await
-    .iter()
-    .map(|m| serde_json::from_slice(&m.payload).unwrap())
+    .into_iter()
+    .map(|(_, evaluation)| evaluation)
     .collect()
 }
 

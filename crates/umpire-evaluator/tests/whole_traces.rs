@@ -20,7 +20,7 @@ use umpire_evaluator::RunningEvaluator;
 use umpire_ingest::RunningIngest;
 use umpire_nats::connect::NatsSettings;
 use umpire_nats::topology::ProjectNames;
-use umpire_testkit::nats::{NatsServer, read_stream};
+use umpire_testkit::nats::{NatsServer, read_evaluations};
 use umpire_testkit::wait::eventually;
 
 const PARTITIONS: u32 = 4;
@@ -208,11 +208,11 @@ async fn export(url: &str, spans: Vec<Value>) {
 }
 
 async fn evaluations(js: &jetstream::Context, project: &str) -> Vec<SpanEvaluation> {
-    read_stream(js, &ProjectNames::new("team", project).scores_stream())
+    read_evaluations(js, &ProjectNames::new("team", project).scores_stream())
         .await
         .unwrap_or_default()
-        .iter()
-        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .into_iter()
+        .map(|(_, evaluation)| evaluation)
         .collect()
 }
 

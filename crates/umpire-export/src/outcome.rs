@@ -7,7 +7,7 @@
 //! span stream (every kept span) and sent with its evaluations; then the summary is acked.
 //! One replica decides each trace, from the same scores and hash: the same answer anywhere.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,7 +19,7 @@ use umpire_contract::traces::read_back;
 use umpire_core::hashing::{HashPurpose, trace_in_percentage};
 use umpire_core::ids::TraceId;
 use umpire_core::judge::Outcome;
-use umpire_core::score::SpanEvaluation;
+use umpire_core::score::{SpanEvaluation, evaluations_of_message};
 use umpire_core::span::Span;
 use umpire_core::trace_summary::TraceSummary;
 use umpire_nats::topology::ProjectNames;
@@ -128,7 +128,10 @@ impl ScoreIndex {
             TraceOutcome::default()
         });
         entry.failed |= failed;
-        if entry.evaluations.len() < INDEX_MAX_EVALUATIONS {
+        // The evaluations of one message (a batch of the trace's) share its sequence.
+        if entry.evaluations.len() < INDEX_MAX_EVALUATIONS
+            && entry.evaluations.last() != Some(&sequence)
+        {
             entry.evaluations.push(sequence);
         }
         while let Some((seen, trace)) = self.order.front().copied() {
@@ -307,7 +310,7 @@ impl OutcomePump {
                 }
             }
             if self.evaluations.is_some() {
-                evaluations.extend(self.read_evaluations(&sequences).await);
+                evaluations.extend(self.read_evaluations(&summary.trace_id, &sequences).await);
             }
             if spans.len() >= SPANS_PER_REQUEST
                 && !self
@@ -353,17 +356,21 @@ impl OutcomePump {
     }
 
     /// The trace's evaluations, read from the scores stream by sequence (those the
-    /// stream's limits removed are skipped).
-    async fn read_evaluations(&self, sequences: &[u64]) -> Vec<SpanEvaluation> {
+    /// stream's limits removed are skipped), each once: a trace regrouped by ingest is
+    /// judged again and its evaluations stored in a second batch.
+    async fn read_evaluations(&self, trace_id: &TraceId, sequences: &[u64]) -> Vec<SpanEvaluation> {
         let Ok(stream) = self.js.get_stream_no_info(self.names.scores_stream()).await else {
             return Vec::new();
         };
         let mut evaluations = Vec::new();
+        let mut seen = HashSet::new();
         for sequence in sequences {
             if let Ok(message) = stream.get_raw_message(*sequence).await
-                && let Ok(evaluation) = serde_json::from_slice(&message.payload)
+                && let Ok(stored) = evaluations_of_message(&message.payload)
             {
-                evaluations.push(evaluation);
+                evaluations.extend(stored.into_iter().filter(|evaluation| {
+                    evaluation.trace_id == *trace_id && seen.insert(evaluation.id.clone())
+                }));
             }
         }
         evaluations
@@ -474,7 +481,7 @@ async fn follow_scores(
             let (sequence, published) = (info.stream_sequence, SystemTime::from(info.published));
             caught_up = info.pending == 0;
             let mut locked = lock_index(&index);
-            if let Ok(evaluation) = serde_json::from_slice::<SpanEvaluation>(&message.payload) {
+            for evaluation in evaluations_of_message(&message.payload).unwrap_or_default() {
                 let failed = settings.fails(&evaluation);
                 locked.add(&evaluation, sequence, failed, keep);
             }

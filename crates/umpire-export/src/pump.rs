@@ -9,8 +9,8 @@ use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use umpire_api::trace_project::EvaluationFormat;
-use umpire_core::score::SpanEvaluation;
-use umpire_core::span::Span;
+use umpire_core::score::{SpanEvaluation, evaluations_of_message};
+use umpire_core::span::{Span, spans_of_message};
 use umpire_nats::consumers::ensure_consumer;
 use umpire_nats::topology::{EXPORT_ACK_WAIT, ProjectNames, export_consumer};
 use umpire_otlp::export::{evaluation_spans_request, logs_request, trace_request};
@@ -279,8 +279,10 @@ impl Pump {
                 self.encode_spans(&spans)
             }
             Signal::Evaluations => {
-                let evaluations: Vec<SpanEvaluation> =
-                    batch.iter().filter_map(|m| self.decode(m)).collect();
+                let evaluations: Vec<SpanEvaluation> = batch
+                    .iter()
+                    .flat_map(|m| self.decode_evaluations(m))
+                    .collect();
                 self.encode_evaluations(&evaluations)
             }
         }
@@ -298,9 +300,17 @@ impl Pump {
     }
 
     /// The span or batch of spans of a span-stream message; none, with an error, when it does
-    /// not decode (as [`Self::decode`]).
+    /// not decode (a newer format is skipped rather than blocking the target).
     fn decode_spans(&self, message: &jetstream::Message) -> Vec<Span> {
-        umpire_core::span::spans_of_message(&message.payload).unwrap_or_else(|e| {
+        spans_of_message(&message.payload).unwrap_or_else(|e| {
+            self.undecodable(message, &e);
+            Vec::new()
+        })
+    }
+
+    /// The evaluation or batch of evaluations of a scores message, as [`Self::decode_spans`].
+    fn decode_evaluations(&self, message: &jetstream::Message) -> Vec<SpanEvaluation> {
+        evaluations_of_message(&message.payload).unwrap_or_else(|e| {
             self.undecodable(message, &e);
             Vec::new()
         })
@@ -308,18 +318,6 @@ impl Pump {
 
     fn undecodable(&self, message: &jetstream::Message, error: &serde_json::Error) {
         tracing::error!(event = "export_undecodable", target = %self.target, signal = self.signal.as_str(), subject = %message.subject, error = %error, "skipping a stored message that does not decode");
-    }
-
-    /// A stored message Umpire itself wrote; one that does not decode (a newer format) is
-    /// skipped with an error rather than blocking the target.
-    fn decode<T: serde::de::DeserializeOwned>(&self, message: &jetstream::Message) -> Option<T> {
-        match serde_json::from_slice(&message.payload) {
-            Ok(item) => Some(item),
-            Err(e) => {
-                self.undecodable(message, &e);
-                None
-            }
-        }
     }
 }
 

@@ -11,7 +11,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use serde_json::json;
 use support::*;
-use umpire_core::span::{AiSpanKind, batch_message_id, spans_of_message};
+use umpire_core::batch::batch_message_id;
+use umpire_core::span::{AiSpanKind, spans_of_message};
 use umpire_otlp::ExportTraceServiceResponse;
 use umpire_testkit::nats::NatsServer;
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use umpire_alerting::delivery::report::{DeliveryObserver, PrintedRoutes};
 use umpire_contract::evaluator::EvaluatorConfig;
 use umpire_contract::ingest::{IngestConfig, ListenAddresses};
-use umpire_core::score::SpanEvaluation;
+use umpire_core::score::evaluations_of_message;
 use umpire_evaluator::{DeliveryOverrides, RunningEvaluator};
 use umpire_ingest::RunningIngest;
 use umpire_nats::connect::NatsSettings;
@@ -195,7 +195,7 @@ pub(crate) async fn subscribe_scores(
         let board = board.clone();
         feeders.push(tokio::spawn(async move {
             while let Some(message) = subscription.next().await {
-                if let Ok(evaluation) = serde_json::from_slice::<SpanEvaluation>(&message.payload) {
+                for evaluation in evaluations_of_message(&message.payload).unwrap_or_default() {
                     board.record_scores(&evaluation);
                 }
             }

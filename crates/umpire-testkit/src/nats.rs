@@ -283,6 +283,21 @@ pub async fn read_stream(
     read_stream_on(js, stream, None).await
 }
 
+/// Every evaluation stored on a scores stream, each with the message it travelled in (one
+/// evaluation, or a batch of one trace's).
+pub async fn read_evaluations(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Result<Vec<(StoredMessage, umpire_core::score::SpanEvaluation)>, async_nats::Error> {
+    let mut evaluations = Vec::new();
+    for message in read_stream(js, stream).await? {
+        for evaluation in umpire_core::score::evaluations_of_message(&message.payload)? {
+            evaluations.push((message.clone(), evaluation));
+        }
+    }
+    Ok(evaluations)
+}
+
 /// Messages of `stream` on subjects matching `filter` (a stream can hold several kinds:
 /// the span stream holds spans and trace summaries).
 pub async fn count_on(

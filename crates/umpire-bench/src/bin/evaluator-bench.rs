@@ -116,7 +116,7 @@ async fn publish_spans(
                 .map(serde_json::to_vec)
                 .collect::<Result<Vec<_>, _>>()?;
             (
-                umpire_core::span::batch_message(encoded.iter().map(Vec::as_slice)),
+                umpire_core::batch::batch_message(encoded.iter().map(Vec::as_slice)),
                 format!("batch-{first}-{last}"),
             )
         };

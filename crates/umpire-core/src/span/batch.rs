@@ -1,14 +1,9 @@
 //! Span-stream messages that carry several spans: a JSON array of spans in their wire form
-//! (each already cut to fit by [`Span::to_wire`]). One message per span costs a publish, an
-//! acknowledgement, a delivery and an ack each — more than the span's own work for small
-//! spans — so spans of one trace and one subject can travel together.
-//!
-//! Readers take both forms, a single span (`{…}`) and a batch (`[…]`): readers that
-//! understand batches must be deployed before anything writes them, so a rolling upgrade
-//! never hands a batch to a reader that would dead-letter it.
+//! (each already cut to fit by [`Span::to_wire`]), the spans of one trace and one subject
+//! (see [`crate::batch`]). Readers take both forms, a single span and a batch.
 
 use super::Span;
-use crate::ids::{SpanId, TraceId};
+use crate::batch::is_batch;
 
 /// A span-stream message read: one span, or a batch.
 // The single span stays unboxed: it is the common case, and a box (or a one-element
@@ -23,8 +18,7 @@ pub enum MessageSpans {
 impl MessageSpans {
     /// Reads a message's payload, single span or batch.
     pub fn read(payload: &[u8]) -> Result<Self, serde_json::Error> {
-        let first = payload.iter().find(|byte| !byte.is_ascii_whitespace());
-        if first == Some(&b'[') {
+        if is_batch(payload) {
             serde_json::from_slice(payload).map(Self::Batch)
         } else {
             serde_json::from_slice(payload).map(Self::One)
@@ -55,35 +49,10 @@ pub fn spans_of_message(payload: &[u8]) -> Result<Vec<Span>, serde_json::Error> 
     MessageSpans::read(payload).map(MessageSpans::into_vec)
 }
 
-/// One message of spans already in their wire form; its length is the sum of theirs plus
-/// one byte per span (the brackets and commas).
-pub fn batch_message<'a>(encoded: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut message = vec![b'['];
-    for (i, span) in encoded.into_iter().enumerate() {
-        if i > 0 {
-            message.push(b',');
-        }
-        message.extend_from_slice(span);
-    }
-    message.push(b']');
-    message
-}
-
-/// The id a batch of `trace_id`'s spans is deduplicated by (`Nats-Msg-Id`): the trace, the
-/// number of spans and a hash of their ids in order. The same spans batched again — a
-/// retried publish, or another replica regrouping the trace after a partition moved — carry
-/// the same id; any other set of spans carries another, so deduplication never drops a
-/// batch holding a span the stored one lacks. (A single span's message keeps the span's
-/// own id, [`Span::dedup_id`].)
-pub fn batch_message_id(trace_id: &TraceId, span_ids: &[SpanId]) -> String {
-    let ids: Vec<u8> = span_ids.iter().flat_map(|id| id.0).collect();
-    let hash = xxhash_rust::xxh3::xxh3_64(&ids);
-    format!("{trace_id}-{}x{hash:016x}", span_ids.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::batch_message;
     use crate::ids::{SpanId, TraceId};
     use crate::span::{AiView, Attributes, OtelSpanKind, Scope, Status};
 
@@ -128,21 +97,6 @@ mod tests {
             Some(Vec::new()),
             "leading whitespace is allowed, as JSON does"
         );
-    }
-
-    #[test]
-    fn a_batch_id_names_exactly_its_spans() {
-        let trace = TraceId([7; 16]);
-        let ids = [SpanId([1; 8]), SpanId([2; 8]), SpanId([3; 8])];
-        let id = batch_message_id(&trace, &ids);
-        assert_eq!(id, batch_message_id(&trace, &ids), "stable");
-        assert!(id.starts_with(&format!("{trace}-3x")), "{id}");
-        assert_ne!(id, batch_message_id(&trace, &ids[..2]));
-        assert_ne!(
-            id,
-            batch_message_id(&trace, &[ids[0], ids[1], SpanId([4; 8])])
-        );
-        assert_ne!(id, batch_message_id(&TraceId([8; 16]), &ids));
     }
 
     #[test]

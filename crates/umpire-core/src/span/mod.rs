@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::ids::{SpanId, TraceId};
 
-pub use self::batch::{MessageSpans, batch_message, batch_message_id, spans_of_message};
+pub use self::batch::{MessageSpans, spans_of_message};
 pub use self::wire::WireError;
 
 /// Attribute values keep their JSON shape: string, number, bool, array, object.

@@ -1,5 +1,5 @@
 //! A kept job's spans as span-stream messages: the spans of one trace that share a subject
-//! travel together (a JSON array of wire spans, see `umpire_core::span::batch_message`), up
+//! travel together (a JSON array of wire spans, see `umpire_core::batch`), up
 //! to the payload budget and [`MAX_SPANS_PER_MESSAGE`]. One message per span cost a
 //! publish, a stream write, an acknowledgement and, in the evaluator, a delivery and an ack
 //! each — more than the span's own work for small spans.
@@ -12,8 +12,9 @@
 //! judged twice, and the scores stream deduplicates their evaluations by evaluation id.
 
 use bytes::Bytes;
+use umpire_core::batch::{batch_message, batch_message_id, pack};
 use umpire_core::ids::{SpanId, TraceId};
-use umpire_core::span::{GENAI_OPERATIONS, Span, batch_message, batch_message_id};
+use umpire_core::span::{GENAI_OPERATIONS, Span};
 use umpire_nats::topology::ProjectNames;
 use umpire_otlp::buffered::BufferedSpan;
 
@@ -79,36 +80,23 @@ pub fn encode(names: &ProjectNames, spans: &[BufferedSpan], budget: usize) -> En
     wires.sort_unstable_by(|a, b| {
         (a.trace_id, &a.subject, a.span_id).cmp(&(b.trace_id, &b.subject, b.span_id))
     });
-    let mut group: Vec<WireSpan> = Vec::new();
-    let mut group_bytes = 0;
-    for span in wires {
-        let joins = group.first().is_some_and(|first| {
-            first.trace_id == span.trace_id
-                && first.subject == span.subject
-                && group.len() < MAX_SPANS_PER_MESSAGE
-                // The batch's brackets and commas take one byte per span, plus one.
-                && group_bytes + span.wire.len() + group.len() + 2 <= budget
-        });
-        if !joins && !group.is_empty() {
-            encoded
-                .messages
-                .push(message_of(std::mem::take(&mut group)));
-            group_bytes = 0;
-        }
-        group_bytes += span.wire.len();
-        group.push(span);
-    }
-    if !group.is_empty() {
-        encoded.messages.push(message_of(group));
-    }
+    let groups = pack(
+        wires,
+        |a, b| a.trace_id == b.trace_id && a.subject == b.subject,
+        |span| span.wire.len(),
+        MAX_SPANS_PER_MESSAGE,
+        budget,
+    );
+    encoded.messages = groups.into_iter().map(message_of).collect();
     encoded
 }
 
 /// A group's message: a lone span as itself (the form and id it always had), several as a
 /// batch.
 fn message_of(mut group: Vec<WireSpan>) -> SpanMessage {
-    if group.len() == 1 {
-        let span = group.remove(0);
+    if group.len() == 1
+        && let Some(span) = group.pop()
+    {
         return SpanMessage {
             subject: span.subject,
             id: span.dedup_id,

@@ -1,0 +1,156 @@
+//! Stream messages that carry several records of one trace: a JSON array of records each
+//! already encoded (`[{…},{…}]`), next to the single-record form (`{…}`). One message per
+//! record costs a publish, a stream write, an acknowledgement and, for every reader, a
+//! delivery and an ack — more than the record's own work for small records — so the spans
+//! ingest keeps and the evaluations the evaluator stores travel batched per trace.
+//!
+//! Readers take both forms. Readers that understand batches must be deployed before
+//! anything writes them, so a rolling upgrade never hands a batch to a reader that would
+//! skip or dead-letter it.
+
+use serde::de::DeserializeOwned;
+
+use crate::ids::{SpanId, TraceId};
+
+/// Whether a message is a batch (`[…]`) rather than one record (`{…}`).
+pub fn is_batch(payload: &[u8]) -> bool {
+    payload.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[')
+}
+
+/// The records of a message, one or a batch. A malformed message is an error, never a
+/// partial batch.
+pub fn read_one_or_many<T: DeserializeOwned>(payload: &[u8]) -> Result<Vec<T>, serde_json::Error> {
+    if is_batch(payload) {
+        serde_json::from_slice(payload)
+    } else {
+        serde_json::from_slice(payload).map(|one| vec![one])
+    }
+}
+
+/// One message of records already encoded; its length is the sum of theirs plus one byte
+/// per record (the brackets and commas).
+pub fn batch_message<'a>(encoded: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut message = vec![b'['];
+    for (i, record) in encoded.into_iter().enumerate() {
+        if i > 0 {
+            message.push(b',');
+        }
+        message.extend_from_slice(record);
+    }
+    message.push(b']');
+    message
+}
+
+/// The id a batch of `trace_id`'s records is deduplicated by (`Nats-Msg-Id`, behind the
+/// stream's own prefix): the trace, the number of spans and a hash of their ids in order.
+/// The same spans batched again — a retried publish, another replica regrouping the trace
+/// after a partition moved — carry the same id; any other set carries another, so
+/// deduplication never drops a batch holding a record the stored one lacks. (A message of
+/// one record keeps that record's own id.)
+pub fn batch_message_id(trace_id: &TraceId, span_ids: &[SpanId]) -> String {
+    let ids: Vec<u8> = span_ids.iter().flat_map(|id| id.0).collect();
+    let hash = xxhash_rust::xxh3::xxh3_64(&ids);
+    format!("{trace_id}-{}x{hash:016x}", span_ids.len())
+}
+
+/// Splits records, in the order given, into the groups that travel together: consecutive
+/// records that `together` says may share a message, at most `max_records` of them, whose
+/// batch (`len` bytes each, plus a byte per record and one) fits `budget`. A record larger
+/// than the budget stays alone; publishing it is what fails.
+pub fn pack<T>(
+    records: impl IntoIterator<Item = T>,
+    together: impl Fn(&T, &T) -> bool,
+    len: impl Fn(&T) -> usize,
+    max_records: usize,
+    budget: usize,
+) -> Vec<Vec<T>> {
+    let mut groups = Vec::new();
+    let mut group: Vec<T> = Vec::new();
+    let mut group_bytes = 0;
+    for record in records {
+        let joins = group.first().is_some_and(|first| {
+            together(first, &record)
+                && group.len() < max_records
+                && group_bytes + len(&record) + group.len() + 2 <= budget
+        });
+        if !joins && !group.is_empty() {
+            groups.push(std::mem::take(&mut group));
+            group_bytes = 0;
+        }
+        group_bytes += len(&record);
+        group.push(record);
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_record_and_a_batch_both_read_back() {
+        let one: Vec<u32> = read_one_or_many(b"7").unwrap_or_default();
+        assert_eq!(one, vec![7]);
+        let message = batch_message([b"1".as_slice(), b"22", b"333"]);
+        assert_eq!(message, b"[1,22,333]");
+        let many: Vec<u32> = read_one_or_many(&message).unwrap_or_default();
+        assert_eq!(many, vec![1, 22, 333]);
+        let empty: Vec<u32> = read_one_or_many(b" \n [] ").unwrap_or(vec![1]);
+        assert!(
+            empty.is_empty(),
+            "leading whitespace is allowed, as JSON does"
+        );
+        assert!(
+            read_one_or_many::<u32>(b"[1,2").is_err(),
+            "never a partial batch"
+        );
+        assert!(read_one_or_many::<u32>(b"").is_err());
+    }
+
+    #[test]
+    fn a_batch_id_names_exactly_its_spans() {
+        let trace = TraceId([7; 16]);
+        let ids = [SpanId([1; 8]), SpanId([2; 8]), SpanId([3; 8])];
+        let id = batch_message_id(&trace, &ids);
+        assert_eq!(id, batch_message_id(&trace, &ids), "stable");
+        assert!(id.starts_with(&format!("{trace}-3x")), "{id}");
+        assert_ne!(id, batch_message_id(&trace, &ids[..2]));
+        assert_ne!(
+            id,
+            batch_message_id(&trace, &[ids[0], ids[1], SpanId([4; 8])])
+        );
+        assert_ne!(id, batch_message_id(&TraceId([8; 16]), &ids));
+    }
+
+    #[test]
+    fn packing_keeps_groups_apart_and_within_both_limits() {
+        // (group, bytes)
+        let records = [
+            (1, 10),
+            (1, 10),
+            (1, 10),
+            (2, 10),
+            (2, 50),
+            (2, 10),
+            (3, 500),
+        ];
+        let groups = pack(records, |a, b| a.0 == b.0, |r| r.1, 2, 64);
+        assert_eq!(
+            groups,
+            vec![
+                vec![(1, 10), (1, 10)],
+                vec![(1, 10)],
+                vec![(2, 10), (2, 50)],
+                vec![(2, 10)],
+                vec![(3, 500)],
+            ]
+        );
+        // Bytes: [a,b] is 10 + 50 + 3 = 63 <= 64; one more byte and they part.
+        let groups = pack([(1, 10), (1, 51)], |a, b| a.0 == b.0, |r| r.1, 8, 63);
+        assert_eq!(groups.len(), 2);
+        assert!(pack(Vec::<(u8, usize)>::new(), |_, _| true, |r| r.1, 8, 64).is_empty());
+    }
+}
