@@ -26,9 +26,10 @@ use umpire_testkit::wait::eventually;
 const WAIT: Duration = Duration::from_secs(60);
 const API_KEY: &str = "sk-export-key-0123456789";
 
-/// A trace of three spans: an agent root, an LLM call (every third answers with an error
-/// status) and a tool call. Returns the request and the LLM span's id.
-fn trace(n: u64) -> (ExportTraceServiceRequest, Vec<u8>) {
+/// A trace of four spans: an agent root, two LLM calls (in every third trace both answer
+/// with an error status) and a tool call; returns the request and the LLM calls' span ids. The two calls travel as one span
+/// message, and their evaluations as one scores message.
+fn trace(n: u64) -> (ExportTraceServiceRequest, Vec<Vec<u8>>) {
     let mut trace_id = vec![0u8; 16];
     trace_id[..8].copy_from_slice(&(n + 1).to_be_bytes());
     trace_id[15] = 0xee;
@@ -65,6 +66,8 @@ fn trace(n: u64) -> (ExportTraceServiceRequest, Vec<u8>) {
             message: "upstream 500".into(),
         });
     }
+    let mut second_call = llm.clone();
+    second_call.span_id = id(3);
     let spans = vec![
         span(
             id(0),
@@ -73,6 +76,7 @@ fn trace(n: u64) -> (ExportTraceServiceRequest, Vec<u8>) {
             vec![string_kv("gen_ai.operation.name", "invoke_agent")],
         ),
         llm,
+        second_call,
         span(
             id(2),
             id(0),
@@ -93,7 +97,7 @@ fn trace(n: u64) -> (ExportTraceServiceRequest, Vec<u8>) {
             ..Default::default()
         }],
     };
-    (request, id(1))
+    (request, vec![id(1), id(3)])
 }
 
 fn write_configs(dir: &std::path::Path, nats: &NatsServer, receiver: &OtlpReceiver) {
@@ -153,7 +157,7 @@ async fn send(http: &str, from: u64, count: u64) -> Vec<Vec<u8>> {
     let mut llm_spans = Vec::new();
     for n in from..from + count {
         let (request, llm) = trace(n);
-        llm_spans.push(llm);
+        llm_spans.extend(llm);
         let reply = client
             .post(format!("http://{http}/v1/traces"))
             .header("content-type", "application/x-protobuf")
@@ -193,7 +197,7 @@ async fn kept_spans_and_evaluations_reach_both_targets_through_an_outage() {
     const TRACES: u64 = 30;
     let mut llm_spans = send(&http, 0, TRACES).await;
     eventually("the first traces exported", WAIT, || async {
-        (receiver.spans().len() >= (TRACES * 3) as usize * 2).then_some(())
+        (receiver.spans().len() >= (TRACES * 4) as usize * 2).then_some(())
     })
     .await;
 
@@ -243,7 +247,7 @@ async fn kept_spans_and_evaluations_reach_both_targets_through_an_outage() {
     );
 
     // Every kept span reaches both targets (at least once).
-    let expected_spans = (2 * TRACES * 3) as usize;
+    let expected_spans = (2 * TRACES * 4) as usize;
     let span_ids = |spans: &[Span]| -> BTreeMap<Vec<u8>, usize> {
         let mut counts = BTreeMap::new();
         for span in spans.iter().filter(|s| s.name != "gen_ai.evaluation") {
@@ -472,8 +476,8 @@ spec:
     assert!(
         per_trace
             .values()
-            .all(|ids| ids.len() == 3 && ids.iter().collect::<BTreeSet<_>>().len() == 3),
-        "each exported trace is whole (root, LLM call, tool call) and sent once"
+            .all(|ids| ids.len() == 4 && ids.iter().collect::<BTreeSet<_>>().len() == 4),
+        "each exported trace is whole (root, two LLM calls, tool call) and sent once"
     );
     // Their evaluations travel with them: both verdicts of each exported LLM span, none of
     // a dropped trace.
@@ -490,7 +494,7 @@ spec:
         .iter()
         .filter(|id| spans.iter().any(|s| &s.span_id == *id))
         .collect();
-    assert_eq!(exported_llm.len(), expected.len());
+    assert_eq!(exported_llm.len(), 2 * expected.len());
     for id in exported_llm {
         assert!(verdicts.get(id).copied().unwrap_or(0) >= 2, "{id:?}");
     }

@@ -57,7 +57,7 @@ pub struct EvaluatorMetrics {
     pub scores: Family<JudgeLabels, Histogram>,
     pub llm_tokens: Family<TokenLabels, Counter>,
     pub llm_cost_usd: Family<JudgeLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
-    pub records_published: Counter,
+    pub evaluations_published: Counter,
     pub publish_failures: Counter,
     pub dead_letters: Counter,
     pub consumer_pending: Gauge,
@@ -94,7 +94,7 @@ impl EvaluatorMetrics {
             scores: Family::new_with_constructor(|| Histogram::new(SCORE_BUCKETS)),
             llm_tokens: Family::default(),
             llm_cost_usd: Family::default(),
-            records_published: Counter::default(),
+            evaluations_published: Counter::default(),
             publish_failures: Counter::default(),
             dead_letters: Counter::default(),
             consumer_pending: Gauge::default(),
@@ -151,9 +151,9 @@ impl EvaluatorMetrics {
             metrics.llm_cost_usd.clone(),
         );
         r.register(
-            "records_published",
-            "Scores and span observations published",
-            metrics.records_published.clone(),
+            "evaluations_published",
+            "Span evaluations stored on the scores stream (a message may carry several)",
+            metrics.evaluations_published.clone(),
         );
         r.register(
             "publish_failures",
@@ -172,7 +172,7 @@ impl EvaluatorMetrics {
         );
         r.register(
             "in_flight",
-            "Spans being judged or published",
+            "Spans being judged (holding a judging slot)",
             metrics.in_flight.clone(),
         );
         r.register(

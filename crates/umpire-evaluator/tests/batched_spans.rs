@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use umpire_contract::evaluator::EvaluatorConfig;
 use umpire_contract::ingest::{IngestConfig, ListenAddresses};
-use umpire_core::batch::batch_message;
+use umpire_core::batch::{batch_message, batch_message_id};
 use umpire_core::ids::{SpanId, TraceId};
 use umpire_core::judge::Outcome;
 use umpire_core::score::SpanEvaluation;
@@ -121,6 +121,37 @@ fn passed(evaluation: &SpanEvaluation) -> Option<bool> {
     }
 }
 
+/// The scores messages holding `count` evaluations: each message's id and the span ids of
+/// the evaluations it carries, in order.
+async fn scores_messages(js: &jetstream::Context, count: usize) -> Vec<(String, Vec<SpanId>)> {
+    let stored = eventually(
+        &format!("{count} evaluations"),
+        Duration::from_secs(60),
+        || async move {
+            let stored = read_evaluations(js, SCORES).await.ok()?;
+            (stored.len() >= count).then_some(stored)
+        },
+    )
+    .await;
+    let mut messages: Vec<(u64, String, Vec<SpanId>)> = Vec::new();
+    for (message, evaluation) in stored {
+        match messages.last_mut() {
+            Some((sequence, _, spans)) if *sequence == message.sequence => {
+                spans.push(evaluation.span_id)
+            }
+            _ => messages.push((
+                message.sequence,
+                message.message_id.unwrap_or_default(),
+                vec![evaluation.span_id],
+            )),
+        }
+    }
+    messages
+        .into_iter()
+        .map(|(_, id, spans)| (id, spans))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_span_of_a_batch_is_judged_and_the_message_acknowledged_once() {
     let nats = NatsServer::start().unwrap();
@@ -193,6 +224,58 @@ async fn each_span_of_a_batch_is_judged_and_the_message_acknowledged_once() {
         read_evaluations(&js, SCORES).await.unwrap().len(),
         4,
         "nothing judged twice"
+    );
+    shutdown.cancel();
+}
+
+/// A batch's evaluations are stored together, as its spans came: one scores message named
+/// after the trace and its spans, so a redelivered batch deduplicates; a lone span's
+/// evaluation keeps its own form and id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batchs_evaluations_are_stored_as_one_scores_message() {
+    let nats = NatsServer::start().unwrap();
+    let shutdown = start(
+        &nats,
+        json!({"projectRef": {"name": "bot"}, "select": {"kinds": ["LLM"]},
+               "judges": [{"name": "fast", "latency": {"maxMs": 1000}}]}),
+    )
+    .await;
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let names = ProjectNames::new("team", "bot");
+    let batch: Vec<Span> = (1..=5).map(|id| llm_span(3, id, 10)).collect();
+    let encoded: Vec<Vec<u8>> = batch.iter().map(wire).collect();
+    let single = llm_span(4, 9, 10);
+    for payload in [
+        batch_message(encoded.iter().map(Vec::as_slice)),
+        wire(&single),
+    ] {
+        js.publish(names.spans_subject("llm", "chat"), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let mut messages = scores_messages(&js, 6).await;
+    // Stored in whichever order their judging finished.
+    messages.sort_by_key(|(_, spans)| spans.first().map(|id| id.0));
+    let batch_ids: Vec<SpanId> = (1..=5).map(|id| SpanId([id; 8])).collect();
+    assert_eq!(
+        messages,
+        [
+            (
+                format!(
+                    "quality/{}",
+                    batch_message_id(&TraceId([3; 16]), &batch_ids)
+                ),
+                batch_ids.clone(),
+            ),
+            (
+                SpanEvaluation::id_for("quality", &TraceId([4; 16]), &SpanId([9; 8])),
+                vec![SpanId([9; 8])],
+            ),
+        ],
+        "one scores message for the batch, one for the lone span"
     );
     shutdown.cancel();
 }

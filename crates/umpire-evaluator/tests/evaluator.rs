@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use umpire_contract::evaluator::EvaluatorConfig;
 use umpire_contract::ingest::{IngestConfig, ListenAddresses};
+use umpire_core::batch::batch_message_id;
+use umpire_core::ids::SpanId;
 use umpire_core::judge::{JudgeErrorKind, Outcome};
 use umpire_core::score::SpanEvaluation;
 use umpire_nats::connect::NatsSettings;
@@ -217,12 +219,25 @@ async fn judges_ingested_spans_and_stores_hand_checked_scores() {
     assert_eq!(records.len(), 12);
     let ids: BTreeSet<&str> = records.iter().map(|(_, r, _)| r.id.as_str()).collect();
     assert_eq!(ids.len(), 12, "idempotent ids are unique per span");
-    assert!(
-        records
-            .iter()
-            .all(|(_, r, id)| id.as_deref() == Some(r.id.as_str())),
-        "Nats-Msg-Id is the evaluation id"
-    );
+    // Nats-Msg-Id is the evaluation's id, or its batch's: the evaluations of the spans of one
+    // trace judged together travel in one message, named after the trace and its spans.
+    let mut batches: BTreeMap<&str, Vec<&SpanEvaluation>> = BTreeMap::new();
+    for (_, evaluation, id) in &records {
+        batches
+            .entry(id.as_deref().unwrap())
+            .or_default()
+            .push(evaluation);
+    }
+    for (id, evaluations) in &batches {
+        let expected = match evaluations.as_slice() {
+            [one] => one.id.clone(),
+            many => {
+                let spans: Vec<SpanId> = many.iter().map(|e| e.span_id).collect();
+                format!("quality/{}", batch_message_id(&many[0].trace_id, &spans))
+            }
+        };
+        assert_eq!(*id, expected);
+    }
 
     let mut by_judge: BTreeMap<String, Vec<&Outcome>> = BTreeMap::new();
     for (subject, evaluation, _) in &records {

@@ -9,9 +9,6 @@ use prost::Message;
 use umpire_nats::topology::ProjectNames;
 use umpire_otlp::batching::{Partitioned, fit_to_size};
 
-/// Room left under the server's max payload for headers and protocol framing.
-pub const PAYLOAD_HEADROOM: usize = 16 * 1024;
-
 /// Header naming the intake payload's compression.
 pub const CODEC_HEADER: &str = "Umpire-Codec";
 /// Intake payloads are LZ4-compressed: every span crosses NATS twice on its way to a
@@ -80,11 +77,7 @@ impl IntakePublisher {
         if !umpire_nats::connect::is_connected(&client) {
             return Err(IntakeError::Unavailable("not connected to NATS".into()));
         }
-        let budget = client
-            .server_info()
-            .max_payload
-            .saturating_sub(PAYLOAD_HEADROOM)
-            .max(64 * 1024);
+        let budget = umpire_nats::connect::payload_budget(&client);
         let mut acks = Vec::new();
         let mut truncated = 0;
         for (partition, part) in partitioned.parts {

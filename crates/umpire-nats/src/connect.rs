@@ -127,6 +127,19 @@ pub async fn connect(
     Ok(client)
 }
 
+/// Room left in every message for headers (message ids, fencing, reasons).
+pub const PAYLOAD_HEADROOM: usize = 16 * 1024;
+
+/// Bytes one message's payload may take on this connection: the server's `max_payload`
+/// less [`PAYLOAD_HEADROOM`], and at least 64 KiB.
+pub fn payload_budget(client: &Client) -> usize {
+    client
+        .server_info()
+        .max_payload
+        .saturating_sub(PAYLOAD_HEADROOM)
+        .max(64 * 1024)
+}
+
 /// Whether the client is connected right now.
 pub fn is_connected(client: &Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected

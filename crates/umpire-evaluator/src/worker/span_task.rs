@@ -1,6 +1,6 @@
-//! One selected span's work: wait for a judging slot, judge, store the evaluation, then
-//! acknowledge — keeping the message alive meanwhile — or hand it back; and the dead-letter
-//! path for spans that cannot be read.
+//! One span message's work: wait for a judging slot per selected span, judge, store the
+//! evaluations (one scores message per trace), then acknowledge — keeping the message alive
+//! meanwhile — or hand it back; and the dead-letter path for spans that cannot be read.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, AckKind};
 use futures::future::join_all;
 use umpire_core::judge::TraceContext;
-use umpire_core::score::SpanEvaluation;
+use umpire_core::score::{ScoresMessage, SpanEvaluation, scores_messages};
 
 use crate::judging::span_evaluation;
 use umpire_core::span::Span;
@@ -49,33 +49,39 @@ pub(super) async fn judge_and_publish(
     message: jetstream::Message,
     context: &TraceContext,
 ) -> bool {
-    let stored = in_progress(
-        &[&message],
-        shared.settings.ack_wait,
-        judge_and_store(shared, span, context),
-    )
-    .await;
+    let judging = async {
+        match judge(shared, &span, context).await {
+            Some(evaluation) => store(shared, &[evaluation]).await,
+            None => false,
+        }
+    };
+    let stored = in_progress(&[&message], shared.settings.ack_wait, judging).await;
     Box::pin(settle(message, stored)).await;
     stored
 }
 
 /// Judges the selected spans of a batch message (each in its own context, as span-level
-/// judges see a span), publishes their evaluations, and acknowledges the message once every
-/// one is stored; returns whether all were. A batch whose evaluations are not all stored is
-/// redelivered whole: the evaluation ids make the second run of the stored ones a duplicate.
+/// judges see a span), stores their evaluations together — one scores message per trace,
+/// as the spans came — and acknowledges the message once they are stored; returns whether
+/// they were. A batch not stored is redelivered whole; judged again, it makes the same
+/// scores message (same id), which JetStream deduplicates if the first one did land.
 pub(super) async fn judge_batch_and_publish(
     shared: &Shared,
     spans: Vec<Span>,
     message: jetstream::Message,
 ) -> bool {
-    let judging = join_all(spans.into_iter().map(|span| async move {
-        let context = TraceContext::from_spans([&span]);
-        judge_and_store(shared, span, &context).await
-    }));
-    let stored = in_progress(&[&message], shared.settings.ack_wait, judging)
-        .await
-        .into_iter()
-        .all(|stored| stored);
+    let judging = async {
+        let judged = join_all(spans.iter().map(|span| async move {
+            let context = TraceContext::from_spans([span]);
+            judge(shared, span, &context).await
+        }))
+        .await;
+        match judged.into_iter().collect::<Option<Vec<_>>>() {
+            Some(evaluations) => store(shared, &evaluations).await,
+            None => false,
+        }
+    };
+    let stored = in_progress(&[&message], shared.settings.ack_wait, judging).await;
     Box::pin(settle(message, stored)).await;
     stored
 }
@@ -92,53 +98,73 @@ pub(super) async fn settle(message: jetstream::Message, stored: bool) {
     }
 }
 
-/// Waits for a judging slot, judges the span and stores its evaluation; true once stored.
-/// The caller keeps the message (the span's, or its trace summary's) alive meanwhile.
-pub(super) async fn judge_and_store(shared: &Shared, span: Span, context: &TraceContext) -> bool {
-    let Ok(_slot) = shared.slots.acquire().await else {
-        return false;
-    };
+/// Waits for a judging slot and judges the span: its evaluation, or none when the worker
+/// is closing. The caller keeps the message (the span's, or its trace summary's) alive
+/// meanwhile.
+pub(super) async fn judge(
+    shared: &Shared,
+    span: &Span,
+    context: &TraceContext,
+) -> Option<SpanEvaluation> {
+    let _slot = shared.slots.acquire().await.ok()?;
     shared.metrics.in_flight.inc();
-    let results = shared.judges.evaluate(&span, context).await;
+    let results = shared.judges.evaluate(span, context).await;
     for result in &results {
         shared.metrics.record(result);
     }
     let mut evaluation = span_evaluation(
         &shared.settings.policy,
         &shared.settings.group_keys,
-        &span,
+        span,
         results,
     );
     if let Some(drift) = &shared.settings.drift {
-        evaluation.embeddings = drift.embed(&span).await;
+        evaluation.embeddings = drift.embed(span).await;
     }
-    // Boxed: the publish future (async-nats' send and its retries) is larger than the rest
-    // of the span task together.
-    let stored = Box::pin(publish(shared, &evaluation)).await;
     shared.metrics.in_flight.dec();
-    stored
+    Some(evaluation)
 }
 
-/// Publishes a span's evaluation (retrying with backoff); true once JetStream stored it.
-async fn publish(shared: &Shared, evaluation: &SpanEvaluation) -> bool {
-    // An evaluation with code judges is ~0.7–1 KiB: written into room for it at once, not
-    // grown from serde_json's 128 bytes by reallocation.
-    let mut payload = Vec::with_capacity(1024);
-    if serde_json::to_writer(&mut payload, evaluation).is_err() {
-        return false;
-    }
-    let payload = bytes::Bytes::from(payload);
+/// Stores evaluations on the scores stream — those of one trace together, see
+/// [`scores_messages`] — each message retried with backoff; true once every one is stored.
+pub(super) async fn store(shared: &Shared, evaluations: &[SpanEvaluation]) -> bool {
+    let budget = umpire_nats::connect::payload_budget(&shared.js.client());
+    let messages = match scores_messages(evaluations, budget) {
+        Ok(messages) => messages,
+        Err(e) => {
+            tracing::error!(event = "score_unencodable", error = %e, "an evaluation cannot be written as JSON");
+            return false;
+        }
+    };
+    // Boxed: the publish future (async-nats' send and its retries) is larger than the rest
+    // of the span task together.
+    join_all(
+        messages
+            .into_iter()
+            .map(|message| Box::pin(publish(shared, message))),
+    )
+    .await
+    .into_iter()
+    .all(|stored| stored)
+}
+
+/// Publishes one scores message (retrying with backoff); true once JetStream stored it.
+async fn publish(shared: &Shared, message: ScoresMessage) -> bool {
+    let payload = bytes::Bytes::from(message.payload);
     let subject = &shared.scores_subject;
     for attempt in 0..6 {
-        let message = PublishMessage::build()
+        let publish = PublishMessage::build()
             .payload(payload.clone())
-            .message_id(&evaluation.id);
-        let stored = match shared.js.send_publish(subject.clone(), message).await {
+            .message_id(&message.id);
+        let stored = match shared.js.send_publish(subject.clone(), publish).await {
             Ok(ack) => ack.await.is_ok(),
             Err(_) => false,
         };
         if stored {
-            shared.metrics.records_published.inc();
+            shared
+                .metrics
+                .evaluations_published
+                .inc_by(message.evaluations as u64);
             return true;
         }
         shared.metrics.publish_failures.inc();

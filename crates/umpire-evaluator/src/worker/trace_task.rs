@@ -2,8 +2,8 @@
 //! kept trace once it is decided (after its root span arrived, or at the trace timeout as
 //! incomplete); the evaluator reads the trace's spans back from the span stream by the
 //! sequences the summary names — nothing is gathered in memory while a long agent run is
-//! still going — judges the selected spans with the whole trace as context, and
-//! acknowledges the summary once every evaluation is stored.
+//! still going — judges the selected spans with the whole trace as context, stores their
+//! evaluations together, and acknowledges the summary once they are stored.
 
 use async_nats::jetstream;
 use futures::future::join_all;
@@ -13,7 +13,7 @@ use umpire_core::span::Span;
 use umpire_core::trace_summary::TraceSummary;
 
 use super::Shared;
-use super::span_task::{in_progress, judge_and_store, poison, settle};
+use super::span_task::{in_progress, judge, poison, settle, store};
 use crate::metrics::ReasonLabels;
 
 /// Traces read back and judged at once: each may hold up to `MAX_TRACE_BYTES`, so this —
@@ -71,13 +71,9 @@ async fn judge_summary(shared: &Shared, summary: TraceSummary) -> bool {
         .filter(|span| shared.selector.selects(span, true))
         .collect();
     metrics.spans_selected.inc_by(selected.len() as u64);
-    let context = &context;
-    join_all(
-        selected
-            .into_iter()
-            .map(|span| judge_and_store(shared, span, context)),
-    )
-    .await
-    .into_iter()
-    .all(|stored| stored)
+    let judged = join_all(selected.iter().map(|span| judge(shared, span, &context))).await;
+    match judged.into_iter().collect::<Option<Vec<_>>>() {
+        Some(evaluations) => store(shared, &evaluations).await,
+        None => false,
+    }
 }

@@ -14,7 +14,6 @@ use umpire_runtime::retry::Backoff;
 
 use super::buffer::MessageKey;
 use super::span_messages::{self, EncodedSpans};
-use crate::intake::PAYLOAD_HEADROOM;
 
 pub struct PublishJob {
     pub partition: u32,
@@ -129,11 +128,7 @@ async fn publish_guarded(
     if !umpire_nats::connect::is_connected(&client) {
         return Err(PublishFailure::Failed("not connected to NATS".into()));
     }
-    let budget = client
-        .server_info()
-        .max_payload
-        .saturating_sub(PAYLOAD_HEADROOM)
-        .max(64 * 1024);
+    let budget = umpire_nats::connect::payload_budget(&client);
     let encoded = span_messages::encode(names, &job.spans, budget);
     // One slot per message in flight, and one for the summary when every span was
     // dead-lettered.
