@@ -2,8 +2,9 @@
 //! process.
 //!
 //! 1. Code judges: spans published to the span stream as fast as possible; the evaluator
-//!    pulls, judges (JSON validity, latency, error status, refusal phrases) and publishes a
-//!    score per (span, judge) plus a span observation; measured until every span is scored.
+//!    pulls, judges (JSON validity, latency, error status, refusal phrases) and stores an
+//!    evaluation per span (one scores message per span message); measured until every span
+//!    message is acknowledged, which the evaluator does once its evaluations are stored.
 //! 2. LLM judge: 1,000 concurrent verdicts against the test kit's judge server (500 ms
 //!    latency), reporting wall time, evaluator CPU and peak RSS (memory stays bounded by the
 //!    judge's concurrency and the consumer's ack window).
@@ -19,6 +20,8 @@ use umpire_bench::{BenchNats, cpu_time, free_port, memory_mib};
 use umpire_core::ids::{SpanId, TraceId};
 use umpire_core::span::{AiSpanKind, AiView, Span, Status, StatusCode, TokenUsage};
 use umpire_testkit::judge::JudgeServer;
+
+const SPANS_STREAM: &str = "UMPIRE_SPANS_perf_bench";
 
 #[derive(Parser)]
 struct Args {
@@ -140,12 +143,62 @@ async fn publish_spans(
     Ok(())
 }
 
-/// Span evaluations stored so far.
-async fn evaluations(js: &jetstream::Context) -> u64 {
-    match js.get_stream("UMPIRE_SCORES_perf_bench").await {
-        Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
+/// Whether `policy`'s consumer has acknowledged every span message up to the stream's last:
+/// the evaluator acknowledges a message only once its evaluations are stored, whatever form
+/// the scores take (one evaluation per message, or a batch).
+async fn all_acknowledged(js: &jetstream::Context, policy: &str) -> bool {
+    let Ok(mut stream) = js.get_stream(SPANS_STREAM).await else {
+        return false;
+    };
+    let Ok(last) = stream.info().await.map(|i| i.state.last_sequence) else {
+        return false;
+    };
+    let Ok(mut consumer) = stream
+        .get_consumer::<jetstream::consumer::pull::Config>(&format!("policy-{policy}"))
+        .await
+    else {
+        return false;
+    };
+    consumer
+        .info()
+        .await
+        .is_ok_and(|i| i.num_ack_pending == 0 && i.ack_floor.stream_sequence >= last)
+}
+
+/// Waits until `policy`'s evaluator has stored the evaluations of every span published.
+async fn judged(js: &jetstream::Context, policy: &str, limit: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !all_acknowledged(js, policy).await {
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "the {policy} evaluator did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+/// The sum of the evaluator's metric samples named `name`.
+async fn metric_sum(admin: &str, name: &str) -> anyhow::Result<f64> {
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(metrics
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        // Not `sum()`: a float sum of nothing is -0, printed "-0".
+        .fold(0.0, |total, n| total + n))
+}
+
+/// Evaluations the evaluator stored (its metric; named `records_published` before
+/// `a43f957`, read too so that older builds can be measured against newer ones).
+async fn stored_evaluations(admin: &str) -> anyhow::Result<f64> {
+    Ok(
+        metric_sum(admin, "umpire_evaluator_evaluations_published_total").await?
+            + metric_sum(admin, "umpire_evaluator_records_published_total").await?,
+    )
 }
 
 fn write_config(
@@ -218,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
         .max_ack_inflight(8192)
         .build(client);
     js.create_stream(stream::Config {
-        name: "UMPIRE_SPANS_perf_bench".into(),
+        name: SPANS_STREAM.into(),
         subjects: vec!["umpire.spans.perf.bench.>".into()],
         duplicate_window: Duration::from_secs(300),
         num_replicas: nats.replicas(),
@@ -238,16 +291,16 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     publish_spans(&js, 0, args.spans, args.spans_per_message).await?;
     let published = started.elapsed();
-    while evaluations(&js).await < args.spans {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "the evaluator did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    judged(&js, "code", Duration::from_secs(600)).await?;
     let wall = started.elapsed();
     let cpu = cpu_time(pid)? - cpu_before;
     let (_, peak) = memory_mib(pid)?;
+    let stored = stored_evaluations(&evaluator.admin).await?;
+    anyhow::ensure!(
+        stored == args.spans as f64,
+        "the evaluator stored {stored} evaluations of {} spans",
+        args.spans
+    );
     println!(
         "code judges (4 per span): {} spans in {:.1}s wall (published in {:.1}s); evaluator CPU {:.2}s → {:.0} spans per CPU-second; peak RSS {peak:.0} MiB",
         args.spans,
@@ -275,15 +328,8 @@ async fn main() -> anyhow::Result<()> {
     let pid = evaluator.child.id();
     let cpu_before = cpu_time(pid)?;
     let started = Instant::now();
-    let before = evaluations(&js).await;
     publish_spans(&js, args.spans, args.llm_spans, args.spans_per_message).await?;
-    while evaluations(&js).await < before + args.llm_spans {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "the LLM run did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    judged(&js, "llm", Duration::from_secs(300)).await?;
     let wall = started.elapsed();
     let cpu = cpu_time(pid)? - cpu_before;
     let (_, peak) = memory_mib(pid)?;
@@ -295,16 +341,7 @@ async fn main() -> anyhow::Result<()> {
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / args.llm_spans as f64
     );
-    let metrics = reqwest::get(format!("{}/metrics", evaluator.admin))
-        .await?
-        .text()
-        .await?;
-    let errors: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("umpire_evaluator_judge_errors_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        // Not `sum()`: a float sum of nothing is -0, printed "-0".
-        .fold(0.0, |total, n| total + n);
+    let errors = metric_sum(&evaluator.admin, "umpire_evaluator_judge_errors_total").await?;
     println!("LLM judge errors: {errors}");
     evaluator.stop();
     Ok(())
