@@ -8,9 +8,7 @@ use umpire_runtime::egress::EgressPolicy;
 
 use futures::future::join_all;
 use umpire_api::compile::{JudgeImplementation, PolicyPlan};
-use umpire_core::alert::rule::DriftField;
-use umpire_core::embedding::CompactEmbedding;
-use umpire_core::judge::embedding::{Comparison, EmbeddingJudge, bounded};
+use umpire_core::judge::embedding::{Comparison, EmbeddingJudge};
 use umpire_core::judge::{CodeJudge, JudgeErrorKind, JudgeInput, Outcome, TraceContext};
 use umpire_core::score::{JudgeScore, SpanEvaluation};
 use umpire_core::span::Span;
@@ -118,53 +116,29 @@ type AsyncRun<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = (usize, Outcome, std::time::Duration)> + Send + 'a>,
 >;
 
-/// The span fields drift rules compare, embedded into each span evaluation.
-#[derive(Debug, Clone)]
-pub struct DriftEmbeddings {
-    pub fields: Vec<DriftField>,
-    pub batcher: EmbeddingBatcher,
-}
-
-impl DriftEmbeddings {
-    /// The fields' embeddings; a field the span lacks is left out (the span then does not
-    /// count towards that drift rule). A model failure is logged and leaves all out.
-    pub async fn embed(&self, span: &Span) -> BTreeMap<String, CompactEmbedding> {
-        let trace = TraceContext::default();
-        let input = JudgeInput {
-            span,
-            trace: &trace,
-        };
-        let (fields, texts): (Vec<DriftField>, Vec<String>) = self
-            .fields
-            .iter()
-            .filter_map(|field| {
-                let text = input.field_text(&field.span_field())?;
-                Some((*field, bounded(&text)))
-            })
-            .unzip();
-        if texts.is_empty() {
-            return BTreeMap::new();
-        }
-        match self.batcher.embed(texts).await {
-            Ok(vectors) => fields
-                .iter()
-                .zip(vectors)
-                .map(|(field, vector)| {
-                    (
-                        field.as_str().to_owned(),
-                        CompactEmbedding::quantise(&vector),
-                    )
-                })
-                .collect(),
-            Err(failure) => {
-                tracing::warn!(event = "drift_embedding_failed", error = %failure);
-                BTreeMap::new()
-            }
+impl PolicyJudge {
+    /// The judge's outcome when it is decided inline: a code judge's, or a whole-trace
+    /// judge's on an incomplete trace. None: it runs asynchronously (LLM, embeddings).
+    fn inline_outcome(&self, input: &JudgeInput<'_>) -> Option<Outcome> {
+        match (&self.runnable, &input.trace.incomplete) {
+            (_, Some(reason)) if self.needs_trace => Some(Outcome::failed(
+                JudgeErrorKind::IncompleteTrace,
+                format!(
+                    "the trace is incomplete ({reason}): not judged on {} of its spans",
+                    input.trace.spans
+                ),
+            )),
+            // A panicking judge is a bug, but it must not take the span (or the worker) down.
+            (Runnable::Code(code), _) => Some(
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| code.evaluate(input)))
+                    .unwrap_or_else(|_| {
+                        Outcome::failed(JudgeErrorKind::Misconfigured, "the judge panicked")
+                    }),
+            ),
+            _ => None,
         }
     }
-}
 
-impl PolicyJudge {
     fn result(&self, outcome: Outcome, took: std::time::Duration) -> JudgeResult {
         JudgeResult {
             judge: self.name.clone(),
@@ -295,6 +269,28 @@ impl PolicyJudges {
         &self.judges
     }
 
+    /// Whether every judge runs inline (code judges only): such a policy's spans can be
+    /// judged by [`Self::evaluate_inline`], without a future, a task or a judging slot each.
+    pub fn all_inline(&self) -> bool {
+        self.judges
+            .iter()
+            .all(|judge| matches!(judge.runnable, Runnable::Code(_)))
+    }
+
+    /// Runs every judge on the span when all run inline (see [`Self::all_inline`]); none
+    /// otherwise. The same results as [`Self::evaluate`].
+    pub fn evaluate_inline(&self, span: &Span, trace: &TraceContext) -> Option<Vec<JudgeResult>> {
+        let input = JudgeInput { span, trace };
+        self.judges
+            .iter()
+            .map(|judge| {
+                let started = Instant::now();
+                let outcome = judge.inline_outcome(&input)?;
+                Some(judge.result(outcome, started.elapsed()))
+            })
+            .collect()
+    }
+
     /// Runs every judge on the span: code judges inline, LLM judges concurrently. On an
     /// incomplete trace, judges of the whole trace report `incomplete_trace` instead.
     pub async fn evaluate(&self, span: &Span, trace: &TraceContext) -> Vec<JudgeResult> {
@@ -306,37 +302,25 @@ impl PolicyJudges {
         let mut llm_runs: Vec<AsyncRun<'_>> = Vec::new();
         for (index, judge) in self.judges.iter().enumerate() {
             let started = Instant::now();
-            let outcome = match (&judge.runnable, &trace.incomplete) {
-                (_, Some(reason)) if judge.needs_trace => Outcome::failed(
-                    JudgeErrorKind::IncompleteTrace,
-                    format!(
-                        "the trace is incomplete ({reason}): not judged on {} of its spans",
-                        trace.spans
-                    ),
-                ),
-                // A panicking judge is a bug, but it must not take the span (or the worker) down.
-                (Runnable::Code(code), _) => {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| code.evaluate(&input)))
-                        .unwrap_or_else(|_| {
-                            Outcome::failed(JudgeErrorKind::Misconfigured, "the judge panicked")
-                        })
-                }
-                (Runnable::Llm(runner), _) => {
+            if let Some(outcome) = judge.inline_outcome(&input) {
+                results.push((index, judge.result(outcome, started.elapsed())));
+                continue;
+            }
+            match &judge.runnable {
+                // Inline: judged above.
+                Runnable::Code(_) => {}
+                Runnable::Llm(runner) => {
                     let input = &input;
                     llm_runs.push(Box::pin(async move {
                         let outcome = runner.run(input).await;
                         (index, outcome, started.elapsed())
                     }));
-                    continue;
                 }
-                (
-                    Runnable::Embedding {
-                        judge: embedding,
-                        references,
-                        batcher,
-                    },
-                    _,
-                ) => {
+                Runnable::Embedding {
+                    judge: embedding,
+                    references,
+                    batcher,
+                } => {
                     let texts = match embedding.texts(&input) {
                         Ok(texts) => texts,
                         Err(outcome) => {
@@ -365,10 +349,8 @@ impl PolicyJudges {
                         };
                         (index, outcome, started.elapsed())
                     }));
-                    continue;
                 }
-            };
-            results.push((index, judge.result(outcome, started.elapsed())));
+            }
         }
         if !llm_runs.is_empty() {
             for (index, outcome, took) in join_all(llm_runs).await {

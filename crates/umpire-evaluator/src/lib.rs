@@ -2,6 +2,7 @@
 //! stream, shared by all replicas of the policy; judges; scores published to the project's
 //! score stream with idempotent ids.
 
+pub mod drift;
 pub mod judging;
 pub mod metrics;
 pub mod shared_counters;
@@ -249,7 +250,7 @@ fn worker_settings(
     WorkerSettings {
         drift: embeddings
             .filter(|_| !drift_fields.is_empty())
-            .map(|batcher| crate::judging::DriftEmbeddings {
+            .map(|batcher| crate::drift::DriftEmbeddings {
                 fields: drift_fields,
                 batcher: batcher.clone(),
             }),

@@ -170,11 +170,7 @@ impl EvaluatorMetrics {
             "Span messages not yet delivered to the policy's consumer (lag)",
             metrics.consumer_pending.clone(),
         );
-        r.register(
-            "in_flight",
-            "Spans being judged (holding a judging slot)",
-            metrics.in_flight.clone(),
-        );
+        r.register("in_flight", "Spans being judged", metrics.in_flight.clone());
         r.register(
             "traces_read",
             "Trace summaries whose traces were read back from the span stream and judged",

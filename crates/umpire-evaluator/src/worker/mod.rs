@@ -10,7 +10,6 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use umpire_core::judge::TraceContext;
 use umpire_core::select::SpanSelector;
 use umpire_core::span::MessageSpans;
 use umpire_nats::topology::ProjectNames;
@@ -19,7 +18,7 @@ use umpire_runtime::retry::Backoff;
 mod span_task;
 mod trace_task;
 
-use span_task::{ack, judge_and_publish, judge_batch_and_publish, poison};
+use span_task::{ack, judge_and_publish, poison};
 
 use crate::judging::PolicyJudges;
 use crate::metrics::EvaluatorMetrics;
@@ -35,7 +34,7 @@ pub struct WorkerSettings {
     pub ack_wait: Duration,
     pub group_keys: Vec<String>,
     /// Drift rules: the fields to embed into each span evaluation.
-    pub drift: Option<crate::judging::DriftEmbeddings>,
+    pub drift: Option<crate::drift::DriftEmbeddings>,
 }
 
 /// Everything a judging task needs, shared.
@@ -49,6 +48,9 @@ struct Shared {
     /// Where evaluations go; built once (a subject clone is a reference count).
     scores_subject: async_nats::Subject,
     slots: Semaphore,
+    /// Every judge runs inline and nothing is embedded: spans are judged without a future
+    /// or a slot each.
+    inline: bool,
     /// Traces read back from the span stream at once (bounds their memory).
     assemblies: Semaphore,
 }
@@ -70,6 +72,7 @@ impl Worker {
         let slots = Semaphore::new(settings.concurrency.max(1));
         let assemblies = Semaphore::new(trace_task::assemblies(settings.concurrency));
         let scores_subject = names.scores_subject(&settings.policy).into();
+        let inline = judges.all_inline() && settings.drift.is_none();
         Self {
             shared: Arc::new(Shared {
                 js,
@@ -80,6 +83,7 @@ impl Worker {
                 settings,
                 metrics,
                 slots,
+                inline,
                 assemblies,
             }),
             tasks: JoinSet::new(),
@@ -150,8 +154,12 @@ impl Worker {
                 // The judging future is kilobytes: boxed, so that spawning the task moves a
                 // pointer rather than copying the future through tokio's spawn path.
                 self.tasks.spawn(async move {
-                    let context = TraceContext::from_spans([&span]);
-                    Box::pin(judge_and_publish(&shared, span, message, &context)).await;
+                    Box::pin(judge_and_publish(
+                        &shared,
+                        std::slice::from_ref(&span),
+                        message,
+                    ))
+                    .await;
                 });
             }
             MessageSpans::Batch(mut spans) => {
@@ -162,7 +170,7 @@ impl Worker {
                 }
                 metrics.spans_selected.inc_by(spans.len() as u64);
                 self.tasks.spawn(async move {
-                    Box::pin(judge_batch_and_publish(&shared, spans, message)).await;
+                    Box::pin(judge_and_publish(&shared, &spans, message)).await;
                 });
             }
             MessageSpans::One(_) => {

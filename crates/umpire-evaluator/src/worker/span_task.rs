@@ -2,6 +2,7 @@
 //! evaluations (one scores message per trace), then acknowledge — keeping the message alive
 //! meanwhile — or hand it back; and the dead-letter path for spans that cannot be read.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
@@ -10,7 +11,7 @@ use futures::future::join_all;
 use umpire_core::judge::TraceContext;
 use umpire_core::score::{ScoresMessage, SpanEvaluation, scores_messages};
 
-use crate::judging::span_evaluation;
+use crate::judging::{JudgeResult, span_evaluation};
 use umpire_core::span::Span;
 use umpire_runtime::retry::Backoff;
 
@@ -42,41 +43,18 @@ pub(super) async fn in_progress<F: std::future::Future>(
     }
 }
 
-/// Judges one span, publishes its evaluation, and acknowledges it; returns whether stored.
-pub(super) async fn judge_and_publish(
-    shared: &Shared,
-    span: Span,
-    message: jetstream::Message,
-    context: &TraceContext,
-) -> bool {
-    let judging = async {
-        match judge(shared, &span, context).await {
-            Some(evaluation) => store(shared, &[evaluation]).await,
-            None => false,
-        }
-    };
-    let stored = in_progress(&[&message], shared.settings.ack_wait, judging).await;
-    Box::pin(settle(message, stored)).await;
-    stored
-}
-
-/// Judges the selected spans of a batch message (each in its own context, as span-level
+/// Judges the selected spans of a span message (each in its own context, as span-level
 /// judges see a span), stores their evaluations together — one scores message per trace,
 /// as the spans came — and acknowledges the message once they are stored; returns whether
-/// they were. A batch not stored is redelivered whole; judged again, it makes the same
+/// they were. A message not stored is redelivered whole; judged again, it makes the same
 /// scores message (same id), which JetStream deduplicates if the first one did land.
-pub(super) async fn judge_batch_and_publish(
+pub(super) async fn judge_and_publish(
     shared: &Shared,
-    spans: Vec<Span>,
+    spans: &[Span],
     message: jetstream::Message,
 ) -> bool {
     let judging = async {
-        let judged = join_all(spans.iter().map(|span| async move {
-            let context = TraceContext::from_spans([span]);
-            judge(shared, span, &context).await
-        }))
-        .await;
-        match judged.into_iter().collect::<Option<Vec<_>>>() {
+        match judge_all(shared, spans, None).await {
             Some(evaluations) => store(shared, &evaluations).await,
             None => false,
         }
@@ -98,26 +76,63 @@ pub(super) async fn settle(message: jetstream::Message, stored: bool) {
     }
 }
 
-/// Waits for a judging slot and judges the span: its evaluation, or none when the worker
-/// is closing. The caller keeps the message (the span's, or its trace summary's) alive
-/// meanwhile.
-pub(super) async fn judge(
+/// Judges spans in `context` (the whole trace's), or each in its own when none: one after
+/// another when every judge of the policy runs inline (code judges, no drift embeddings) —
+/// no future, task or judging slot per span — else concurrently, each behind a judging
+/// slot. None when the worker is closing. The caller keeps the message (the spans', or
+/// their trace summary's) alive meanwhile.
+pub(super) async fn judge_all(
     shared: &Shared,
-    span: &Span,
-    context: &TraceContext,
-) -> Option<SpanEvaluation> {
-    let _slot = shared.slots.acquire().await.ok()?;
-    shared.metrics.in_flight.inc();
-    let results = shared.judges.evaluate(span, context).await;
+    spans: &[Span],
+    context: Option<&TraceContext>,
+) -> Option<Vec<SpanEvaluation>> {
+    let own_context = |span: &Span| match context {
+        Some(context) => Cow::Borrowed(context),
+        None => Cow::Owned(TraceContext::from_spans([span])),
+    };
+    if shared.inline {
+        let in_flight = i64::try_from(spans.len()).unwrap_or(i64::MAX);
+        shared.metrics.in_flight.inc_by(in_flight);
+        let evaluations = spans
+            .iter()
+            .map(|span| {
+                let results = shared.judges.evaluate_inline(span, &own_context(span))?;
+                Some(evaluation_of(shared, span, results))
+            })
+            .collect();
+        shared.metrics.in_flight.dec_by(in_flight);
+        return evaluations;
+    }
+    join_all(
+        spans
+            .iter()
+            .map(|span| async move { judge(shared, span, &own_context(span)).await }),
+    )
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// A judged span's evaluation, its results counted.
+fn evaluation_of(shared: &Shared, span: &Span, results: Vec<JudgeResult>) -> SpanEvaluation {
     for result in &results {
         shared.metrics.record(result);
     }
-    let mut evaluation = span_evaluation(
+    span_evaluation(
         &shared.settings.policy,
         &shared.settings.group_keys,
         span,
         results,
-    );
+    )
+}
+
+/// Waits for a judging slot and judges the span: its evaluation, or none when the worker
+/// is closing.
+async fn judge(shared: &Shared, span: &Span, context: &TraceContext) -> Option<SpanEvaluation> {
+    let _slot = shared.slots.acquire().await.ok()?;
+    shared.metrics.in_flight.inc();
+    let results = shared.judges.evaluate(span, context).await;
+    let mut evaluation = evaluation_of(shared, span, results);
     if let Some(drift) = &shared.settings.drift {
         evaluation.embeddings = drift.embed(span).await;
     }

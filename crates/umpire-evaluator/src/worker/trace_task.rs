@@ -6,14 +6,13 @@
 //! evaluations together, and acknowledges the summary once they are stored.
 
 use async_nats::jetstream;
-use futures::future::join_all;
 use umpire_contract::traces::read_back;
 use umpire_core::judge::TraceContext;
 use umpire_core::span::Span;
 use umpire_core::trace_summary::TraceSummary;
 
 use super::Shared;
-use super::span_task::{in_progress, judge, poison, settle, store};
+use super::span_task::{in_progress, judge_all, poison, settle, store};
 use crate::metrics::ReasonLabels;
 
 /// Traces read back and judged at once: each may hold up to `MAX_TRACE_BYTES`, so this —
@@ -71,8 +70,7 @@ async fn judge_summary(shared: &Shared, summary: TraceSummary) -> bool {
         .filter(|span| shared.selector.selects(span, true))
         .collect();
     metrics.spans_selected.inc_by(selected.len() as u64);
-    let judged = join_all(selected.iter().map(|span| judge(shared, span, &context))).await;
-    match judged.into_iter().collect::<Option<Vec<_>>>() {
+    match judge_all(shared, &selected, Some(&context)).await {
         Some(evaluations) => store(shared, &evaluations).await,
         None => false,
     }
