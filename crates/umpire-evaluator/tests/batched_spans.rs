@@ -121,6 +121,35 @@ fn passed(evaluation: &SpanEvaluation) -> Option<bool> {
     }
 }
 
+/// An evaluator of a policy judging LLM spans' latency (at most 1 s), and a JetStream
+/// context on its server.
+async fn start_latency_policy(nats: &NatsServer) -> (CancellationToken, jetstream::Context) {
+    let shutdown = start(
+        nats,
+        json!({"projectRef": {"name": "bot"}, "select": {"kinds": ["LLM"]},
+               "judges": [{"name": "fast", "latency": {"maxMs": 1000}}]}),
+    )
+    .await;
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    (shutdown, js)
+}
+
+/// Publishes `batch` as one span message, then `single` as its own, as ingest does.
+async fn publish_batch_then_single(js: &jetstream::Context, batch: &[Span], single: &Span) {
+    let names = ProjectNames::new("team", "bot");
+    let encoded: Vec<Vec<u8>> = batch.iter().map(wire).collect();
+    for payload in [
+        batch_message(encoded.iter().map(Vec::as_slice)),
+        wire(single),
+    ] {
+        js.publish(names.spans_subject("llm", "chat"), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
 /// The scores messages holding `count` evaluations: each message's id and the span ids of
 /// the evaluations it carries, in order.
 async fn scores_messages(js: &jetstream::Context, count: usize) -> Vec<(String, Vec<SpanId>)> {
@@ -155,31 +184,14 @@ async fn scores_messages(js: &jetstream::Context, count: usize) -> Vec<(String, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_span_of_a_batch_is_judged_and_the_message_acknowledged_once() {
     let nats = NatsServer::start().unwrap();
-    let shutdown = start(
-        &nats,
-        json!({"projectRef": {"name": "bot"}, "select": {"kinds": ["LLM"]},
-               "judges": [{"name": "fast", "latency": {"maxMs": 1000}}]}),
-    )
-    .await;
-    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let (shutdown, js) = start_latency_policy(&nats).await;
     let names = ProjectNames::new("team", "bot");
     let batch = [
         llm_span(1, 1, 10),
         llm_span(1, 2, 5_000),
         llm_span(1, 3, 20),
     ];
-    let encoded: Vec<Vec<u8>> = batch.iter().map(wire).collect();
-    let single = llm_span(2, 4, 3_000);
-    for payload in [
-        batch_message(encoded.iter().map(Vec::as_slice)),
-        wire(&single),
-    ] {
-        js.publish(names.spans_subject("llm", "chat"), payload.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    publish_batch_then_single(&js, &batch, &llm_span(2, 4, 3_000)).await;
 
     let stored = evaluations(&js, 4).await;
     let mut verdicts: Vec<(SpanId, Option<bool>)> =
@@ -234,27 +246,9 @@ async fn each_span_of_a_batch_is_judged_and_the_message_acknowledged_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batchs_evaluations_are_stored_as_one_scores_message() {
     let nats = NatsServer::start().unwrap();
-    let shutdown = start(
-        &nats,
-        json!({"projectRef": {"name": "bot"}, "select": {"kinds": ["LLM"]},
-               "judges": [{"name": "fast", "latency": {"maxMs": 1000}}]}),
-    )
-    .await;
-    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let names = ProjectNames::new("team", "bot");
+    let (shutdown, js) = start_latency_policy(&nats).await;
     let batch: Vec<Span> = (1..=5).map(|id| llm_span(3, id, 10)).collect();
-    let encoded: Vec<Vec<u8>> = batch.iter().map(wire).collect();
-    let single = llm_span(4, 9, 10);
-    for payload in [
-        batch_message(encoded.iter().map(Vec::as_slice)),
-        wire(&single),
-    ] {
-        js.publish(names.spans_subject("llm", "chat"), payload.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    publish_batch_then_single(&js, &batch, &llm_span(4, 9, 10)).await;
 
     let mut messages = scores_messages(&js, 6).await;
     // Stored in whichever order their judging finished.
