@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 pub mod cluster;
 pub mod controller;
+pub mod metrics;
 pub mod scores;
 pub mod tools;
 pub mod traffic;
