@@ -5,6 +5,7 @@ pub mod auth;
 pub mod connect;
 pub mod consumers;
 pub mod fence;
+pub mod headers;
 pub mod kv;
 pub mod lease;
 pub mod streams;

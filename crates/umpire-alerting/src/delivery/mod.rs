@@ -279,7 +279,7 @@ impl DeadLetters {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             "Umpire-Reason",
-            reason.chars().take(512).collect::<String>().as_str(),
+            umpire_nats::headers::reason_value(reason).as_str(),
         );
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,

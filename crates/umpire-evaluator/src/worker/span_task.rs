@@ -214,7 +214,10 @@ pub(super) async fn poison(shared: &Shared, message: jetstream::Message, reason:
         return;
     }
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Umpire-Reason", reason.as_str());
+    headers.insert(
+        "Umpire-Reason",
+        umpire_nats::headers::reason_value(&reason).as_str(),
+    );
     headers.insert("Umpire-Subject", message.subject.as_str());
     let subject = shared.names.dead_letter_subject(&shared.settings.policy);
     let stored = match shared
