@@ -19,11 +19,13 @@ pub fn is_batch(payload: &[u8]) -> bool {
 
 /// The records of a message, one or a batch. A malformed message is an error, never a
 /// partial batch.
-pub fn read_one_or_many<T: DeserializeOwned>(payload: &[u8]) -> Result<Vec<T>, serde_json::Error> {
+pub fn read_one_or_many<T: DeserializeOwned>(
+    payload: &[u8],
+) -> Result<Vec<T>, crate::wire_json::Error> {
     if is_batch(payload) {
-        serde_json::from_slice(payload)
+        crate::wire_json::from_slice(payload)
     } else {
-        serde_json::from_slice(payload).map(|one| vec![one])
+        crate::wire_json::from_slice(payload).map(|one| vec![one])
     }
 }
 

@@ -20,3 +20,4 @@ pub mod select;
 pub mod span;
 pub mod template;
 pub mod trace_summary;
+pub mod wire_json;

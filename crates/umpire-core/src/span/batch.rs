@@ -17,11 +17,11 @@ pub enum MessageSpans {
 
 impl MessageSpans {
     /// Reads a message's payload, single span or batch.
-    pub fn read(payload: &[u8]) -> Result<Self, serde_json::Error> {
+    pub fn read(payload: &[u8]) -> Result<Self, crate::wire_json::Error> {
         if is_batch(payload) {
-            serde_json::from_slice(payload).map(Self::Batch)
+            crate::wire_json::from_slice(payload).map(Self::Batch)
         } else {
-            serde_json::from_slice(payload).map(Self::One)
+            crate::wire_json::from_slice(payload).map(Self::One)
         }
     }
 
@@ -45,7 +45,7 @@ impl MessageSpans {
 }
 
 /// The spans of one span-stream message, single or batched.
-pub fn spans_of_message(payload: &[u8]) -> Result<Vec<Span>, serde_json::Error> {
+pub fn spans_of_message(payload: &[u8]) -> Result<Vec<Span>, crate::wire_json::Error> {
     MessageSpans::read(payload).map(MessageSpans::into_vec)
 }
 

@@ -16,7 +16,7 @@ use super::Span;
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("encoding the span: {0}")]
-    Encode(#[from] serde_json::Error),
+    Encode(#[from] crate::wire_json::Error),
     #[error(
         "the span takes {bytes} bytes after truncation, more than the {limit} a message may carry"
     )]
@@ -35,7 +35,7 @@ impl Span {
         // A GenAI span's JSON is kilobytes: starting there saves the growing buffer's
         // reallocations and copies (a few percent of ingest's kept path).
         let mut json = Vec::with_capacity(WIRE_CAPACITY.min(max_bytes));
-        serde_json::to_writer(&mut json, self)?;
+        crate::wire_json::write(&mut json, self)?;
         for _ in 0..256 {
             if json.len() <= max_bytes {
                 return Ok(json);
@@ -59,13 +59,13 @@ impl Span {
             if !self.truncated.contains(&name) {
                 self.truncated.push(name);
             }
-            json = serde_json::to_vec(self)?;
+            json = crate::wire_json::to_vec(self)?;
         }
         if json.len() > max_bytes && !self.events.is_empty() {
             self.truncated
                 .push(format!("events ({} dropped)", self.events.len()));
             self.events.clear();
-            json = serde_json::to_vec(self)?;
+            json = crate::wire_json::to_vec(self)?;
         }
         for resource in [false, true] {
             if json.len() <= max_bytes {
@@ -81,7 +81,7 @@ impl Span {
             let dropped = shed(map, excess);
             if dropped > 0 {
                 self.truncated.push(format!("{label} ({dropped} dropped)"));
-                json = serde_json::to_vec(self)?;
+                json = crate::wire_json::to_vec(self)?;
             }
         }
         if json.len() > max_bytes {
