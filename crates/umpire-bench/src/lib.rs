@@ -1,6 +1,7 @@
 //! Shared by the benchmark binaries: measuring another process's CPU and memory from
 //! `/proc`, and latency percentiles.
 
+pub mod kept;
 pub mod traffic;
 
 use std::path::Path;

@@ -1,10 +1,12 @@
 //! Evaluator throughput and LLM-judge overhead, per CPU-second of the `umpire evaluator`
 //! process.
 //!
-//! 1. Code judges: spans published to the span stream as fast as possible; the evaluator
-//!    pulls, judges (JSON validity, latency, error status, refusal phrases) and stores an
-//!    evaluation per span (one scores message per span message); measured until every span
-//!    message is acknowledged, which the evaluator does once its evaluations are stored.
+//! 1. Code judges: spans published to the span stream as fast as possible (by default the
+//!    chat spans of the ingest benchmark's agent runs, as ingest writes them: see
+//!    `--traffic`); the evaluator pulls, judges (JSON validity, latency, error status,
+//!    refusal phrases) and stores an evaluation per span (one scores message per span
+//!    message); measured until every span message is acknowledged, which the evaluator does
+//!    once its evaluations are stored.
 //! 2. LLM judge: 1,000 concurrent verdicts against the test kit's judge server (500 ms
 //!    latency), reporting wall time, evaluator CPU and peak RSS (memory stays bounded by the
 //!    judge's concurrency and the consumer's ack window).
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::jetstream::{self, stream};
 use clap::Parser;
+use umpire_bench::kept::{self, KeptMessage};
 use umpire_bench::{BenchNats, cpu_time, free_port, memory_mib};
 use umpire_core::ids::{SpanId, TraceId};
 use umpire_core::span::{AiSpanKind, AiView, Span, Status, StatusCode, TokenUsage};
@@ -41,6 +44,18 @@ struct Args {
     /// subject — about 6 for the chat spans of the ingest bench's agent runs).
     #[arg(long, default_value_t = 1)]
     spans_per_message: u64,
+    /// What the code judges read: `agent`, the chat spans of the ingest benchmark's agent
+    /// runs as ingest writes them (prompts and replies of 20–300 words, their
+    /// `gen_ai.*.messages` attributes, a trace's chat spans per message: 2–10, about 6);
+    /// `synthetic`, one small span shape with short texts, `--spans-per-message` per message.
+    #[arg(long, value_enum, default_value_t = Traffic::Agent)]
+    traffic: Traffic,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Traffic {
+    Agent,
+    Synthetic,
 }
 
 fn span(n: u64, project_end: u64) -> Span {
@@ -96,6 +111,33 @@ fn span(n: u64, project_end: u64) -> Span {
         },
         truncated: Vec::new(),
     }
+}
+
+/// Publishes messages built beforehand (so building them does not compete with the
+/// evaluator for the CPU while it is measured).
+async fn publish_messages(
+    js: &jetstream::Context,
+    messages: Vec<KeptMessage>,
+) -> anyhow::Result<()> {
+    let mut pending = Vec::with_capacity(4096);
+    for message in messages {
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(message.payload)
+            .message_id(message.id);
+        pending.push(
+            js.send_publish("umpire.spans.perf.bench.llm.chat", publish)
+                .await?,
+        );
+        if pending.len() == 4096 {
+            for ack in pending.drain(..) {
+                ack.await?;
+            }
+        }
+    }
+    for ack in pending {
+        ack.await?;
+    }
+    Ok(())
 }
 
 async fn publish_spans(
@@ -285,11 +327,21 @@ async fn main() -> anyhow::Result<()> {
     let judges = "    - {name: valid-json, json: {}}\n    - {name: fast, latency: {maxMs: 4000}}\n    - {name: no-errors, errorStatus: {}}\n    - {name: no-refusal, notContains: {values: [\"As an AI language model\"]}}\n";
     let port = free_port()?;
     let config = write_config(&dir, &nats, port, "code", judges)?;
+    let agent_messages = match args.traffic {
+        Traffic::Agent => Some(kept::chat_messages(args.spans)?),
+        Traffic::Synthetic => None,
+    };
+    let spans = agent_messages.as_ref().map_or(args.spans, |messages| {
+        messages.iter().map(|m| m.spans).sum()
+    });
     let evaluator = Evaluator::start(&args.umpire, &config, port).await?;
     let pid = evaluator.child.id();
     let cpu_before = cpu_time(pid)?;
     let started = Instant::now();
-    publish_spans(&js, 0, args.spans, args.spans_per_message).await?;
+    match agent_messages {
+        Some(messages) => publish_messages(&js, messages).await?,
+        None => publish_spans(&js, 0, args.spans, args.spans_per_message).await?,
+    }
     let published = started.elapsed();
     judged(&js, "code", Duration::from_secs(600)).await?;
     let wall = started.elapsed();
@@ -297,17 +349,20 @@ async fn main() -> anyhow::Result<()> {
     let (_, peak) = memory_mib(pid)?;
     let stored = stored_evaluations(&evaluator.admin).await?;
     anyhow::ensure!(
-        stored == args.spans as f64,
-        "the evaluator stored {stored} evaluations of {} spans",
-        args.spans
+        stored == spans as f64,
+        "the evaluator stored {stored} evaluations of {spans} spans"
     );
     println!(
-        "code judges (4 per span): {} spans in {:.1}s wall (published in {:.1}s); evaluator CPU {:.2}s → {:.0} spans per CPU-second; peak RSS {peak:.0} MiB",
-        args.spans,
+        "code judges (4 per span, {} traffic): {} spans in {:.1}s wall (published in {:.1}s); evaluator CPU {:.2}s → {:.0} spans per CPU-second; peak RSS {peak:.0} MiB",
+        match args.traffic {
+            Traffic::Agent => "agent",
+            Traffic::Synthetic => "synthetic",
+        },
+        spans,
         wall.as_secs_f64(),
         published.as_secs_f64(),
         cpu.as_secs_f64(),
-        args.spans as f64 / cpu.as_secs_f64()
+        spans as f64 / cpu.as_secs_f64()
     );
     evaluator.stop();
 

@@ -16,6 +16,7 @@
 use bytes::Bytes;
 use clap::Parser;
 use prost::Message;
+use umpire_bench::kept::BUDGET;
 use umpire_bench::traffic;
 use umpire_otlp::buffered::decode_request;
 
@@ -28,9 +29,6 @@ struct Args {
     #[arg(long)]
     skip_work: bool,
 }
-
-/// The span stream's message budget with the default 1 MiB NATS payload.
-const BUDGET: usize = 1024 * 1024 - 4096;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
