@@ -24,7 +24,13 @@ pub struct Error(String);
 impl From<sonic_rs::Error> for Error {
     fn from(error: sonic_rs::Error) -> Self {
         let text = error.to_string();
-        Self(text.lines().next().unwrap_or_default().trim_end().to_owned())
+        Self(
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end()
+                .to_owned(),
+        )
     }
 }
 
@@ -81,7 +87,10 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.contains("line 1 column"), "{error}");
-        assert!(!error.contains('\n') && !error.contains("secret"), "{error}");
+        assert!(
+            !error.contains('\n') && !error.contains("secret"),
+            "{error}"
+        );
     }
 
     #[test]

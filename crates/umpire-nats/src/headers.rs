@@ -27,7 +27,10 @@ mod tests {
     fn a_multi_line_reason_is_a_valid_header_value() {
         let reason = "expected `,` at line 1 column 5\n\n\t{\"a\":\r\n\t....^\n";
         let value = reason_value(reason);
-        assert!(value.parse::<async_nats::HeaderValue>().is_ok(), "{value:?}");
+        assert!(
+            value.parse::<async_nats::HeaderValue>().is_ok(),
+            "{value:?}"
+        );
         assert!(value.starts_with("expected `,` at line 1 column 5"));
     }
 
