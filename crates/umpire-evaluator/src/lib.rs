@@ -34,6 +34,7 @@ use crate::shared_counters::KvCounters;
 use crate::worker::{Worker, WorkerSettings};
 use umpire_api::compile::PolicyPlan;
 use umpire_contract::evaluator::{ConfigError, DEFAULT_ACK_WAIT, EvaluatorConfig};
+use umpire_core::span::SpanReading;
 use umpire_embed::EmbeddingBatcher;
 
 const SETUP_CHECK: &str = "consumer";
@@ -161,6 +162,7 @@ pub async fn start_with(
         judges = ?judges.names().collect::<Vec<_>>(),
         filter = %consumer_config.filter_subject,
         filters = ?consumer_config.filter_subjects,
+        skipped_attributes = ?settings.reading.skipped(),
         admin = %admin_addr,
         "evaluator starting"
     );
@@ -259,6 +261,12 @@ fn worker_settings(
         needs_trace: plan.needs_trace(),
         ack_wait: config.ack_wait.unwrap_or(DEFAULT_ACK_WAIT),
         group_keys: config.group_keys().into_iter().collect(),
+        // The policy's whole text: any attribute it reads is named in it. Should it not
+        // serialise, every attribute is decoded.
+        reading: serde_json::to_string(&config.spec).map_or_else(
+            |_| SpanReading::whole(),
+            |policy| SpanReading::for_policy(&policy),
+        ),
     }
 }
 

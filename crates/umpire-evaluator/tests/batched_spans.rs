@@ -345,3 +345,39 @@ async fn a_trace_read_back_takes_spans_from_batches_and_single_messages() {
     );
     shutdown.cancel();
 }
+
+/// The evaluator skips decoding the attributes the GenAI view was built from (prompts,
+/// replies) — except those its policy names: a judge reading `attributes.input.value` sees
+/// it, while nothing else of the kind is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attribute_the_policy_names_is_judged_though_its_kind_is_skipped() {
+    let nats = NatsServer::start().unwrap();
+    let shutdown = start(
+        &nats,
+        json!({"projectRef": {"name": "bot"}, "select": {"kinds": ["LLM"]},
+               "judges": [{"name": "asks-refund", "regex": {"pattern": "refund", "field": "attributes.input.value"}},
+                          {"name": "fast", "latency": {"maxMs": 1000}}]}),
+    )
+    .await;
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let mut span = llm_span(5, 1, 10);
+    for (key, value) in [
+        ("input.value", "I want a refund"),
+        ("gen_ai.input.messages", "[{\"role\":\"user\",\"parts\":[]}]"),
+    ] {
+        span.attributes.insert(key.into(), value.into());
+    }
+    publish_batch_then_single(&js, &[llm_span(5, 2, 10), llm_span(5, 3, 10)], &span).await;
+
+    let evaluations = evaluations(&js, 3).await;
+    let judged = evaluations
+        .iter()
+        .find(|e| e.span_id == SpanId([1; 8]))
+        .and_then(|e| e.score("asks-refund"))
+        .map(|score| score.outcome.clone());
+    assert!(
+        matches!(&judged, Some(Outcome::Scored(verdict)) if verdict.passed),
+        "the regex judge read attributes.input.value: {judged:?}"
+    );
+    shutdown.cancel();
+}

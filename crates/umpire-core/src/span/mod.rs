@@ -2,6 +2,7 @@
 //! instrumentation, as ingest publishes it and evaluators read it.
 
 mod batch;
+mod reading;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use serde_json::Value;
 use crate::ids::{SpanId, TraceId};
 
 pub use self::batch::{MessageSpans, spans_of_message};
+pub use self::reading::{SpanReading, VIEW_SOURCES};
 pub use self::wire::WireError;
 
 /// Attribute values keep their JSON shape: string, number, bool, array, object.
@@ -34,7 +36,12 @@ pub struct Span {
     pub end_time_unix_nano: u64,
     #[serde(default)]
     pub status: Status,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// All of them, except where a [`SpanReading`] skipped what the reader does not need.
+    #[serde(
+        default,
+        deserialize_with = "reading::attributes",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub attributes: Attributes,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<SpanEvent>,

@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use umpire_core::select::SpanSelector;
-use umpire_core::span::MessageSpans;
+use umpire_core::span::{MessageSpans, SpanReading};
 use umpire_nats::topology::ProjectNames;
 use umpire_runtime::retry::Backoff;
 
@@ -35,6 +35,9 @@ pub struct WorkerSettings {
     pub group_keys: Vec<String>,
     /// Drift rules: the fields to embed into each span evaluation.
     pub drift: Option<crate::drift::DriftEmbeddings>,
+    /// Which span attributes are decoded: the prompts and replies the GenAI view already
+    /// holds are skipped unless the policy names them.
+    pub reading: SpanReading,
 }
 
 /// Everything a judging task needs, shared.
@@ -136,7 +139,7 @@ impl Worker {
             return;
         }
         let metrics = &shared.metrics;
-        let spans = match MessageSpans::read(&message.payload) {
+        let spans = match shared.settings.reading.read(&message.payload) {
             Ok(spans) => spans,
             Err(e) => {
                 metrics.spans_consumed.inc();

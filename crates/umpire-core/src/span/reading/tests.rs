@@ -1,0 +1,87 @@
+use serde_json::{Value, json};
+
+use super::*;
+use crate::batch::batch_message;
+use crate::span::Span;
+
+/// A chat span as ingest writes it: the prompt in its attributes and in the GenAI view.
+fn chat_wire(span_id: &str) -> Vec<u8> {
+    let span = json!({
+        "traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": span_id, "name": "chat",
+        "startTimeUnixNano": 1, "endTimeUnixNano": 2,
+        "attributes": {
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.input.messages": "[{\"role\":\"user\",\"parts\":[{\"type\":\"text\",\"content\":\"hi\"}]}]",
+            "input.value": "hi",
+            "llm.input_messages.0.message.content": "hi",
+            "key with \"escapes\"": 1,
+        },
+        "ai": {"kind": "LLM", "input": "hi", "inputMessages": [{"role": "user", "content": "hi"}]},
+    });
+    serde_json::to_vec(&span).unwrap_or_default()
+}
+
+fn keys(span: &Span) -> Vec<&str> {
+    span.attributes.keys().map(String::as_str).collect()
+}
+
+#[test]
+fn a_policy_that_names_no_source_skips_them_all_and_keeps_the_rest() {
+    let reading = SpanReading::for_policy("judges: [{name: j, regex: {field: output}}]");
+    assert_eq!(reading.skipped().len(), VIEW_SOURCES.len());
+    let spans = reading
+        .read(&chat_wire("0102030405060708"))
+        .map(MessageSpans::into_vec)
+        .unwrap_or_default();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(
+        keys(&spans[0]),
+        ["gen_ai.request.model", "key with \"escapes\""]
+    );
+    assert_eq!(spans[0].ai.input.as_deref(), Some("hi"));
+    assert_eq!(spans[0].ai.input_messages.len(), 1);
+}
+
+#[test]
+fn named_sources_are_decoded() {
+    let reading = SpanReading::for_policy(
+        "{\"field\": \"attributes.input.value\", \"groupBy\": [\"llm.input_messages.0.message.content\"]}",
+    );
+    assert!(!reading.skipped().contains(&"input.value"));
+    assert!(!reading.skipped().contains(&"llm.input_messages."));
+    let spans = reading
+        .read(&batch_message([
+            chat_wire("0102030405060708").as_slice(),
+            chat_wire("0102030405060709").as_slice(),
+        ]))
+        .map(MessageSpans::into_vec)
+        .unwrap_or_default();
+    assert_eq!(spans.len(), 2);
+    for span in &spans {
+        assert_eq!(
+            keys(span),
+            [
+                "gen_ai.request.model",
+                "input.value",
+                "key with \"escapes\"",
+                "llm.input_messages.0.message.content"
+            ]
+        );
+        assert_eq!(span.attribute("input.value"), Some(&Value::from("hi")));
+    }
+}
+
+#[test]
+fn other_readers_on_the_thread_still_read_everything() {
+    let wire = chat_wire("0102030405060708");
+    let skipping = SpanReading::for_policy("");
+    assert!(skipping.read(&wire).is_ok());
+    assert!(skipping.read(b"{\"traceId\": 1}").is_err());
+    for spans in [
+        MessageSpans::read(&wire).map(MessageSpans::into_vec),
+        SpanReading::whole().read(&wire).map(MessageSpans::into_vec),
+    ] {
+        let spans = spans.unwrap_or_default();
+        assert_eq!(spans.first().map(|s| s.attributes.len()), Some(5));
+    }
+}
