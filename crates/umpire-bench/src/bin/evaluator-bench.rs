@@ -119,8 +119,14 @@ async fn publish_messages(
     js: &jetstream::Context,
     messages: Vec<KeptMessage>,
 ) -> anyhow::Result<()> {
-    let mut pending = Vec::with_capacity(4096);
+    // Publishes in flight, bounded in count and bytes: kilobyte-sized batches 4,096 at a
+    // time made nats-server 2.15 refuse publishes (429, too many requests).
+    const WINDOW_MESSAGES: usize = 4096;
+    const WINDOW_BYTES: usize = 8 << 20;
+    let mut pending = Vec::with_capacity(WINDOW_MESSAGES);
+    let mut pending_bytes = 0;
     for message in messages {
+        pending_bytes += message.payload.len();
         let publish = jetstream::message::PublishMessage::build()
             .payload(message.payload)
             .message_id(message.id);
@@ -128,10 +134,11 @@ async fn publish_messages(
             js.send_publish("umpire.spans.perf.bench.llm.chat", publish)
                 .await?,
         );
-        if pending.len() == 4096 {
+        if pending.len() == WINDOW_MESSAGES || pending_bytes >= WINDOW_BYTES {
             for ack in pending.drain(..) {
                 ack.await?;
             }
+            pending_bytes = 0;
         }
     }
     for ack in pending {
@@ -140,15 +147,12 @@ async fn publish_messages(
     Ok(())
 }
 
-async fn publish_spans(
-    js: &jetstream::Context,
-    from: u64,
-    count: u64,
-    per_message: u64,
-) -> anyhow::Result<()> {
+/// Synthetic span messages: spans `from..from + count` of one small shape, `per_message`
+/// to a message.
+fn synthetic_messages(from: u64, count: u64, per_message: u64) -> anyhow::Result<Vec<KeptMessage>> {
     let end = 1_800_000_000_000_000_000u64;
     let per_message = per_message.max(1);
-    let mut pending = Vec::with_capacity(4096);
+    let mut messages = Vec::new();
     let mut first = from;
     while first < from + count {
         let last = (first + per_message).min(from + count);
@@ -165,24 +169,14 @@ async fn publish_spans(
                 format!("batch-{first}-{last}"),
             )
         };
+        messages.push(KeptMessage {
+            id,
+            payload: payload.into(),
+            spans: last - first,
+        });
         first = last;
-        let message = jetstream::message::PublishMessage::build()
-            .payload(payload.into())
-            .message_id(id);
-        pending.push(
-            js.send_publish("umpire.spans.perf.bench.llm.chat", message)
-                .await?,
-        );
-        if pending.len() == 4096 {
-            for ack in pending.drain(..) {
-                ack.await?;
-            }
-        }
     }
-    for ack in pending {
-        ack.await?;
-    }
-    Ok(())
+    Ok(messages)
 }
 
 /// Whether `policy`'s consumer has acknowledged every span message up to the stream's last:
@@ -303,6 +297,15 @@ impl Evaluator {
     }
 }
 
+impl Drop for Evaluator {
+    /// A bench that fails part-way does not leave its evaluator running (after `stop`, the
+    /// process is already gone and this does nothing).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -327,21 +330,16 @@ async fn main() -> anyhow::Result<()> {
     let judges = "    - {name: valid-json, json: {}}\n    - {name: fast, latency: {maxMs: 4000}}\n    - {name: no-errors, errorStatus: {}}\n    - {name: no-refusal, notContains: {values: [\"As an AI language model\"]}}\n";
     let port = free_port()?;
     let config = write_config(&dir, &nats, port, "code", judges)?;
-    let agent_messages = match args.traffic {
-        Traffic::Agent => Some(kept::chat_messages(args.spans)?),
-        Traffic::Synthetic => None,
+    let messages = match args.traffic {
+        Traffic::Agent => kept::chat_messages(args.spans)?,
+        Traffic::Synthetic => synthetic_messages(0, args.spans, args.spans_per_message)?,
     };
-    let spans = agent_messages.as_ref().map_or(args.spans, |messages| {
-        messages.iter().map(|m| m.spans).sum()
-    });
+    let spans: u64 = messages.iter().map(|m| m.spans).sum();
     let evaluator = Evaluator::start(&args.umpire, &config, port).await?;
     let pid = evaluator.child.id();
     let cpu_before = cpu_time(pid)?;
     let started = Instant::now();
-    match agent_messages {
-        Some(messages) => publish_messages(&js, messages).await?,
-        None => publish_spans(&js, 0, args.spans, args.spans_per_message).await?,
-    }
+    publish_messages(&js, messages).await?;
     let published = started.elapsed();
     judged(&js, "code", Duration::from_secs(600)).await?;
     let wall = started.elapsed();
@@ -379,11 +377,12 @@ async fn main() -> anyhow::Result<()> {
         &config,
         std::fs::read_to_string(&config)?.replace("concurrency: 256", "concurrency: 1000"),
     )?;
+    let messages = synthetic_messages(args.spans, args.llm_spans, args.spans_per_message)?;
     let evaluator = Evaluator::start(&args.umpire, &config, port).await?;
     let pid = evaluator.child.id();
     let cpu_before = cpu_time(pid)?;
     let started = Instant::now();
-    publish_spans(&js, args.spans, args.llm_spans, args.spans_per_message).await?;
+    publish_messages(&js, messages).await?;
     judged(&js, "llm", Duration::from_secs(300)).await?;
     let wall = started.elapsed();
     let cpu = cpu_time(pid)? - cpu_before;
