@@ -363,7 +363,10 @@ async fn an_attribute_the_policy_names_is_judged_though_its_kind_is_skipped() {
     let mut span = llm_span(5, 1, 10);
     for (key, value) in [
         ("input.value", "I want a refund"),
-        ("gen_ai.input.messages", "[{\"role\":\"user\",\"parts\":[]}]"),
+        (
+            "gen_ai.input.messages",
+            "[{\"role\":\"user\",\"parts\":[]}]",
+        ),
     ] {
         span.attributes.insert(key.into(), value.into());
     }
