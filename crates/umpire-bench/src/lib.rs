@@ -2,6 +2,7 @@
 //! `/proc`, and latency percentiles.
 
 pub mod kept;
+pub mod synthetic;
 pub mod traffic;
 
 use std::path::Path;
