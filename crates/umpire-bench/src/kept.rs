@@ -1,15 +1,14 @@
-//! The span-stream messages ingest writes for the [`traffic`](crate::traffic)'s chat spans:
-//! each buffered span normalised (`to_domain`) and cut to its wire form (`to_wire`), a
-//! trace's chat spans in one message (a lone one as itself), as ingest groups them — so the
+//! The span-stream messages ingest writes for the [`traffic`](crate::traffic)'s chat spans,
+//! made by ingest's own encoder (`umpire_ingest::sampler::span_messages::encode`: each span
+//! normalised and cut to its wire form, a trace's spans of one subject per message) — so the
 //! evaluator benchmark reads what an evaluator reads in production, prompts, replies and
 //! their `gen_ai.*.messages` attributes included.
 
 use bytes::Bytes;
 use prost::Message;
-use umpire_core::batch::{batch_message, batch_message_id};
-use umpire_core::ids::SpanId;
-use umpire_core::span::{AiSpanKind, Span};
-use umpire_otlp::buffered::decode_request;
+use umpire_ingest::sampler::span_messages::encode;
+use umpire_nats::topology::ProjectNames;
+use umpire_otlp::buffered::{BufferedSpan, decode_request};
 
 use crate::traffic;
 
@@ -25,57 +24,43 @@ pub struct KeptMessage {
 }
 
 /// Messages holding at least `count` chat spans of the traffic (whole messages: the last
-/// may take the total a few spans past `count`).
+/// may take the total a few spans past `count`), for project `perf/bench`.
 pub fn chat_messages(count: u64) -> anyhow::Result<Vec<KeptMessage>> {
+    let names = ProjectNames::new("perf", "bench");
+    let chat = names.spans_subject("llm", "chat");
     let (mut messages, mut spans, mut sequence) = (Vec::new(), 0u64, 0u64);
     while spans < count {
         let request = traffic::request(sequence, 512);
         sequence += 1;
-        let mut chats: Vec<Span> = Vec::new();
-        for buffered in decode_request(Bytes::from(request.encode_to_vec()))? {
-            let span = buffered?.to_domain()?;
-            if span.ai.kind == Some(AiSpanKind::Llm) {
-                chats.push(span);
-            }
-        }
-        chats.sort_unstable_by_key(|span| (span.trace_id, span.span_id));
-        for trace in chats.chunk_by_mut(|a, b| a.trace_id == b.trace_id) {
+        let buffered = decode_request(Bytes::from(request.encode_to_vec()))?
+            .into_iter()
+            .collect::<Result<Vec<BufferedSpan>, _>>()?;
+        let encoded = encode(&names, &buffered, BUDGET);
+        anyhow::ensure!(
+            encoded.dead_letters.is_empty(),
+            "the traffic has spans ingest cannot publish"
+        );
+        for message in encoded.messages {
             if spans >= count {
                 break;
             }
-            messages.push(message_of(trace)?);
-            spans += trace.len() as u64;
+            if message.subject == chat {
+                spans += message.spans as u64;
+                messages.push(KeptMessage {
+                    id: message.id,
+                    payload: message.payload,
+                    spans: message.spans as u64,
+                });
+            }
         }
     }
     Ok(messages)
 }
 
-fn message_of(trace: &mut [Span]) -> anyhow::Result<KeptMessage> {
-    let wires = trace
-        .iter_mut()
-        .map(|span| span.to_wire(BUDGET))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(match (&*trace, wires.as_slice()) {
-        ([span], [wire]) => KeptMessage {
-            id: span.dedup_id(),
-            payload: Bytes::copy_from_slice(wire),
-            spans: 1,
-        },
-        _ => {
-            let ids: Vec<SpanId> = trace.iter().map(|span| span.span_id).collect();
-            KeptMessage {
-                id: batch_message_id(&trace[0].trace_id, &ids),
-                payload: batch_message(wires.iter().map(Vec::as_slice)).into(),
-                spans: trace.len() as u64,
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use umpire_core::span::spans_of_message;
+    use umpire_core::span::{AiSpanKind, spans_of_message};
 
     #[test]
     fn messages_hold_one_traces_chat_spans_with_their_texts() {

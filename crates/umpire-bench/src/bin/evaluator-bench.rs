@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_nats::jetstream::{self, stream};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use umpire_bench::kept::{self, KeptMessage};
 use umpire_bench::synthetic::synthetic_messages;
 use umpire_bench::{BenchNats, cpu_time, free_port, memory_mib};
@@ -51,7 +51,7 @@ struct Args {
     traffic: Traffic,
 }
 
-#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Traffic {
     Agent,
     Synthetic,
@@ -264,10 +264,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "code judges (4 per span, {} traffic): {} spans in {:.1}s wall (published in {:.1}s); evaluator CPU {:.2}s → {:.0} spans per CPU-second; peak RSS {peak:.0} MiB",
-        match args.traffic {
-            Traffic::Agent => "agent",
-            Traffic::Synthetic => "synthetic",
-        },
+        args.traffic
+            .to_possible_value()
+            .map(|value| value.get_name().to_owned())
+            .unwrap_or_default(),
         spans,
         wall.as_secs_f64(),
         published.as_secs_f64(),

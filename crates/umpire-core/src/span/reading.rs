@@ -85,18 +85,17 @@ impl SpanReading {
         }
         let previous = SKIPPED.with(|skipped| skipped.replace(self.skipped.clone()));
         // Restored even if decoding panics, so that no other reader on this thread skips.
-        let _restore = Restore(Some(previous));
+        let _restore = Restore(previous);
         MessageSpans::read(payload)
     }
 }
 
-struct Restore(Option<Arc<[&'static str]>>);
+struct Restore(Arc<[&'static str]>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        if let Some(previous) = self.0.take() {
-            SKIPPED.with(|skipped| skipped.replace(previous));
-        }
+        let previous = std::mem::take(&mut self.0);
+        SKIPPED.with(|skipped| skipped.replace(previous));
     }
 }
 

@@ -18,7 +18,7 @@ pub mod ledger;
 mod outcomes;
 mod partitions;
 mod publish;
-mod span_messages;
+pub mod span_messages;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroUsize;
