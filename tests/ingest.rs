@@ -148,7 +148,7 @@ fn the_real_otel_sdk_exports_to_umpire_ingest_over_grpc_and_http() {
             (span.ai.usage.input, span.ai.usage.output),
             (Some(12), Some(5))
         );
-        assert_eq!(span.ai.input.as_deref(), Some("write to <email>"));
+        assert_eq!(span.ai.input_text(), Some("write to <email>"));
         assert_eq!(span.scope.name, "e2e");
         services.push(span.resource["service.name"].as_str().unwrap().to_owned());
     }

@@ -73,9 +73,8 @@ mod tests {
             assert_eq!(read.len() as u64, message.spans);
             assert!(read.iter().all(|s| s.trace_id == read[0].trace_id));
             assert!(read.iter().all(|s| s.ai.kind == Some(AiSpanKind::Llm)));
-            assert!(read.iter().all(
-                |s| s.ai.output.is_some() && s.attributes.contains_key("gen_ai.input.messages")
-            ));
+            assert!(read.iter().all(|s| s.ai.output_text().is_some()
+                && s.attributes.contains_key("gen_ai.input.messages")));
         }
     }
 }

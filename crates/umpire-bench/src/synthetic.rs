@@ -52,8 +52,10 @@ fn span(n: u64, project_end: u64) -> Span {
                 output: Some(96),
                 total: None,
             },
-            input: Some("My order arrived damaged, can I get a refund or a replacement?".into()),
-            output: Some(if n.is_multiple_of(3) {
+            explicit_input: Some(
+                "My order arrived damaged, can I get a refund or a replacement?".into(),
+            ),
+            explicit_output: Some(if n.is_multiple_of(3) {
                 r#"{"answer": "We can ship a replacement or refund you within 30 days.", "sources": ["kb-0"]}"#.into()
             } else {
                 "I'm sorry your order arrived damaged. Refunds are accepted within 30 days of delivery with a receipt.".into()

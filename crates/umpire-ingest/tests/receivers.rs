@@ -101,7 +101,7 @@ async fn accepts_protobuf_json_and_gzip_and_stores_normalised_spans() {
     assert_eq!(chat.0.subject, "umpire.spans.test.app.llm.chat");
     assert_eq!(chat.1.ai.kind, Some(AiSpanKind::Llm));
     assert_eq!(
-        chat.1.ai.output.as_deref(),
+        chat.1.ai.output_text().as_deref(),
         Some("{\"answer\": \"42\", \"confidence\": 0.9}")
     );
     assert_eq!(

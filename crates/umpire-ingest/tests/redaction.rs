@@ -107,7 +107,7 @@ async fn secrets_in_prompts_never_reach_nats() {
         "{input}"
     );
     assert_eq!(
-        stored.ai.input.as_deref(),
+        stored.ai.input_text(),
         Some("Mail me at <email>, key <api-key>")
     );
     assert!(
@@ -162,8 +162,8 @@ async fn capture_content_off_keeps_metadata_but_no_content() {
         .iter()
         .find(|(_, s)| s.span_id.to_string() == "db2f96c6b8f9de08")
         .unwrap();
-    assert_eq!(llm.1.ai.input, None);
-    assert_eq!(llm.1.ai.output, None);
+    assert_eq!(llm.1.ai.input_text(), None);
+    assert_eq!(llm.1.ai.output_text(), None);
     assert_eq!(
         llm.1.ai.response_model.as_deref(),
         Some("gpt-4o-2026-01-01")

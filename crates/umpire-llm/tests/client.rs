@@ -41,8 +41,8 @@ fn span(output: &str) -> Span {
     }))
     .unwrap();
     span.ai = AiView {
-        input: Some("What is your refund policy?".into()),
-        output: Some(output.into()),
+        explicit_input: Some("What is your refund policy?".into()),
+        explicit_output: Some(output.into()),
         ..AiView::default()
     };
     span

@@ -47,7 +47,7 @@ fn openinference() {
     let retriever = by_id(&spans, "9d8fc259f94501bd");
     assert_eq!(retriever.ai.kind, Some(AiSpanKind::Retriever));
     assert_eq!(
-        retriever.ai.input.as_deref(),
+        retriever.ai.input_text(),
         Some("What's the weather in Paris?")
     );
     let docs: Vec<(Option<&str>, Option<f64>)> = retriever
@@ -72,7 +72,7 @@ fn openinference() {
     let chain = by_id(&spans, "f67ab0527ea96810");
     assert_eq!(chain.ai.kind, Some(AiSpanKind::Chain));
     assert_eq!(
-        (chain.ai.input.as_deref(), chain.ai.output.as_deref()),
+        (chain.ai.input_text(), chain.ai.output_text().as_deref()),
         (Some("What's the weather in Paris?"), Some("done"))
     );
     assert_eq!(
@@ -98,7 +98,7 @@ fn openinference() {
         }
     );
     assert_eq!(
-        tool_call.ai.input.as_deref(),
+        tool_call.ai.input_text(),
         Some("What's the weather in Paris?")
     );
     assert_eq!(
@@ -106,7 +106,8 @@ fn openinference() {
         Some("You are the ACME support assistant. Answer only from the context.")
     );
     assert_eq!(
-        tool_call.ai.output, None,
+        tool_call.ai.output_text(),
+        None,
         "a pure tool-call turn has no text output"
     );
     assert_eq!(tool_call.ai.tool_calls.len(), 1);
@@ -132,13 +133,10 @@ fn openinference() {
 
     let answer = by_id(&spans, "db2f96c6b8f9de08");
     assert_eq!(
-        answer.ai.output.as_deref(),
+        answer.ai.output_text().as_deref(),
         Some("Refunds are available within 90 days, no receipt needed.")
     );
-    assert_eq!(
-        answer.ai.input.as_deref(),
-        Some("What is your refund policy?")
-    );
+    assert_eq!(answer.ai.input_text(), Some("What is your refund policy?"));
     assert_eq!(
         answer.ai.usage,
         TokenUsage {
@@ -159,7 +157,7 @@ fn openinference() {
         Some("openai.InternalServerError")
     );
     assert_eq!(
-        (failed.ai.output.as_deref(), failed.ai.usage.total),
+        (failed.ai.output_text().as_deref(), failed.ai.usage.total),
         (None, None)
     );
 }
@@ -190,12 +188,9 @@ fn openllmetry() {
             total: Some(36)
         }
     );
+    assert_eq!(answer.ai.input_text(), Some("Who do I contact for help?"));
     assert_eq!(
-        answer.ai.input.as_deref(),
-        Some("Who do I contact for help?")
-    );
-    assert_eq!(
-        answer.ai.output.as_deref(),
+        answer.ai.output_text().as_deref(),
         Some("Refunds are available within 90 days, no receipt needed.")
     );
     assert_eq!(answer.ai.finish_reasons, ["stop"]);
@@ -220,7 +215,7 @@ fn openllmetry() {
     let failed = by_id(&spans, "6fed68102dcce906");
     assert_eq!(failed.status.code, StatusCode::Error);
     assert_eq!(failed.ai.error_type.as_deref(), Some("InternalServerError"));
-    assert_eq!(failed.ai.input.as_deref(), Some("trigger an error please"));
+    assert_eq!(failed.ai.input_text(), Some("trigger an error please"));
 }
 
 #[test]
@@ -254,11 +249,11 @@ fn otel_genai() {
     );
     assert_eq!(json_answer.ai.usage.total_tokens(), Some(33));
     assert_eq!(
-        json_answer.ai.input.as_deref(),
+        json_answer.ai.input_text(),
         Some("Give me json with the answer to life")
     );
     assert_eq!(
-        json_answer.ai.output.as_deref(),
+        json_answer.ai.output_text().as_deref(),
         Some("{\"answer\": \"42\", \"confidence\": 0.9}")
     );
     assert_eq!(

@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn texts_are_the_fields_and_missing_ones_fail() {
         let mut span = Span::blank();
-        span.ai.output = Some("é".repeat(MAX_EMBEDDED_BYTES));
+        span.ai.explicit_output = Some("é".repeat(MAX_EMBEDDED_BYTES));
         let trace = TraceContext::default();
         let input = JudgeInput {
             span: &span,
@@ -150,7 +150,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        span.ai.input = Some("question".into());
+        span.ai.explicit_input = Some("question".into());
         let input = JudgeInput {
             span: &span,
             trace: &trace,

@@ -40,8 +40,8 @@ impl JudgeInput<'_> {
     pub fn field_text(&self, field: &SpanField) -> Option<Cow<'_, str>> {
         let ai = &self.span.ai;
         match field {
-            SpanField::Input => ai.input.as_deref().map(Cow::Borrowed),
-            SpanField::Output => ai.output.as_deref().map(Cow::Borrowed),
+            SpanField::Input => ai.input_text().map(Cow::Borrowed),
+            SpanField::Output => ai.output_text(),
             SpanField::System => ai.system_instructions.as_deref().map(Cow::Borrowed),
             SpanField::Messages => {
                 let texts: Vec<&str> = ai

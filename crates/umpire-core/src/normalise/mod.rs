@@ -157,7 +157,7 @@ pub fn read_ai_view(
             .flatten()
     });
 
-    AiView {
+    let mut view = AiView {
         kind,
         operation,
         provider: text(&[
@@ -202,8 +202,9 @@ pub fn read_ai_view(
             ),
         },
         system_instructions,
-        input,
-        output,
+        // Set below, where the view knows what it already says.
+        explicit_input: None,
+        explicit_output: None,
         tool_calls,
         tool_definitions: tool_definitions(attributes),
         documents: documents(attributes),
@@ -217,7 +218,9 @@ pub fn read_ai_view(
         input_messages,
         output_messages,
         time_to_first_token_ms: time_to_first_token_ms(attributes, events, start_unix_nano),
-    }
+    };
+    view.set_texts(input, output);
+    view
 }
 
 fn traceloop_kind(kind: &str) -> Option<AiSpanKind> {

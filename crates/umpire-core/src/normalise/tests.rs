@@ -46,8 +46,8 @@ fn reads_older_genai_indexed_attributes() {
     assert_eq!(view.kind, Some(AiSpanKind::Llm));
     assert_eq!(view.provider.as_deref(), Some("openai"));
     assert_eq!(view.system_instructions.as_deref(), Some("Be brief."));
-    assert_eq!(view.input.as_deref(), Some("Weather in Oslo?"));
-    assert_eq!(view.output, None);
+    assert_eq!(view.input_text(), Some("Weather in Oslo?"));
+    assert_eq!(view.output_text(), None);
     assert_eq!(
         view.tool_calls,
         [ToolCall {
@@ -107,8 +107,8 @@ fn reads_older_genai_message_events() {
         0,
     );
     assert_eq!(view.kind, Some(AiSpanKind::Llm));
-    assert_eq!(view.input.as_deref(), Some("Hi there"));
-    assert_eq!(view.output.as_deref(), Some("Hello!"));
+    assert_eq!(view.input_text(), Some("Hi there"));
+    assert_eq!(view.output_text().as_deref(), Some("Hello!"));
     assert_eq!(view.system_instructions.as_deref(), Some("Be brief."));
     assert_eq!(view.input_messages.len(), 2);
 }
@@ -131,12 +131,12 @@ fn reads_tool_spans_and_errors() {
         0,
     );
     assert_eq!(view.kind, Some(AiSpanKind::Tool));
-    let tool = view.tool.unwrap();
+    let tool = view.tool.clone().unwrap_or_default();
     assert_eq!(
         (tool.name.as_str(), tool.result.as_deref()),
         ("search", Some("3 results"))
     );
-    assert_eq!(view.input.as_deref(), Some("{\"q\":\"refunds\"}"));
+    assert_eq!(view.input_text(), Some("{\"q\":\"refunds\"}"));
     assert_eq!(view.error_type.as_deref(), Some("TimeoutError"));
 }
 

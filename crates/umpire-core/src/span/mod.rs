@@ -3,6 +3,7 @@
 
 mod batch;
 mod reading;
+mod view_text;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -258,12 +259,14 @@ pub struct AiView {
     pub output_messages: Vec<Message>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_instructions: Option<String>,
-    /// The request as text: the last user message, else `input.value`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input: Option<String>,
-    /// The response as text: the output messages' text, else `output.value`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<String>,
+    /// The request text when the rest of the view does not say it (e.g. `input.value` of a
+    /// span without messages): read it with [`AiView::input_text`].
+    #[serde(default, rename = "input", skip_serializing_if = "Option::is_none")]
+    pub explicit_input: Option<String>,
+    /// The response text when the rest of the view does not say it: read it with
+    /// [`AiView::output_text`].
+    #[serde(default, rename = "output", skip_serializing_if = "Option::is_none")]
+    pub explicit_output: Option<String>,
     /// Tool calls the model asked for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,

@@ -117,8 +117,8 @@ impl Span {
         }
         let ai = &mut self.ai;
         for (name, text) in [
-            ("ai.input", ai.input.as_mut()),
-            ("ai.output", ai.output.as_mut()),
+            ("ai.input", ai.explicit_input.as_mut()),
+            ("ai.output", ai.explicit_output.as_mut()),
             ("ai.systemInstructions", ai.system_instructions.as_mut()),
         ] {
             if let Some(text) = text {
@@ -205,7 +205,7 @@ mod tests {
             resource: Attributes::new(),
             scope: Scope::default(),
             ai: AiView {
-                input: Some(content.to_owned()),
+                explicit_input: Some(content.to_owned()),
                 ..AiView::default()
             },
             truncated: Vec::new(),
@@ -228,7 +228,7 @@ mod tests {
         let wire = span.to_wire(100_000).unwrap();
         assert!(wire.len() <= 100_000, "{}", wire.len());
         let back: Span = serde_json::from_slice(&wire).unwrap();
-        assert!(back.ai.input.unwrap().ends_with("bytes]"));
+        assert!(back.ai.input_text().unwrap_or_default().ends_with("bytes]"));
         assert_eq!(back.truncated, ["ai.input", "attributes.input.value"]);
     }
 
@@ -249,7 +249,7 @@ mod tests {
             "{:?}",
             back.truncated
         );
-        assert_eq!(back.ai.input.as_deref(), Some("hello"));
+        assert_eq!(back.ai.input_text(), Some("hello"));
     }
 
     #[test]

@@ -74,7 +74,7 @@ mod tests {
             "endTimeUnixNano": 2,
         }))
         .unwrap();
-        span.ai.input = input.map(str::to_owned);
+        span.ai.explicit_input = input.map(str::to_owned);
         span.ai.documents = document
             .map(|d| RetrievedDocument {
                 content: Some(d.to_owned()),

@@ -79,8 +79,8 @@ fn span() -> Span {
     }))
     .unwrap();
     span.ai = AiView {
-        input: Some("Refund window?".into()),
-        output: Some("90 days".into()),
+        explicit_input: Some("Refund window?".into()),
+        explicit_output: Some("90 days".into()),
         ..AiView::default()
     };
     span

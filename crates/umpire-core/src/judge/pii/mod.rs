@@ -75,7 +75,7 @@ mod tests {
     #[test]
     fn names_kinds_and_counts_never_values() {
         let mut span = Span::blank();
-        span.ai.output = Some("Reach me at jo@example.com or +1 415 555 0132.".into());
+        span.ai.explicit_output = Some("Reach me at jo@example.com or +1 415 555 0132.".into());
         span.ai.output_messages = vec![Message {
             role: "assistant".into(),
             tool_calls: vec![ToolCall {
@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn only_the_chosen_kinds_and_the_expectation() {
         let mut span = Span::blank();
-        span.ai.output = Some("mail jo@example.com".into());
+        span.ai.explicit_output = Some("mail jo@example.com".into());
         let phones_only = PiiJudge {
             fields: vec![SpanField::Output],
             kinds: vec![PiiKind::Phone],

@@ -20,7 +20,7 @@ fn retriever_span(documents: Vec<RetrievedDocument>, expected: Option<&str>) -> 
     }))
     .unwrap();
     span.ai = AiView {
-        input: Some("How long is the refund window?".into()),
+        explicit_input: Some("How long is the refund window?".into()),
         documents,
         ..AiView::default()
     };

@@ -38,7 +38,7 @@ fn a_policy_that_names_no_source_skips_them_all_and_keeps_the_rest() {
         keys(&spans[0]),
         ["gen_ai.request.model", "key with \"escapes\""]
     );
-    assert_eq!(spans[0].ai.input.as_deref(), Some("hi"));
+    assert_eq!(spans[0].ai.input_text(), Some("hi"));
     assert_eq!(spans[0].ai.input_messages.len(), 1);
 }
 
