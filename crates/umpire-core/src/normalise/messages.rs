@@ -47,11 +47,11 @@ pub(super) fn genai_messages(value: Option<&Value>) -> Vec<Message> {
                 .and_then(Value::as_str)
                 .unwrap_or("user")
                 .to_owned();
-            let parts = message
+            // Borrowed: the parts hold the prompt or reply, copied once below into the view.
+            let parts: &[Value] = message
                 .get("parts")
                 .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+                .map_or(&[], Vec::as_slice);
             let texts: Vec<String> = parts.iter().filter_map(part_text).collect();
             let tool_calls = parts
                 .iter()
