@@ -162,7 +162,8 @@ pub async fn start_with(
         judges = ?judges.names().collect::<Vec<_>>(),
         filter = %consumer_config.filter_subject,
         filters = ?consumer_config.filter_subjects,
-        skipped_attributes = ?settings.reading.skipped(),
+        // Otherwise only the attributes the policy names (and gen_ai.response.id).
+        decodes_all_attributes = settings.reading.decodes_all(),
         admin = %admin_addr,
         "evaluator starting"
     );

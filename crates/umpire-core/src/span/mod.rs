@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::ids::{SpanId, TraceId};
 
 pub use self::batch::{MessageSpans, spans_of_message};
-pub use self::reading::{SpanReading, VIEW_SOURCES};
+pub use self::reading::SpanReading;
 pub use self::wire::WireError;
 
 /// Attribute values keep their JSON shape: string, number, bool, array, object.

@@ -1,16 +1,17 @@
 //! Reading span-stream messages for a reader that needs less than the whole span.
 //!
-//! A kept chat span carries its prompt and reply several times: as the instrumentation sent
-//! them (`gen_ai.input.messages` — JSON inside a JSON string — or `input.value`,
-//! `llm.input_messages.*`, …) and in the GenAI view normalisation built from them
-//! (`ai.inputMessages`, `ai.input`, …). Exporters need the former; judges read the view.
-//! Decoding those attributes was the largest single cost of an evaluator's span (allocating
-//! and unescaping kilobytes per span), so an evaluator skips them — unless its policy names
-//! them anywhere (a judge's `attributes.<key>` field, a selector, a `groupBy`), in which
-//! case they are decoded as usual.
+//! A kept chat span carries its prompt and reply in its attributes as the instrumentation
+//! sent them (`gen_ai.input.messages` — JSON inside a JSON string — or `input.value`,
+//! `llm.input_messages.*`, …) and again in the GenAI view normalisation built from them.
+//! Exporters need the former; judges read the view, and an evaluator reads attributes only
+//! where its policy names them (a judge's `attributes.<key>` field, a selector, a
+//! `groupBy`) and for the evaluation's `gen_ai.response.id`. Decoding the rest — allocating
+//! each key and value, unescaping kilobytes — was the largest single cost of an evaluator's
+//! span, so [`SpanReading::for_policy`] decodes only the keys the policy's text names.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,39 +21,56 @@ use serde_json::Value;
 use super::{Attributes, MessageSpans};
 use crate::wire_json;
 
-/// Attribute keys (or key prefixes) whose content normalisation copies into the GenAI view:
-/// prompts, replies, system instructions, tool definitions, tool arguments and results,
-/// retrieved documents.
-pub const VIEW_SOURCES: [&str; 15] = [
-    "gen_ai.input.messages",
-    "gen_ai.output.messages",
-    "gen_ai.system_instructions",
-    "gen_ai.tool.definitions",
-    "gen_ai.tool.call.arguments",
-    "gen_ai.tool.call.result",
-    "gen_ai.prompt",
-    "gen_ai.completion",
-    "input.value",
-    "output.value",
-    "llm.input_messages.",
-    "llm.output_messages.",
-    "llm.tools.",
-    "retrieval.documents.",
-    "tool.parameters",
-];
+/// Attributes an evaluator reads whatever its policy says (the evaluation carries it).
+const ALWAYS_READ: [&str; 1] = ["gen_ai.response.id"];
 
 /// How a reader decodes span attributes.
 #[derive(Debug, Clone, Default)]
 pub struct SpanReading {
-    /// Keys starting with one of these are skipped (not decoded, not kept).
-    skipped: Arc<[&'static str]>,
+    /// None: every attribute.
+    named: Option<Arc<NamedKeys>>,
+}
+
+/// The attribute keys a policy's text names, as the words it is made of.
+#[derive(Debug, Default)]
+struct NamedKeys {
+    words: HashSet<Box<str>>,
+}
+
+impl NamedKeys {
+    /// Every run of key characters in `text`, and each of its parts after a dot — so that
+    /// `attributes.app.tenant` (a field), `{{attributes.x}}` (a template) or a quoted
+    /// `app.tenant` (a selector) all name `app.tenant`.
+    fn of(text: &str) -> Self {
+        let mut words = HashSet::new();
+        for word in text
+            .split(|c: char| !is_key_char(c))
+            .filter(|w| !w.is_empty())
+        {
+            words.insert(Box::from(word));
+            for (dot, _) in word.match_indices('.') {
+                words.insert(Box::from(&word[dot + 1..]));
+            }
+        }
+        Self { words }
+    }
+
+    /// Conservative: a key with characters a word cannot hold (spaces, quotes, non-ASCII)
+    /// might be named in a form the split does not find, so it is decoded.
+    fn keeps(&self, key: &str) -> bool {
+        !key.chars().all(is_key_char) || ALWAYS_READ.contains(&key) || self.words.contains(key)
+    }
+}
+
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@')
 }
 
 thread_local! {
-    /// The prefixes the attribute decoder of this thread skips while a [`SpanReading`]
-    /// reads: serde's derived decoders take no context, and a span is decoded on one thread
-    /// from start to end.
-    static SKIPPED: RefCell<Arc<[&'static str]>> = RefCell::new(Arc::new([]));
+    /// The keys the attribute decoder of this thread keeps while a [`SpanReading`] reads:
+    /// serde's derived decoders take no context, and a span is decoded on one thread from
+    /// start to end.
+    static NAMED: RefCell<Option<Arc<NamedKeys>>> = const { RefCell::new(None) };
 }
 
 impl SpanReading {
@@ -61,54 +79,54 @@ impl SpanReading {
         Self::default()
     }
 
-    /// Skips the [`VIEW_SOURCES`] that `policy` (its text: JSON or YAML) does not mention.
-    /// Conservative by construction: a reference to any key under a source contains the
-    /// source's name, so a referenced attribute is always decoded.
+    /// Decodes only the attributes `policy` (its text: JSON or YAML) names, and
+    /// `gen_ai.response.id`.
     pub fn for_policy(policy: &str) -> Self {
         Self {
-            skipped: VIEW_SOURCES
-                .into_iter()
-                .filter(|source| !policy.contains(source))
-                .collect(),
+            named: Some(Arc::new(NamedKeys::of(policy))),
         }
     }
 
-    /// The attribute keys (or prefixes) this reading skips.
-    pub fn skipped(&self) -> &[&'static str] {
-        &self.skipped
+    /// Whether every attribute is decoded.
+    pub fn decodes_all(&self) -> bool {
+        self.named.is_none()
+    }
+
+    /// Whether this reading decodes attribute `key`.
+    pub fn decodes(&self, key: &str) -> bool {
+        self.named.as_ref().is_none_or(|named| named.keeps(key))
     }
 
     /// Reads a span-stream message, single span or batch.
     pub fn read(&self, payload: &[u8]) -> Result<MessageSpans, wire_json::Error> {
-        if self.skipped.is_empty() {
+        let Some(named) = &self.named else {
             return MessageSpans::read(payload);
-        }
-        let previous = SKIPPED.with(|skipped| skipped.replace(self.skipped.clone()));
+        };
+        let previous = NAMED.with(|current| current.replace(Some(named.clone())));
         // Restored even if decoding panics, so that no other reader on this thread skips.
         let _restore = Restore(previous);
         MessageSpans::read(payload)
     }
 }
 
-struct Restore(Arc<[&'static str]>);
+struct Restore(Option<Arc<NamedKeys>>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        let previous = std::mem::take(&mut self.0);
-        SKIPPED.with(|skipped| skipped.replace(previous));
+        let previous = self.0.take();
+        NAMED.with(|current| current.replace(previous));
     }
 }
 
-/// `Span::attributes`' decoder: all of them, or those the thread's reading does not skip.
+/// `Span::attributes`' decoder: all of them, or those the thread's reading keeps.
 pub(super) fn attributes<'de, D: Deserializer<'de>>(decoder: D) -> Result<Attributes, D::Error> {
-    let skipped = SKIPPED.with(|skipped| skipped.borrow().clone());
-    if skipped.is_empty() {
-        return serde::Deserialize::deserialize(decoder);
+    match NAMED.with(|current| current.borrow().clone()) {
+        None => serde::Deserialize::deserialize(decoder),
+        Some(named) => decoder.deserialize_map(SkippingVisitor(named)),
     }
-    decoder.deserialize_map(SkippingVisitor(skipped))
 }
 
-struct SkippingVisitor(Arc<[&'static str]>);
+struct SkippingVisitor(Arc<NamedKeys>);
 
 impl<'de> Visitor<'de> for SkippingVisitor {
     type Value = Attributes;
@@ -120,11 +138,11 @@ impl<'de> Visitor<'de> for SkippingVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
         let mut attributes = Attributes::new();
         while let Some(Key(key)) = map.next_key()? {
-            if self.0.iter().any(|prefix| key.starts_with(prefix)) {
-                map.next_value::<IgnoredAny>()?;
-            } else {
+            if self.0.keeps(&key) {
                 let value: Value = map.next_value()?;
                 attributes.insert(key.into_owned(), value);
+            } else {
+                map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(attributes)

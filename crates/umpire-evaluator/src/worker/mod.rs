@@ -35,8 +35,8 @@ pub struct WorkerSettings {
     pub group_keys: Vec<String>,
     /// Drift rules: the fields to embed into each span evaluation.
     pub drift: Option<crate::drift::DriftEmbeddings>,
-    /// Which span attributes are decoded: the prompts and replies the GenAI view already
-    /// holds are skipped unless the policy names them.
+    /// Which span attributes are decoded: those the policy names (judges read the GenAI
+    /// view, not the attributes it was built from).
     pub reading: SpanReading,
 }
 

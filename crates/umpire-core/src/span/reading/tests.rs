@@ -26,18 +26,15 @@ fn keys(span: &Span) -> Vec<&str> {
 }
 
 #[test]
-fn a_policy_that_names_no_source_skips_them_all_and_keeps_the_rest() {
+fn a_policy_that_names_no_attribute_decodes_only_unusual_keys() {
     let reading = SpanReading::for_policy("judges: [{name: j, regex: {field: output}}]");
-    assert_eq!(reading.skipped().len(), VIEW_SOURCES.len());
+    assert!(!reading.decodes("input.value"));
     let spans = reading
         .read(&chat_wire("0102030405060708"))
         .map(MessageSpans::into_vec)
         .unwrap_or_default();
     assert_eq!(spans.len(), 1);
-    assert_eq!(
-        keys(&spans[0]),
-        ["gen_ai.request.model", "key with \"escapes\""]
-    );
+    assert_eq!(keys(&spans[0]), ["key with \"escapes\""]);
     assert_eq!(spans[0].ai.input_text(), Some("hi"));
     assert_eq!(spans[0].ai.input_messages.len(), 1);
 }
@@ -47,8 +44,9 @@ fn named_sources_are_decoded() {
     let reading = SpanReading::for_policy(
         "{\"field\": \"attributes.input.value\", \"groupBy\": [\"llm.input_messages.0.message.content\"]}",
     );
-    assert!(!reading.skipped().contains(&"input.value"));
-    assert!(!reading.skipped().contains(&"llm.input_messages."));
+    assert!(reading.decodes("input.value"));
+    assert!(reading.decodes("llm.input_messages.0.message.content"));
+    assert!(!reading.decodes("llm.input_messages.1.message.content"));
     let spans = reading
         .read(&batch_message([
             chat_wire("0102030405060708").as_slice(),
@@ -61,7 +59,6 @@ fn named_sources_are_decoded() {
         assert_eq!(
             keys(span),
             [
-                "gen_ai.request.model",
                 "input.value",
                 "key with \"escapes\"",
                 "llm.input_messages.0.message.content"
@@ -84,4 +81,36 @@ fn other_readers_on_the_thread_still_read_everything() {
         let spans = spans.unwrap_or_default();
         assert_eq!(spans.first().map(|s| s.attributes.len()), Some(5));
     }
+}
+
+#[test]
+fn attributes_the_policy_does_not_name_are_not_decoded() {
+    let span = json!({
+        "traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "0102030405060708", "name": "chat",
+        "startTimeUnixNano": 1, "endTimeUnixNano": 2,
+        "attributes": {
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.response.id": "chatcmpl-1",
+            "gen_ai.usage.input_tokens": 12,
+            "app.tenant": "acme",
+            "key with \"escapes\"": 1,
+        },
+    });
+    let reading = SpanReading::for_policy(
+        "{\"select\": {\"matchers\": [{\"attribute\": \"gen_ai.request.model\"}]}, \"judges\": [{\"field\": \"attributes.app.tenant\"}]}",
+    );
+    let spans = reading
+        .read(&serde_json::to_vec(&span).unwrap_or_default())
+        .map(MessageSpans::into_vec)
+        .unwrap_or_default();
+    assert_eq!(
+        spans.first().map(keys).unwrap_or_default(),
+        [
+            "app.tenant",
+            "gen_ai.request.model",
+            "gen_ai.response.id",
+            "key with \"escapes\""
+        ]
+    );
 }
