@@ -108,28 +108,6 @@ pub fn read_ai_view(
         result: text(&["gen_ai.tool.call.result", "output.value"]),
     });
 
-    let last_user = input_messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .and_then(|m| m.content.clone());
-    let input = match (&tool, last_user) {
-        (Some(tool), _) => tool.arguments.clone(),
-        (None, Some(user)) => Some(user),
-        (None, None) => text(&["input.value", "gen_ai.prompt"]),
-    };
-    let output_text: Vec<String> = output_messages
-        .iter()
-        .filter_map(|m| m.content.clone())
-        .filter(|c| !c.is_empty())
-        .collect();
-    let output = match &tool {
-        Some(tool) => tool.result.clone(),
-        None if !output_text.is_empty() => Some(output_text.join("\n")),
-        None if output_messages.iter().any(|m| !m.tool_calls.is_empty()) => None,
-        None => text(&["output.value", "gen_ai.completion"]),
-    };
-
     let tool_calls: Vec<ToolCall> = output_messages
         .iter()
         .flat_map(|m| m.tool_calls.clone())
@@ -219,7 +197,15 @@ pub fn read_ai_view(
         output_messages,
         time_to_first_token_ms: time_to_first_token_ms(attributes, events, start_unix_nano),
     };
-    view.set_texts(input, output);
+    // The request and response texts the rest of the view does not hold (readers derive the
+    // others: `AiView::input_text`/`output_text`): without a user message, replies, tool
+    // calls or a tool, the instrumentation's own `input.value` / `output.value`.
+    if view.tool.is_none() && view.input_text().is_none() {
+        view.explicit_input = text(&["input.value", "gen_ai.prompt"]);
+    }
+    if view.tool.is_none() && view.tool_calls.is_empty() && view.output_text().is_none() {
+        view.explicit_output = text(&["output.value", "gen_ai.completion"]);
+    }
     view
 }
 

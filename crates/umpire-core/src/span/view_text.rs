@@ -2,9 +2,10 @@
 //! span, text the view already holds: the last user message and the replies, or a tool's
 //! arguments and result. Stored again, every prompt and reply would travel a third time on
 //! the span stream (the raw attribute, the messages, the text) — about a quarter of a chat
-//! span's bytes, which every evaluator parses. So the view stores them only when they say
-//! something else (a span's `input.value` without messages, a cut that made them differ),
-//! and readers derive them otherwise. Spans written with both read the same.
+//! span's bytes, which every evaluator parses. So the view stores them only when it holds
+//! nothing they could be derived from (a span's `input.value` without messages; see
+//! `normalise::read_ai_view`), and readers derive them otherwise. Spans written with both
+//! read the same.
 
 use std::borrow::Cow;
 
@@ -26,13 +27,6 @@ impl AiView {
             .as_deref()
             .map(Cow::Borrowed)
             .or_else(|| self.derived_output())
-    }
-
-    /// Sets the texts, keeping only what the view does not already say.
-    pub fn set_texts(&mut self, input: Option<String>, output: Option<String>) {
-        self.explicit_input = input.filter(|text| self.derived_input() != Some(text.as_str()));
-        self.explicit_output =
-            output.filter(|text| self.derived_output().as_deref() != Some(text.as_str()));
     }
 
     fn derived_input(&self) -> Option<&str> {
