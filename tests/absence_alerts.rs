@@ -114,7 +114,7 @@ async fn publish_calls(js: jetstream::Context, mini: Arc<AtomicBool>) {
             let evaluation = evaluation(n, model, true);
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", evaluation.id.as_str());
-            let payload = serde_json::to_vec(&evaluation).unwrap();
+            let payload = umpire_core::stream_codec::to_vec(&evaluation).unwrap();
             js.publish_with_headers(SCORES, headers, payload.into())
                 .await
                 .unwrap()

@@ -380,7 +380,7 @@ async fn publish_healthy(js: &jetstream::Context, from: u64, count: u64) {
         let evaluation = support::scores::evaluation(n + 1_000_000, model, !n.is_multiple_of(10));
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", evaluation.id.as_str());
-        let payload = serde_json::to_vec(&evaluation).unwrap();
+        let payload = umpire_core::stream_codec::to_vec(&evaluation).unwrap();
         acks.push(
             js.publish_with_headers(support::scores::SCORES, headers, payload.into())
                 .await

@@ -141,7 +141,7 @@ fn the_real_otel_sdk_exports_to_umpire_ingest_over_grpc_and_http() {
     let mut services = Vec::new();
     for message in &stored {
         assert_eq!(message.subject, "umpire.spans.team.e2e.llm.chat");
-        let span: Span = serde_json::from_slice(&message.payload).unwrap();
+        let span: Span = umpire_core::stream_codec::from_slice(&message.payload).unwrap();
         assert_eq!(span.ai.kind, Some(AiSpanKind::Llm));
         assert_eq!(span.ai.request_model.as_deref(), Some("gpt-4o-mini"));
         assert_eq!(

@@ -92,7 +92,7 @@ pub async fn publish_scores(js: jetstream::Context, phase: Arc<AtomicU8>, regres
                 90
             };
             let evaluation = evaluation(n, model, random() < rate);
-            let payload = serde_json::to_vec(&evaluation).unwrap();
+            let payload = umpire_core::stream_codec::to_vec(&evaluation).unwrap();
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", evaluation.id.as_str());
             // Retried until stored (a cluster node may be down): a score is never skipped.
@@ -116,7 +116,7 @@ pub async fn publish_scores(js: jetstream::Context, phase: Arc<AtomicU8>, regres
 pub async fn publish_batch(js: &jetstream::Context, evaluations: &[SpanEvaluation], id: &str) {
     let encoded: Vec<Vec<u8>> = evaluations
         .iter()
-        .map(|e| serde_json::to_vec(e).unwrap())
+        .map(|e| umpire_core::stream_codec::to_vec(e).unwrap())
         .collect();
     let payload = umpire_core::batch::batch_message(encoded.iter().map(Vec::as_slice));
     let mut headers = async_nats::HeaderMap::new();

@@ -81,11 +81,11 @@ pub fn synthetic_messages(
         let last = (first + per_message).min(from + count);
         let spans: Vec<Span> = (first..last).map(|n| span(n, end + n)).collect();
         let (payload, id) = if let [one] = spans.as_slice() {
-            (serde_json::to_vec(one)?, one.dedup_id())
+            (umpire_core::stream_codec::to_vec(one)?, one.dedup_id())
         } else {
             let encoded = spans
                 .iter()
-                .map(serde_json::to_vec)
+                .map(umpire_core::stream_codec::to_vec)
                 .collect::<Result<Vec<_>, _>>()?;
             (
                 umpire_core::batch::batch_message(encoded.iter().map(Vec::as_slice)),

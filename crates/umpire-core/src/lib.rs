@@ -18,6 +18,6 @@ pub mod sampling;
 pub mod score;
 pub mod select;
 pub mod span;
+pub mod stream_codec;
 pub mod template;
 pub mod trace_summary;
-pub mod wire_json;

@@ -316,7 +316,7 @@ impl Pump {
         })
     }
 
-    fn undecodable(&self, message: &jetstream::Message, error: &umpire_core::wire_json::Error) {
+    fn undecodable(&self, message: &jetstream::Message, error: &umpire_core::stream_codec::Error) {
         tracing::error!(event = "export_undecodable", target = %self.target, signal = self.signal.as_str(), subject = %message.subject, error = %error, "skipping a stored message that does not decode");
     }
 }

@@ -159,7 +159,7 @@ spec:
             let broken = elapsed > offset
                 && (((elapsed - offset) / args.phase as f64) as u64).is_multiple_of(2);
             n += 1;
-            let payload = serde_json::to_vec(&evaluation(n, group, !broken))?;
+            let payload = umpire_core::stream_codec::to_vec(&evaluation(n, group, !broken))?;
             acks.push(
                 js.publish("umpire.scores.perf.bench.bench", payload.into())
                     .await?,

@@ -77,7 +77,7 @@ impl SpanEvaluation {
 /// The evaluations of one scores-stream message, one or a batch.
 pub fn evaluations_of_message(
     payload: &[u8],
-) -> Result<Vec<SpanEvaluation>, crate::wire_json::Error> {
+) -> Result<Vec<SpanEvaluation>, crate::stream_codec::Error> {
     read_one_or_many(payload)
 }
 
@@ -98,13 +98,13 @@ pub struct ScoresMessage {
 pub fn scores_messages(
     evaluations: &[SpanEvaluation],
     budget: usize,
-) -> Result<Vec<ScoresMessage>, crate::wire_json::Error> {
+) -> Result<Vec<ScoresMessage>, crate::stream_codec::Error> {
     let mut encoded = Vec::with_capacity(evaluations.len());
     for evaluation in evaluations {
         // An evaluation with code judges is ~0.7–1 KiB: written into room for it at once,
         // not grown from a small buffer by reallocation.
         let mut json = Vec::with_capacity(1024);
-        crate::wire_json::write(&mut json, evaluation)?;
+        crate::stream_codec::write(&mut json, evaluation)?;
         encoded.push((evaluation, json));
     }
     encoded.sort_unstable_by_key(|(evaluation, _)| (evaluation.trace_id, evaluation.span_id));

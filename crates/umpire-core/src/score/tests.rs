@@ -39,7 +39,7 @@ fn a_lone_evaluation_keeps_its_own_form_and_id() {
     assert_eq!(messages[0].id, one.id);
     assert_eq!(messages[0].evaluations, 1);
     let single: SpanEvaluation =
-        serde_json::from_slice(&messages[0].payload).unwrap_or(evaluation(9, 9));
+        crate::stream_codec::from_slice(&messages[0].payload).unwrap_or(evaluation(9, 9));
     assert_eq!(
         single, one,
         "readers of single evaluations read it as before"
@@ -91,7 +91,9 @@ fn a_traces_evaluations_travel_together_whatever_their_order() {
 #[test]
 fn batches_stay_within_the_byte_budget_and_the_count_limit() {
     let many: Vec<SpanEvaluation> = (0..=200).map(|n| evaluation(1, n)).collect();
-    let size = serde_json::to_vec(&many[0]).map(|v| v.len()).unwrap_or(0);
+    let size = crate::stream_codec::to_vec(&many[0])
+        .map(|v| v.len())
+        .unwrap_or(0);
     let budget = size * 10;
     let messages = scores_messages(&many, budget).unwrap_or_default();
     assert!(messages.iter().all(|m| m.payload.len() <= budget));

@@ -1,6 +1,7 @@
-//! Span-stream messages that carry several spans: a JSON array of spans in their wire form
-//! (each already cut to fit by [`Span::to_wire`]), the spans of one trace and one subject
-//! (see [`crate::batch`]). Readers take both forms, a single span and a batch.
+//! Span-stream messages that carry several spans: a list of spans in their wire form (each
+//! already cut to fit by [`Span::to_wire`]), the spans of one trace and one subject (see
+//! [`crate::batch`]). Readers take both forms, a single span and a batch, in MessagePack or
+//! in the JSON earlier versions wrote.
 
 use super::Span;
 use crate::batch::is_batch;
@@ -17,11 +18,11 @@ pub enum MessageSpans {
 
 impl MessageSpans {
     /// Reads a message's payload, single span or batch.
-    pub fn read(payload: &[u8]) -> Result<Self, crate::wire_json::Error> {
+    pub fn read(payload: &[u8]) -> Result<Self, crate::stream_codec::Error> {
         if is_batch(payload) {
-            crate::wire_json::from_slice(payload).map(Self::Batch)
+            crate::stream_codec::from_slice(payload).map(Self::Batch)
         } else {
-            crate::wire_json::from_slice(payload).map(Self::One)
+            crate::stream_codec::from_slice(payload).map(Self::One)
         }
     }
 
@@ -45,7 +46,7 @@ impl MessageSpans {
 }
 
 /// The spans of one span-stream message, single or batched.
-pub fn spans_of_message(payload: &[u8]) -> Result<Vec<Span>, crate::wire_json::Error> {
+pub fn spans_of_message(payload: &[u8]) -> Result<Vec<Span>, crate::stream_codec::Error> {
     MessageSpans::read(payload).map(MessageSpans::into_vec)
 }
 
@@ -89,9 +90,19 @@ mod tests {
         let message = batch_message(encoded.iter().map(Vec::as_slice));
         assert_eq!(
             message.len(),
-            encoded.iter().map(Vec::len).sum::<usize>() + 3 + 1
+            encoded.iter().map(Vec::len).sum::<usize>() + 1,
+            "the records and a one-byte list header"
         );
         assert_eq!(spans_of_message(&message).ok(), Some(spans));
+    }
+
+    #[test]
+    fn spans_and_batches_stored_as_json_before_are_read() {
+        let spans: Vec<Span> = (1..=3).map(span).collect();
+        let one = serde_json::to_vec(&spans[0]).unwrap_or_default();
+        assert_eq!(spans_of_message(&one).ok(), Some(vec![span(1)]));
+        let batch = serde_json::to_vec(&spans).unwrap_or_default();
+        assert_eq!(spans_of_message(&batch).ok(), Some(spans));
         assert_eq!(
             spans_of_message(b" \n [] ").ok(),
             Some(Vec::new()),

@@ -20,7 +20,8 @@ pub use self::wire::WireError;
 /// Attribute values keep their JSON shape: string, number, bool, array, object.
 pub type Attributes = BTreeMap<String, Value>;
 
-/// The version of the span wire format (JSON of [`Span`]) published to JetStream.
+/// The version of the span wire format ([`Span`] as a [`crate::stream_codec`] record)
+/// published to JetStream.
 pub const SPAN_FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

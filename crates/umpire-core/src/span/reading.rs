@@ -19,7 +19,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::{Attributes, MessageSpans};
-use crate::wire_json;
+use crate::stream_codec;
 
 /// Attributes an evaluator reads whatever its policy says (the evaluation carries it).
 const ALWAYS_READ: [&str; 1] = ["gen_ai.response.id"];
@@ -98,7 +98,7 @@ impl SpanReading {
     }
 
     /// Reads a span-stream message, single span or batch.
-    pub fn read(&self, payload: &[u8]) -> Result<MessageSpans, wire_json::Error> {
+    pub fn read(&self, payload: &[u8]) -> Result<MessageSpans, stream_codec::Error> {
         let Some(named) = &self.named else {
             return MessageSpans::read(payload);
         };

@@ -1,4 +1,5 @@
-//! A span as stored on the span stream: JSON that fits the stream's message budget. What
+//! A span as stored on the span stream: a record ([`crate::stream_codec`]) that fits the
+//! stream's message budget. What
 //! does not fit is cut, largest first, and named in `truncated`:
 //!
 //! 1. long texts — attribute values, the GenAI view's texts, messages, tool-call arguments
@@ -16,14 +17,14 @@ use super::Span;
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("encoding the span: {0}")]
-    Encode(#[from] crate::wire_json::Error),
+    Encode(#[from] crate::stream_codec::Error),
     #[error(
         "the span takes {bytes} bytes after truncation, more than the {limit} a message may carry"
     )]
     TooLarge { bytes: usize, limit: usize },
 }
 
-/// The buffer a span's JSON starts in.
+/// The buffer a span's record starts in.
 const WIRE_CAPACITY: usize = 8 * 1024;
 
 /// Texts shorter than this are never cut (a marker would not save anything).
@@ -32,19 +33,19 @@ const SHORTEST_CUT: usize = 128;
 impl Span {
     /// Serialises the span to its wire form within `max_bytes`, cutting as the module says.
     pub fn to_wire(&mut self, max_bytes: usize) -> Result<Vec<u8>, WireError> {
-        // A GenAI span's JSON is kilobytes: starting there saves the growing buffer's
+        // A GenAI span's record is kilobytes: starting there saves the growing buffer's
         // reallocations and copies (a few percent of ingest's kept path).
-        let mut json = Vec::with_capacity(WIRE_CAPACITY.min(max_bytes));
-        crate::wire_json::write(&mut json, self)?;
+        let mut record = Vec::with_capacity(WIRE_CAPACITY.min(max_bytes));
+        crate::stream_codec::write(&mut record, self)?;
         for _ in 0..256 {
-            if json.len() <= max_bytes {
-                return Ok(json);
+            if record.len() <= max_bytes {
+                return Ok(record);
             }
-            let excess = json.len() - max_bytes;
+            let excess = record.len() - max_bytes;
             let Some((name, text)) = self.longest_text() else {
                 break;
             };
-            // Escaping can make the JSON longer than the text; cut a little extra.
+            // A little extra: the cut's marker is added to the text.
             let target = text.len().saturating_sub(excess + excess / 8 + 64);
             let mut cut = target;
             while cut > 0 && !text.is_char_boundary(cut) {
@@ -59,20 +60,20 @@ impl Span {
             if !self.truncated.contains(&name) {
                 self.truncated.push(name);
             }
-            json = crate::wire_json::to_vec(self)?;
+            record = crate::stream_codec::to_vec(self)?;
         }
-        if json.len() > max_bytes && !self.events.is_empty() {
+        if record.len() > max_bytes && !self.events.is_empty() {
             self.truncated
                 .push(format!("events ({} dropped)", self.events.len()));
             self.events.clear();
-            json = crate::wire_json::to_vec(self)?;
+            record = crate::stream_codec::to_vec(self)?;
         }
         for resource in [false, true] {
-            if json.len() <= max_bytes {
+            if record.len() <= max_bytes {
                 break;
             }
             // Room for the note this adds to `truncated`.
-            let excess = json.len() - max_bytes + 256;
+            let excess = record.len() - max_bytes + 256;
             let (map, label) = if resource {
                 (&mut self.resource, "resource")
             } else {
@@ -81,16 +82,16 @@ impl Span {
             let dropped = shed(map, excess);
             if dropped > 0 {
                 self.truncated.push(format!("{label} ({dropped} dropped)"));
-                json = crate::wire_json::to_vec(self)?;
+                record = crate::stream_codec::to_vec(self)?;
             }
         }
-        if json.len() > max_bytes {
+        if record.len() > max_bytes {
             return Err(WireError::TooLarge {
-                bytes: json.len(),
+                bytes: record.len(),
                 limit: max_bytes,
             });
         }
-        Ok(json)
+        Ok(record)
     }
 
     fn longest_text(&mut self) -> Option<(String, &mut String)> {
@@ -162,12 +163,13 @@ impl Span {
     }
 }
 
-/// Removes the largest entries of `map` until about `excess` bytes are gone; returns how
-/// many it removed.
+/// Removes the largest entries of `map` until `excess` bytes are gone; returns how many it
+/// removed.
 fn shed(map: &mut super::Attributes, excess: usize) -> usize {
+    use crate::stream_codec::encoded_len;
     let mut sizes: Vec<(usize, String)> = map
         .iter()
-        .map(|(key, value)| (key.len() + value.to_string().len() + 4, key.clone()))
+        .map(|(key, value)| (encoded_len(key) + encoded_len(value), key.clone()))
         .collect();
     sizes.sort_unstable_by(|a, b| b.cmp(a));
     let (mut freed, mut dropped) = (0, 0);
@@ -217,7 +219,7 @@ mod tests {
         let mut span = span_with("hello");
         let wire = span.to_wire(10_000).unwrap();
         assert_eq!(
-            serde_json::from_slice::<Span>(&wire).unwrap(),
+            crate::stream_codec::from_slice::<Span>(&wire).unwrap(),
             span_with("hello")
         );
     }
@@ -227,7 +229,7 @@ mod tests {
         let mut span = span_with(&"é\"x".repeat(200_000));
         let wire = span.to_wire(100_000).unwrap();
         assert!(wire.len() <= 100_000, "{}", wire.len());
-        let back: Span = serde_json::from_slice(&wire).unwrap();
+        let back: Span = crate::stream_codec::from_slice(&wire).unwrap();
         assert!(back.ai.input_text().unwrap_or_default().ends_with("bytes]"));
         assert_eq!(back.truncated, ["ai.input", "attributes.input.value"]);
     }
@@ -243,7 +245,7 @@ mod tests {
         }
         let wire = span.to_wire(100_000).unwrap();
         assert!(wire.len() <= 100_000, "{}", wire.len());
-        let back: Span = serde_json::from_slice(&wire).unwrap();
+        let back: Span = crate::stream_codec::from_slice(&wire).unwrap();
         assert!(
             back.truncated.iter().any(|t| t.starts_with("attributes (")),
             "{:?}",

@@ -6,6 +6,10 @@ use crate::span::Span;
 
 /// A chat span as ingest writes it: the prompt in its attributes and in the GenAI view.
 fn chat_wire(span_id: &str) -> Vec<u8> {
+    crate::stream_codec::to_vec(&chat_span(span_id)).unwrap_or_default()
+}
+
+fn chat_span(span_id: &str) -> Value {
     let span = json!({
         "traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": span_id, "name": "chat",
         "startTimeUnixNano": 1, "endTimeUnixNano": 2,
@@ -18,7 +22,7 @@ fn chat_wire(span_id: &str) -> Vec<u8> {
         },
         "ai": {"kind": "LLM", "input": "hi", "inputMessages": [{"role": "user", "content": "hi"}]},
     });
-    serde_json::to_vec(&span).unwrap_or_default()
+    span
 }
 
 fn keys(span: &Span) -> Vec<&str> {
@@ -113,4 +117,21 @@ fn attributes_the_policy_does_not_name_are_not_decoded() {
             "key with \"escapes\""
         ]
     );
+}
+
+#[test]
+fn spans_stored_as_json_are_read_the_same_way() {
+    let reading = SpanReading::for_policy("{\"field\": \"attributes.input.value\"}");
+    let json = serde_json::to_vec(&chat_span("0102030405060708")).unwrap_or_default();
+    let from_json = reading
+        .read(&json)
+        .map(MessageSpans::into_vec)
+        .unwrap_or_default();
+    let from_wire = reading
+        .read(&chat_wire("0102030405060708"))
+        .map(MessageSpans::into_vec)
+        .unwrap_or_default();
+    assert_eq!(from_json.len(), 1);
+    assert_eq!(from_json, from_wire);
+    assert_eq!(keys(&from_json[0]), ["input.value", "key with \"escapes\""]);
 }

@@ -45,14 +45,14 @@ fn text(span: &Span, field: SpanField) -> Option<String> {
 
 fn round_trip(span: &mut Span) -> Span {
     let wire = span.to_wire(1 << 20).unwrap_or_default();
-    crate::wire_json::from_slice(&wire).unwrap_or_else(|e| panic!("{e}"))
+    crate::stream_codec::from_slice(&wire).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn a_chat_spans_prompt_and_reply_are_stored_once_in_its_view() {
     let mut span = genai_chat();
     let wire = span.to_wire(1 << 20).unwrap_or_default();
-    let json: Value = serde_json::from_slice(&wire).unwrap_or_default();
+    let json: Value = crate::stream_codec::from_slice(&wire).unwrap_or_default();
     let view = json["ai"].to_string();
     assert_eq!(view.matches(PROMPT).count(), 1, "{view}");
     assert_eq!(view.matches(REPLY).count(), 1, "{view}");
@@ -74,7 +74,8 @@ fn readers_derive_the_texts_the_wire_leaves_out() {
 fn spans_written_with_both_texts_read_the_same() {
     let mut span = genai_chat();
     let mut json: Value =
-        serde_json::from_slice(&span.to_wire(1 << 20).unwrap_or_default()).unwrap_or_default();
+        crate::stream_codec::from_slice(&span.to_wire(1 << 20).unwrap_or_default())
+            .unwrap_or_default();
     json["ai"]["input"] = json!("the stored input");
     json["ai"]["output"] = json!(REPLY);
     let back: Span = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
@@ -134,5 +135,5 @@ fn a_cut_prompt_is_read_as_cut() {
 fn round_trip_within(span: &mut Span, budget: usize) -> Span {
     let wire = span.to_wire(budget).unwrap_or_else(|e| panic!("{e}"));
     assert!(wire.len() <= budget);
-    crate::wire_json::from_slice(&wire).unwrap_or_else(|e| panic!("{e}"))
+    crate::stream_codec::from_slice(&wire).unwrap_or_else(|e| panic!("{e}"))
 }
