@@ -39,7 +39,7 @@ struct Args {
     #[arg(long)]
     cluster: bool,
     /// Spans per span-stream message (1: one message per span, as ingest publishes a lone
-    /// span; more: a JSON array of wire spans, as ingest publishes a trace's spans of one
+    /// span; more: a list of wire spans, as ingest publishes a trace's spans of one
     /// subject — about 6 for the chat spans of the ingest bench's agent runs).
     #[arg(long, default_value_t = 1)]
     spans_per_message: u64,

@@ -1,6 +1,6 @@
 //! The CPU work ingest does for each kept span before handing it to NATS — the buffered
 //! encoding normalised into a domain span (`to_domain`, with its GenAI view) and written as
-//! span-stream JSON (`to_wire`) — on the ingest benchmark's traffic, without NATS or the
+//! a span-stream record (`to_wire`) — on the ingest benchmark's traffic, without NATS or the
 //! network. Meant to run under valgrind's callgrind, which counts instructions repeatably on
 //! a noisy machine:
 //!
@@ -47,6 +47,6 @@ fn main() -> anyhow::Result<()> {
             bytes += span.to_wire(BUDGET)?.len();
         }
     }
-    println!("{spans} spans, {bytes} bytes of span-stream JSON");
+    println!("{spans} spans, {bytes} bytes of span-stream records");
     Ok(())
 }
