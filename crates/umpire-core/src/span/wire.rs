@@ -1,6 +1,6 @@
 //! A span as stored on the span stream: a record ([`crate::stream_codec`]) that fits the
-//! stream's message budget. What
-//! does not fit is cut, largest first, and named in `truncated`:
+//! stream's message budget. What does not fit is cut, largest first, and named in
+//! `truncated`:
 //!
 //! 1. long texts — attribute values, the GenAI view's texts, messages, tool-call arguments
 //!    and results, documents, event attributes, resource attributes — end in a marker;

@@ -147,7 +147,7 @@ pub(super) async fn store(shared: &Shared, evaluations: &[SpanEvaluation]) -> bo
     let messages = match scores_messages(evaluations, budget) {
         Ok(messages) => messages,
         Err(e) => {
-            tracing::error!(event = "score_unencodable", error = %e, "an evaluation cannot be written as JSON");
+            tracing::error!(event = "score_unencodable", error = %e, "an evaluation cannot be written as a scores record");
             return false;
         }
     };

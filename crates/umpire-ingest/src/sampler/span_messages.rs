@@ -1,5 +1,5 @@
 //! A kept job's spans as span-stream messages: the spans of one trace that share a subject
-//! travel together (a JSON array of wire spans, see `umpire_core::batch`), up
+//! travel together (a list of wire spans, see `umpire_core::batch`), up
 //! to the payload budget and [`MAX_SPANS_PER_MESSAGE`]. One message per span cost a
 //! publish, a stream write, an acknowledgement and, in the evaluator, a delivery and an ack
 //! each — more than the span's own work for small spans.
