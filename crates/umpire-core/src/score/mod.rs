@@ -103,15 +103,15 @@ pub fn scores_messages(
     for evaluation in evaluations {
         // An evaluation with code judges is ~0.7–1 KiB: written into room for it at once,
         // not grown from a small buffer by reallocation.
-        let mut json = Vec::with_capacity(1024);
-        crate::stream_codec::write(&mut json, evaluation)?;
-        encoded.push((evaluation, json));
+        let mut record = Vec::with_capacity(1024);
+        crate::stream_codec::write(&mut record, evaluation)?;
+        encoded.push((evaluation, record));
     }
     encoded.sort_unstable_by_key(|(evaluation, _)| (evaluation.trace_id, evaluation.span_id));
     let groups = pack(
         encoded,
         |a, b| a.0.trace_id == b.0.trace_id && a.0.policy == b.0.policy,
-        |(_, json)| json.len(),
+        |(_, record)| record.len(),
         MAX_EVALUATIONS_PER_MESSAGE,
         budget,
     );
@@ -119,11 +119,11 @@ pub fn scores_messages(
         .into_iter()
         .map(|mut group| {
             if group.len() == 1
-                && let Some((evaluation, json)) = group.pop()
+                && let Some((evaluation, record)) = group.pop()
             {
                 return ScoresMessage {
                     id: evaluation.id.clone(),
-                    payload: json,
+                    payload: record,
                     evaluations: 1,
                 };
             }
@@ -135,7 +135,7 @@ pub fn scores_messages(
                     first.policy,
                     batch_message_id(&first.trace_id, &spans)
                 ),
-                payload: batch_message(group.iter().map(|(_, json)| json.as_slice())),
+                payload: batch_message(group.iter().map(|(_, record)| record.as_slice())),
                 evaluations: group.len(),
             }
         })
