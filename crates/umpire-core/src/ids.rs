@@ -32,7 +32,7 @@ macro_rules! hex_id {
 
             /// The lower-case hex digits on the stack: ids are formatted into every
             /// evaluation, dedup and score id, where a `String` each was measurable.
-            fn hex_digits(&self) -> HexDigits<{ $len * 2 }> {
+            pub(crate) fn hex_digits(&self) -> HexDigits<{ $len * 2 }> {
                 let mut digits = [0u8; $len * 2];
                 for (i, byte) in self.0.iter().enumerate() {
                     digits[2 * i] = HEX[usize::from(byte >> 4)];
@@ -93,7 +93,7 @@ macro_rules! hex_id {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Hex digits of an id, as a `str` without allocating.
-struct HexDigits<const N: usize>([u8; N]);
+pub(crate) struct HexDigits<const N: usize>([u8; N]);
 
 impl<const N: usize> std::ops::Deref for HexDigits<N> {
     type Target = str;

@@ -68,7 +68,7 @@ pub struct EvaluatorMetrics {
     /// Each judge's series, looked up once: recording every judge of every span through the
     /// families cloned the judge's name and hashed a label set three times per result (5 %
     /// of the evaluator's CPU with code judges).
-    per_judge: RwLock<HashMap<String, Arc<JudgeSeries>>>,
+    per_judge: RwLock<HashMap<String, Arc<JudgeSeries>, foldhash::fast::RandomState>>,
 }
 
 /// One judge's outcome counters and histograms, each created in its family on first use (so

@@ -116,3 +116,16 @@ fn batches_stay_within_the_byte_budget_and_the_count_limit() {
         many.len().div_ceil(MAX_EVALUATIONS_PER_MESSAGE)
     );
 }
+
+#[test]
+fn an_evaluation_id_is_the_policy_then_the_trace_and_span_ids() {
+    let id = SpanEvaluation::id_for(
+        "team-a/quality",
+        &"0748feb976cd256641cc0ff1847e6c60".parse().unwrap(),
+        &"00f067aa0ba902b7".parse().unwrap(),
+    );
+    assert_eq!(
+        id,
+        "team-a/quality/0748feb976cd256641cc0ff1847e6c60-00f067aa0ba902b7"
+    );
+}
