@@ -116,6 +116,7 @@ pub struct IngestMetrics {
     pub request_bytes_in_flight: Gauge,
     pub admission_refused: Family<AdmissionLabels, Counter>,
     pub buffered_traces: Gauge,
+    pub intake_paused: Gauge,
     pub publish_duration: Histogram,
     pub publish_failures: Counter,
     pub publish_duplicates: Counter,
@@ -155,6 +156,7 @@ impl IngestMetrics {
             request_bytes_in_flight: Gauge::default(),
             admission_refused: Family::default(),
             buffered_traces: Gauge::default(),
+            intake_paused: Gauge::default(),
             publish_duration: latency_histogram(),
             publish_failures: Counter::default(),
             publish_duplicates: Counter::default(),
@@ -265,6 +267,11 @@ impl IngestMetrics {
             "buffered_traces",
             "Traces awaiting a sampling decision",
             metrics.buffered_traces.clone(),
+        );
+        r.register(
+            "intake_paused",
+            "1 while the sampler stops pulling the intake: kept spans waiting for the span stream hold half the buffer's budget",
+            metrics.intake_paused.clone(),
         );
         r.register(
             "publish_duration_seconds",

@@ -251,6 +251,59 @@ async fn sheds_by_deciding_early_when_the_buffer_is_full() {
     assert!(ingest.metric("umpire_ingest_buffered_spans").await <= 1000.0);
 }
 
+/// Kept spans waiting for a span stream that does not answer still count against the buffer:
+/// the sampler stops pulling the intake instead of deciding every trace early and queueing
+/// its spans in memory without limit (measured before: 630 MB of spans waiting to publish
+/// against a 134 MB buffer budget under sustained load, every trace decided early).
+#[tokio::test]
+async fn spans_waiting_for_the_span_stream_pause_the_intake_instead_of_filling_memory() {
+    let nats = NatsServer::start().unwrap();
+    let spec = json!({"sampling": {"decisionWait": "10m", "maxBufferedSpans": 1000}});
+    let ingest = TestIngest::start(&nats.url(), spec).await;
+    let js = jetstream(&nats.url()).await;
+    // The span stream refuses new messages (full, discarding new ones): publishes fail and
+    // are retried. (Deleting it would also delete the partitions' fence markers.)
+    let mut span_stream = js.get_stream(spans_stream()).await.unwrap();
+    let info = span_stream.info().await.unwrap().clone();
+    let config = info.config.clone();
+    js.update_stream(async_nats::jetstream::stream::Config {
+        max_messages: i64::try_from(info.state.messages).unwrap(),
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..config.clone()
+    })
+    .await
+    .unwrap();
+    for batch in 0..6u32 {
+        let spans = (0..500)
+            .map(|i| span(batch * 500 + i + 1, 0, false, 1, vec![]))
+            .collect();
+        assert_eq!(
+            post_protobuf(&ingest.http, &request(spans)).await.status(),
+            200
+        );
+    }
+    eventually("the intake to pause", Duration::from_secs(30), || async {
+        (ingest.metric("umpire_ingest_intake_paused").await == 1.0).then_some(())
+    })
+    .await;
+    // Buffered and waiting to publish, together: the limit plus at most one intake message
+    // taken in before the pause (a request's spans split over 16 partitions).
+    let held = ingest.metric("umpire_ingest_buffered_spans").await;
+    assert!(held <= 1000.0 + 500.0, "{held} spans held");
+    // The span stream back: the waiting spans are published and the intake resumes (what
+    // the 10-minute wait still holds is flushed by the shutdown); nothing was lost.
+    js.update_stream(config).await.unwrap();
+    kept_spans(&js, 2000).await;
+    eventually("the intake to resume", Duration::from_secs(30), || async {
+        (ingest.metric("umpire_ingest_intake_paused").await == 0.0).then_some(())
+    })
+    .await;
+    ingest.stop().await;
+    let spans = kept_spans(&js, 3000).await;
+    let ids: BTreeSet<String> = spans.iter().map(|(_, span)| span.dedup_id()).collect();
+    assert_eq!(ids.len(), 3000);
+}
+
 #[tokio::test]
 async fn graceful_shutdown_flushes_buffered_traces() {
     let nats = NatsServer::start().unwrap();

@@ -31,6 +31,19 @@ impl SamplingLoop {
         }
     }
 
+    /// Whether to take in intake deliveries. Kept spans waiting for the span stream count
+    /// against the buffer's limits, but shedding cannot free them (they are decided
+    /// already): when publishing falls behind the intake — NATS slow or the span stream
+    /// unavailable — taking more in would decide every new trace early and queue its spans
+    /// in memory without bound (measured: 630 MB waiting against a 134 MB budget). Past half
+    /// of either limit the sampler pauses until publishes complete; the other half stays for
+    /// traces still waiting for their decision.
+    pub(super) fn accepts_deliveries(&self) -> bool {
+        let settings = &self.sampler.settings;
+        self.publishing_spans < settings.max_buffered_spans.div_ceil(2)
+            && self.publishing_bytes < settings.max_buffered_bytes.div_ceil(2)
+    }
+
     /// Decides due traces, a bounded batch at a time so one burst of decisions never holds
     /// a runtime thread long enough to delay the receivers; returns whether more are due.
     pub(super) fn decide_due(&mut self, now: Instant) -> bool {

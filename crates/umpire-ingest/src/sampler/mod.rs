@@ -226,12 +226,15 @@ impl SamplingLoop {
         progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut more_due = false;
         loop {
+            let accepting = self.accepts_deliveries();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(outcome) = self.publishing.next() => self.on_published(outcome),
                 Some(update) = self.lease_updates.recv() => self.on_lease_update(update),
-                Some(from) = deliveries.recv() => match from {
+                // Not taken while paused: deliveries keep their share of the pending budget,
+                // so the fetchers stop pulling and the backlog stays in the intake stream.
+                Some(from) = deliveries.recv(), if accepting => match from {
                     FromFetcher::Claimed { partition, fence } => self.on_claimed(partition, fence),
                     FromFetcher::Delivery(delivery) => self.on_delivery(delivery),
                 },
@@ -366,6 +369,9 @@ impl SamplingLoop {
         metrics
             .buffered_traces
             .set(self.buffer.trace_count() as i64);
+        metrics
+            .intake_paused
+            .set(i64::from(!self.accepts_deliveries()));
         metrics.partitions_owned.set(self.fetchers.len() as i64);
     }
 
