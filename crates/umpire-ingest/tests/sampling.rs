@@ -227,20 +227,25 @@ async fn three_replicas_agree_on_one_decision_per_trace() {
     }
 }
 
-#[tokio::test]
-async fn sheds_by_deciding_early_when_the_buffer_is_full() {
-    let nats = NatsServer::start().unwrap();
-    let spec = json!({"sampling": {"decisionWait": "10m", "maxBufferedSpans": 1000}});
-    let ingest = TestIngest::start(&nats.url(), spec).await;
-    for batch in 0..6u32 {
-        let spans = (0..500)
-            .map(|i| span(batch * 500 + i + 1, 0, false, 1, vec![]))
+/// Sends `count` traces of one span each (traces 1..=count), 500 per request.
+async fn send_one_span_traces(ingest: &TestIngest, count: u32) {
+    for first in (1..=count).step_by(500) {
+        let spans = (first..(first + 500).min(count + 1))
+            .map(|t| span(t, 0, false, 1, vec![]))
             .collect();
         assert_eq!(
             post_protobuf(&ingest.http, &request(spans)).await.status(),
             200
         );
     }
+}
+
+#[tokio::test]
+async fn sheds_by_deciding_early_when_the_buffer_is_full() {
+    let nats = NatsServer::start().unwrap();
+    let spec = json!({"sampling": {"decisionWait": "10m", "maxBufferedSpans": 1000}});
+    let ingest = TestIngest::start(&nats.url(), spec).await;
+    send_one_span_traces(&ingest, 3000).await;
     // With a 10-minute wait, only shedding can have decided these.
     let spans = kept_spans(&jetstream(&nats.url()).await, 2000).await;
     assert!(spans.len() >= 2000);
@@ -273,15 +278,7 @@ async fn spans_waiting_for_the_span_stream_pause_the_intake_instead_of_filling_m
     })
     .await
     .unwrap();
-    for batch in 0..6u32 {
-        let spans = (0..500)
-            .map(|i| span(batch * 500 + i + 1, 0, false, 1, vec![]))
-            .collect();
-        assert_eq!(
-            post_protobuf(&ingest.http, &request(spans)).await.status(),
-            200
-        );
-    }
+    send_one_span_traces(&ingest, 3000).await;
     eventually("the intake to pause", Duration::from_secs(30), || async {
         (ingest.metric("umpire_ingest_intake_paused").await == 1.0).then_some(())
     })
@@ -294,9 +291,16 @@ async fn spans_waiting_for_the_span_stream_pause_the_intake_instead_of_filling_m
     // the 10-minute wait still holds is flushed by the shutdown); nothing was lost.
     js.update_stream(config).await.unwrap();
     kept_spans(&js, 2000).await;
-    eventually("the intake to resume", Duration::from_secs(30), || async {
-        (ingest.metric("umpire_ingest_intake_paused").await == 0.0).then_some(())
-    })
+    eventually(
+        "the intake to resume and be taken in whole",
+        Duration::from_secs(30),
+        || async {
+            let paused = ingest.metric("umpire_ingest_intake_paused").await;
+            let kept = ingest.metric("umpire_ingest_spans_kept_total").await;
+            let held = ingest.metric("umpire_ingest_buffered_spans").await;
+            (paused == 0.0 && kept + held == 3000.0).then_some(())
+        },
+    )
     .await;
     ingest.stop().await;
     let spans = kept_spans(&js, 3000).await;
