@@ -37,11 +37,13 @@ impl SamplingLoop {
     /// unavailable — taking more in would decide every new trace early and queue its spans
     /// in memory without bound (measured: 630 MB waiting against a 134 MB budget). Past half
     /// of either limit the sampler pauses until publishes complete; the other half stays for
-    /// traces still waiting for their decision.
+    /// traces still waiting for their decision. With nothing publishing it always takes
+    /// deliveries in, however small the limits.
     pub(super) fn accepts_deliveries(&self) -> bool {
         let settings = &self.sampler.settings;
-        self.publishing_spans < settings.max_buffered_spans.div_ceil(2)
-            && self.publishing_bytes < settings.max_buffered_bytes.div_ceil(2)
+        self.publishing_spans == 0
+            || (self.publishing_spans < settings.max_buffered_spans / 2
+                && self.publishing_bytes < settings.max_buffered_bytes / 2)
     }
 
     /// Decides due traces, a bounded batch at a time so one burst of decisions never holds
