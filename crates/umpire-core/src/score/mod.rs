@@ -61,14 +61,16 @@ pub struct JudgeScore {
 
 impl SpanEvaluation {
     pub fn id_for(policy: &str, trace_id: &TraceId, span_id: &SpanId) -> String {
-        // Built by hand: `format!` cost 1.5k instructions of every evaluated span.
-        let mut id = String::with_capacity(policy.len() + 1 + 32 + 1 + 16);
-        id.push_str(policy);
-        id.push('/');
-        id.push_str(&trace_id.hex_digits());
-        id.push('-');
-        id.push_str(&span_id.hex_digits());
-        id
+        // Not `format!`: its formatting machinery cost 1.5k instructions of every evaluated
+        // span; `concat` sizes the string once and copies the parts.
+        [
+            policy,
+            "/",
+            &trace_id.hex_digits(),
+            "-",
+            &span_id.hex_digits(),
+        ]
+        .concat()
     }
 
     /// The id of one judge's score: `<policy>/<judge>/<trace id>-<span id>`.
