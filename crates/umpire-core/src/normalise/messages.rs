@@ -1,5 +1,5 @@
-//! Messages and tool calls, from each convention's shape: GenAI JSON messages with typed
-//! parts, indexed `gen_ai.prompt.N.*` / `llm.input_messages.N.*` attributes, and message
+//! Messages and tool calls, from each convention's shape (GenAI JSON messages are read in
+//! [`super::genai_json`]): indexed `gen_ai.prompt.N.*` / `llm.input_messages.N.*` attributes, and message
 //! span events.
 
 use std::collections::BTreeMap;
@@ -8,79 +8,6 @@ use serde_json::Value;
 
 use super::*;
 use crate::span::{Attributes, Message, SpanEvent, ToolCall, value_text};
-
-/// Text of GenAI "parts" (`[{type: text, content}]`), a plain string, or a list of strings.
-pub(super) fn parts_text(value: &Value) -> String {
-    match parse_json_text(value) {
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|part| match part {
-                Value::String(text) => Some(text.clone()),
-                Value::Object(_) => part_text(part),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => value.as_str().map(str::to_owned).unwrap_or_default(),
-    }
-}
-
-pub(super) fn part_text(part: &Value) -> Option<String> {
-    let kind = part.get("type").and_then(Value::as_str).unwrap_or("text");
-    (kind == "text").then(|| {
-        part.get("content")
-            .or_else(|| part.get("text"))
-            .and_then(non_empty_text)
-    })?
-}
-
-/// `gen_ai.input.messages` / `gen_ai.output.messages`: `[{role, parts: [...], finish_reason}]`.
-pub(super) fn genai_messages(value: Option<&Value>) -> Vec<Message> {
-    let Some(Value::Array(messages)) = value.and_then(parse_json_text) else {
-        return Vec::new();
-    };
-    messages
-        .iter()
-        .map(|message| {
-            let role = message
-                .get("role")
-                .and_then(Value::as_str)
-                .unwrap_or("user")
-                .to_owned();
-            // Borrowed: the parts hold the prompt or reply, copied once below into the view.
-            let parts: &[Value] = message
-                .get("parts")
-                .and_then(Value::as_array)
-                .map_or(&[], Vec::as_slice);
-            let texts: Vec<String> = parts.iter().filter_map(part_text).collect();
-            let tool_calls = parts
-                .iter()
-                .filter(|p| p.get("type").and_then(Value::as_str) == Some("tool_call"))
-                .map(|p| ToolCall {
-                    id: p.get("id").and_then(non_empty_text),
-                    name: p.get("name").and_then(non_empty_text).unwrap_or_default(),
-                    arguments: p.get("arguments").and_then(arguments_text),
-                })
-                .collect();
-            let response = parts
-                .iter()
-                .find(|p| p.get("type").and_then(Value::as_str) == Some("tool_call_response"));
-            let content = if texts.is_empty() {
-                response
-                    .and_then(|r| r.get("response").or_else(|| r.get("result")))
-                    .and_then(non_empty_text)
-            } else {
-                Some(texts.join("\n"))
-            };
-            Message {
-                role,
-                content,
-                tool_calls,
-                tool_call_id: response.and_then(|r| r.get("id")).and_then(non_empty_text),
-            }
-        })
-        .collect()
-}
 
 /// Tool-call arguments as JSON text, whether the instrumentation stored text or an object.
 pub(super) fn arguments_text(value: &Value) -> Option<String> {

@@ -15,6 +15,7 @@
 //! [`catalog`].
 
 mod catalog;
+mod genai_json;
 mod messages;
 mod streaming;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use crate::span::{
 };
 
 use self::catalog::{documents, tool_definitions};
+use self::genai_json::{genai_messages, parts_text};
 use self::messages::*;
 pub use self::streaming::time_to_first_token_ms;
 

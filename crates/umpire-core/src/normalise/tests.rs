@@ -1,6 +1,7 @@
 //! Each convention, read from attributes and events as instrumentations write them.
 
 use super::*;
+use crate::span::Message;
 use serde_json::json;
 
 fn attrs(pairs: &[(&str, Value)]) -> Attributes {
@@ -149,4 +150,110 @@ fn non_ai_spans_have_an_empty_view() {
         0,
     );
     assert_eq!(view, AiView::default());
+}
+
+/// `gen_ai.*.messages` as instrumentations send it, odd shapes included: what each message
+/// and part yields does not depend on how the JSON is parsed.
+#[test]
+fn genai_json_messages_of_every_shape() {
+    let messages = json!([
+        "not an object",
+        {"role": 7, "parts": [
+            {"type": "text", "content": "a"},
+            "a loose string",
+            {"content": 42},
+            {"type": "text", "content": ""},
+            {"text": "b"},
+            {"type": "text", "content": null, "text": "not read: content is present"}
+        ]},
+        {"role": "assistant", "finish_reason": "tool_calls", "parts": [
+            {"type": "tool_call", "id": "c1", "name": "f", "arguments": {"x": 1, "y": [true, null]}},
+            {"type": "tool_call", "name": "g", "arguments": "{\"y\": 2}"},
+            {"type": "tool_call", "id": "", "name": 3, "arguments": null},
+            {"type": "reasoning", "content": "not text"}
+        ]},
+        {"role": "tool", "parts": [
+            {"type": "tool_call_response", "id": "c1", "response": null, "result": "not read"}
+        ]},
+        {"role": "tool", "parts": [
+            {"type": "tool_call_response", "id": "c2", "result": {"ok": true}}
+        ]},
+        {"role": "user", "parts": [{"type": "text", "content": "esc \"q\" \u{e9} \\ \n"}], "x": {"deep": [1, 2]}},
+        {"role": "user", "parts": "not a list"},
+        {"role": "user", "parts": [{"type": "text", "content": 1.5}, {"type": "text", "content": {"k": "v"}}]}
+    ]);
+    let expected = vec![
+        Message {
+            role: "user".into(),
+            ..Message::default()
+        },
+        Message {
+            role: "user".into(),
+            content: Some("a\n42\nb".into()),
+            ..Message::default()
+        },
+        Message {
+            role: "assistant".into(),
+            content: None,
+            tool_calls: vec![
+                ToolCall {
+                    id: Some("c1".into()),
+                    name: "f".into(),
+                    arguments: Some("{\"x\":1,\"y\":[true,null]}".into()),
+                },
+                ToolCall {
+                    id: None,
+                    name: "g".into(),
+                    arguments: Some("{\"y\": 2}".into()),
+                },
+                ToolCall {
+                    id: None,
+                    name: "3".into(),
+                    arguments: None,
+                },
+            ],
+            tool_call_id: None,
+        },
+        Message {
+            role: "tool".into(),
+            tool_call_id: Some("c1".into()),
+            ..Message::default()
+        },
+        Message {
+            role: "tool".into(),
+            content: Some("{\"ok\":true}".into()),
+            tool_call_id: Some("c2".into()),
+            ..Message::default()
+        },
+        Message {
+            role: "user".into(),
+            content: Some("esc \"q\" \u{e9} \\ \n".into()),
+            ..Message::default()
+        },
+        Message {
+            role: "user".into(),
+            ..Message::default()
+        },
+        Message {
+            role: "user".into(),
+            content: Some("1.5\n{\"k\":\"v\"}".into()),
+            ..Message::default()
+        },
+    ];
+    // As instrumentations send it (a JSON string) and as an already structured value.
+    assert_eq!(genai_messages(Some(&json!(messages.to_string()))), expected);
+    assert_eq!(genai_messages(Some(&messages)), expected);
+    // Not a list, or not JSON: no messages.
+    assert_eq!(genai_messages(Some(&json!("{\"role\": \"user\"}"))), []);
+    assert_eq!(genai_messages(Some(&json!("[{\"role\": \"user\""))), []);
+    assert_eq!(genai_messages(Some(&json!(17))), []);
+    assert_eq!(genai_messages(None), []);
+    // System instructions: parts' texts, plain strings in the list included.
+    assert_eq!(
+        parts_text(&json!(
+            "[{\"type\": \"text\", \"content\": \"Be brief.\"}, \"And kind.\", {\"type\": \"image\"}]"
+        )),
+        "Be brief.\nAnd kind."
+    );
+    assert_eq!(parts_text(&json!("plain")), "plain");
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::ids::{SpanId, TraceId};
 
 pub use self::batch::{MessageSpans, spans_of_message};
+pub(crate) use self::reading::Key;
 pub use self::reading::SpanReading;
 pub use self::wire::WireError;
 

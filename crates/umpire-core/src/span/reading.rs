@@ -156,8 +156,8 @@ impl<'de> Visitor<'de> for SkippingVisitor {
 }
 
 /// A map key borrowed from the input where it has no escapes (no allocation for a key that
-/// is then skipped).
-struct Key<'de>(Cow<'de, str>);
+/// is then skipped or only compared).
+pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(decoder: D) -> Result<Self, D::Error> {
