@@ -248,6 +248,14 @@ fn genai_json_messages_of_every_shape() {
     assert_eq!(genai_messages(Some(&json!("[{\"role\": \"user\""))), []);
     assert_eq!(genai_messages(Some(&json!(17))), []);
     assert_eq!(genai_messages(None), []);
+    // Nesting past serde_json's depth limit (an attacker's content) is no messages, not a
+    // stack overflow.
+    let deep = format!(
+        "[{{\"role\": \"user\", \"parts\": [{{\"content\": {}1{}}}]}}]",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert_eq!(genai_messages(Some(&json!(deep))), []);
     // System instructions: parts' texts, plain strings in the list included.
     assert_eq!(
         parts_text(&json!(
