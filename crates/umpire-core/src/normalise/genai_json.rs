@@ -96,23 +96,19 @@ impl Field<'_> {
         }
     }
 
-    /// None for null or "", else the text (a non-string as its JSON).
-    fn non_empty_text(self) -> Option<String> {
+    /// None for null, else the text: a string as it is, anything else (tool-call arguments
+    /// given as an object, say) as its JSON.
+    fn into_text(self) -> Option<String> {
         match self {
             Field::Null => None,
-            Field::Text(text) if text.is_empty() => None,
             Field::Text(text) => Some(text.into_owned()),
             Field::Other(value) => Some(value.to_string()),
         }
     }
 
-    /// Tool-call arguments as JSON text: a string as it is, an object as its JSON.
-    fn arguments_text(self) -> Option<String> {
-        match self {
-            Field::Null => None,
-            Field::Text(text) => Some(text.into_owned()),
-            Field::Other(value) => Some(value.to_string()),
-        }
+    /// As [`Field::into_text`], with "" as none.
+    fn non_empty_text(self) -> Option<String> {
+        self.into_text().filter(|text| !text.is_empty())
     }
 }
 
@@ -282,7 +278,7 @@ impl WireMessage<'_> {
                         .name
                         .and_then(Field::non_empty_text)
                         .unwrap_or_default(),
-                    arguments: part.arguments.and_then(Field::arguments_text),
+                    arguments: part.arguments.and_then(Field::into_text),
                 }),
                 Some("tool_call_response") => {
                     if response.is_none() {
