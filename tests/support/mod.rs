@@ -23,6 +23,8 @@ pub mod traffic;
 /// A running `umpire` subcommand whose JSON log lines are collected.
 pub struct UmpireProcess {
     child: Child,
+    /// The arguments and environment it was started with, to tell processes apart.
+    label: String,
     lines: mpsc::Receiver<String>,
     pub log: Vec<String>,
 }
@@ -55,8 +57,10 @@ impl UmpireProcess {
                 }
             }
         });
+        let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         Self {
             child,
+            label: format!("{} umpire {}", env.join(" "), args.join(" ")),
             lines,
             log: Vec::new(),
         }
@@ -136,10 +140,27 @@ impl UmpireProcess {
     }
 }
 
+/// How many of a process's last log lines a failing test prints.
+const LOG_TAIL_ON_FAILURE: usize = 80;
+
 impl Drop for UmpireProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test's processes say what they were doing: a timeout alone (say,
+        // "waiting for a new leader") does not tell a slow election from a stuck replica.
+        if std::thread::panicking() {
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.log.push(line);
+            }
+            let tail = &self.log[self.log.len().saturating_sub(LOG_TAIL_ON_FAILURE)..];
+            eprintln!(
+                "--- last {} log lines of `{}` ---\n{}",
+                tail.len(),
+                self.label.trim(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
