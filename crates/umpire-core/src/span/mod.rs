@@ -1,6 +1,7 @@
 //! The normalised span: one model for OpenTelemetry GenAI, OpenInference and OpenLLMetry
 //! instrumentation, as ingest publishes it and evaluators read it.
 
+mod attribute_codec;
 mod batch;
 mod reading;
 mod view_text;
@@ -42,13 +43,19 @@ pub struct Span {
     /// All of them, except where a [`SpanReading`] skipped what the reader does not need.
     #[serde(
         default,
+        serialize_with = "attribute_codec::write",
         deserialize_with = "reading::attributes",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub attributes: Attributes,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<SpanEvent>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        serialize_with = "attribute_codec::write",
+        deserialize_with = "attribute_codec::read",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub resource: Attributes,
     #[serde(default)]
     pub scope: Scope,
@@ -147,7 +154,12 @@ pub struct Status {
 pub struct SpanEvent {
     pub name: String,
     pub time_unix_nano: u64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        serialize_with = "attribute_codec::write",
+        deserialize_with = "attribute_codec::read",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub attributes: Attributes,
 }
 

@@ -16,8 +16,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
 
+use super::attribute_codec::{self, StoredValue};
 use super::{Attributes, MessageSpans};
 use crate::stream_codec;
 
@@ -127,7 +127,7 @@ impl Drop for Restore {
 /// `Span::attributes`' decoder: all of them, or those the thread's reading keeps.
 pub(super) fn attributes<'de, D: Deserializer<'de>>(decoder: D) -> Result<Attributes, D::Error> {
     match NAMED.with(|current| current.borrow().clone()) {
-        None => serde::Deserialize::deserialize(decoder),
+        None => attribute_codec::read(decoder),
         Some(named) => decoder.deserialize_map(SkippingVisitor(named)),
     }
 }
@@ -145,7 +145,7 @@ impl<'de> Visitor<'de> for SkippingVisitor {
         let mut attributes = Attributes::new();
         while let Some(Key(key)) = map.next_key()? {
             if self.0.keeps(&key) {
-                let value: Value = map.next_value()?;
+                let StoredValue(value) = map.next_value()?;
                 attributes.insert(key.into_owned(), value);
             } else {
                 map.next_value::<IgnoredAny>()?;
