@@ -50,10 +50,13 @@ pub struct Span {
     pub attributes: Attributes,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<SpanEvent>,
+    /// All of them, except where a [`SpanReading`] skipped what the reader does not need
+    /// ([`Span::attribute`] falls back to these, so a policy names them as it names span
+    /// attributes).
     #[serde(
         default,
         serialize_with = "attribute_codec::write",
-        deserialize_with = "attribute_codec::read",
+        deserialize_with = "reading::attributes",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub resource: Attributes,

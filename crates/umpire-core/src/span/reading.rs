@@ -4,8 +4,9 @@
 //! sent them (`gen_ai.input.messages` — JSON inside a JSON string — or `input.value`,
 //! `llm.input_messages.*`, …) and again in the GenAI view normalisation built from them.
 //! Exporters need the former; judges read the view, and an evaluator reads attributes only
-//! where its policy names them (a judge's `attributes.<key>` field, a selector, a
-//! `groupBy`) and for the evaluation's `gen_ai.response.id`. Decoding the rest — allocating
+//! where its policy names them (a judge's `attributes.<key>` or `resource.<key>` field, a
+//! selector, a `groupBy` — the last two also find resource attributes) and for the
+//! evaluation's `gen_ai.response.id`; the same holds for the resource's attributes. Decoding the rest — allocating
 //! each key and value, unescaping kilobytes — was the largest single cost of an evaluator's
 //! span, so [`SpanReading::for_policy`] decodes only the keys the policy's text names.
 
@@ -124,7 +125,8 @@ impl Drop for Restore {
     }
 }
 
-/// `Span::attributes`' decoder: all of them, or those the thread's reading keeps.
+/// The decoder of a span's attributes and of its resource's: all of them, or those the
+/// thread's reading keeps.
 pub(super) fn attributes<'de, D: Deserializer<'de>>(decoder: D) -> Result<Attributes, D::Error> {
     match NAMED.with(|current| current.borrow().clone()) {
         None => attribute_codec::read(decoder),

@@ -57,7 +57,7 @@ fn text_values_are_stored_as_bytes_and_read_back_as_text() {
     }
     assert_eq!(read(&record).ok(), Some(span.clone()));
     // A reading that keeps some attributes and skips the rest gets the kept ones as text.
-    let kept = SpanReading::for_policy("groupBy: [gen_ai.request.model, tags]")
+    let kept = SpanReading::for_policy("groupBy: [gen_ai.request.model, tags, pid]")
         .read(&record)
         .map(MessageSpans::into_vec)
         .unwrap_or_default();
@@ -65,7 +65,8 @@ fn text_values_are_stored_as_bytes_and_read_back_as_text() {
     let keys: Vec<&str> = kept[0].attributes.keys().map(String::as_str).collect();
     assert_eq!(keys, ["gen_ai.request.model", "tags"]);
     assert_eq!(kept[0].attributes["gen_ai.request.model"], json!("gpt-4o"));
-    assert_eq!(kept[0].resource, span.resource);
+    assert_eq!(kept[0].resource.get("pid"), Some(&json!(7)));
+    assert_eq!(kept[0].resource.len(), 1);
     assert_eq!(kept[0].events, span.events);
 }
 

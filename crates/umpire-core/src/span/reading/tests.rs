@@ -135,3 +135,39 @@ fn spans_stored_as_json_are_read_the_same_way() {
     assert_eq!(from_json, from_wire);
     assert_eq!(keys(&from_json[0]), ["input.value", "key with \"escapes\""]);
 }
+
+#[test]
+fn resource_attributes_the_policy_does_not_name_are_not_decoded() {
+    let span = Span {
+        resource: [
+            ("service.name", json!("bot")),
+            ("service.version", json!("1.2.0")),
+            ("host.name", json!("node-7")),
+            ("process.pid", json!(42)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+        ..Span::blank()
+    };
+    let record = crate::stream_codec::to_vec(&span).unwrap_or_default();
+    let resource = |policy: &str| {
+        let spans = SpanReading::for_policy(policy)
+            .read(&record)
+            .map(MessageSpans::into_vec)
+            .unwrap_or_default();
+        let span = spans.into_iter().next().unwrap_or_else(Span::blank);
+        span.resource.into_keys().collect::<Vec<_>>()
+    };
+    assert_eq!(
+        resource("judges: [{name: j, regex: {field: resource.service.version, pattern: x}}]"),
+        ["service.version"]
+    );
+    // `Span::attribute` falls back to the resource: a groupBy or selector key finds it.
+    assert_eq!(resource("groupBy: [service.name]"), ["service.name"]);
+    assert!(resource("judges: [{name: j, json: {}}]").is_empty());
+    let whole = SpanReading::whole()
+        .read(&record)
+        .map(MessageSpans::into_vec);
+    assert_eq!(whole.ok().map(|s| s[0].resource.len()), Some(4));
+}
